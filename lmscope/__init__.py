@@ -1,0 +1,43 @@
+"""lmscope: look inside a causal language model, stage by stage.
+
+import lmscope
+analysis = lmscope.analyze("gpt2", "The cat sat on the mat")
+"""
+
+from __future__ import annotations
+
+from .core.analysis import Analysis
+from .core.analysis import analyze as _analyze
+from .core.card import ModelCard
+from .core.errors import LmscopeError
+from .core.loading import from_model, load_model
+from .core.model import LoadedModel
+from .core.model_cache import default_cache
+
+__version__ = "0.1.0"
+
+
+def load(model_id: str) -> LoadedModel:
+    """A model by hub id (`gpt2`, `org/name`), `demo`, or a local folder; cached for reuse."""
+    cache = default_cache()
+    cache.allow_local_path = True  # a notebook user is the operator
+    return cache.get(model_id)
+
+
+def analyze(model: str | LoadedModel, prompt: str) -> Analysis:
+    """Analyze a prompt with one traced forward pass."""
+    lm = load(model) if isinstance(model, str) else model
+    return _analyze(lm, prompt)
+
+
+__all__ = [
+    "Analysis",
+    "LmscopeError",
+    "LoadedModel",
+    "ModelCard",
+    "__version__",
+    "analyze",
+    "from_model",
+    "load",
+    "load_model",
+]

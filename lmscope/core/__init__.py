@@ -1,0 +1,1 @@
+"""The core library: loading, one traced forward pass, head analysis. Imports no UI."""

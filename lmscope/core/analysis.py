@@ -1,0 +1,203 @@
+"""Analyze a prompt: one traced forward pass, and the object every view reads from.
+
+Heavy tensors (attention patterns, residual stream) stay in the `Analysis` on the server;
+`to_dict()` is the compact document the CLI prints and the browser receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import PromptError
+from .heads import HeadReport
+from .model import LoadedModel
+from .tokens import Token, display, tokenize
+from .trace import run
+
+MAX_PROMPT_CHARS = 200_000
+TOP_K = 10
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One candidate next token."""
+
+    id: int
+    text: str
+    probability: float
+    logit: float
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "text": self.text,
+            "display": display(self.text),
+            "probability": round(self.probability, 6),
+            "logit": round(self.logit, 4),
+        }
+
+
+def check_prompt(prompt: object) -> str:
+    """The prompt if it can be analyzed, else a `PromptError` saying why."""
+    if not isinstance(prompt, str):
+        raise PromptError("The prompt must be text.")
+    if not prompt:
+        raise PromptError("The prompt is empty: type some text to analyze.")
+    if not prompt.strip():
+        raise PromptError("The prompt is only whitespace: type some text to analyze.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise PromptError(
+            f"The prompt has {len(prompt):,} characters; lmscope reads at most "
+            f"{MAX_PROMPT_CHARS:,}."
+        )
+    for index, char in enumerate(prompt):
+        if "\ud800" <= char <= "\udfff":
+            raise PromptError(
+                f"The prompt is not valid Unicode: a lone surrogate U+{ord(char):04X} at character "
+                f"{index}."
+            )
+    return prompt
+
+
+def fit_context(tokens: list[Token], context: int) -> tuple[list[Token], list[str]]:
+    """Keep the last `context` tokens of a prompt longer than the model reads, with a notice."""
+    if len(tokens) <= context:
+        return tokens, []
+    kept = tokens[-context:]
+    notice = (
+        f"The prompt is {len(tokens):,} tokens; this model reads at most {context:,}, so the first "
+        f"{len(tokens) - context:,} tokens were dropped and the analysis starts at character "
+        f"{kept[0].start:,}."
+    )
+    renumbered = [
+        Token(i, t.id, t.piece, t.text, t.display, t.start, t.end) for i, t in enumerate(kept)
+    ]
+    return renumbered, [notice]
+
+
+@dataclass(eq=False)
+class Analysis:
+    """Everything one forward pass showed about a prompt. Tensors are float32, batch axis dropped.
+
+    residual[0] is the embedding sum, residual[l + 1] the stream after layer l; attention is
+    `(layers, heads, T, T)`; attn_out, mlp_out `(layers, T, d)` are what each sublayer wrote into
+    the stream; z `(layers, T, heads, d_head)` is each head's output before the output projection.
+    """
+
+    lm: LoadedModel
+    prompt: str
+    tokens: list[Token]
+    notices: list[str]
+    token_embeddings: torch.Tensor
+    position_embeddings: torch.Tensor | None
+    attention: torch.Tensor
+    residual: torch.Tensor
+    attn_out: torch.Tensor
+    mlp_out: torch.Tensor
+    z: torch.Tensor
+    logits: torch.Tensor  # (vocab,) at the last position
+    heads: HeadReport
+    _lens: dict[int, list[list[Prediction]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def ids(self) -> torch.Tensor:
+        return torch.tensor([t.id for t in self.tokens])
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return self.logits.softmax(-1)
+
+    def top_predictions(self, k: int = TOP_K) -> list[Prediction]:
+        """The model's k most likely next tokens."""
+        return self._top(self.logits.unsqueeze(0), k)[0]
+
+    def logit_lens(self, position: int = -1, k: int = 5) -> list[list[Prediction]]:
+        """Top-k next tokens read off the residual stream at `position` after each layer.
+
+        Row 0 reads the embeddings, row l + 1 the stream after layer l; the last row equals the
+        model's own output. Computed on request for one position only.
+        """
+        position = position % len(self.tokens)
+        if position not in self._lens or len(self._lens[position][0]) < k:
+            with torch.inference_mode():
+                logits = self.lm.unembed(self.residual[:, position])
+            self._lens[position] = self._top(logits, k)
+        return [row[:k] for row in self._lens[position]]
+
+    def _top(self, logits: torch.Tensor, k: int) -> list[list[Prediction]]:
+        probs = logits.float().softmax(-1)
+        top = probs.topk(min(k, probs.shape[-1]), dim=-1)
+        return [
+            [
+                Prediction(i, self.lm.token_text(i), p, float(logits[row, i]))
+                for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
+            ]
+            for row in range(logits.shape[0])
+        ]
+
+    def to_dict(self) -> dict:
+        """The compact document the CLI prints and the API answers: what the views draw."""
+
+        def norms(x: torch.Tensor) -> list:
+            return x.norm(dim=-1).round(decimals=3).tolist()
+
+        return {
+            "model": self.lm.card.to_dict() | {"revision": self.lm.revision},
+            "prompt": self.prompt,
+            "notices": self.notices,
+            "tokens": [t.to_dict() for t in self.tokens],
+            "embeddings": {
+                "token_norms": norms(self.token_embeddings),
+                "position_norms": None
+                if self.position_embeddings is None
+                else norms(self.position_embeddings),
+            },
+            "heads": self.heads.to_dict(),
+            "residual": {
+                "stream_norms": norms(self.residual),
+                "attn_norms": norms(self.attn_out),
+                "mlp_norms": norms(self.mlp_out),
+            },
+            "predictions": [p.to_dict() for p in self.top_predictions()],
+            "logit_lens": {
+                "position": len(self.tokens) - 1,
+                "layers": [[p.to_dict() for p in row] for row in self.logit_lens()],
+            },
+        }
+
+
+def analyze(lm: LoadedModel, prompt: str) -> Analysis:
+    """Tokenize, run one traced forward pass, and score every head."""
+    check_prompt(prompt)
+    tokens, notices = fit_context(tokenize(lm.tokenizer, prompt), lm.card.context_length)
+    if not tokens:
+        raise PromptError("The prompt gave no tokens to analyze.")
+    ids = torch.tensor([[t.id for t in tokens]])
+    with torch.inference_mode():
+        logits, rec = run(lm, ids)
+        acts = {name: value[0].float() for name, value in rec.acts.items()}
+        layers = lm.layers
+        rec.acts = acts
+        attention = rec.stack("attn.hook_pattern", layers)
+        heads = HeadReport.from_pattern(attention, ids[0])
+        z = rec.stack("attn.hook_z", layers).unflatten(-1, (lm.heads, -1))
+        residual = torch.cat(
+            [acts["blocks.0.hook_resid_pre"].unsqueeze(0), rec.stack("hook_resid_post", layers)]
+        )
+    return Analysis(
+        lm=lm,
+        prompt=prompt,
+        tokens=tokens,
+        notices=notices,
+        token_embeddings=acts["hook_embed"],
+        position_embeddings=acts.get("hook_pos_embed"),
+        attention=attention,
+        residual=residual,
+        attn_out=rec.stack("hook_attn_out", layers),
+        mlp_out=rec.stack("hook_mlp_out", layers),
+        z=z,
+        logits=logits[0, -1].float(),
+        heads=heads,
+    )

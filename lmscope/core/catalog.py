@@ -1,0 +1,66 @@
+"""The model catalog: first-class models, their display names, and id aliases.
+
+`gpt2` and `openai-community/gpt2` are one model: both resolve to one canonical id, so they share one
+cache entry and one head profile.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DEMO_ID = "demo"
+DEMO_PATH = Path(__file__).resolve().parent.parent / "demo_model"
+DEFAULT_MODEL_ID = "openai-community/gpt2"
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A model the dashboard lists by name."""
+
+    id: str
+    name: str
+    description: str
+
+
+CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry("openai-community/gpt2", "GPT-2 (124M)", "12 layers x 12 heads, the classic"),
+    CatalogEntry("openai-community/gpt2-medium", "GPT-2 Medium (355M)", "24 layers x 16 heads"),
+    CatalogEntry(
+        DEMO_ID, "Tiny offline demo (lmscope)", "2-layer GPT-2 trained to have induction heads"
+    ),
+)
+
+# Short hub ids that are the same repository as their organisation-prefixed form.
+_ALIASES = {
+    name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+}
+_NAMES = {entry.id: entry.name for entry in CATALOG} | {
+    "openai-community/gpt2-large": "GPT-2 Large (774M)",
+    "openai-community/gpt2-xl": "GPT-2 XL (1.5B)",
+}
+
+
+def canonical_id(model_id: str) -> str:
+    """The one id a model is cached and profiled under (`gpt2` -> `openai-community/gpt2`)."""
+    model_id = model_id.strip()
+    return _ALIASES.get(model_id, model_id)
+
+
+def hub_aliases(model_id: str) -> list[str]:
+    """Every hub id that names the same repository, canonical first (for finding a cached copy)."""
+    canonical = canonical_id(model_id)
+    return [canonical] + [alias for alias, target in _ALIASES.items() if target == canonical]
+
+
+def display_name(model_id: str) -> str:
+    """A human name for a model id: the catalog's, else the id itself."""
+    return _NAMES.get(canonical_id(model_id), model_id)
+
+
+def is_valid_hub_id(model_id: str) -> bool:
+    """True for `name` or `org/name` made of the characters the hub allows, with no `..` anywhere."""
+    return bool(_HUB_ID.match(model_id)) and ".." not in model_id

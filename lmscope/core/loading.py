@@ -1,0 +1,240 @@
+"""Load a model the standard way (`from_pretrained` through the HF cache), or refuse it clearly.
+
+Order of work: resolve the id, read the config (cache first, then the hub), pick the family adapter,
+estimate memory from the config and refuse a model that will not fit, and only then load weights.
+Remote code is never run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
+from transformers.utils import logging as hf_logging
+
+from .adapters import adapter_for
+from .card import ModelCard, model_card
+from .catalog import DEMO_ID, DEMO_PATH, canonical_id, display_name, hub_aliases, is_valid_hub_id
+from .errors import LmscopeError, ModelNotFoundError, ModelTooLargeError, UnsupportedModelError
+from .model import LoadedModel
+from .trace import install_hooks
+
+Progress = Callable[[str], None]
+BYTES_PER_PARAMETER = 4  # weights are held in float32 on the CPU
+_REACHABLE: dict[str, tuple[float, bool]] = {}
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (one quick TCP connect, remembered for 60 s)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
+    seen = _REACHABLE.get(host)
+    if seen and time.monotonic() - seen[0] < 60:
+        return seen[1]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        reachable = True
+    except OSError:
+        reachable = False
+    _REACHABLE[host] = (time.monotonic(), reachable)
+    return reachable
+
+
+def available_memory() -> int:
+    """Bytes this process may still use: `LMSCOPE_MEMORY_LIMIT` if set, else MemAvailable."""
+    limit = os.environ.get("LMSCOPE_MEMORY_LIMIT")
+    if limit:
+        return parse_bytes(limit)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def parse_bytes(text: str) -> int:
+    """'8G', '512M', '1.5GB' or a plain number of bytes."""
+    text = text.strip().upper().removesuffix("B")
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], 1)
+    return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def memory_needed(card: ModelCard) -> int:
+    """Weights in float32 plus one full-context analysis (attention patterns dominate)."""
+    patterns = card.total_heads * card.context_length**2 * 4
+    stream = 4 * (card.layers + 1) * card.context_length * card.hidden_size * 4
+    return int(card.parameters * BYTES_PER_PARAMETER * 1.1 + min(patterns, 2**31) + stream)
+
+
+def _source(model_id: str, allow_local_path: bool) -> str:
+    """Where to load from: the bundled demo, an operator's folder, or a hub id."""
+    if model_id == DEMO_ID:
+        return str(DEMO_PATH)
+    path = Path(model_id).expanduser()
+    looks_like_path = model_id.startswith((".", "/", "~")) or path.is_dir()
+    if looks_like_path:
+        if not allow_local_path:
+            raise ModelNotFoundError(
+                f"'{model_id}' is not a model id; local folders can be given only by the operator "
+                "(lmscope serve --model PATH)."
+            )
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"No model folder at {model_id} (no config.json there).")
+        return str(path.resolve())
+    if not is_valid_hub_id(model_id):
+        raise ModelNotFoundError(
+            f"'{model_id}' is not a valid model id (expected a name like gpt2 or org/name)."
+        )
+    return canonical_id(model_id)
+
+
+def _read_config(source: str, model_id: str) -> tuple[PretrainedConfig, str]:
+    """The config, from the cache if there, else from the hub; returns it and the id it came from."""
+    candidates = [source] if Path(source).is_dir() else hub_aliases(source)
+    for candidate in candidates:
+        try:
+            return AutoConfig.from_pretrained(candidate, local_files_only=True), candidate
+        except OSError:
+            continue
+        except ValueError as error:
+            raise _config_error(model_id, error) from None
+    if Path(source).is_dir():
+        raise ModelNotFoundError(f"Could not read the config of {model_id}.")
+    if not hub_reachable():
+        raise ModelNotFoundError(
+            f"Cannot load {model_id}: no network connection to the Hugging Face hub and no cached "
+            "copy on this machine. Run once online to cache it, or choose the demo model."
+        )
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False), source
+    except OSError as error:
+        raise ModelNotFoundError(
+            f"Cannot load {model_id}: the Hugging Face hub has no such model, or it is private "
+            f"({str(error).splitlines()[0][:160]})."
+        ) from None
+    except ValueError as error:
+        raise _config_error(model_id, error) from None
+
+
+def _config_error(model_id: str, error: ValueError) -> LmscopeError:
+    text = str(error)
+    if "trust_remote_code" in text or "custom code" in text:
+        return UnsupportedModelError(
+            f"{model_id} needs its own remote code to run; lmscope never runs remote code."
+        )
+    return UnsupportedModelError(
+        f"{model_id} has a configuration lmscope cannot read: {text[:200]}"
+    )
+
+
+def revision_of(config: PretrainedConfig, source: str) -> str:
+    """The hub commit the files came from, or a content hash for a local folder."""
+    commit = getattr(config, "_commit_hash", None)
+    if commit:
+        return commit
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
+        path = Path(source) / name
+        if path.is_file():
+            digest.update(name.encode())
+            digest.update(str(path.stat().st_size).encode())
+            digest.update(path.read_bytes() if path.stat().st_size < 2**20 else b"")
+    return "local-" + digest.hexdigest()[:12]
+
+
+def inspect_model(
+    model_id: str, *, allow_local_path: bool = False
+) -> tuple[PretrainedConfig, str, ModelCard]:
+    """Config, source and card of a model without loading its weights (raises if unusable)."""
+    source = _source(model_id, allow_local_path)
+    config, source = _read_config(source, model_id)
+    adapter = adapter_for(config, model_id)
+    name = display_name(model_id) if model_id != DEMO_ID else "Tiny offline demo (lmscope)"
+    key = DEMO_ID if model_id == DEMO_ID else canonical_id(model_id)
+    return config, source, model_card(config, adapter, key, name)
+
+
+def load_model(
+    model_id: str, *, allow_local_path: bool = False, progress: Progress = _quiet
+) -> LoadedModel:
+    """Load a causal LM for tracing, refusing clearly what cannot be loaded.
+
+    `model_id` is a hub id (`gpt2`, `org/name`), `demo`, or, when `allow_local_path`, a folder.
+    """
+    progress(f"Reading the configuration of {model_id}")
+    config, source, card = inspect_model(model_id, allow_local_path=allow_local_path)
+    needed, available = memory_needed(card), available_memory()
+    if needed > available:
+        raise ModelTooLargeError(
+            f"{model_id} has {card.parameters / 1e9:.2f}B parameters and needs about {gib(needed)} "
+            f"of memory to analyze; only {gib(available)} is available."
+        )
+    progress(f"Loading {card.parameters / 1e6:,.0f}M parameters of {card.name}")
+    offline = Path(source).is_dir() or not hub_reachable()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            config=config,
+            dtype=torch.float32,
+            attn_implementation="eager",  # the only implementation that returns attention patterns
+            trust_remote_code=False,
+            local_files_only=offline,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=False, local_files_only=offline
+        )
+    except OSError as error:
+        raise ModelNotFoundError(
+            f"Cannot load the weights of {model_id}: {str(error).splitlines()[0][:200]}"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.eval().requires_grad_(False)
+    lm = LoadedModel(
+        model_id=card.model_id,
+        model=model,
+        tokenizer=tokenizer,
+        adapter=adapter_for(config, model_id),
+        card=card,
+        revision=revision_of(config, source),
+        nbytes=needed,
+    )
+    install_hooks(lm)
+    progress(f"{card.name} is ready")
+    return lm
+
+
+def from_model(model, tokenizer, model_id: str = "custom") -> LoadedModel:
+    """Wrap a model already in memory (a notebook's, or a test's) for tracing.
+
+    The model must use eager attention: `attn_implementation="eager"`.
+    """
+    config = model.config
+    if config._attn_implementation != "eager":
+        model.set_attn_implementation("eager")
+    adapter = adapter_for(config, model_id)
+    card = model_card(config, adapter, model_id, display_name(model_id))
+    model.eval().requires_grad_(False)
+    lm = LoadedModel(model_id, model, tokenizer, adapter, card, "in-memory", memory_needed(card))
+    install_hooks(lm)
+    return lm

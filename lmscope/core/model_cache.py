@@ -1,0 +1,74 @@
+"""Loaded models, reused across requests: least-recently-used out first, under a memory budget.
+
+Several requests for the same model at the same moment load it once: the later ones wait for the
+first. The budget is `LMSCOPE_MODEL_CACHE` (e.g. '6G') or half the memory available at start.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+
+from .catalog import DEMO_ID, canonical_id
+from .loading import Progress, _quiet, available_memory, load_model, parse_bytes
+from .model import LoadedModel
+
+
+class ModelCache:
+    """A thread-safe, memory-bounded LRU of loaded models."""
+
+    def __init__(self, budget: int | None = None, *, allow_local_path: bool = False) -> None:
+        env = os.environ.get("LMSCOPE_MODEL_CACHE")
+        self.budget = budget or (parse_bytes(env) if env else available_memory() // 2)
+        self.allow_local_path = allow_local_path
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+        self.loads = 0  # how many times a model was really loaded (for tests and the status line)
+
+    @staticmethod
+    def key(model_id: str) -> str:
+        return DEMO_ID if model_id == DEMO_ID else canonical_id(model_id)
+
+    def get(self, model_id: str, progress: Progress = _quiet) -> LoadedModel:
+        """The model, loaded at most once however many threads ask at the same time."""
+        key = self.key(model_id)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                if key in self._models:
+                    return self._models[key]
+            lm = load_model(model_id, allow_local_path=self.allow_local_path, progress=progress)
+            with self._lock:
+                self.loads += 1
+                self._models[key] = lm
+                self._evict(keep=key)
+                self._loading.pop(key, None)
+            return lm
+
+    def cached(self) -> list[str]:
+        with self._lock:
+            return list(self._models)
+
+    def _evict(self, keep: str) -> None:
+        while len(self._models) > 1 and sum(m.nbytes for m in self._models.values()) > self.budget:
+            oldest = next(k for k in self._models if k != keep)
+            del self._models[oldest]
+
+
+_DEFAULT: ModelCache | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_cache() -> ModelCache:
+    """The process-wide cache the CLI, API and dashboard share."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = ModelCache()
+        return _DEFAULT

@@ -1,0 +1,158 @@
+"""One traced forward pass: hooks that record every activation a view needs, by one naming scheme.
+
+Hooks are installed once per model and do nothing unless a `Recorder` is active in the calling
+thread's context, so concurrent requests on one shared model never see each other's activations or
+ablations. Names follow TransformerLens: `hook_embed`, `hook_pos_embed`, `blocks.{l}.hook_resid_pre`,
+`blocks.{l}.attn.hook_pattern`, `blocks.{l}.attn.hook_z`, `blocks.{l}.hook_attn_out`,
+`blocks.{l}.hook_mlp_out`, `blocks.{l}.hook_resid_post`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .model import LoadedModel
+
+_ACTIVE: ContextVar[Recorder | None] = ContextVar("lmscope_recorder", default=None)
+
+
+@dataclass
+class HeadPatch:
+    """Replace some heads' outputs in one layer: `z * keep + replacement * (1 - keep)`.
+
+    keep: `(heads,)` or `(batch, heads)` of 0/1; replacement: `(heads, d_head)` (zeros = zero ablation).
+    """
+
+    keep: torch.Tensor
+    replacement: torch.Tensor
+
+
+@dataclass
+class Recorder:
+    """What one forward pass records (if `capture`) and which heads it patches."""
+
+    capture: bool = True
+    patches: dict[int, HeadPatch] = field(default_factory=dict)
+    acts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def stack(self, name: str, layers: int) -> torch.Tensor:
+        """`blocks.{l}.<name>` for every layer, stacked on a new first axis."""
+        return torch.stack([self.acts[f"blocks.{layer}.{name}"] for layer in range(layers)])
+
+
+@contextmanager
+def recording(recorder: Recorder) -> Iterator[Recorder]:
+    """Make `recorder` the active one for forward passes run in this context."""
+    token = _ACTIVE.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _ACTIVE.reset(token)
+
+
+def _first(output: object) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _save(name: str):
+    def hook(module: nn.Module, args: tuple, output: object) -> None:
+        rec = _ACTIVE.get()
+        if rec is not None and rec.capture:
+            rec.acts[name] = _first(output)
+
+    return hook
+
+
+def _save_attention(layer: int):
+    def hook(module: nn.Module, args: tuple, output: tuple) -> None:
+        rec = _ACTIVE.get()
+        if rec is not None and rec.capture:
+            rec.acts[f"blocks.{layer}.hook_attn_out"] = output[0]
+            rec.acts[f"blocks.{layer}.attn.hook_pattern"] = output[1]
+
+    return hook
+
+
+def _save_mlp(layer: int):
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        rec = _ACTIVE.get()
+        if rec is not None and rec.capture:  # OPT's fc2 flattens (batch, T) into one axis
+            shape = rec.acts[f"blocks.{layer}.hook_attn_out"].shape
+            rec.acts[f"blocks.{layer}.hook_mlp_out"] = output.reshape(shape)
+
+    return hook
+
+
+def _save_resid_pre(layer: int):
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        rec = _ACTIVE.get()
+        if rec is not None and rec.capture:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            rec.acts[f"blocks.{layer}.hook_resid_pre"] = hidden
+
+    return hook
+
+
+def _patch_z(layer: int, heads: int):
+    def hook(module: nn.Module, args: tuple) -> tuple | None:
+        rec = _ACTIVE.get()
+        if rec is None:
+            return None
+        z = args[0]
+        patch = rec.patches.get(layer)
+        if patch is not None:
+            split = z.unflatten(-1, (heads, -1))  # (B, T, heads, d_head)
+            keep = patch.keep.to(z.dtype).reshape(-1, 1, heads, 1)
+            z = (split * keep + patch.replacement.to(z.dtype) * (1 - keep)).flatten(-2)
+        if rec.capture:
+            rec.acts[f"blocks.{layer}.attn.hook_z"] = z
+        return (z, *args[1:]) if patch is not None else None
+
+    return hook
+
+
+def install_hooks(lm: LoadedModel) -> None:
+    """Attach the recording hooks to a model, once."""
+    model, adapter = lm.model, lm.adapter
+    if getattr(model, "_lmscope_hooked", False):
+        return
+    model.get_submodule(adapter.token_embedding).register_forward_hook(_save("hook_embed"))
+    if adapter.position_embedding:
+        module = model.get_submodule(adapter.position_embedding)
+        module.register_forward_hook(_save("hook_pos_embed"))
+    for layer, block in enumerate(adapter.block_list(model)):
+        block.register_forward_pre_hook(_save_resid_pre(layer), with_kwargs=True)
+        block.get_submodule(adapter.attention).register_forward_hook(_save_attention(layer))
+        block.get_submodule(adapter.out_proj).register_forward_pre_hook(_patch_z(layer, lm.heads))
+        block.get_submodule(adapter.mlp).register_forward_hook(_save_mlp(layer))
+        block.register_forward_hook(_save(f"blocks.{layer}.hook_resid_post"))
+    model._lmscope_hooked = True
+
+
+def run(
+    lm: LoadedModel,
+    input_ids: torch.Tensor,
+    *,
+    capture: bool = True,
+    patches: dict[int, HeadPatch] | None = None,
+    logits_to_keep: int = 1,
+    inputs_embeds: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Recorder]:
+    """One forward pass of `input_ids` `(B, T)`; logits `(B, logits_to_keep, vocab)` and the record.
+
+    Only the last `logits_to_keep` positions are unembedded: views that need other positions ask
+    for them through the logit lens.
+    """
+    recorder = Recorder(capture=capture, patches=patches or {})
+    with recording(recorder):
+        if inputs_embeds is not None:
+            out = lm.model(inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep)
+        else:
+            out = lm.model(input_ids=input_ids, logits_to_keep=logits_to_keep)
+    return out.logits, recorder
