@@ -1,0 +1,90 @@
+"""Shared fixtures: the real GPT-2 tokenizer, models built locally, and an offline HF cache.
+
+No test reaches the network: HF_HUB_OFFLINE is set and HF_HOME points at a fresh folder, so every
+model a test loads by id is one the test put into that cache itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# huggingface_hub reads these once, at import: set them before anything imports transformers.
+_HOME = Path(tempfile.mkdtemp(prefix="lmscope-tests-"))
+os.environ["HF_HOME"] = str(_HOME / "hf")
+os.environ["HF_HUB_CACHE"] = str(_HOME / "hf" / "hub")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["XDG_CACHE_HOME"] = str(_HOME / "cache")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast  # noqa: E402
+
+from lmscope.core.catalog import DEMO_PATH  # noqa: E402
+from lmscope.core.loading import from_model  # noqa: E402
+from lmscope.core.model import LoadedModel  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads() -> None:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer() -> GPT2TokenizerFast:
+    """OpenAI's GPT-2 tokenizer (the files ship with the demo model)."""
+    return GPT2TokenizerFast.from_pretrained(DEMO_PATH)
+
+
+def save_hub_snapshot(
+    model, tokenizer, hub_cache: Path, repo_id: str, commit: str = "0" * 40
+) -> Path:
+    """Put a model into a Hugging Face cache folder exactly as a download would have left it."""
+    repo = hub_cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    model.save_pretrained(snapshot)
+    tokenizer.save_pretrained(snapshot)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+@pytest.fixture(scope="session")
+def small_gpt2(gpt2_tokenizer: GPT2TokenizerFast) -> LoadedModel:
+    """GPT-2 Small's exact shape (`GPT2Config()`) with seeded random weights."""
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(attn_implementation="eager"))
+    return from_model(model, gpt2_tokenizer, "openai-community/gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_model(gpt2_tokenizer: GPT2TokenizerFast) -> GPT2LMHeadModel:
+    """A 2-layer, 4-head GPT-2 with the real vocabulary: fast enough for any test."""
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_layer=2, n_head=4, n_embd=64, n_positions=128, attn_implementation="eager"
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tiny_gpt2_model: GPT2LMHeadModel, gpt2_tokenizer: GPT2TokenizerFast) -> LoadedModel:
+    return from_model(tiny_gpt2_model, gpt2_tokenizer, "tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tiny_gpt2_model, gpt2_tokenizer) -> Path:
+    """The offline HF cache, holding the tiny GPT-2 as if `openai-community/gpt2` had been downloaded."""
+    cache = Path(os.environ["HF_HUB_CACHE"])
+    save_hub_snapshot(tiny_gpt2_model, gpt2_tokenizer, cache, "openai-community/gpt2")
+    return cache
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests leave files a person should look at (screenshots)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
