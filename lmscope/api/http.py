@@ -87,6 +87,16 @@ def install(app: Flask, service: Service) -> None:
             return jsonify({"error": error.description}), error.code
         return error
 
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        """A bug must not take the server down: log it, answer 500, keep serving."""
+        if not request.path.startswith("/api/"):
+            raise error
+        app.logger.exception("unexpected error in %s", request.path)
+        return jsonify(
+            {"error": f"Internal error ({type(error).__name__}); the server keeps running."}
+        ), 500
+
 
 def create_app(service: Service | None = None) -> Flask:
     """A bare API server (the dashboard mounts the same blueprint on its own server)."""

@@ -26,7 +26,7 @@ class UnsupportedModelError(LmscopeError):
 class ModelTooLargeError(LmscopeError):
     """The model would not fit in the memory available; refused before loading."""
 
-    status = 507
+    status = 422
 
 
 class RequestError(LmscopeError):

@@ -111,7 +111,10 @@ def _read_config(source: str, model_id: str) -> tuple[PretrainedConfig, str]:
     candidates = [source] if Path(source).is_dir() else hub_aliases(source)
     for candidate in candidates:
         try:
-            return AutoConfig.from_pretrained(candidate, local_files_only=True), candidate
+            config = AutoConfig.from_pretrained(
+                candidate, local_files_only=True, trust_remote_code=False
+            )
+            return config, candidate
         except OSError:
             continue
         except ValueError as error:
@@ -132,6 +135,11 @@ def _read_config(source: str, model_id: str) -> tuple[PretrainedConfig, str]:
         ) from None
     except ValueError as error:
         raise _config_error(model_id, error) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _config_error(model_id: str, error: ValueError) -> LmscopeError:
@@ -205,7 +213,12 @@ def load_model(
         )
     except OSError as error:
         raise ModelNotFoundError(
-            f"Cannot load the weights of {model_id}: {str(error).splitlines()[0][:200]}"
+            f"Cannot load the weights of {model_id}: {_first_line(error)}"
+        ) from None
+    except Exception as error:  # a corrupt or half-written file fails in many ways
+        raise UnsupportedModelError(
+            f"Loading {model_id} failed part way ({type(error).__name__}: {_first_line(error)}); "
+            "nothing was kept. The files may be incomplete: delete them from the cache and retry."
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)

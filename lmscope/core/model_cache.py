@@ -43,13 +43,27 @@ class ModelCache:
             with self._lock:
                 if key in self._models:
                     return self._models[key]
-            lm = load_model(model_id, allow_local_path=self.allow_local_path, progress=progress)
+            try:
+                lm = load_model(model_id, allow_local_path=self.allow_local_path, progress=progress)
+            except BaseException:
+                with self._lock:
+                    self._loading.pop(key, None)
+                raise
             with self._lock:
+                self._loading.pop(key, None)
                 self.loads += 1
                 self._models[key] = lm
                 self._evict(keep=key)
-                self._loading.pop(key, None)
             return lm
+
+    def add(self, lm: LoadedModel) -> str:
+        """Keep a model loaded elsewhere (the operator's folder, `from_model`); returns its key."""
+        key = self.key(lm.model_id)
+        with self._lock:
+            self._models[key] = lm
+            self._models.move_to_end(key)
+            self._evict(keep=key)
+        return key
 
     def cached(self) -> list[str]:
         with self._lock:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from transformers import PretrainedConfig
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
 
 from ..errors import UnsupportedModelError
 from .base import Adapter
@@ -24,8 +28,14 @@ def adapter_for(config: PretrainedConfig, model_id: str = "this model") -> Adapt
         return _BY_MODEL_TYPE[model_type]
     architectures = list(getattr(config, "architectures", None) or [])
     causal = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures)
-    if getattr(config, "is_encoder_decoder", False) or (architectures and not causal):
-        kind = ", ".join(architectures) or "an encoder-decoder"
+    encoder = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.is_decoder
+    if (
+        config.is_encoder_decoder
+        or encoder
+        or (architectures and not causal)
+        or (model_type and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    ):
+        kind = ", ".join(architectures) or f"a '{model_type}' model"
         raise UnsupportedModelError(
             f"{model_id} is not a causal (next-token) language model ({kind}); lmscope traces "
             "decoder-only models."
