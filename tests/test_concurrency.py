@@ -1,0 +1,71 @@
+"""Many clients at once get correct, independent answers, and a model is loaded once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from werkzeug.serving import make_server
+
+from lmscope.api.http import create_app
+from lmscope.api.service import Service
+from lmscope.core.model_cache import ModelCache
+
+PROMPTS = [
+    "The cat sat on the mat",
+    "When Mary and John went to the store, John gave a drink to",
+    "one two three four one two three",
+    "Émile's café — naïve 😀 test",
+]
+
+
+@pytest.fixture(scope="module")
+def server(hub_cache) -> Iterator[tuple[str, Service]]:
+    """A real threaded HTTP server on loopback, as a browser or API client sees it."""
+    service = Service(models=ModelCache(budget=2**30))
+    httpd = make_server("127.0.0.1", 0, create_app(service), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}", service
+    httpd.shutdown()
+
+
+def post(base: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        base + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.loads(response.read())
+    answer.pop("analysis_id", None)  # a fresh id per request, by design
+    return answer
+
+
+def test_sixteen_concurrent_clients_get_the_sequential_answers(server) -> None:
+    base, service = server
+    expected = {p: post(base, "/api/analyze", {"model": "gpt2", "prompt": p}) for p in PROMPTS}
+    jobs = [PROMPTS[i % len(PROMPTS)] for i in range(48)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(
+            pool.map(lambda p: post(base, "/api/analyze", {"model": "gpt2", "prompt": p}), jobs)
+        )
+    for prompt, answer in zip(jobs, answers, strict=True):
+        assert answer == expected[prompt]
+    assert service.models.loads == 1
+
+
+def test_a_model_asked_for_by_many_threads_at_once_is_loaded_once(hub_cache) -> None:
+    cache = ModelCache(budget=2**30)
+    barrier = threading.Barrier(8)
+
+    def get(_: int):
+        barrier.wait()
+        return cache.get("openai-community/gpt2" if _ % 2 else "gpt2")
+
+    with ThreadPoolExecutor(8) as pool:
+        models = list(pool.map(get, range(8)))
+    assert cache.loads == 1
+    assert all(m is models[0] for m in models)
