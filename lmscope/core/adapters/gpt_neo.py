@@ -1,17 +1,9 @@
 """GPT-Neo: GPT-2's layout with separate q/k/v projections and alternating local attention."""
 
-from .base import Adapter
+from dataclasses import replace
 
-GPT_NEO = Adapter(
-    family="GPT-Neo",
-    model_types=("gpt_neo",),
-    blocks="transformer.h",
-    attention="attn",
-    out_proj="attn.attention.out_proj",
-    mlp="mlp",
-    unembed=("transformer.ln_f", "lm_head"),
-    token_embedding="transformer.wte",
-    position_embedding="transformer.wpe",
-    positional_encoding="learned absolute",
-    normalization="LayerNorm",
+from .gpt2 import GPT2
+
+GPT_NEO = replace(
+    GPT2, family="GPT-Neo", model_types=("gpt_neo",), out_proj="attn.attention.out_proj"
 )
