@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
@@ -89,7 +90,7 @@ def _source(model_id: str, allow_local_path: bool) -> str:
     if model_id == DEMO_ID:
         return str(DEMO_PATH)
     path = Path(model_id).expanduser()
-    looks_like_path = model_id.startswith((".", "/", "~")) or path.is_dir()
+    looks_like_path = model_id.startswith((".", "/", "~")) or (bool(model_id) and path.is_dir())
     if looks_like_path:
         if not allow_local_path:
             raise ModelNotFoundError(
@@ -158,6 +159,9 @@ def revision_of(config: PretrainedConfig, source: str) -> str:
     commit = getattr(config, "_commit_hash", None)
     if commit:
         return commit
+    if not Path(source).is_dir():  # transformers 5 no longer records the commit on the config
+        cached = try_to_load_from_cache(source, "config.json")
+        return Path(cached).parent.name if isinstance(cached, str) else "unknown"
     digest = hashlib.sha256()
     for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
         path = Path(source) / name

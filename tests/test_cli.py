@@ -1,0 +1,108 @@
+"""The `lmscope` command: analyze a prompt, print JSON, list models, fail with one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmscope.cli import main
+
+PROMPT = "The cat sat on the mat"
+IDS = [464, 3797, 3332, 319, 262, 2603]
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory, tiny_gpt2_model, gpt2_tokenizer) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tiny_gpt2_model.save_pretrained(folder)
+    gpt2_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def expected_top(model, k: int = 10) -> list[int]:
+    with torch.no_grad():
+        logits = model(torch.tensor([IDS])).logits[0, -1]
+    return logits.softmax(-1).topk(k).indices.tolist()
+
+
+def test_analyze_prints_tokens_predictions_and_the_card(
+    model_folder, tiny_gpt2_model, gpt2_tokenizer, capsys
+):
+    assert main(["analyze", "--model", str(model_folder), "--prompt", PROMPT]) == 0
+    out = capsys.readouterr().out
+    assert "6 tokens:" in out
+    assert "The[464]  ␣cat[3797]  ␣sat[3332]  ␣on[319]  ␣the[262]  ␣mat[2603]" in out
+    assert "next token:" in out
+    top = gpt2_tokenizer.decode([expected_top(tiny_gpt2_model)[0]])
+    assert repr(top) in out.split("next token:")[1].splitlines()[1]
+    assert "2 layers x 4 heads (8 total)" in out
+    assert "learned absolute positions" in out and "LayerNorm" in out
+
+
+def test_analyze_json_holds_tokens_predictions_and_the_card(model_folder, tiny_gpt2_model, capsys):
+    assert main(["analyze", "--model", str(model_folder), "--prompt", PROMPT, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [t["id"] for t in doc["tokens"]] == IDS
+    assert [t["display"] for t in doc["tokens"]][:2] == ["The", "␣cat"]
+    assert [p["id"] for p in doc["predictions"]] == expected_top(tiny_gpt2_model)
+    probabilities = [p["probability"] for p in doc["predictions"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    card = doc["model"]
+    assert (card["layers"], card["heads_per_layer"], card["hidden_size"]) == (2, 4, 64)
+    assert card["parameters"] == sum(p.numel() for p in tiny_gpt2_model.parameters())
+    assert len(doc["logit_lens"]["layers"]) == 3
+
+
+def test_analyze_reports_progress_on_stderr(model_folder, capsys):
+    main(["analyze", "--model", str(model_folder), "--prompt", PROMPT, "--json"])
+    err = capsys.readouterr().err
+    assert "Reading the configuration" in err and "is ready" in err
+
+
+def test_models_lists_the_catalog(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "GPT-2 (124M)" in out and "GPT-2 Medium (355M)" in out
+    assert "openai-community/gpt2" in out
+
+
+def test_an_empty_prompt_fails_with_one_line(model_folder, capsys):
+    assert main(["analyze", "--model", str(model_folder), "--prompt", "  "]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lmscope: The prompt is only whitespace")
+
+
+def test_offline_without_the_model_exits_nonzero_with_one_line_and_no_traceback(tmp_path):
+    env = os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lmscope.cli",
+            "analyze",
+            "--model",
+            "gpt2-medium",
+            "--prompt",
+            "hi",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lmscope:")]
+    assert len(errors) == 1
+    assert "gpt2-medium" in errors[0] and "no cached copy" in errors[0]
+    assert result.stdout == ""

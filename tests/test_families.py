@@ -1,0 +1,325 @@
+"""Every number an analysis holds equals what a plain transformers forward pass computes.
+
+The reference is the model itself run the ordinary way (`output_attentions=True`,
+`output_hidden_states=True`, all logits), for GPT-2 Small's exact shape and a tiny model of every
+supported family. Module paths below are written out per family on purpose: they are the test's own
+knowledge of each architecture, not read from lmscope's adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoConfig,
+    GPTNeoForCausalLM,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from lmscope.core.analysis import Analysis, analyze
+from lmscope.core.loading import from_model
+from lmscope.core.model import LoadedModel
+
+VOCAB = 50257  # the real GPT-2 tokenizer drives every family here
+PROMPT = "The cat sat on the mat. The cat sat on the"
+LONG_PROMPT = (
+    "When Mary and John went to the store, John gave a drink to Mary because she was thirsty."
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """How to build a tiny model of one family, and where its parts live."""
+
+    name: str
+    build: Callable[[], PreTrainedModel]
+    final_norm: str  # HF's last hidden state has this norm applied
+    out_proj: str  # inside each block: the heads' output projection
+    embedding: str
+
+
+def _common(**extra) -> dict:
+    return {"vocab_size": VOCAB, "attn_implementation": "eager", **extra}
+
+
+FAMILIES = [
+    Family(
+        "gpt2",
+        lambda: GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, **_common())),
+        "transformer.ln_f",
+        "attn.c_proj",
+        "transformer.wte",
+    ),
+    Family(
+        "gpt_neo",
+        lambda: GPTNeoForCausalLM(
+            GPTNeoConfig(
+                num_layers=2,
+                num_heads=4,
+                hidden_size=64,
+                attention_types=[[["global", "local"], 1]],
+                window_size=4,  # shorter than the prompts: the local layer's band shows
+                max_position_embeddings=128,
+                **_common(),
+            )
+        ),
+        "transformer.ln_f",
+        "attn.attention.out_proj",
+        "transformer.wte",
+    ),
+    Family(
+        "gpt_neox",
+        lambda: GPTNeoXForCausalLM(
+            GPTNeoXConfig(
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                hidden_size=64,
+                intermediate_size=128,
+                max_position_embeddings=128,
+                use_parallel_residual=True,
+                **_common(),
+            )
+        ),
+        "gpt_neox.final_layer_norm",
+        "attention.dense",
+        "gpt_neox.embed_in",
+    ),
+    Family(
+        "opt",
+        lambda: OPTForCausalLM(
+            OPTConfig(
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                hidden_size=64,
+                word_embed_proj_dim=64,
+                ffn_dim=128,
+                max_position_embeddings=128,
+                **_common(),
+            )
+        ),
+        "model.decoder.final_layer_norm",
+        "self_attn.out_proj",
+        "model.decoder.embed_tokens",
+    ),
+    Family(
+        "llama",
+        lambda: LlamaForCausalLM(
+            LlamaConfig(
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                hidden_size=64,
+                intermediate_size=128,
+                max_position_embeddings=128,
+                **_common(),
+            )
+        ),
+        "model.norm",
+        "self_attn.o_proj",
+        "model.embed_tokens",
+    ),
+    Family(
+        "qwen2",
+        lambda: Qwen2ForCausalLM(
+            Qwen2Config(
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                hidden_size=64,
+                intermediate_size=128,
+                max_position_embeddings=128,
+                **_common(),
+            )
+        ),
+        "model.norm",
+        "self_attn.o_proj",
+        "model.embed_tokens",
+    ),
+    Family(
+        "mistral",
+        lambda: MistralForCausalLM(
+            MistralConfig(
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,  # grouped-query attention: 2 query heads per key/value head
+                hidden_size=64,
+                intermediate_size=128,
+                max_position_embeddings=128,
+                sliding_window=None,
+                **_common(),
+            )
+        ),
+        "model.norm",
+        "self_attn.o_proj",
+        "model.embed_tokens",
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=lambda f: f.name)
+def family_model(request, gpt2_tokenizer) -> tuple[Family, LoadedModel]:
+    family: Family = request.param
+    torch.manual_seed(0)
+    model = family.build().eval()
+    _perturb_norms(model)
+    return family, from_model(model, gpt2_tokenizer, f"tiny-{family.name}")
+
+
+def _perturb_norms(model: torch.nn.Module) -> None:
+    """Random weights leave norms at identity and biases at zero; make every parameter matter."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name or "ln" in name or name.endswith("bias"):
+                param.add_(0.1 * torch.randn_like(param))
+
+
+def reference(lm: LoadedModel, ids: list[int]):
+    """A plain transformers forward pass: all logits, attentions and hidden states."""
+    with torch.no_grad():
+        return lm.model(
+            input_ids=torch.tensor([ids]), output_attentions=True, output_hidden_states=True
+        )
+
+
+def check_against_reference(lm: LoadedModel, a: Analysis, final_norm: str, out_proj: str) -> None:
+    ids = [t.id for t in a.tokens]
+    ref = reference(lm, ids)
+    layers = lm.model.config.num_hidden_layers
+    T = len(ids)
+
+    # Predictions: the last position's logits and probabilities.
+    assert_close(a.logits, ref.logits[0, -1], atol=1e-4, rtol=1e-4)
+    assert_close(a.probabilities, ref.logits[0, -1].softmax(-1), atol=1e-4, rtol=0)
+
+    # Attention patterns, against output_attentions, and what a pattern must be.
+    expected = torch.stack([layer[0] for layer in ref.attentions])
+    assert a.attention.shape == (layers, lm.model.config.num_attention_heads, T, T)
+    assert_close(a.attention, expected, atol=1e-5, rtol=0)
+    assert_close(a.attention.sum(-1), torch.ones(a.attention.shape[:-1]), atol=1e-5, rtol=0)
+    upper = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    assert (a.attention[..., upper] == 0).all()
+
+    # Residual stream: HF's hidden states, whose last one has the final norm applied.
+    hidden = ref.hidden_states
+    assert a.residual.shape == (layers + 1, T, lm.model.config.hidden_size)
+    for layer in range(layers):
+        assert_close(a.residual[layer], hidden[layer][0], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        normed = lm.model.get_submodule(final_norm)(a.residual[-1])
+    assert_close(normed, hidden[-1][0], atol=1e-4, rtol=1e-4)
+
+    # What each sublayer wrote adds up to how the stream changed (parallel residual included).
+    assert_close(a.residual[1:] - a.residual[:-1], a.attn_out + a.mlp_out, atol=1e-4, rtol=1e-4)
+
+    # z is what the output projection reads: projecting it gives the attention output.
+    with torch.no_grad():
+        for layer, block in enumerate(lm.adapter.block_list(lm.model)):
+            projected = block.get_submodule(out_proj)(a.z[layer].flatten(-2))
+            assert_close(projected, a.attn_out[layer], atol=1e-4, rtol=1e-4)
+
+    # The logit lens's last row is the model's own output.
+    lens = a.logit_lens(k=5)
+    assert len(lens) == layers + 1
+    top = ref.logits[0, -1].softmax(-1).topk(5)
+    assert [p.id for p in lens[-1]] == top.indices.tolist()
+    assert_close(torch.tensor([p.probability for p in lens[-1]]), top.values, atol=1e-5, rtol=0)
+    assert [p.id for p in a.top_predictions(5)] == top.indices.tolist()
+
+
+@pytest.mark.parametrize("prompt", [PROMPT, LONG_PROMPT])
+def test_every_family_matches_a_plain_forward_pass(family_model, prompt):
+    family, lm = family_model
+    a = analyze(lm, prompt)
+    assert [t.id for t in a.tokens] == lm.tokenizer(prompt)["input_ids"]
+    check_against_reference(lm, a, family.final_norm, family.out_proj)
+
+
+def test_token_embeddings_are_rows_of_the_embedding_table(family_model):
+    family, lm = family_model
+    a = analyze(lm, PROMPT)
+    table = lm.model.get_submodule(family.embedding).weight
+    assert_close(a.token_embeddings, table[a.ids], atol=0, rtol=0)
+
+
+def test_gpt_neo_local_layers_attend_only_within_the_window(gpt2_tokenizer):
+    torch.manual_seed(0)
+    lm = from_model(FAMILIES[1].build(), gpt2_tokenizer, "tiny-neo")
+    a = analyze(lm, LONG_PROMPT)
+    T = len(a.tokens)
+    i, j = torch.meshgrid(torch.arange(T), torch.arange(T), indexing="ij")
+    outside = (i - j) >= 4  # beyond the window of 4 (the token itself included)
+    assert (a.attention[1][:, outside] == 0).all()  # layer 1 is local
+    assert (a.attention[0][:, outside] > 0).any()  # layer 0 is global
+
+
+def test_grouped_query_attention_reports_every_query_head(family_model):
+    _, lm = family_model
+    a = analyze(lm, PROMPT)
+    config = lm.model.config
+    assert a.attention.shape[1] == config.num_attention_heads
+    assert a.z.shape[2:] == (
+        config.num_attention_heads,
+        config.hidden_size // config.num_attention_heads,
+    )
+    assert lm.card.key_value_heads == (
+        getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    )
+
+
+def test_gpt2_small_matches_a_plain_forward_pass(small_gpt2):
+    a = analyze(small_gpt2, LONG_PROMPT)
+    assert a.attention.shape[:2] == (12, 12)
+    check_against_reference(small_gpt2, a, "transformer.ln_f", "attn.c_proj")
+
+
+def test_gpt2_small_position_embeddings_are_rows_of_wpe(small_gpt2):
+    a = analyze(small_gpt2, PROMPT)
+    T = len(a.tokens)
+    model = small_gpt2.model.transformer
+    assert_close(a.position_embeddings, model.wpe.weight[:T], atol=0, rtol=0)
+    assert_close(a.token_embeddings, model.wte.weight[a.ids], atol=0, rtol=0)
+    assert_close(a.residual[0], a.token_embeddings + a.position_embeddings, atol=1e-6, rtol=0)
+
+
+def test_opt_350m_style_post_norm_with_projections_matches_a_plain_forward_pass(gpt2_tokenizer):
+    """OPT-350m's layout: LayerNorm after each sublayer, no final norm, embeddings projected in
+    and out of a narrower width."""
+    torch.manual_seed(0)
+    config = OPTConfig(
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        hidden_size=64,
+        word_embed_proj_dim=32,
+        ffn_dim=128,
+        max_position_embeddings=128,
+        do_layer_norm_before=False,
+        **_common(),
+    )
+    model = OPTForCausalLM(config).eval()
+    _perturb_norms(model)
+    lm = from_model(model, gpt2_tokenizer, "tiny-opt-350m-style")
+    a = analyze(lm, LONG_PROMPT)
+    ref = reference(lm, [t.id for t in a.tokens])
+    assert_close(a.logits, ref.logits[0, -1], atol=1e-4, rtol=1e-4)
+    assert_close(a.attention, torch.stack([x[0] for x in ref.attentions]), atol=1e-5, rtol=0)
+    for layer in range(2):
+        assert_close(a.residual[layer], ref.hidden_states[layer][0], atol=1e-4, rtol=1e-4)
+    top = ref.logits[0, -1].softmax(-1).topk(5)
+    assert [p.id for p in a.logit_lens(k=5)[-1]] == top.indices.tolist()
+    assert_close(a.token_embeddings, model.model.decoder.embed_tokens.weight[a.ids], atol=0, rtol=0)

@@ -1,0 +1,247 @@
+"""Loading models from the offline HF cache or a folder, refusing clearly what cannot be loaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import save_hub_snapshot
+from transformers import BertConfig, GPT2Config, PhiConfig, T5Config
+
+from lmscope.core import model_cache
+from lmscope.core.errors import (
+    ModelNotFoundError,
+    ModelTooLargeError,
+    UnsupportedModelError,
+)
+from lmscope.core.loading import load_model
+from lmscope.core.model_cache import ModelCache
+
+GiB = 2**30
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error)
+    assert "\n" not in text and text.strip() == text and text
+    return text
+
+
+def config_folder(root: Path, config) -> str:
+    """A model folder with a config and no weights (loading weights from it would fail)."""
+    config.save_pretrained(root)
+    return str(root)
+
+
+def test_gpt2_and_its_org_id_load_as_one_model(hub_cache, tiny_gpt2_model):
+    cache = ModelCache(budget=100 * GiB)
+    first = cache.get("gpt2")
+    second = cache.get("openai-community/gpt2")
+    assert first is second
+    assert cache.loads == 1
+    assert cache.cached() == ["openai-community/gpt2"]
+    assert first.model_id == "openai-community/gpt2"
+    assert first.revision == "0" * 40  # the snapshot's commit
+    # What was loaded is the model that was put in the cache.
+    for name, value in tiny_gpt2_model.state_dict().items():
+        assert torch.equal(first.model.state_dict()[name], value), name
+
+
+def test_loading_reports_progress(hub_cache):
+    messages: list[str] = []
+    load_model("gpt2", progress=messages.append)
+    assert len(messages) >= 3
+    assert "configuration" in messages[0]
+    assert any("Loading" in m and "parameters" in m for m in messages)
+    assert messages[-1].endswith("is ready")
+
+
+def test_offline_without_a_cached_copy_says_which_model_and_why(hub_cache):
+    with pytest.raises(ModelNotFoundError) as raised:
+        load_model("openai-community/gpt2-medium")
+    text = one_line(raised.value)
+    assert "openai-community/gpt2-medium" in text
+    assert "no network connection" in text and "no cached copy" in text
+
+
+@pytest.mark.parametrize("model_id", ["has space", "org/a..b", "a/b/c", "-flag", "x/..", ""])
+def test_an_invalid_model_id_is_refused(model_id):
+    with pytest.raises(ModelNotFoundError) as raised:
+        load_model(model_id)
+    assert "not a valid model id" in one_line(raised.value)
+
+
+@pytest.mark.parametrize("model_id", ["../etc", "/tmp", "~/models/x", "./here"])
+def test_a_path_is_refused_unless_local_paths_are_allowed(model_id):
+    with pytest.raises(ModelNotFoundError) as raised:
+        load_model(model_id)
+    assert "local folders can be given only by the operator" in one_line(raised.value)
+
+
+def test_a_local_folder_loads_when_allowed(tmp_path, tiny_gpt2_model, gpt2_tokenizer):
+    tiny_gpt2_model.save_pretrained(tmp_path)
+    gpt2_tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ModelNotFoundError):
+        load_model(str(tmp_path))
+    lm = load_model(str(tmp_path), allow_local_path=True)
+    assert lm.card.layers == 2
+    assert lm.revision.startswith("local-")
+    ids = torch.tensor([[464, 3797, 3332]])
+    with torch.no_grad():
+        assert torch.equal(lm.model(ids).logits, tiny_gpt2_model(ids).logits)
+
+
+def test_a_folder_without_a_config_is_refused(tmp_path):
+    with pytest.raises(ModelNotFoundError, match=r"no config\.json"):
+        load_model(str(tmp_path), allow_local_path=True)
+
+
+def test_a_model_too_big_for_memory_is_refused_before_loading_with_the_figures(tmp_path):
+    huge = GPT2Config(n_layer=96, n_embd=12288, n_head=96)  # GPT-3 175B's shape
+    folder = config_folder(tmp_path, huge)
+    with pytest.raises(ModelTooLargeError) as raised:
+        load_model(folder, allow_local_path=True)
+    text = one_line(raised.value)
+    d, layers = 12288, 96  # per layer 12 d^2 + 13 d; embeddings, positions, final norm
+    expected = layers * (12 * d * d + 13 * d) + 50257 * d + 1024 * d + 2 * d
+    assert f"{expected / 1e9:.2f}B parameters" in text  # counted on the meta device
+    assert "GiB" in text and "available" in text
+
+
+def test_the_memory_limit_setting_refuses_a_model_that_would_not_fit(tmp_path, monkeypatch):
+    folder = config_folder(tmp_path, GPT2Config())  # config only: loading weights would fail
+    monkeypatch.setenv("LMSCOPE_MEMORY_LIMIT", "300M")
+    with pytest.raises(ModelTooLargeError) as raised:
+        load_model(folder, allow_local_path=True)
+    text = one_line(raised.value)
+    assert "0.12B parameters" in text and "only 0.3 GiB is available" in text
+
+
+def test_a_model_that_fits_is_not_refused_for_memory(tmp_path, monkeypatch):
+    folder = config_folder(tmp_path, GPT2Config(n_layer=1, n_embd=32, n_head=2))
+    monkeypatch.setenv("LMSCOPE_MEMORY_LIMIT", "64G")
+    with pytest.raises(ModelNotFoundError, match="Cannot load the weights"):
+        load_model(folder, allow_local_path=True)  # got past the memory check to the weights
+
+
+def test_an_encoder_model_is_refused_as_not_a_causal_language_model(tmp_path):
+    bert = BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2)
+    bert.architectures = ["BertForMaskedLM"]
+    with pytest.raises(UnsupportedModelError) as raised:
+        load_model(config_folder(tmp_path, bert), allow_local_path=True)
+    assert "not a causal (next-token) language model" in one_line(raised.value)
+
+
+def test_an_encoder_decoder_model_is_refused_as_not_a_causal_language_model(tmp_path):
+    t5 = T5Config(num_layers=1, d_model=32, num_heads=2)
+    with pytest.raises(UnsupportedModelError, match="not a causal"):
+        load_model(config_folder(tmp_path, t5), allow_local_path=True)
+
+
+def test_an_unknown_decoder_family_is_refused_naming_the_supported_ones(tmp_path):
+    phi = PhiConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2)
+    phi.architectures = ["PhiForCausalLM"]
+    with pytest.raises(UnsupportedModelError) as raised:
+        load_model(config_folder(tmp_path, phi), allow_local_path=True)
+    text = one_line(raised.value)
+    assert "'phi' model" in text and "does not trace yet" in text
+    assert "gpt2" in text and "llama" in text
+
+
+def test_a_model_needing_remote_code_is_refused(tmp_path, monkeypatch):
+    config = {
+        "model_type": "my_custom_lm",
+        "architectures": ["MyCustomForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "configuration_custom.MyConfig",
+            "AutoModelForCausalLM": "modeling_custom.MyCustomForCausalLM",
+        },
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "ran"
+    (tmp_path / "configuration_custom.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    # Were transformers to ask whether to trust the code, the answer would be yes.
+    monkeypatch.setattr("builtins.input", lambda *args: "y")
+    with pytest.raises(UnsupportedModelError) as raised:
+        load_model(str(tmp_path), allow_local_path=True)
+    assert "never runs remote code" in one_line(raised.value)
+    assert not marker.exists()
+
+
+def test_the_cache_is_read_under_every_alias_of_a_model(hub_cache, tiny_gpt2_model, gpt2_tokenizer):
+    """A copy cached under the short id `gpt2-large` is found when asked for by its org id."""
+    snapshot = save_hub_snapshot(tiny_gpt2_model, gpt2_tokenizer, hub_cache, "gpt2-large")
+    try:
+        lm = load_model("openai-community/gpt2-large")
+    finally:  # other tests may rely on gpt2-large not being cached
+        shutil.rmtree(snapshot.parent.parent)
+    assert lm.model_id == "openai-community/gpt2-large"
+    assert lm.card.name == "GPT-2 Large (774M)"
+
+
+class FakeModel:
+    def __init__(self, model_id: str, nbytes: int) -> None:
+        self.model_id, self.nbytes = model_id, nbytes
+
+
+def test_concurrent_requests_for_one_model_load_it_once(monkeypatch):
+    calls: list[str] = []
+
+    def slow_load(model_id, **kwargs):
+        calls.append(model_id)
+        time.sleep(0.3)
+        return FakeModel(model_id, 1)
+
+    monkeypatch.setattr(model_cache, "load_model", slow_load)
+    cache = ModelCache(budget=100)
+    results: list[object] = []
+    ids = ["gpt2", "openai-community/gpt2"] * 4
+    threads = [threading.Thread(target=lambda m=m: results.append(cache.get(m))) for m in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and cache.loads == 1
+    assert len(results) == len(ids) and all(r is results[0] for r in results)
+
+
+def test_different_models_load_in_parallel(monkeypatch):
+    """One slow model does not hold up another."""
+    started = threading.Barrier(2, timeout=5)
+
+    def load(model_id, **kwargs):
+        started.wait()  # both loads must be under way at once
+        return FakeModel(model_id, 1)
+
+    monkeypatch.setattr(model_cache, "load_model", load)
+    cache = ModelCache(budget=100)
+    threads = [threading.Thread(target=cache.get, args=(m,)) for m in ("gpt2", "gpt2-medium")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.loads == 2
+
+
+def test_the_least_recently_used_model_is_evicted_under_the_budget(monkeypatch):
+    monkeypatch.setattr(model_cache, "load_model", lambda m, **kw: FakeModel(m, 100))
+    cache = ModelCache(budget=250)
+    for model_id in ("a", "b", "c"):
+        cache.get(model_id)
+    assert cache.cached() == ["b", "c"]
+    cache.get("b")  # b is now the most recently used
+    cache.get("d")
+    assert cache.cached() == ["b", "d"]
+    assert cache.loads == 4
+
+
+def test_a_model_larger_than_the_budget_is_still_kept_alone(monkeypatch):
+    monkeypatch.setattr(model_cache, "load_model", lambda m, **kw: FakeModel(m, 1000))
+    cache = ModelCache(budget=10)
+    cache.get("a")
+    cache.get("b")
+    assert cache.cached() == ["b"]

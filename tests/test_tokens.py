@@ -1,0 +1,99 @@
+"""Tokenization with the real GPT-2 tokenizer: ids, visible spaces, and offsets that tile the prompt."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmscope.core.tokens import tokenize
+
+TRICKY = [
+    "The cat sat on the mat",
+    " leading space and  double  spaces ",
+    "line one\nline two\n\n\tindented\r\n",
+    "emoji 🐱🐈‍⬛ and 👩‍👩‍👧 families",
+    "中文字符和日本語のテキスト",
+    "café naïve résumé — “quotes”",
+    "mixed 猫 cat 🐱 кот",
+    "<|endoftext|>a special token, then text",
+]
+
+
+def check_tiling(prompt: str, tokens) -> None:
+    """Consecutive, non-overlapping spans from 0 to len(prompt) that spell the prompt."""
+    assert tokens[0].start == 0
+    assert tokens[-1].end == len(prompt)
+    for before, after in pairwise(tokens):
+        assert before.end == after.start
+    for token in tokens:
+        assert token.start <= token.end
+    assert "".join(prompt[t.start : t.end] for t in tokens) == prompt
+
+
+def test_the_cat_sat_on_the_mat_has_gpt2s_known_ids(gpt2_tokenizer):
+    tokens = tokenize(gpt2_tokenizer, "The cat sat on the mat")
+    assert [t.id for t in tokens] == [464, 3797, 3332, 319, 262, 2603]
+    assert [t.index for t in tokens] == list(range(6))
+
+
+def test_display_shows_the_leading_space_gpt2_attaches_to_the_next_token(gpt2_tokenizer):
+    tokens = tokenize(gpt2_tokenizer, "The cat sat on the mat")
+    assert [t.text for t in tokens] == ["The", " cat", " sat", " on", " the", " mat"]
+    assert [t.display for t in tokens] == ["The", "␣cat", "␣sat", "␣on", "␣the", "␣mat"]
+    assert tokens[1].piece == "Ġcat"  # the vocabulary entry as GPT-2 stores it
+
+
+def test_newlines_and_tabs_are_shown_visibly(gpt2_tokenizer):
+    tokens = tokenize(gpt2_tokenizer, "a\n\tb")
+    shown = "".join(t.display for t in tokens)
+    assert "\n" not in shown and "\t" not in shown
+    assert "↵" in shown and "⇥" in shown
+
+
+@pytest.mark.parametrize("prompt", TRICKY)
+def test_offsets_tile_the_prompt(gpt2_tokenizer, prompt):
+    tokens = tokenize(gpt2_tokenizer, prompt)
+    assert [t.id for t in tokens] == gpt2_tokenizer(prompt)["input_ids"]
+    check_tiling(prompt, tokens)
+
+
+@pytest.mark.parametrize("prompt", TRICKY[:7])
+def test_each_token_ends_where_its_bytes_complete_a_character(gpt2_tokenizer, prompt):
+    """Decoding the first i+1 ids spells the prompt up to token i's end, plus at most one partial
+    character (shown by the decoder as U+FFFD)."""
+    tokens = tokenize(gpt2_tokenizer, prompt)
+    ids = [t.id for t in tokens]
+    for i, token in enumerate(tokens):
+        prefix = gpt2_tokenizer.decode(ids[: i + 1], clean_up_tokenization_spaces=False)
+        assert prefix.rstrip("\ufffd") == prompt[: token.end]
+
+
+def test_a_character_split_across_tokens_belongs_to_the_token_holding_its_last_byte(
+    gpt2_tokenizer,
+):
+    prompt = "I 🐱"
+    tokens = tokenize(gpt2_tokenizer, prompt)
+    cat = [t for t in tokens if "🐱" in prompt[t.start : t.end]]
+    assert len(cat) == 1 and cat[0] is tokens[-1]
+    empty = [t for t in tokens if t.start == t.end]  # GPT-2 splits the emoji's 4 bytes
+    assert empty and all(t.text == "" and t.display.startswith("‹") for t in empty)
+    check_tiling(prompt, tokens)
+
+
+@pytest.mark.parametrize("prompt", TRICKY)
+def test_decoding_all_ids_gives_back_the_prompt(gpt2_tokenizer, prompt):
+    ids = [t.id for t in tokenize(gpt2_tokenizer, prompt)]
+    assert gpt2_tokenizer.decode(ids, clean_up_tokenization_spaces=False) == prompt
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_offsets_tile_any_text(gpt2_tokenizer, prompt):
+    tokens = tokenize(gpt2_tokenizer, prompt)
+    assert [t.id for t in tokens] == gpt2_tokenizer(prompt)["input_ids"]
+    check_tiling(prompt, tokens)
+    ids = [t.id for t in tokens]
+    assert gpt2_tokenizer.decode(ids, clean_up_tokenization_spaces=False) == prompt
