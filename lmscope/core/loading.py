@@ -236,9 +236,21 @@ def load_model(
         revision=revision_of(config, source),
         nbytes=needed,
     )
-    install_hooks(lm)
+    _bind(lm)
     progress(f"{card.name} is ready")
     return lm
+
+
+def _bind(lm: LoadedModel) -> None:
+    """Attach the trace hooks, and check the adapter's unembedding really gives vocabulary logits."""
+    install_hooks(lm)
+    with torch.inference_mode():
+        width = lm.unembed(torch.zeros(1, lm.card.hidden_size)).shape[-1]
+    if width != lm.card.vocab_size:
+        raise UnsupportedModelError(
+            f"{lm.model_id}: the {lm.adapter.family} adapter's unembedding gives {width} values, "
+            f"not one per vocabulary entry ({lm.card.vocab_size}); this model's layout differs."
+        )
 
 
 def from_model(model, tokenizer, model_id: str = "custom") -> LoadedModel:
@@ -253,5 +265,5 @@ def from_model(model, tokenizer, model_id: str = "custom") -> LoadedModel:
     card = model_card(config, adapter, model_id, display_name(model_id))
     model.eval().requires_grad_(False)
     lm = LoadedModel(model_id, model, tokenizer, adapter, card, "in-memory", memory_needed(card))
-    install_hooks(lm)
+    _bind(lm)
     return lm
