@@ -11,6 +11,9 @@ from .core.analysis import Analysis, analyze
 from .core.catalog import CATALOG, DEMO_ID, hub_aliases
 from .core.errors import LmscopeError
 from .core.loading import load_model
+from .experiments.ablation import ablate
+from .experiments.generation import Generation, GenerationSettings, generate
+from .experiments.inputs import parse_heads
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -81,6 +84,131 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("serve")
+def _serve(args: argparse.Namespace) -> int:
+    from .dashboard.app import serve  # Dash is imported only for this command
+
+    return serve(args.model, args.host, args.port)
+
+
+@command("heads")
+def _heads(args: argparse.Namespace) -> int:
+    from .core.heads import LABELS, SCORES
+    from .core.profile import active_roles, compare, head_profile
+
+    lm = load(args.model)
+    profile = head_profile(lm)
+    analysis = analyze(lm, args.prompt) if args.prompt is not None else None
+    if args.json:
+        document = {"model": lm.card.to_dict() | {"revision": lm.revision}}
+        document["profile"] = profile.to_dict()
+        if analysis is not None:
+            document["prompt"] = {
+                "text": args.prompt,
+                "heads": analysis.heads.to_dict(),
+                "roles": [[r.to_dict() for r in row] for row in compare(profile, analysis.heads)],
+                "active_roles": active_roles(profile, analysis.heads),
+            }
+        print(json.dumps(document, ensure_ascii=False))
+        return 0
+    summary, per_layer = profile.summary(), profile.counts_per_layer()
+    print(f"{lm.card.name}: head profile, {lm.layers} layers x {lm.heads} heads")
+    for category in (*SCORES, "other"):
+        names = summary[category]
+        scores = [_head_score(profile, category, name) for name in names]
+        shown = ", ".join(f"{n} {s}" if s else n for n, s in zip(names, scores, strict=True))
+        print(f"  {LABELS[category]:26s} {len(names):3d}  {shown}")
+    print("\nheads per layer:")
+    print(f"  {'':26s} " + " ".join(f"L{l:<3d}" for l in range(lm.layers)))
+    for category in (*SCORES, "other"):
+        print(f"  {LABELS[category]:26s} " + " ".join(f"{n:<4d}" for n in per_layer[category]))
+    by_depth = profile.counts_by_depth()
+    print("\nheads per fifth of the model's depth (compare models of different depth):")
+    print(f"  {'':26s} " + " ".join(f"{f'{20 * b}-{20 * b + 20}%':<8s}" for b in range(5)))
+    for category in (*SCORES, "other"):
+        print(f"  {LABELS[category]:26s} " + " ".join(f"{n:<8d}" for n in by_depth[category]))
+    if analysis is not None:
+        active = active_roles(profile, analysis.heads)
+        print(
+            f"\non this prompt ({len(analysis.tokens)} tokens), heads playing their general role:"
+        )
+        for category in SCORES:
+            if not analysis.heads.applicable(category):
+                state = "not applicable (no repeated tokens)"
+            else:
+                state = ", ".join(active[category]) or "none"
+            print(f"  {LABELS[category]:26s} {state}")
+    return 0
+
+
+def _head_score(report, category: str, name: str) -> str:
+    if category == "other":
+        return ""
+    layer, head = (int(part[1:]) for part in name.split("-"))
+    return f"{report.scores[category][layer][head]:.2f}"
+
+
+def print_generation(result: Generation) -> None:
+    print(f"{result.prompt}[{result.text}]  (stopped: {result.stopped})")
+    for i, step in enumerate(result.steps):
+        others = ", ".join(f"{p.text!r} {p.probability:.2%}" for p in step.alternatives)
+        chosen = step.chosen
+        print(f"  {i + 1:2d}. {chosen.text!r:16s} {chosen.probability:7.2%}  rank {step.rank}")
+        print(f"      top: {others}")
+
+
+@command("generate")
+def _generate(args: argparse.Namespace) -> int:
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    sampling = {k: v for k, v in sampling.items() if v is not None}
+    if args.seed is not None or sampling:
+        if args.beams is not None:
+            raise LmscopeError("Choose beam search (--beams) or sampling options, not both.")
+        settings = GenerationSettings("sample", args.max_new_tokens, seed=args.seed, **sampling)
+    elif args.beams is not None:
+        settings = GenerationSettings("beam", args.max_new_tokens, beams=args.beams)
+    else:
+        settings = GenerationSettings("greedy", args.max_new_tokens)
+    result = generate(load(args.model), args.prompt, settings)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print_generation(result)
+        if result.seed is not None:
+            print(f"seed {result.seed} (pass --seed {result.seed} to repeat)")
+    return 0
+
+
+@command("ablate")
+def _ablate(args: argparse.Namespace) -> int:
+    heads = parse_heads(args.heads)
+    result = ablate(
+        load(args.model),
+        args.prompt,
+        heads,
+        args.mode,
+        target=args.target,
+        new_tokens=args.new_tokens,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        return 0
+    doc = result.to_dict()
+    print(f"{args.mode} ablation of {', '.join(doc['head_names'])}\n")
+    print(f"  {'before':>28s}   {'after':>28s}")
+    for b, a in zip(result.top("before"), result.top("after"), strict=True):
+        print(f"  {b.text!r:>19s} {b.probability:7.2%}   {a.text!r:>19s} {a.probability:7.2%}")
+    t = doc["target"]
+    print(
+        f"\ntarget {t['text']!r}: {t['probability_before']:.2%} -> {t['probability_after']:.2%}; "
+        f"KL(before || after) = {doc['kl_divergence']:.4f} nats"
+    )
+    if result.generation_before and result.generation_after:
+        print(f"\ncontinuation before: {result.generation_before.text!r}")
+        print(f"continuation after:  {result.generation_after.text!r}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="lmscope", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -89,6 +217,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True)
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
     sub.add_parser("models", help="list the catalog and what is cached")
+    p = sub.add_parser("heads", help="what each head does: the model's head profile by category")
+    p.add_argument("--model", default="gpt2", help="hub id, 'demo', or a local folder")
+    p.add_argument("--prompt", help="also show which heads play their role on this prompt")
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    p = sub.add_parser("serve", help="open the dashboard (and the JSON API) in a browser")
+    p.add_argument("--model", help="model to open on: hub id, 'demo', or a local folder")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network")
+    p.add_argument("--port", type=int, default=8050)
+    p = sub.add_parser("generate", help="continue a prompt, with the alternatives at each step")
+    p.add_argument("--model", default="gpt2", help="hub id, 'demo', or a local folder")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=20, help="1 to 50")
+    p.add_argument("--beams", type=int, help="beam search with this many beams (1 to 5)")
+    p.add_argument("--temperature", type=float, help="sample at this temperature (> 0)")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=float, help="sample from the smallest set with this mass")
+    p.add_argument("--seed", type=int, help="sample, repeatably, with this seed")
+    p.add_argument("--json", action="store_true", help="print the generation as JSON")
+    p = sub.add_parser("ablate", help="remove heads; the next-token distribution before and after")
+    p.add_argument("--model", default="gpt2", help="hub id, 'demo', or a local folder")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--heads", required=True, help="LAYER.HEAD, comma separated: 0.1,3.5")
+    p.add_argument("--mode", choices=("zero", "mean"), default="zero")
+    p.add_argument("--target", help="token to follow (default: the top prediction)")
+    p.add_argument("--new-tokens", type=int, default=10, help="greedy continuation length")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     return top
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from ..core.embeddings import nearest_tokens
 from ..core.errors import LmscopeError, RequestError
 from .service import Service
 
@@ -38,7 +39,10 @@ def _int_arg(name: str, upper: int) -> int:
 
 def create_blueprint(service: Service) -> Blueprint:
     """The API's routes over one `Service`."""
+    from .experiment_routes import add_experiment_routes  # imports this module's helpers
+
     api = Blueprint("api", __name__, url_prefix="/api")
+    add_experiment_routes(api, service)
 
     @api.post("/analyze")
     def analyze_route():
@@ -66,6 +70,25 @@ def create_blueprint(service: Service) -> Blueprint:
                 "head": int(request.args["head"]) if "head" in request.args else None,
                 "tokens": [t.display for t in analysis.tokens],
                 "pattern": pattern.round(decimals=5).tolist(),
+            }
+        )
+
+    @api.get("/analysis/<key>/embeddings")
+    def embeddings_route(key: str):
+        """One token's embedding (?position=), its position vector, and its nearest tokens."""
+        analysis = service.store.get(key)
+        position = _int_arg("position", len(analysis.tokens))
+        token = analysis.tokens[position]
+        pos = analysis.position_embeddings
+        pos_vector = None if pos is None else pos[position].round(decimals=5).tolist()
+        return jsonify(
+            {
+                "position": position,
+                "token": token.to_dict(),
+                "vector": analysis.token_embeddings[position].round(decimals=5).tolist(),
+                "position_vector": pos_vector,
+                "positional_encoding": analysis.lm.card.positional_encoding,
+                "nearest": [n.to_dict() for n in nearest_tokens(analysis.lm, token.id)],
             }
         )
 

@@ -6,6 +6,7 @@ from ..core.analysis import Analysis, analyze
 from ..core.catalog import CATALOG
 from ..core.errors import RequestError
 from ..core.loading import Progress, _quiet
+from ..core.model import LoadedModel
 from ..core.model_cache import ModelCache, default_cache
 from .store import AnalysisStore
 
@@ -26,6 +27,12 @@ class Service:
         lm = self.models.get(model_id.strip(), progress)
         analysis = analyze(lm, prompt)  # validates the prompt
         return self.store.put(analysis), analysis
+
+    def model(self, model_id: object, progress: Progress = _quiet) -> LoadedModel:
+        """The loaded model a request names (loaded once, shared read-only)."""
+        if not isinstance(model_id, str) or not model_id.strip():
+            raise RequestError("Choose a model: 'model' must be a model id such as gpt2.")
+        return self.models.get(model_id.strip(), progress)
 
     def catalog(self) -> list[dict]:
         cached = set(self.models.cached())

@@ -77,6 +77,19 @@ def fit_context(tokens: list[Token], context: int) -> tuple[list[Token], list[st
     return renumbered, [notice]
 
 
+def top_predictions(lm: LoadedModel, logits: torch.Tensor, k: int) -> list[list[Prediction]]:
+    """The k most likely tokens of each row of `logits` `(rows, vocab)`, most likely first."""
+    probs = logits.float().softmax(-1)
+    top = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    return [
+        [
+            Prediction(i, lm.token_text(i), p, float(logits[row, i]))
+            for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
+        ]
+        for row in range(logits.shape[0])
+    ]
+
+
 @dataclass(eq=False)
 class Analysis:
     """Everything one forward pass showed about a prompt. Tensors are float32, batch axis dropped.
@@ -127,15 +140,7 @@ class Analysis:
         return [row[:k] for row in self._lens[position]]
 
     def _top(self, logits: torch.Tensor, k: int) -> list[list[Prediction]]:
-        probs = logits.float().softmax(-1)
-        top = probs.topk(min(k, probs.shape[-1]), dim=-1)
-        return [
-            [
-                Prediction(i, self.lm.token_text(i), p, float(logits[row, i]))
-                for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
-            ]
-            for row in range(logits.shape[0])
-        ]
+        return top_predictions(self.lm, logits, k)
 
     def to_dict(self) -> dict:
         """The compact document the CLI prints and the API answers: what the views draw."""

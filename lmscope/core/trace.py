@@ -40,6 +40,9 @@ class Recorder:
     capture: bool = True
     patches: dict[int, HeadPatch] = field(default_factory=dict)
     acts: dict[str, torch.Tensor] = field(default_factory=dict)
+    # (layer, copies): the batch-1 stream entering block `layer` is repeated `copies` times, so the
+    # layers before it run once for a whole batch of interventions that only differ from there on.
+    branch: tuple[int, int] | None = None
 
     def stack(self, name: str, layers: int) -> torch.Tensor:
         """`blocks.{l}.<name>` for every layer, stacked on a new first axis."""
@@ -90,11 +93,20 @@ def _save_mlp(layer: int):
 
 
 def _save_resid_pre(layer: int):
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         rec = _ACTIVE.get()
-        if rec is not None and rec.capture:
-            hidden = args[0] if args else kwargs["hidden_states"]
+        if rec is None:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if rec.branch is not None and rec.branch[0] == layer:
+            hidden = hidden.expand(rec.branch[1], *hidden.shape[1:]).contiguous()
+        if rec.capture:
             rec.acts[f"blocks.{layer}.hook_resid_pre"] = hidden
+        if rec.branch is None or rec.branch[0] != layer:
+            return None
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, kwargs | {"hidden_states": hidden}
 
     return hook
 
@@ -143,13 +155,15 @@ def run(
     patches: dict[int, HeadPatch] | None = None,
     logits_to_keep: int = 1,
     inputs_embeds: torch.Tensor | None = None,
+    branch: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, Recorder]:
     """One forward pass of `input_ids` `(B, T)`; logits `(B, logits_to_keep, vocab)` and the record.
 
     Only the last `logits_to_keep` positions are unembedded: views that need other positions ask
-    for them through the logit lens.
+    for them through the logit lens. `branch=(layer, n)` with B = 1 runs layers >= `layer` on n
+    copies of the stream (see `Recorder.branch`); the logits then have n rows.
     """
-    recorder = Recorder(capture=capture, patches=patches or {})
+    recorder = Recorder(capture=capture, patches=patches or {}, branch=branch)
     with recording(recorder):
         if inputs_embeds is not None:
             out = lm.model(inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep)

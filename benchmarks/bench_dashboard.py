@@ -1,0 +1,154 @@
+"""Dashboard latency and payload: time from pressing Analyze until all five stages are drawn.
+
+Models: the bundled demo, and GPT-2 Small's shape (random weights saved to a local folder and
+loaded as an operator's `--model PATH`). Prompts of 32 and 1,024 tokens. Also the bytes the browser
+receives (sum of response bodies) for the 1,024-token analysis before any head is opened.
+
+    python benchmarks/bench_dashboard.py [--repeats 3]
+
+Prints a markdown table of medians. Needs Chromium at /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+from playwright.sync_api import Error, Page, sync_playwright
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from lmscope.api.service import Service
+from lmscope.core.catalog import DEMO_ID, DEMO_PATH
+from lmscope.core.loading import load_model
+from lmscope.core.model_cache import ModelCache
+from lmscope.dashboard.app import create_app
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+TEXT = (
+    "The committee met on Tuesday to discuss the budget for the new library, and after a long "
+    "debate about parking, lighting and the children's reading room, it approved the plan. "
+)
+READY = (
+    "old => { const ids = [...document.querySelectorAll('.stage-ready')]"
+    ".map(e => e.dataset.analysis); return ids.length === 5 && new Set(ids).size === 1"
+    " && ids[0] !== old; }"
+)
+CURRENT = (
+    "() => { const e = document.querySelector('.stage-ready'); return e && e.dataset.analysis; }"
+)
+
+
+class Quiet(WSGIRequestHandler):
+    def log_request(self, *args, **kwargs) -> None:
+        pass
+
+
+def body_size(response) -> int:
+    """Bytes of a response body (0 when the page closed before it could be read)."""
+    try:
+        return len(response.body())
+    except Error:
+        return 0
+
+
+def prompt_of(tokenizer: GPT2TokenizerFast, tokens: int) -> str:
+    ids = tokenizer(TEXT * (tokens // 20 + 1))["input_ids"][:tokens]
+    return tokenizer.decode(ids)
+
+
+def gpt2_small_folder(tokenizer: GPT2TokenizerFast) -> str:
+    folder = tempfile.mkdtemp(prefix="lmscope-bench-gpt2-")
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config()).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def time_analysis(page: Page, prompt: str, sizes: list[int] | None = None) -> float:
+    """Seconds from pressing Analyze until every stage is drawn for the new analysis."""
+    old = page.evaluate(CURRENT)
+    page.fill("#prompt", prompt)
+    if sizes is not None:
+        page.on("response", lambda response: sizes.append(body_size(response)))
+    start = time.perf_counter()
+    page.click("#analyze")
+    page.wait_for_function(READY, arg=old, timeout=600_000)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    tokenizer = GPT2TokenizerFast.from_pretrained(DEMO_PATH)
+    service = Service(ModelCache())
+    small = service.models.add(load_model(gpt2_small_folder(tokenizer), allow_local_path=True))
+    app = create_app(service, DEMO_ID)
+    server = make_server("127.0.0.1", 0, app.server, threaded=True, request_handler=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    rows = []
+    payload = page_load = None
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        for model, name in ((DEMO_ID, "demo (2 layers)"), (small, "GPT-2 Small shape")):
+            for tokens in (32, 1024):
+                context = browser.new_context(viewport={"width": 1280, "height": 900})
+                page = context.new_page()
+                loaded: list[int] = []
+                page.on("response", lambda response, sink=loaded: sink.append(body_size(response)))
+                page.goto(url)
+                page.wait_for_selector("#model-card-body")
+                page_load = page_load or sum(loaded)
+                page.fill("#model-custom", model)
+                page.click("#model-load")
+                page.wait_for_selector("#message .ok")
+                prompt = prompt_of(tokenizer, tokens)
+                count = min(
+                    len(tokenizer(prompt)["input_ids"]),
+                    service.models.get(model).card.context_length,
+                )
+                times = []
+                for repeat in range(args.repeats + 1):  # the first run warms caches: not counted
+                    measure = model == small and tokens == 1024 and repeat == 1
+                    sizes: list[int] | None = [] if measure else None
+                    seconds = time_analysis(page, prompt, sizes)
+                    if repeat:
+                        times.append(seconds)
+                    if measure:
+                        payload = sum(sizes)
+                rows.append((name, count, statistics.median(times), len(times)))
+                context.close()
+        browser.close()
+    server.shutdown()
+    print("| model | tokens analyzed | Analyze → all stages drawn (median s) | runs |")
+    print("|---|---|---|---|")
+    for name, count, median, runs in rows:
+        print(f"| {name} | {count:,} | {median:.2f} | {runs} |")
+    print()
+    print(
+        f"Bytes received for the 1,024-token GPT-2 Small analysis (before opening a head): "
+        f"{payload:,}"
+    )
+    print(
+        f"Bytes of the first page load (Dash, React and plotly.js bundles, layout): {page_load:,}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""HTTP routes of the experiments: thin wrappers over `lmscope.experiments`, JSON in and out.
+
+POST /api/generate {"model", "prompt", "method": "greedy"|"sample"|"beam", "max_new_tokens",
+"beams", "temperature", "top_k", "top_p", "seed"}
+POST /api/ablate {"model", "prompt", "heads": [[layer, head], ...], "mode": "zero"|"mean",
+"target", "new_tokens"}
+POST /api/ablation-scan {"model", "prompt", "mode", "target"}
+POST /api/logit-attribution {"model", "prompt", "target"}
+POST /api/token-attribution {"model", "prompt", "target", "steps"}
+POST /api/compare {"models": [first, second], "prompt"}
+`target` is a token id, a single-token text, or left out for the top prediction.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from ..core.analysis import analyze
+from ..core.errors import RequestError
+from ..experiments.ablation import ablate, ablation_scan
+from ..experiments.attribution import DEFAULT_STEPS, direct_logit_attribution, token_attribution
+from ..experiments.comparison import compare
+from ..experiments.generation import GenerationSettings, generate
+from .http import _body
+from .service import Service
+
+
+def _int(body: dict, name: str, default: int) -> int:
+    value = body.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RequestError(f"'{name}' must be an integer, got {value!r}.")
+    return value
+
+
+def add_experiment_routes(api: Blueprint, service: Service) -> None:
+    """Register the experiment routes on the API blueprint."""
+
+    @api.post("/generate")
+    def generate_route():
+        body = _body()
+        lm = service.model(body.get("model"))
+        return jsonify(
+            generate(lm, body.get("prompt"), GenerationSettings.from_request(body)).to_dict()
+        )
+
+    @api.post("/ablate")
+    def ablate_route():
+        body = _body()
+        lm = service.model(body.get("model"))
+        result = ablate(
+            lm,
+            body.get("prompt"),
+            body.get("heads"),
+            body.get("mode", "zero"),
+            target=body.get("target"),
+            new_tokens=_int(body, "new_tokens", 10),
+        )
+        return jsonify(result.to_dict())
+
+    @api.post("/ablation-scan")
+    def scan_route():
+        body = _body()
+        lm = service.model(body.get("model"))
+        scan = ablation_scan(
+            lm, body.get("prompt"), body.get("mode", "zero"), target=body.get("target")
+        )
+        return jsonify(scan.to_dict())
+
+    @api.post("/logit-attribution")
+    def logit_attribution_route():
+        body = _body()
+        analysis = analyze(service.model(body.get("model")), body.get("prompt"))
+        return jsonify(direct_logit_attribution(analysis, body.get("target")).to_dict())
+
+    @api.post("/token-attribution")
+    def token_attribution_route():
+        body = _body()
+        lm = service.model(body.get("model"))
+        steps = _int(body, "steps", DEFAULT_STEPS)
+        result = token_attribution(lm, body.get("prompt"), body.get("target"), steps=steps)
+        return jsonify(result.to_dict())
+
+    @api.post("/compare")
+    def compare_route():
+        body = _body()
+        models = body.get("models")
+        if not isinstance(models, list) or len(models) != 2:
+            raise RequestError(
+                '\'models\' must be a list of two model ids, e.g. ["gpt2", "gpt2-medium"].'
+            )
+        first, second = (service.model(m) for m in models)
+        return jsonify(compare(first, second, body.get("prompt")).to_dict())

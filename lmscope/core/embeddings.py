@@ -1,0 +1,53 @@
+"""Stage 2, embeddings: a token's vector, and the vocabulary entries whose vectors point the same way.
+
+Computed on request for one token only: the embedding table stays on the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import RequestError
+from .model import LoadedModel
+from .tokens import display
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """A vocabulary entry and the cosine similarity of its embedding to the chosen token's."""
+
+    id: int
+    text: str
+    similarity: float
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "text": self.text,
+            "display": display(self.text),
+            "similarity": round(self.similarity, 4),
+        }
+
+
+def embedding_table(lm: LoadedModel) -> torch.Tensor:
+    """The token embedding matrix `(vocab, d)`, rows limited to ids the tokenizer knows."""
+    weight = lm.model.get_submodule(lm.adapter.token_embedding).weight
+    return weight[: min(weight.shape[0], len(lm.tokenizer))]
+
+
+def nearest_tokens(lm: LoadedModel, token_id: int, k: int = 10) -> list[Neighbor]:
+    """The `k` tokens whose embeddings have the highest cosine similarity to `token_id`'s (itself left out)."""
+    table = embedding_table(lm)
+    if not isinstance(token_id, int) or not 0 <= token_id < table.shape[0]:
+        raise RequestError(f"'token_id' must be between 0 and {table.shape[0] - 1}.")
+    with torch.inference_mode():
+        table = table.float()
+        similarity = torch.nn.functional.cosine_similarity(table, table[token_id : token_id + 1])
+        similarity[token_id] = -torch.inf
+        top = similarity.topk(min(k, table.shape[0] - 1))
+    return [
+        Neighbor(i, lm.token_text(i), s)
+        for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]

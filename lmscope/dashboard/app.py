@@ -1,0 +1,256 @@
+"""The Dash app: one page over `Service`, with the JSON API mounted on the same Flask server.
+
+The browser keeps only the analysis id and small JSON (dcc.Store); every figure is built on the
+server from the stored `Analysis`, for what is on screen.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode
+
+from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+
+from ..api.http import install
+from ..api.service import Service
+from ..core.catalog import DEFAULT_MODEL_ID, DEMO_ID
+from ..core.errors import LmscopeError
+from ..core.loading import load_model
+from ..core.model_cache import ModelCache
+from . import layout
+from .figures import graph_config
+from .stages import attention, embeddings, mlp, output, stored, tokens
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+STAGES = (tokens, embeddings, attention, mlp, output)
+_MAX_CLIENTS = 1000  # progress lines kept, one per open page
+
+
+def start_model(service: Service, requested: str | None = None) -> tuple[str, str | None]:
+    """The model the page opens on, and a notice when it is not the one asked for.
+
+    An operator's `requested` model must load; the default GPT-2 falls back to the bundled demo
+    (e.g. offline with no cached copy), saying so.
+    """
+    if requested:
+        return service.models.get(requested).model_id, None
+    try:
+        return service.models.get(DEFAULT_MODEL_ID).model_id, None
+    except LmscopeError as error:
+        service.models.get(DEMO_ID)
+        return (
+            DEMO_ID,
+            f"GPT-2 could not be loaded, so lmscope opened on the bundled demo model. {error}",
+        )
+
+
+def _query(search: str | None) -> dict[str, str]:
+    parsed = parse_qs((search or "").lstrip("?"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def _message(text: str, ok: bool) -> html.Div:
+    return html.Div(text, className="message ok" if ok else "message error")
+
+
+def create_app(service: Service | None = None, initial_model: str | None = None) -> Dash:
+    """The dashboard over `service`, opening on `initial_model` (else GPT-2, else the demo)."""
+    service = service or Service()
+    start_id, notice = start_model(service, initial_model)
+    app = Dash(
+        __name__,
+        title="lmscope",
+        assets_folder=str(ASSETS),
+        serve_locally=True,
+        update_title=None,
+        suppress_callback_exceptions=True,
+    )
+
+    def page() -> html.Div:
+        try:
+            lm = service.models.get(start_id)
+        except LmscopeError:  # e.g. the operator's folder model was evicted from the cache
+            lm = service.models.get(DEMO_ID)
+        return layout.page(ModelCache.key(lm.model_id), lm.card, notice)
+
+    app.layout = page
+    progress: dict[str, str] = {}
+    for stage in STAGES:
+        stage.register(app, service)
+    _register_controls(app, service, progress)
+    install(app.server, service)
+    return app
+
+
+def _register_controls(app: Dash, service: Service, progress: dict[str, str]) -> None:
+    @app.callback(
+        Output("model", "data"),
+        Output("analysis", "data"),
+        Output("message", "children"),
+        Output("url", "search"),
+        Output("model-picker", "value"),
+        Output("model-picker", "options"),
+        Output("prompt", "value"),
+        Output("model-card", "children"),
+        Input("url", "search"),
+        Input("model-picker", "value"),
+        Input("model-load", "n_clicks"),
+        Input("model-custom", "n_submit"),
+        Input("analyze", "n_clicks"),
+        Input({"kind": "starter", "index": ALL}, "n_clicks"),
+        State("model-custom", "value"),
+        State("prompt", "value"),
+        State("model", "data"),
+        State("analysis", "data"),
+        State("model-picker", "options"),
+        State("client", "data"),
+        running=[
+            (Output("progress-poll", "disabled"), False, True),
+            (Output("analyze", "disabled"), True, False),
+        ],
+    )
+    def control(search, picked, _load, _submit, _analyze, starters, custom, prompt, model,
+                shown, options, client):  # fmt: skip
+        """Every user action that loads a model or runs an analysis goes through here."""
+        trigger = ctx.triggered_id
+        target, text, new_prompt = model["id"], None, no_update
+        if trigger is None or trigger == "url":
+            query = _query(search)
+            target = query.get("model") or model["id"]
+            text = query.get("prompt")
+            same_model = ModelCache.key(target) == model["id"]
+            if (text is None and same_model) or (shown and same_model and text == shown["prompt"]):
+                return (no_update,) * 8
+            new_prompt = text if text is not None else no_update
+        elif trigger == "model-picker":
+            if picked == model["id"]:
+                return (no_update,) * 8
+            target, text = picked, (prompt if shown else None)
+        elif trigger in ("model-load", "model-custom"):
+            target, text = (custom or "").strip(), (prompt if shown else None)
+            if not target:
+                return (no_update, no_update, _message("Type a model id first.", False)) + (
+                    no_update,
+                ) * 5
+        elif trigger == "analyze":
+            text = prompt or ""
+        elif isinstance(trigger, dict) and any(starters):
+            text = new_prompt = layout.STARTERS[trigger["index"]][1]
+        else:
+            return (no_update,) * 8
+
+        def report(line: str) -> None:
+            if len(progress) > _MAX_CLIENTS:
+                progress.clear()
+            progress[client] = line
+
+        started = time.perf_counter()
+        try:
+            lm = service.models.get(target, report)
+        except LmscopeError as error:
+            report("")
+            return (no_update, no_update, _message(str(error), False), no_update, model["id"]) + (
+                no_update,
+            ) * 3
+        key = ModelCache.key(target)
+        new_model = {"id": key, "name": lm.card.name}
+        changed = key != model["id"]
+        names = {o["value"]: o["label"] for o in options} | {key: lm.card.name}
+        result = [
+            new_model,
+            no_update,
+            _message(f"{lm.card.name} is loaded.", True),
+            "?" + urlencode({"model": key}),
+            key,
+            layout.model_options(names) if changed else no_update,
+            new_prompt,
+            layout.card_view(lm.card) if changed else no_update,
+        ]
+        if text is not None:
+            report(f"Analyzing the prompt with {lm.card.name}")
+            try:
+                analysis_id, analysis = service.analyze(key, text, report)
+            except LmscopeError as error:
+                result[2] = _message(str(error), False)
+            else:
+                seconds = time.perf_counter() - started
+                result[1] = {"id": analysis_id, "model": key, "prompt": text}
+                result[2] = _message(
+                    f"Analyzed {len(analysis.tokens):,} tokens with {lm.card.name} "
+                    f"in {seconds:.1f} s.",
+                    True,
+                )
+                result[3] = "?" + urlencode({"model": key, "prompt": text})
+        report("")
+        return tuple(result)
+
+    @app.callback(
+        Output("status", "children"),
+        Input("progress-poll", "n_intervals"),
+        Input("message", "children"),
+        State("client", "data"),
+    )
+    def status(_tick, _message, client):
+        line = progress.get(client, "")
+        return f"… {line}" if line else ""
+
+    @app.callback(
+        Output("download", "data"),
+        Input("download-json", "n_clicks"),
+        State("analysis", "data"),
+        prevent_initial_call=True,
+    )
+    def download(_clicks, data):
+        analysis = stored(service, data)
+        if analysis is None:
+            return no_update
+        name = data["model"].replace("/", "_")
+        return dcc.send_string(
+            json.dumps(analysis.to_dict(), ensure_ascii=False), f"lmscope-{name}.json"
+        )
+
+    @app.callback(
+        Output({"kind": "figure", "name": ALL}, "config"),
+        Output({"kind": "figure", "name": ALL}, "figure"),
+        Input("export-format", "value"),
+        prevent_initial_call=True,
+    )
+    def export_format(fmt):
+        """New export settings; a one-field patch makes each drawn figure pick them up."""
+        configs, touches = [], []
+        for slot in ctx.outputs_list[0]:
+            configs.append(graph_config(f"lmscope-{slot['id']['name']}", fmt))
+            touch = Patch()
+            touch["layout"]["meta"] = fmt
+            touches.append(touch)
+        return configs, touches
+
+
+def serve(model: str | None, host: str = "127.0.0.1", port: int = 8050) -> int:
+    """Run the dashboard (the `lmscope serve` command); the operator may name a local folder."""
+    service = Service(ModelCache())
+
+    def say(line: str) -> None:
+        print(f"… {line}", file=sys.stderr, flush=True)
+
+    initial = None
+    if model:
+        initial = service.models.add(load_model(model, allow_local_path=True, progress=say))
+    else:
+        try:  # load GPT-2 here to show progress; create_app falls back to the demo if it fails
+            service.models.get(DEFAULT_MODEL_ID, say)
+        except LmscopeError as error:
+            say(str(error))
+    if host in ("0.0.0.0", "::", ""):
+        print(
+            f"warning: binding to {host or 'all interfaces'} makes lmscope reachable from other "
+            "machines; it has no authentication.",
+            file=sys.stderr,
+        )
+    app = create_app(service, initial)
+    print(f"lmscope dashboard on http://{host}:{port}/", file=sys.stderr, flush=True)
+    app.run(host=host, port=port, debug=False)
+    return 0

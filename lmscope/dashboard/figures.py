@@ -1,0 +1,218 @@
+"""Plotly figures, each a pure function of an `Analysis`: built on the server, only what is shown.
+
+Token axes are numeric positions labelled `index·token` (repeated tokens stay distinct); long
+prompts label every n-th token.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from ..core.analysis import Analysis
+from ..core.heads import head_name
+
+FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=14)
+LAYER_VIEW_WINDOW = 48  # the layer view draws at most this many (last) tokens per head
+MAX_TICKS = 48  # token labels per axis; longer prompts label every n-th token
+
+
+def graph_config(filename: str, fmt: str = "png") -> dict:
+    """Modebar settings: download as PNG or SVG under a telling file name, no plotly logo."""
+    return {
+        "displaylogo": False,
+        "showSendToCloud": False,
+        "modeBarButtonsToRemove": ["sendChartToCloud", "lasso2d", "select2d"],
+        "toImageButtonOptions": {"format": fmt, "filename": filename, "scale": 2},
+    }
+
+
+def _rounded(values: torch.Tensor, decimals: int = 4) -> list:
+    """Short JSON numbers: float32 -> float64 first, so 0.1234 prints as 0.1234."""
+    return values.detach().double().round(decimals=decimals).tolist()
+
+
+def token_labels(analysis: Analysis, start: int = 0) -> list[str]:
+    """Unique axis labels for the tokens from `start` on: `3·␣cat`."""
+    return [f"{t.index}·{t.display}" for t in analysis.tokens[start:]]
+
+
+def token_ticks(analysis: Analysis, start: int = 0) -> dict:
+    """A numeric position axis labelled with tokens; at most `MAX_TICKS` labels on long prompts.
+
+    Numeric axes keep long prompts cheap to draw (a category per token makes plotly re-measure
+    every label).
+    """
+    labels = token_labels(analysis, start)
+    step = max(1, -(-len(labels) // MAX_TICKS))
+    shown = range(0, len(labels), step)
+    return dict(
+        tickmode="array",
+        tickvals=[start + i for i in shown],
+        ticktext=[labels[i] for i in shown],
+    )
+
+
+def percent(p: float) -> str:
+    """A probability for people: 12.3%, and tiny ones still readable (3.2e-05, not 0.0%)."""
+    return f"{p:.1%}" if p >= 0.0005 else f"{p:.1e}"
+
+
+def _style(fig: go.Figure, height: int, **layout) -> go.Figure:
+    layout = {"margin": dict(l=10, r=10, t=40, b=10)} | layout
+    fig.update_layout(template="plotly_white", font=FONT, height=height, **layout)
+    return fig
+
+
+def attention_heatmap(analysis: Analysis, layer: int, head: int) -> go.Figure:
+    """One head's attention: rows are the reading (query) token, columns the token read (key)."""
+    count = len(analysis.tokens)
+    fig = go.Figure(
+        go.Heatmap(
+            z=analysis.attention[layer, head].numpy(),  # float32, sent as a binary array
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            colorbar=dict(title="weight"),
+            hovertemplate="query %{y} reads key %{x}<br>weight %{z:.4f}<extra></extra>",
+        )
+    )
+    size = min(900, 260 + 18 * count)
+    fig.update_yaxes(autorange="reversed", title="query (reading) token", **token_ticks(analysis))
+    fig.update_xaxes(title="key (read) token", tickangle=-45, **token_ticks(analysis))
+    return _style(fig, size, title=f"Attention of head {head_name(layer, head)}")
+
+
+def layer_heads(analysis: Analysis, layer: int, window: int = LAYER_VIEW_WINDOW) -> go.Figure:
+    """Every head of one layer side by side (the last `window` tokens when the prompt is longer)."""
+    heads = analysis.attention.shape[1]
+    start = max(0, len(analysis.tokens) - window)
+    labels = token_labels(analysis, start)
+    cols = min(heads, 4)
+    rows = -(-heads // cols)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[head_name(layer, h) for h in range(heads)],
+        horizontal_spacing=0.03,
+        vertical_spacing=0.06 if rows > 1 else 0.1,
+    )
+    for h in range(heads):
+        fig.add_trace(
+            go.Heatmap(
+                z=_rounded(analysis.attention[layer, h, start:, start:], 3),
+                x=labels,
+                y=labels,
+                coloraxis="coloraxis",
+                hovertemplate=f"{head_name(layer, h)}: %{{y}} → %{{x}}<br>%{{z:.3f}}<extra></extra>",
+            ),
+            row=h // cols + 1,
+            col=h % cols + 1,
+        )
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, autorange="reversed")
+    shown = analysis.attention[layer, :, start:, start:]
+    fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0, cmax=float(shown.max()) or 1.0))
+    fig.update_annotations(font_size=13)
+    return _style(
+        fig,
+        90 + 230 * rows,
+        title=f"Layer {layer}: all {heads} heads",
+        margin=dict(l=10, r=10, t=80, b=10),
+    )
+
+
+def residual_writes(analysis: Analysis) -> go.Figure:
+    """How much attention and the MLP each wrote into the residual stream, per layer and position."""
+    layers = [f"L{l}" for l in range(analysis.attn_out.shape[0])]
+    tokens = [t.display for t in analysis.tokens]
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=["attention wrote (norm)", "MLP wrote (norm)"],
+    )
+    for row, (name, values) in enumerate(
+        (("attention", analysis.attn_out), ("MLP", analysis.mlp_out)), start=1
+    ):
+        fig.add_trace(
+            go.Heatmap(
+                z=_rounded(values.norm(dim=-1), 2),
+                y=layers,
+                customdata=[tokens] * len(layers),
+                coloraxis="coloraxis",
+                hovertemplate=f"{name} in %{{y}} at position %{{x}} (%{{customdata}}): "
+                "norm %{z:.2f}<extra></extra>",
+            ),
+            row=row,
+            col=1,
+        )
+    fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="norm")))
+    fig.update_xaxes(tickangle=-45, **token_ticks(analysis))
+    height = 160 + 2 * 16 * len(layers)
+    return _style(fig, max(360, height))
+
+
+def top_predictions(analysis: Analysis, k: int = 10) -> go.Figure:
+    """The k most likely next tokens, most likely first (top bar)."""
+    preds = analysis.top_predictions(k)
+    fig = go.Figure(
+        go.Bar(
+            x=[round(p.probability, 6) for p in preds],
+            y=[f"{rank}. {p.to_dict()['display']}" for rank, p in enumerate(preds, 1)],
+            customdata=[p.id for p in preds],
+            orientation="h",
+            marker_color="#2f6fad",
+            text=[percent(p.probability) for p in preds],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y} (id %{customdata})<br>probability %{x:.4f}<extra></extra>",
+        )
+    )
+    top = preds[0].probability if preds else 1.0
+    fmt = ".0%" if top >= 0.1 else (".1%" if top >= 0.005 else ".1e")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="probability", tickformat=fmt, range=[0, top * 1.25])
+    return _style(fig, 420, title="Top 10 next tokens", margin=dict(l=10, r=30, t=40, b=10))
+
+
+def logit_lens(analysis: Analysis, k: int = 5) -> go.Figure:
+    """The next-token guess read off the residual stream after each layer (bottom: embeddings)."""
+    rows = analysis.logit_lens(k=k)
+    names = ["embeddings"] + [f"after L{l}" for l in range(len(rows) - 1)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=[[round(p.probability, 4) for p in row] for row in rows],
+            x=[f"#{r}" for r in range(1, k + 1)],
+            y=names,
+            text=[[p.to_dict()["display"] for p in row] for row in rows],
+            texttemplate="%{text}",
+            textfont=dict(size=13),
+            colorscale="Oranges",
+            zmin=0,
+            zmax=1,
+            colorbar=dict(title="probability"),
+            hovertemplate="%{y}, rank %{x}: %{text}<br>probability %{z:.4f}<extra></extra>",
+        )
+    )
+    return _style(fig, 120 + 34 * len(rows), title="Logit lens: the guess, layer by layer")
+
+
+def vector_strip(values: torch.Tensor, title: str) -> go.Figure:
+    """A vector as one row of coloured cells (blue negative, red positive)."""
+    limit = float(values.abs().max()) or 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=[_rounded(values, 3)],
+            colorscale="RdBu_r",
+            zmin=-limit,
+            zmax=limit,
+            showscale=False,
+            hovertemplate="dimension %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(visible=False)
+    fig.update_xaxes(title="dimension")
+    return _style(fig, 150, title=title, margin=dict(l=10, r=10, t=36, b=40))

@@ -1,0 +1,162 @@
+"""The page: header, model picker, prompt, model card, the five stages, and the glossary."""
+
+from __future__ import annotations
+
+import secrets
+
+from dash import dcc, html
+
+from ..core.card import ModelCard
+from ..core.catalog import CATALOG
+from .glossary import glossary
+from .stages import attention, embeddings, mlp, output, tokens
+
+# Starter prompts, each showing something: a pronoun, a repeated phrase, a fact.
+STARTERS: tuple[tuple[str, str], ...] = (
+    ("Pronoun", "When Mary and John went to the store, John gave a drink to"),
+    (
+        "Repeated phrase (induction)",
+        "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy",
+    ),
+    ("Fact", "The Eiffel Tower is located in the city of"),
+)
+
+
+def model_options(extra: dict[str, str] | None = None) -> list[dict]:
+    """The picker's entries: the catalog, then any other model this page has loaded."""
+    options = [{"label": e.name, "value": e.id} for e in CATALOG]
+    known = {e.id for e in CATALOG}
+    for model_id, name in (extra or {}).items():
+        if model_id not in known:
+            options.append({"label": name, "value": model_id})
+    return options
+
+
+def card_view(card: ModelCard) -> html.Div:
+    """The model card: the shape and design a learner reads before looking inside."""
+    heads = f"{card.heads_per_layer} per layer, {card.total_heads:,} in all"
+    if card.key_value_heads != card.heads_per_layer:
+        heads += f" ({card.key_value_heads} key/value heads)"
+    fields = (
+        ("parameters", f"{card.parameters:,} ({card.parameters / 1e6:,.0f}M)"),
+        ("layers", f"{card.layers}"),
+        ("attention heads", heads),
+        ("hidden size", f"{card.hidden_size:,} (head size {card.head_size})"),
+        ("MLP size", f"{card.mlp_size:,}"),
+        ("vocabulary", f"{card.vocab_size:,} tokens"),
+        ("positions", card.positional_encoding),
+        ("context", f"{card.context_length:,} tokens"),
+        ("normalization", card.normalization),
+        ("activation", card.activation),
+    )
+    return html.Div(
+        [
+            html.H2([card.name, html.Span(f" {card.family} · {card.model_id}", className="sub")]),
+            html.Dl(
+                [x for k, v in fields for x in (html.Dt(k), html.Dd(v))],
+                className="card-fields",
+            ),
+        ],
+        id="model-card-body",
+    )
+
+
+def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
+    """The whole page for one visitor (a fresh client id each load, for the progress line)."""
+    controls = html.Div(
+        [
+            html.Div(
+                [
+                    html.Label("Model", htmlFor="model-picker", className="field-label"),
+                    dcc.Dropdown(
+                        id="model-picker",
+                        options=model_options({model_id: card.name}),
+                        value=model_id,
+                        clearable=False,
+                        searchable=False,
+                        className="model-picker",
+                    ),
+                    dcc.Input(
+                        id="model-custom",
+                        type="text",
+                        placeholder="or any Hugging Face id: gpt2-large, openai-community/gpt2, …",
+                        debounce=False,
+                        className="model-custom",
+                    ),
+                    html.Button("Load", id="model-load", className="button secondary"),
+                ],
+                className="row",
+            ),
+            html.Div(id="status", className="status", role="status"),
+            html.Div(id="message", role="alert"),
+            dcc.Textarea(
+                id="prompt",
+                placeholder="Type a prompt, or pick a starter below…",
+                className="prompt",
+            ),
+            html.Div(
+                [
+                    html.Button("Analyze", id="analyze", className="button primary"),
+                    html.Span("Starters:", className="field-label"),
+                    *[
+                        html.Button(
+                            label,
+                            id={"kind": "starter", "index": i},
+                            className="button starter",
+                            title=text,
+                        )
+                        for i, (label, text) in enumerate(STARTERS)
+                    ],
+                    html.Span(className="spacer"),
+                    html.Button(
+                        "Download analysis (JSON)", id="download-json", className="button secondary"
+                    ),
+                    html.Div(
+                        [
+                            "Figures save as ",
+                            dcc.RadioItems(
+                                id="export-format",
+                                options=["png", "svg"],
+                                value="png",
+                                inline=True,
+                            ),
+                        ],
+                        className="export",
+                    ),
+                ],
+                className="row actions",
+            ),
+        ],
+        className="controls",
+    )
+    return html.Div(
+        [
+            dcc.Location(id="url", refresh=False),
+            dcc.Store(id="model", data={"id": model_id, "name": card.name}),
+            dcc.Store(id="analysis"),
+            dcc.Store(id="client", data=secrets.token_hex(8)),
+            dcc.Interval(id="progress-poll", interval=400, disabled=True),
+            dcc.Download(id="download"),
+            html.Header(
+                [
+                    html.H1("lmscope"),
+                    html.P("What a language model does with your prompt, stage by stage."),
+                ],
+                className="masthead",
+            ),
+            html.Div(notice, id="start-notice", className="notice") if notice else None,
+            controls,
+            html.Details(
+                [html.Summary("Model card"), html.Div(card_view(card), id="model-card")],
+                open=True,
+                className="card",
+            ),
+            tokens.layout(),
+            embeddings.layout(),
+            attention.layout(),
+            mlp.layout(),
+            output.layout(),
+            glossary(),
+        ],
+        className="page",
+    )

@@ -1,0 +1,118 @@
+"""Stage 2, embeddings: one token's vector, its nearest tokens, and what position adds."""
+
+from __future__ import annotations
+
+from dash import Dash, Input, Output, State, dcc, html, no_update
+
+from ...api.service import Service
+from ...core.analysis import Analysis
+from ...core.embeddings import nearest_tokens
+from .. import figures
+from . import HIDDEN, SHOWN, graph, ready, section, stored
+
+EXPLAIN = (
+    "Each token id picks one row of a big table, the embedding matrix: a list of numbers (a "
+    "vector) that the network learned during training. Tokens used in similar ways end up with "
+    "vectors pointing in similar directions, which is why a token's nearest neighbours by cosine "
+    "similarity are often related words. The model also needs to know where each token sits: "
+    "GPT-2 adds a learned position vector; rotary models instead rotate queries and keys inside "
+    "attention."
+)
+
+
+def layout() -> html.Section:
+    return section(
+        2,
+        "Embeddings",
+        EXPLAIN,
+        html.Label(["Token to inspect ", dcc.Dropdown(id="embed-position", clearable=False)]),
+        html.Div(id="embed-info"),
+        graph("token-vector", "lmscope-token-embedding"),
+        graph("position-vector", "lmscope-position-embedding"),
+        html.Div(id="embed-neighbors"),
+    )
+
+
+def position_role(analysis: Analysis, position: int) -> str:
+    """What the model knows about where the token is, in words."""
+    kind = analysis.lm.card.positional_encoding
+    if analysis.position_embeddings is None:
+        return (
+            f"This model has no position vectors to add ({kind} positions): position enters "
+            "inside attention, where queries and keys are rotated by an angle that depends on "
+            "where each token sits."
+        )
+    return (
+        f"Position {position} has its own learned vector ({kind} positions), added to the token "
+        f"vector before layer 0; the model reads at most {analysis.lm.card.context_length:,} "
+        "positions."
+    )
+
+
+def register(app: Dash, service: Service) -> None:
+    @app.callback(
+        Output("embed-position", "options"),
+        Output("embed-position", "value"),
+        Input("analysis", "data"),
+    )
+    def choices(data):
+        analysis = stored(service, data)
+        if analysis is None:
+            return [], None
+        options = [{"label": f"{t.index}: {t.display}", "value": t.index} for t in analysis.tokens]
+        return options, len(analysis.tokens) - 1
+
+    @app.callback(
+        Output("embed-info", "children"),
+        Output({"kind": "figure", "name": "token-vector"}, "figure"),
+        Output({"kind": "figure", "name": "token-vector"}, "style"),
+        Output({"kind": "figure", "name": "position-vector"}, "figure"),
+        Output({"kind": "figure", "name": "position-vector"}, "style"),
+        Output("embed-neighbors", "children"),
+        Input("embed-position", "value"),
+        State("analysis", "data"),
+    )
+    def draw(position, data):
+        analysis = stored(service, data)
+        if analysis is None or position is None or position >= len(analysis.tokens):
+            return [], no_update, HIDDEN, no_update, HIDDEN, []
+        token = analysis.tokens[position]
+        vector = analysis.token_embeddings[position]
+        info = html.P(
+            [
+                f"Token {position} ",
+                html.Span(token.display, className="chip-inline", **{"data-token-index": position}),
+                f" (id {token.id}) is a vector of {vector.numel():,} numbers; its length (norm) "
+                f"is {float(vector.norm()):.2f}. ",
+                position_role(analysis, position),
+            ]
+        )
+        strip = figures.vector_strip(vector, f"Token embedding of {token.display!r}")
+        if analysis.position_embeddings is None:
+            pos_fig, pos_style = no_update, HIDDEN
+        else:
+            pos_fig = figures.vector_strip(
+                analysis.position_embeddings[position], f"Position embedding of position {position}"
+            )
+            pos_style = SHOWN
+        neighbors = nearest_tokens(analysis.lm, token.id, k=10)
+        table = html.Table(
+            [
+                html.Caption(f"Nearest tokens to {token.display!r} in the embedding table"),
+                html.Thead(html.Tr([html.Th("token"), html.Th("id"), html.Th("cosine")])),
+                html.Tbody(
+                    [
+                        html.Tr(
+                            [
+                                html.Td(n.to_dict()["display"], className="mono"),
+                                html.Td(n.id),
+                                html.Td(f"{n.similarity:.3f}"),
+                            ]
+                        )
+                        for n in neighbors
+                    ]
+                ),
+            ],
+            className="table neighbors",
+        )
+        return info, strip, SHOWN, pos_fig, pos_style, [table, ready(data["id"])]

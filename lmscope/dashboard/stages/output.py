@@ -1,0 +1,84 @@
+"""Stage 5, output: the predicted next token, the top 10, and how the guess forms layer by layer."""
+
+from __future__ import annotations
+
+from html import escape
+
+from dash import Dash, Input, Output, html, no_update
+
+from ...api.service import Service
+from .. import figures
+from . import HIDDEN, SHOWN, graph, ready, section, stored
+from .tokens import chips
+
+SENTENCE_TOKENS = 60  # the end of the prompt shown before the predicted token
+
+EXPLAIN = (
+    "At the end, the last token's vector is compared with every vocabulary entry to give a score "
+    "(logit) per possible next token; softmax turns the scores into probabilities. The model only "
+    "predicts: generating text means picking a token and running again. The logit lens applies "
+    "the same read-out to the residual stream after each layer, showing how the guess forms."
+)
+
+
+def layout() -> html.Section:
+    return section(
+        5,
+        "Output",
+        EXPLAIN,
+        html.Div(id="output-body"),
+        html.Div(
+            [graph("top10", "lmscope-top10"), graph("logit-lens", "lmscope-logit-lens")],
+            className="two-col",
+        ),
+    )
+
+
+def register(app: Dash, service: Service) -> None:
+    @app.callback(
+        Output("output-body", "children"),
+        Output({"kind": "figure", "name": "top10"}, "figure"),
+        Output({"kind": "figure", "name": "top10"}, "style"),
+        Output({"kind": "figure", "name": "logit-lens"}, "figure"),
+        Output({"kind": "figure", "name": "logit-lens"}, "style"),
+        Input("analysis", "data"),
+    )
+    def draw(data):
+        analysis = stored(service, data)
+        if analysis is None:
+            empty = html.P("Press Analyze to see the prediction.", className="empty")
+            return empty, no_update, HIDDEN, no_update, HIDDEN
+        best = analysis.top_predictions(1)[0]
+        shown = best.to_dict()["display"]
+        tail = analysis.tokens[-SENTENCE_TOKENS:]
+        predicted = (
+            f'<span class="chip predicted" id="predicted-token" title="predicted next token, id '
+            f'{best.id}"><span class="chip-text">{escape(shown)}</span> '
+            f"{figures.percent(best.probability)}</span>"
+        )
+        sentence = html.Div(
+            [
+                html.Span("…", className="hint") if len(tail) < len(analysis.tokens) else None,
+                chips(tail, "chip-plain", after=predicted),
+            ],
+            className="sentence",
+        )
+        body = [
+            html.P(
+                [
+                    "Most likely next token: ",
+                    html.Strong(shown, className="mono"),
+                    f" with probability {figures.percent(best.probability)}.",
+                ],
+                className="prediction",
+            ),
+            sentence,
+            ready(data["id"]),
+        ]
+        return (
+            body,
+            figures.top_predictions(analysis),
+            SHOWN,
+            figures.logit_lens(analysis),
+            SHOWN,
+        )

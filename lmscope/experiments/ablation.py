@@ -1,0 +1,253 @@
+"""Head ablation: remove heads and see what the model predicts and writes without them.
+
+A removed head's output z (before the output projection) is replaced at every position: by zeros
+(zero ablation), or by its mean over the prompt's positions in the clean run (mean ablation, which
+keeps the head's average contribution and removes only what depends on the input). Everything goes
+through `trace.run`'s per-request `HeadPatch`, so the shared model is never changed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..core.analysis import Prediction, top_predictions
+from ..core.errors import RequestError
+from ..core.heads import head_name
+from ..core.model import LoadedModel
+from ..core.tokens import Token
+from ..core.trace import HeadPatch, run
+from .generation import Generation, GenerationSettings, generate
+from .inputs import Head, as_ids, check_heads, prompt_ids, target_id
+
+Mode = Literal["zero", "mean"]
+MODES: tuple[Mode, ...] = ("zero", "mean")
+TOP_K = 10
+BATCH_TOKENS = 4096  # tokens per batched forward pass in the scan (bounds its memory)
+
+
+def check_mode(mode: object) -> Mode:
+    if mode not in MODES:
+        raise RequestError(f"'mode' must be 'zero' or 'mean', got {mode!r}.")
+    return mode  # type: ignore[return-value]
+
+
+def clean_run(
+    lm: LoadedModel, ids: torch.Tensor, mode: Mode
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Last-position logits `(vocab,)`, unablated, and (for mean ablation, which needs them)
+    every head's z `(layers, T, heads, d_head)`."""
+    logits, rec = run(lm, ids, capture=mode == "mean")
+    if mode != "mean":
+        return logits[0, -1].float(), None
+    z = rec.stack("attn.hook_z", lm.layers)[:, 0].unflatten(-1, (lm.heads, -1))
+    return logits[0, -1].float(), z
+
+
+def replacements(lm: LoadedModel, mode: Mode, z: torch.Tensor | None) -> torch.Tensor:
+    """What an ablated head outputs, per layer: `(layers, heads, d_head)`, zeros or the clean mean."""
+    if mode == "mean":
+        if z is None:
+            raise ValueError("mean ablation needs the clean run's z")
+        return z.mean(dim=1)
+    return torch.zeros(lm.layers, lm.heads, lm.card.head_size)
+
+
+def head_patches(
+    lm: LoadedModel, heads: list[Head], mode: Mode = "zero", z: torch.Tensor | None = None
+) -> dict[int, HeadPatch]:
+    """One `HeadPatch` per touched layer removing `heads`; `z` (clean run) is needed for 'mean'."""
+    values = replacements(lm, mode, z)
+    keep = torch.ones(lm.layers, lm.heads)
+    for layer, head in heads:
+        keep[layer, head] = 0
+    touched = sorted({layer for layer, _ in heads})
+    return {layer: HeadPatch(keep[layer], values[layer]) for layer in touched}
+
+
+def kl_divergence(clean: torch.Tensor, ablated: torch.Tensor) -> float:
+    """KL(clean || ablated) in nats: sum_v p(v) (log p(v) - log q(v)), from logits."""
+    p_log, q_log = clean.log_softmax(-1), ablated.log_softmax(-1)
+    return float((p_log.exp() * (p_log - q_log)).sum())
+
+
+@dataclass
+class Ablation:
+    """The next-token distribution and the continuation, with and without some heads."""
+
+    lm: LoadedModel
+    prompt: str
+    tokens: list[Token]
+    notices: list[str]
+    heads: list[Head]
+    mode: Mode
+    target: int
+    target_text: str
+    before: torch.Tensor  # logits (vocab,)
+    after: torch.Tensor
+    generation_before: Generation | None
+    generation_after: Generation | None
+
+    def top(self, which: Literal["before", "after"], k: int = TOP_K) -> list[Prediction]:
+        logits = self.before if which == "before" else self.after
+        return top_predictions(self.lm, logits.unsqueeze(0), k)[0]
+
+    @property
+    def target_probability(self) -> tuple[float, float]:
+        """The target token's probability before and after."""
+        return (
+            float(self.before.softmax(-1)[self.target]),
+            float(self.after.softmax(-1)[self.target]),
+        )
+
+    @property
+    def kl(self) -> float:
+        return kl_divergence(self.before, self.after)
+
+    def to_dict(self) -> dict:
+        p_before, p_after = self.target_probability
+        return {
+            "prompt": self.prompt,
+            "notices": self.notices,
+            "heads": [[layer, head] for layer, head in self.heads],
+            "head_names": [head_name(layer, head) for layer, head in self.heads],
+            "mode": self.mode,
+            "target": {
+                "id": self.target,
+                "text": self.target_text,
+                "probability_before": round(p_before, 6),
+                "probability_after": round(p_after, 6),
+                "probability_change": round(p_after - p_before, 6),
+                "logprob_change": round(math.log(p_after) - math.log(p_before), 6)
+                if p_after > 0 and p_before > 0
+                else None,
+            },
+            "kl_divergence": round(self.kl, 6),
+            "before": [p.to_dict() for p in self.top("before")],
+            "after": [p.to_dict() for p in self.top("after")],
+            "generation_before": self.generation_before.to_dict()
+            if self.generation_before
+            else None,
+            "generation_after": self.generation_after.to_dict() if self.generation_after else None,
+        }
+
+
+def ablate(
+    lm: LoadedModel,
+    prompt: str,
+    heads: object,
+    mode: object = "zero",
+    *,
+    target: object = None,
+    new_tokens: int = 10,
+) -> Ablation:
+    """Remove `heads` ([(layer, head), ...]); compare the next token and a greedy continuation.
+
+    `target` (default: the clean top prediction) is the token whose probability change is reported.
+    """
+    mode = check_mode(mode)
+    heads = check_heads(lm, heads)
+    settings = GenerationSettings(max_new_tokens=new_tokens) if new_tokens else None
+    tokens, notices = prompt_ids(lm, prompt, reserve=new_tokens)
+    ids = as_ids(tokens)
+    with torch.inference_mode():
+        before, z = clean_run(lm, ids, mode)
+        patches = head_patches(lm, heads, mode, z)
+        after, _ = run(lm, ids, capture=False, patches=patches)
+    target = target_id(lm, target, before)
+    return Ablation(
+        lm=lm,
+        prompt=prompt,
+        tokens=tokens,
+        notices=notices,
+        heads=heads,
+        mode=mode,
+        target=target,
+        target_text=lm.token_text(target),
+        before=before,
+        after=after[0, -1].float(),
+        generation_before=generate(lm, prompt, settings) if settings else None,
+        generation_after=generate(lm, prompt, settings, patches=patches) if settings else None,
+    )
+
+
+@dataclass
+class AblationScan:
+    """The effect of removing each head alone on the target's log-probability, [layer][head]."""
+
+    prompt: str
+    notices: list[str]
+    mode: Mode
+    target: int
+    target_text: str
+    clean_logprob: float
+    ablated_logprob: torch.Tensor  # (layers, heads)
+
+    @property
+    def effect(self) -> torch.Tensor:
+        """log p_ablated(target) - log p_clean(target): negative = the head helped the target."""
+        return self.ablated_logprob - self.clean_logprob
+
+    def to_dict(self) -> dict:
+        return {
+            "prompt": self.prompt,
+            "notices": self.notices,
+            "mode": self.mode,
+            "target": {"id": self.target, "text": self.target_text},
+            "clean_logprob": round(self.clean_logprob, 6),
+            "effect": self.effect.round(decimals=6).tolist(),
+            "ablated_logprob": self.ablated_logprob.round(decimals=6).tolist(),
+        }
+
+
+def ablation_scan(
+    lm: LoadedModel,
+    prompt: str,
+    mode: object = "zero",
+    *,
+    target: object = None,
+    batch_tokens: int = BATCH_TOKENS,
+) -> AblationScan:
+    """Ablate every head alone, all heads of the model in a few batched forward passes.
+
+    Batch row i removes one head (layer_i, head_i): each touched layer gets a `HeadPatch` whose
+    keep is `(batch, heads)`, all ones except row i's head. Heads are batched in layer order and
+    each batch branches off one clean stream at its first layer (`trace.run(branch=...)`), since
+    removing a head of layer l leaves layers < l unchanged. Only the last position is unembedded.
+    """
+    mode = check_mode(mode)
+    tokens, notices = prompt_ids(lm, prompt)
+    ids = as_ids(tokens)
+    every = [(layer, head) for layer in range(lm.layers) for head in range(lm.heads)]
+    size = max(1, batch_tokens // ids.shape[1])
+    chunks = math.ceil(len(every) / size)
+    size = math.ceil(len(every) / chunks)  # even chunks
+    with torch.inference_mode():
+        clean, z = clean_run(lm, ids, mode)
+        target = target_id(lm, target, clean)
+        values = replacements(lm, mode, z)
+        scores = []
+        for start in range(0, len(every), size):
+            chunk = every[start : start + size]
+            keep = torch.ones(lm.layers, len(chunk), lm.heads)
+            for row, (layer, head) in enumerate(chunk):
+                keep[layer, row, head] = 0
+            patches = {
+                layer: HeadPatch(keep[layer], values[layer])
+                for layer in sorted({l for l, _ in chunk})
+            }
+            branch = (chunk[0][0], len(chunk))  # layers before the chunk's first run once
+            logits, _ = run(lm, ids, capture=False, patches=patches, branch=branch)
+            scores.append(logits[:, -1].float().log_softmax(-1)[:, target])
+    return AblationScan(
+        prompt=prompt,
+        notices=notices,
+        mode=mode,
+        target=target,
+        target_text=lm.token_text(target),
+        clean_logprob=float(clean.log_softmax(-1)[target]),
+        ablated_logprob=torch.cat(scores).reshape(lm.layers, lm.heads),
+    )

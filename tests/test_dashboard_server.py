@@ -1,0 +1,121 @@
+"""The dashboard's server side without a browser: nearest tokens, figures, the embeddings route, and
+`lmscope serve`. Expected values come from the model run directly through transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmscope import cli
+from lmscope.api.http import create_app as create_api
+from lmscope.api.service import Service
+from lmscope.core.analysis import analyze
+from lmscope.core.embeddings import nearest_tokens
+from lmscope.core.errors import RequestError
+from lmscope.core.model_cache import ModelCache
+from lmscope.dashboard import app as dashboard_app
+from lmscope.dashboard import figures
+
+PROMPT = "The cat sat on the mat. The cat sat on the"
+
+
+def reference(model, tokenizer, prompt: str = PROMPT):
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.no_grad():
+        return model(ids, output_attentions=True, output_hidden_states=True)
+
+
+def cosine_top(table: torch.Tensor, token_id: int, k: int) -> list[int]:
+    unit = table / table.norm(dim=-1, keepdim=True)
+    similarity = unit @ unit[token_id]
+    similarity[token_id] = -2
+    return similarity.argsort(descending=True)[:k].tolist()
+
+
+def test_nearest_tokens_are_the_highest_cosine_similarity(tiny_gpt2, tiny_gpt2_model):
+    token_id = tiny_gpt2.tokenizer(" cat")["input_ids"][0]
+    table = tiny_gpt2_model.transformer.wte.weight.detach()
+    found = nearest_tokens(tiny_gpt2, token_id, k=5)
+    assert [n.id for n in found] == cosine_top(table, token_id, 5)
+    assert token_id not in [n.id for n in found]
+    assert [n.similarity for n in found] == sorted((n.similarity for n in found), reverse=True)
+
+
+@pytest.mark.parametrize("token_id", [-1, 50257, 10**9])
+def test_nearest_tokens_refuse_ids_outside_the_vocabulary(tiny_gpt2, token_id):
+    with pytest.raises(RequestError):
+        nearest_tokens(tiny_gpt2, token_id)
+
+
+def test_top10_chart_puts_the_most_likely_token_first(tiny_gpt2, tiny_gpt2_model):
+    out = reference(tiny_gpt2_model, tiny_gpt2.tokenizer)
+    probs = out.logits[0, -1].softmax(-1)
+    bars = figures.top_predictions(analyze(tiny_gpt2, PROMPT)).data[0]
+    assert list(bars.customdata) == probs.topk(10).indices.tolist()
+    assert bars.x[0] == pytest.approx(float(probs.max()), abs=1e-6)
+
+
+def test_head_heatmap_holds_the_heads_exact_weights(tiny_gpt2, tiny_gpt2_model):
+    out = reference(tiny_gpt2_model, tiny_gpt2.tokenizer)
+    heat = figures.attention_heatmap(analyze(tiny_gpt2, PROMPT), 1, 3).data[0]
+    assert torch.allclose(torch.as_tensor(heat.z), out.attentions[1][0, 3], atol=1e-6)
+
+
+def test_logit_lens_ends_with_the_models_own_prediction(tiny_gpt2, tiny_gpt2_model):
+    out = reference(tiny_gpt2_model, tiny_gpt2.tokenizer)
+    lens = figures.logit_lens(analyze(tiny_gpt2, PROMPT)).data[0]
+    assert len(lens.y) == tiny_gpt2_model.config.n_layer + 1
+    best = tiny_gpt2.tokenizer.decode([int(out.logits[0, -1].argmax())])
+    assert lens.text[-1][0] == best.replace(" ", "␣")
+
+
+def test_residual_heatmaps_cover_every_layer_and_position(tiny_gpt2, tiny_gpt2_model):
+    out = reference(tiny_gpt2_model, tiny_gpt2.tokenizer)
+    fig = figures.residual_writes(analyze(tiny_gpt2, PROMPT))
+    layers, tokens = tiny_gpt2_model.config.n_layer, out.logits.shape[1]
+    for trace in fig.data:
+        assert len(trace.z) == layers and all(len(row) == tokens for row in trace.z)
+    # what attention and MLP wrote in layer 0 adds up to the change of the residual stream
+    change = (out.hidden_states[1] - out.hidden_states[0])[0].norm(dim=-1)
+    attn, mlp = (torch.tensor(t.z[0]) for t in fig.data)
+    assert torch.all(change <= attn + mlp + 0.02)
+
+
+def test_embeddings_route_answers_the_tokens_vector_and_neighbours(tiny_gpt2, tiny_gpt2_model):
+    models = ModelCache()
+    models.add(tiny_gpt2)
+    client = create_api(Service(models)).test_client()
+    key = client.post("/api/analyze", json={"model": "tiny-gpt2", "prompt": PROMPT}).json[
+        "analysis_id"
+    ]
+    answer = client.get(f"/api/analysis/{key}/embeddings?position=1")
+    assert answer.status_code == 200
+    body = answer.json
+    token_id = tiny_gpt2.tokenizer(PROMPT)["input_ids"][1]
+    table = tiny_gpt2_model.transformer.wte.weight.detach()
+    assert body["token"]["id"] == token_id
+    assert torch.allclose(torch.tensor(body["vector"]), table[token_id], atol=1e-4)
+    position = tiny_gpt2_model.transformer.wpe.weight[1].detach()
+    assert torch.allclose(torch.tensor(body["position_vector"]), position, atol=1e-4)
+    assert [n["id"] for n in body["nearest"]] == cosine_top(table, token_id, 10)
+    bad = client.get(f"/api/analysis/{key}/embeddings?position=999")
+    assert bad.status_code == 400 and "position" in bad.json["error"]
+
+
+def test_serve_binds_localhost_by_default():
+    args = cli.parser().parse_args(["serve"])
+    assert (args.host, args.port, args.model) == ("127.0.0.1", 8050, None)
+
+
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_serve_warns_when_exposed_to_the_network(monkeypatch, capsys, host, warned):
+    ran = {}
+
+    class FakeApp:
+        def run(self, **kwargs):
+            ran.update(kwargs)
+
+    monkeypatch.setattr(dashboard_app, "create_app", lambda service, initial: FakeApp())
+    assert cli.main(["serve", "--host", host, "--port", "8123"]) == 0
+    assert ran["host"] == host and ran["port"] == 8123
+    assert ("warning" in capsys.readouterr().err) is warned
