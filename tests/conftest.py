@@ -19,7 +19,13 @@ os.environ["XDG_CACHE_HOME"] = str(_HOME / "cache")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast  # noqa: E402
+from transformers import (  # noqa: E402
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2TokenizerFast,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from lmscope.core.catalog import DEMO_PATH  # noqa: E402
 from lmscope.core.loading import from_model  # noqa: E402
@@ -73,6 +79,32 @@ def tiny_gpt2_model(gpt2_tokenizer: GPT2TokenizerFast) -> GPT2LMHeadModel:
 @pytest.fixture(scope="session")
 def tiny_gpt2(tiny_gpt2_model: GPT2LMHeadModel, gpt2_tokenizer: GPT2TokenizerFast) -> LoadedModel:
     return from_model(tiny_gpt2_model, gpt2_tokenizer, "tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_folder(tmp_path_factory, tiny_gpt2_model, gpt2_tokenizer) -> Path:
+    """The tiny GPT-2 saved as a local model folder, as an operator would name one."""
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tiny_gpt2_model.save_pretrained(folder)
+    gpt2_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(gpt2_tokenizer: GPT2TokenizerFast) -> LoadedModel:
+    """A 2-layer Llama: RMSNorm, rotary positions, grouped-query attention (4 query, 2 kv heads)."""
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        vocab_size=len(gpt2_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        attn_implementation="eager",
+    )
+    return from_model(LlamaForCausalLM(config), gpt2_tokenizer, "tiny-llama")
 
 
 @pytest.fixture(scope="session")

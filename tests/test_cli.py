@@ -6,23 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 import torch
 
 from lmscope.cli import main
 
 PROMPT = "The cat sat on the mat"
 IDS = [464, 3797, 3332, 319, 262, 2603]
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory, tiny_gpt2_model, gpt2_tokenizer) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    tiny_gpt2_model.save_pretrained(folder)
-    gpt2_tokenizer.save_pretrained(folder)
-    return folder
 
 
 def expected_top(model, k: int = 10) -> list[int]:
@@ -32,9 +22,9 @@ def expected_top(model, k: int = 10) -> list[int]:
 
 
 def test_analyze_prints_tokens_predictions_and_the_card(
-    model_folder, tiny_gpt2_model, gpt2_tokenizer, capsys
+    tiny_gpt2_folder, tiny_gpt2_model, gpt2_tokenizer, capsys
 ):
-    assert main(["analyze", "--model", str(model_folder), "--prompt", PROMPT]) == 0
+    assert main(["analyze", "--model", str(tiny_gpt2_folder), "--prompt", PROMPT]) == 0
     out = capsys.readouterr().out
     assert "6 tokens:" in out
     assert "The[464]  ␣cat[3797]  ␣sat[3332]  ␣on[319]  ␣the[262]  ␣mat[2603]" in out
@@ -45,8 +35,10 @@ def test_analyze_prints_tokens_predictions_and_the_card(
     assert "learned absolute positions" in out and "LayerNorm" in out
 
 
-def test_analyze_json_holds_tokens_predictions_and_the_card(model_folder, tiny_gpt2_model, capsys):
-    assert main(["analyze", "--model", str(model_folder), "--prompt", PROMPT, "--json"]) == 0
+def test_analyze_json_holds_tokens_predictions_and_the_card(
+    tiny_gpt2_folder, tiny_gpt2_model, capsys
+):
+    assert main(["analyze", "--model", str(tiny_gpt2_folder), "--prompt", PROMPT, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [t["id"] for t in doc["tokens"]] == IDS
     assert [t["display"] for t in doc["tokens"]][:2] == ["The", "␣cat"]
@@ -59,8 +51,8 @@ def test_analyze_json_holds_tokens_predictions_and_the_card(model_folder, tiny_g
     assert len(doc["logit_lens"]["layers"]) == 3
 
 
-def test_analyze_reports_progress_on_stderr(model_folder, capsys):
-    main(["analyze", "--model", str(model_folder), "--prompt", PROMPT, "--json"])
+def test_analyze_reports_progress_on_stderr(tiny_gpt2_folder, capsys):
+    main(["analyze", "--model", str(tiny_gpt2_folder), "--prompt", PROMPT, "--json"])
     err = capsys.readouterr().err
     assert "Reading the configuration" in err and "is ready" in err
 
@@ -72,8 +64,8 @@ def test_models_lists_the_catalog(capsys):
     assert "openai-community/gpt2" in out
 
 
-def test_an_empty_prompt_fails_with_one_line(model_folder, capsys):
-    assert main(["analyze", "--model", str(model_folder), "--prompt", "  "]) == 2
+def test_an_empty_prompt_fails_with_one_line(tiny_gpt2_folder, capsys):
+    assert main(["analyze", "--model", str(tiny_gpt2_folder), "--prompt", "  "]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("lmscope: The prompt is only whitespace")
 

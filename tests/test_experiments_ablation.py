@@ -7,11 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmscope.core.analysis import analyze
 from lmscope.core.errors import RequestError
-from lmscope.core.loading import from_model
 from lmscope.experiments.ablation import ablate, ablation_scan
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -128,23 +126,6 @@ def test_the_scan_value_of_each_head_equals_ablating_that_head_alone(tiny_gpt2, 
             assert float(scan.effect[layer, head]) == pytest.approx(expected - before, abs=1e-5)
     doc = scan.to_dict()
     assert len(doc["effect"]) == 2 and len(doc["effect"][0]) == 4
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(gpt2_tokenizer):
-    """A 2-layer Llama with grouped-query attention (4 query heads sharing 2 key/value heads)."""
-    torch.manual_seed(1)
-    config = LlamaConfig(
-        vocab_size=len(gpt2_tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        attn_implementation="eager",
-    )
-    return from_model(LlamaForCausalLM(config), gpt2_tokenizer, "tiny-llama")
 
 
 def test_ablation_and_scan_work_on_a_llama_with_grouped_query_attention(tiny_llama):

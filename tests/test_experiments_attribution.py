@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmscope.core.analysis import analyze
 from lmscope.core.errors import RequestError
-from lmscope.core.loading import from_model
 from lmscope.experiments.attribution import (
     DEFAULT_STEPS,
     direct_logit_attribution,
@@ -17,23 +15,6 @@ from lmscope.experiments.attribution import (
 )
 
 PROMPT = "The Eiffel Tower is in the city of"
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(gpt2_tokenizer):
-    """A 2-layer Llama (RMSNorm, rotary positions, grouped-query attention)."""
-    torch.manual_seed(2)
-    config = LlamaConfig(
-        vocab_size=len(gpt2_tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        attn_implementation="eager",
-    )
-    return from_model(LlamaForCausalLM(config), gpt2_tokenizer, "tiny-llama")
 
 
 @pytest.mark.parametrize("family", ["tiny_gpt2", "tiny_llama"])

@@ -4,7 +4,6 @@ refused with one clear message."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,14 +17,6 @@ from lmscope.experiments.ablation import ablate
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory, tiny_gpt2_model, gpt2_tokenizer) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    tiny_gpt2_model.save_pretrained(folder)
-    gpt2_tokenizer.save_pretrained(folder)
-    return folder
-
-
 def hf_greedy(model, tokenizer, n: int) -> list[int]:
     ids = torch.tensor([tokenizer(PROMPT)["input_ids"]])
     with torch.no_grad():
@@ -37,9 +28,17 @@ def hf_greedy(model, tokenizer, n: int) -> list[int]:
 
 
 def test_cli_generate_prints_the_greedy_continuation(
-    model_folder, tiny_gpt2_model, gpt2_tokenizer, capsys
+    tiny_gpt2_folder, tiny_gpt2_model, gpt2_tokenizer, capsys
 ):
-    args = ["generate", "--model", str(model_folder), "--prompt", PROMPT, "--max-new-tokens", "5"]
+    args = [
+        "generate",
+        "--model",
+        str(tiny_gpt2_folder),
+        "--prompt",
+        PROMPT,
+        "--max-new-tokens",
+        "5",
+    ]
     assert main([*args, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     expected = hf_greedy(tiny_gpt2_model, gpt2_tokenizer, 5)
@@ -48,8 +47,8 @@ def test_cli_generate_prints_the_greedy_continuation(
     assert gpt2_tokenizer.decode(expected) in capsys.readouterr().out
 
 
-def test_cli_ablate_prints_the_distribution_before_and_after(model_folder, tiny_gpt2, capsys):
-    args = ["ablate", "--model", str(model_folder), "--prompt", PROMPT, "--heads", "0.1,1.3"]
+def test_cli_ablate_prints_the_distribution_before_and_after(tiny_gpt2_folder, tiny_gpt2, capsys):
+    args = ["ablate", "--model", str(tiny_gpt2_folder), "--prompt", PROMPT, "--heads", "0.1,1.3"]
     assert main([*args, "--mode", "mean", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     expected = ablate(tiny_gpt2, PROMPT, [(0, 1), (1, 3)], "mean").to_dict()
@@ -65,8 +64,8 @@ def test_cli_ablate_prints_the_distribution_before_and_after(model_folder, tiny_
     assert repr(expected["after"][0]["text"]) in out
 
 
-def test_cli_ablate_refuses_a_head_out_of_range_in_one_line(model_folder, capsys):
-    args = ["ablate", "--model", str(model_folder), "--prompt", PROMPT, "--heads", "0.9"]
+def test_cli_ablate_refuses_a_head_out_of_range_in_one_line(tiny_gpt2_folder, capsys):
+    args = ["ablate", "--model", str(tiny_gpt2_folder), "--prompt", PROMPT, "--heads", "0.9"]
     assert main(args) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # earlier lines: loading progress
     assert last.startswith("lmscope: Head 9 does not exist")

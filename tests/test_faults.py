@@ -32,7 +32,7 @@ def broken_model(hub_cache: Path, tiny_gpt2_model, gpt2_tokenizer) -> str:
 def test_a_model_that_fails_half_way_gives_a_clear_error_and_nothing_stale(broken_model: str):
     cache = ModelCache(budget=2**30)
     for _ in range(2):  # asked again: fails again, cleanly, and is not cached half-built
-        with pytest.raises(LmscopeError, match="half-written failed part way.*incomplete"):
+        with pytest.raises(LmscopeError, match=r"half-written failed part way.*incomplete"):
             cache.get(broken_model)
         assert broken_model not in cache.cached()
     assert cache.get("gpt2").card.layers == 2  # other models still load
