@@ -22,10 +22,10 @@ from ..core.loading import load_model
 from ..core.model_cache import ModelCache
 from . import layout
 from .figures import graph_config
-from .stages import attention, embeddings, mlp, output, stored, tokens
+from .stages import attention, embeddings, investigate, mlp, output, stored, tokens
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-STAGES = (tokens, embeddings, attention, mlp, output)
+STAGES = (tokens, embeddings, attention, mlp, output, investigate)
 _MAX_CLIENTS = 1000  # progress lines kept, one per open page
 
 
@@ -80,12 +80,17 @@ def create_app(service: Service | None = None, initial_model: str | None = None)
     progress: dict[str, str] = {}
     for stage in STAGES:
         stage.register(app, service)
-    _register_controls(app, service, progress)
+    _register_controls(app, service, progress, {})
     install(app.server, service)
     return app
 
 
-def _register_controls(app: Dash, service: Service, progress: dict[str, str]) -> None:
+def _register_controls(
+    app: Dash, service: Service, progress: dict[str, str], latest: dict[str, int]
+) -> None:
+    """The page's controls; `latest` holds each tab's newest request number, so that a request
+    superseded while it ran (Analyze pressed again) returns nothing and the newest one wins."""
+
     @app.callback(
         Output("model", "data"),
         Output("analysis", "data"),
@@ -107,10 +112,7 @@ def _register_controls(app: Dash, service: Service, progress: dict[str, str]) ->
         State("analysis", "data"),
         State("model-picker", "options"),
         State("client", "data"),
-        running=[
-            (Output("progress-poll", "disabled"), False, True),
-            (Output("analyze", "disabled"), True, False),
-        ],
+        running=[(Output("progress-poll", "disabled"), False, True)],
     )
     def control(search, picked, _load, _submit, _analyze, starters, custom, prompt, model,
                 shown, options, client):  # fmt: skip
@@ -142,7 +144,16 @@ def _register_controls(app: Dash, service: Service, progress: dict[str, str]) ->
         else:
             return (no_update,) * 8
 
+        if len(latest) > _MAX_CLIENTS:
+            latest.clear()
+        ticket = latest[client] = latest.get(client, 0) + 1
+
+        def superseded() -> bool:
+            return latest.get(client, ticket) != ticket
+
         def report(line: str) -> None:
+            if superseded():
+                return
             if len(progress) > _MAX_CLIENTS:
                 progress.clear()
             progress[client] = line
@@ -184,6 +195,8 @@ def _register_controls(app: Dash, service: Service, progress: dict[str, str]) ->
                     True,
                 )
                 result[3] = "?" + urlencode({"model": key, "prompt": text})
+        if superseded():  # a newer request from this tab is running or done: it wins
+            return (no_update,) * 8
         report("")
         return tuple(result)
 

@@ -59,6 +59,11 @@ def percent(p: float) -> str:
     return f"{p:.1%}" if p >= 0.0005 else f"{p:.1e}"
 
 
+def probability_format(top: float) -> str:
+    """A tick format for a probability axis running up to `top` (tiny ones in scientific form)."""
+    return ".0%" if top >= 0.1 else (".1%" if top >= 0.005 else ".1e")
+
+
 def _style(fig: go.Figure, height: int, **layout) -> go.Figure:
     layout = {"margin": dict(l=10, r=10, t=40, b=10)} | layout
     fig.update_layout(template="plotly_white", font=FONT, height=height, **layout)
@@ -172,9 +177,8 @@ def top_predictions(analysis: Analysis, k: int = 10) -> go.Figure:
         )
     )
     top = preds[0].probability if preds else 1.0
-    fmt = ".0%" if top >= 0.1 else (".1%" if top >= 0.005 else ".1e")
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title="probability", tickformat=fmt, range=[0, top * 1.25])
+    fig.update_xaxes(title="probability", tickformat=probability_format(top), range=[0, top * 1.25])
     return _style(fig, 420, title="Top 10 next tokens", margin=dict(l=10, r=30, t=40, b=10))
 
 
@@ -216,3 +220,125 @@ def vector_strip(values: torch.Tensor, title: str) -> go.Figure:
     fig.update_yaxes(visible=False)
     fig.update_xaxes(title="dimension")
     return _style(fig, 150, title=title, margin=dict(l=10, r=10, t=36, b=40))
+
+
+# Head categories: the same colours as the grid's `--cat-*` variables in style.css.
+CATEGORY_COLORS = {
+    "previous_token": "#4e79a7",
+    "first_token": "#9c755f",
+    "self": "#59a14f",
+    "diffuse": "#b8b0ac",
+    "duplicate_token": "#f28e2b",
+    "induction": "#e15759",
+    "other": "#d5d9df",
+}
+
+
+def before_after(rows: list[tuple[int, str, float, float]], title: str) -> go.Figure:
+    """Grouped bars of next-token probabilities before and after an intervention.
+
+    `rows`: (token id, display text, probability before, probability after), in display order.
+    """
+    labels = [f"{i}. {text}" for i, (_, text, _, _) in enumerate(rows, 1)]
+    ids = [r[0] for r in rows]
+    fig = go.Figure(
+        [
+            go.Bar(
+                name=name,
+                x=labels,
+                y=[round(r[col], 6) for r in rows],
+                customdata=ids,
+                marker_color=color,
+                hovertemplate=f"{name}: %{{x}} (id %{{customdata}})<br>probability %{{y:.4f}}"
+                "<extra></extra>",
+            )
+            for name, col, color in (("before", 2, "#2f6fad"), ("after", 3, "#e15759"))
+        ]
+    )
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.08, x=1, xanchor="right"))
+    fig.update_xaxes(tickangle=-45)
+    top = max((max(r[2], r[3]) for r in rows), default=1.0)
+    fig.update_yaxes(title="probability", tickformat=probability_format(top))
+    return _style(fig, 420, title=title)
+
+
+def head_map(
+    values: torch.Tensor, title: str, colorbar: str, hover: str, colorscale: str = "RdBu"
+) -> go.Figure:
+    """A layer x head heatmap of one number per head, diverging around 0 (`hover` names it)."""
+    layers, heads = values.shape
+    limit = float(values.abs().max()) or 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=_rounded(values),
+            x=list(range(heads)),
+            y=list(range(layers)),
+            colorscale=colorscale,
+            zmid=0,
+            zmin=-limit,
+            zmax=limit,
+            xgap=1,
+            ygap=1,
+            colorbar=dict(title=colorbar),
+            hovertemplate=f"L%{{y}}-H%{{x}}<br>{hover} %{{z:.4f}}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title="head", dtick=1 if heads <= 32 else None)
+    fig.update_yaxes(title="layer", autorange="reversed", dtick=1 if layers <= 48 else None)
+    return _style(fig, min(760, max(260, 160 + 26 * layers)), title=title)
+
+
+def layer_bars(values: torch.Tensor, title: str, axis: str) -> go.Figure:
+    """One bar per layer (blue positive, red negative)."""
+    numbers = _rounded(values)
+    fig = go.Figure(
+        go.Bar(
+            x=[f"L{l}" for l in range(len(numbers))],
+            y=numbers,
+            marker_color=["#2f6fad" if v >= 0 else "#e15759" for v in numbers],
+            hovertemplate=f"%{{x}}: {axis} %{{y:.4f}}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(title=axis, zeroline=True)
+    return _style(fig, 320, title=title)
+
+
+def categories_by_depth(sides: list[dict], labels: dict[str, str]) -> go.Figure:
+    """Per model, the fraction of heads in each category at each relative depth (stacked bars).
+
+    `sides` are `Comparison.side(...)` dicts: `depth`, `fraction_per_layer`, `model`.
+    """
+    fig = make_subplots(
+        rows=1,
+        cols=len(sides),
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=[s["model"]["name"] for s in sides],
+    )
+    width = min(0.3, *(0.9 / max(1, len(s["depth"]) - 1) for s in sides))
+    for col, side in enumerate(sides, 1):
+        depth = side["depth"]
+        for category, fractions in side["fraction_per_layer"].items():
+            fig.add_trace(
+                go.Bar(
+                    x=depth,
+                    y=fractions,
+                    width=width,
+                    name=labels[category],
+                    legendgroup=category,
+                    showlegend=col == 1,
+                    marker_color=CATEGORY_COLORS[category],
+                    customdata=list(range(len(depth))),
+                    hovertemplate=f"{labels[category]}<br>layer %{{customdata}} (depth %{{x:.2f}})"
+                    "<br>%{y:.0%} of heads<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.2))
+    edge = width / 2 + 0.02
+    fig.update_xaxes(
+        title="relative depth (0 = first layer, 1 = last)", range=[-edge, 1 + edge], dtick=0.25
+    )
+    fig.update_yaxes(title="fraction of heads", tickformat=".0%", range=[0, 1], col=1)
+    return _style(fig, 440, margin=dict(l=10, r=10, t=60, b=10))

@@ -77,6 +77,49 @@ TERMS: tuple[tuple[str, str], ...] = (
         "Reading the residual stream of an intermediate layer with the model's final "
         "read-out, to see what it would predict if it stopped there.",
     ),
+    (
+        "ablation",
+        "Removing part of the model (here: attention heads, by replacing their output with zeros "
+        "or with their average) to see what it was doing.",
+    ),
+    (
+        "KL divergence",
+        "How different two probability distributions are, in nats: 0 when they are the same, "
+        "larger the more the second one moved away from the first.",
+    ),
+    (
+        "logit attribution",
+        "Splitting a token's logit into what each head and MLP wrote directly into the residual "
+        "stream; the parts add up to the logit.",
+    ),
+    (
+        "integrated gradients",
+        "Scores each input token by fading its embedding in from zero and adding up the gradients "
+        "along the way; the scores add up to the change in the output.",
+    ),
+    (
+        "gradient x input",
+        "A quick token score: the gradient of the output times the token's embedding.",
+    ),
+    (
+        "greedy decoding",
+        "Generating by always taking the single most likely next token.",
+    ),
+    (
+        "beam search",
+        "Generating by keeping the few most likely partial continuations (beams) at every step "
+        "and returning the most likely whole one.",
+    ),
+    (
+        "temperature",
+        "Divides the logits before sampling: below 1 the likely tokens win more often, above 1 "
+        "the choice becomes more random.",
+    ),
+    (
+        "top-k / top-p",
+        "Sampling only among the k most likely tokens (top-k), or among the fewest likely tokens "
+        "whose probabilities add up to p (top-p, nucleus sampling).",
+    ),
     ("parameters", "The learned numbers of the model; GPT-2 Small has 124 million."),
     ("context length", "The most tokens the model can read at once (1,024 for GPT-2)."),
 )

@@ -1,4 +1,5 @@
-"""The page: header, model picker, prompt, model card, the five stages, and the glossary."""
+"""The page: header, model picker, prompt, model card, the five stages, the Investigation panel,
+and the glossary."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dash import dcc, html
 from ..core.card import ModelCard
 from ..core.catalog import CATALOG
 from .glossary import glossary
-from .stages import attention, embeddings, mlp, output, tokens
+from .stages import attention, embeddings, investigate, mlp, output, tokens
 
 # Starter prompts, each showing something: a pronoun, a repeated phrase, a fact.
 STARTERS: tuple[tuple[str, str], ...] = (
@@ -156,6 +157,7 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
             attention.layout(),
             mlp.layout(),
             output.layout(),
+            investigate.layout(),
             glossary(),
         ],
         className="page",

@@ -21,11 +21,16 @@ def stored(service: Service, data: dict | None) -> Analysis | None:
         return None
 
 
-def section(number: int, title: str, explain: str, *children) -> html.Section:
-    """A stage: numbered heading, a plain-language explanation for a newcomer, then its views."""
+def section(
+    number: int, title: str, explain: str, *children, badge: str | None = None
+) -> html.Section:
+    """A stage: numbered heading, a plain-language explanation for a newcomer, then its views.
+
+    `badge` replaces the "Stage n" label (panels that are not a stage of the forward pass).
+    """
     return html.Section(
         [
-            html.H2([html.Span(f"Stage {number}", className="stage-number"), title]),
+            html.H2([html.Span(badge or f"Stage {number}", className="stage-number"), title]),
             html.P(explain, className="explain"),
             *children,
         ],

@@ -17,7 +17,8 @@ EXPLAIN = (
     "(the weights in a row add up to 1). Heads specialise: some look at the previous token, some "
     "at the first token, some copy what followed an earlier occurrence of the current token "
     "(induction). The grid shows every head, coloured by what it does on this prompt, with its "
-    "score (1 = does exactly that). Click a head to see its attention pattern."
+    "score (1 = does exactly that). Click a head to see its attention pattern, or switch the click "
+    "to pick heads for the Investigate panel's ablation."
 )
 CATEGORIES = (*SCORES, "other")
 SHOWN_NAMES = 16  # head names listed per category before "and n more"
@@ -127,6 +128,24 @@ def layout() -> html.Section:
         3,
         "Attention",
         EXPLAIN,
+        html.Div(
+            [
+                html.Span("Clicking a head ", className="field-label"),
+                dcc.RadioItems(
+                    id="grid-mode",
+                    options=[
+                        {"label": "shows its pattern", "value": "inspect"},
+                        {
+                            "label": "adds it to / removes it from the ablation set",
+                            "value": "select",
+                        },
+                    ],
+                    value="inspect",
+                    inline=True,
+                ),
+            ],
+            className="row",
+        ),
         html.Div(id="head-grid-body"),
         html.Div(id="head-categories"),
         html.H3("One head"),
@@ -172,9 +191,12 @@ def register(app: Dash, service: Service) -> None:
         Output("head-detail", "children"),
         Input({"kind": "head", "layer": ALL, "head": ALL}, "n_clicks"),
         State("analysis", "data"),
+        State("grid-mode", "value"),
     )
-    def open_head(clicks, data):
+    def open_head(clicks, data, mode):
         trigger = ctx.triggered_id
+        if mode == "select" and any(clicks):  # the click picks heads (investigate panel)
+            return no_update, no_update, no_update
         if not isinstance(trigger, dict) or not any(clicks):
             return no_update, HIDDEN, "Click a head in the grid to see its attention pattern."
         analysis = stored(service, data)

@@ -18,20 +18,38 @@ EXPLAIN = (
 )
 
 
-def chip_html(token: Token, extra: str = "") -> str:
-    """One token as a chip: its text (whitespace visible) over its id; hover links every copy."""
+def chip_html(token: Token, extra: str = "", *, note: str = "", style: str = "") -> str:
+    """One token as a chip: its text (whitespace visible) over its id; hover links every copy.
+
+    `note` is added to the tooltip, `style` (trusted CSS, e.g. a background) to the chip.
+    """
     text, cls = escape(token.display), escape(f"chip {extra}".strip())
-    tip = escape(f"token {token.index}: {token.display!r}, id {token.id}")
+    tip = escape(f"token {token.index}: {token.display!r}, id {token.id}{note}")
+    css = f' style="{escape(style)}"' if style else ""
     return (
-        f'<span class="{cls}" title="{tip}" data-token-index="{token.index}">'
+        f'<span class="{cls}" title="{tip}"{css} data-token-index="{token.index}">'
         f'<span class="chip-text">{text}</span><span class="chip-id">{token.id}</span></span>'
     )
 
 
-def chips(tokens: list[Token], extra: str = "", *, after: str = "", **props) -> dcc.Markdown:
+def chips(
+    tokens: list[Token],
+    extra: str = "",
+    *,
+    after: str = "",
+    notes: list[str] | None = None,
+    styles: list[str] | None = None,
+    **props,
+) -> dcc.Markdown:
     """Many chips as one HTML block: one Dash component, not three per token (long prompts stay
-    fast to draw). `after` is trusted HTML appended at the end."""
-    inner = "".join(chip_html(t, extra) for t in tokens) + after
+    fast to draw). `after` is trusted HTML appended at the end; `notes` and `styles` (one per
+    token) go to `chip_html`."""
+    notes = notes or [""] * len(tokens)
+    styles = styles or [""] * len(tokens)
+    inner = "".join(
+        chip_html(t, extra, note=n, style=s) for t, n, s in zip(tokens, notes, styles, strict=True)
+    )
+    inner += after
     return dcc.Markdown(
         f'<div class="chip-row">{inner}</div>',
         dangerously_allow_html=True,
