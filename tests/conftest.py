@@ -19,6 +19,7 @@ os.environ["XDG_CACHE_HOME"] = str(_HOME / "cache")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hub import save_hub_snapshot  # noqa: E402
 from transformers import (  # noqa: E402
     GPT2Config,
     GPT2LMHeadModel,
@@ -43,19 +44,6 @@ def _threads() -> None:
 def gpt2_tokenizer() -> GPT2TokenizerFast:
     """OpenAI's GPT-2 tokenizer (the files ship with the demo model)."""
     return GPT2TokenizerFast.from_pretrained(DEMO_PATH)
-
-
-def save_hub_snapshot(
-    model, tokenizer, hub_cache: Path, repo_id: str, commit: str = "0" * 40
-) -> Path:
-    """Put a model into a Hugging Face cache folder exactly as a download would have left it."""
-    repo = hub_cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    model.save_pretrained(snapshot)
-    tokenizer.save_pretrained(snapshot)
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import save_hub_snapshot
+from hub import save_hub_snapshot
 from werkzeug.serving import make_server
 
 from lmscope.api.http import create_app

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_hub_snapshot
+from hub import save_hub_snapshot
 from transformers import BertConfig, GPT2Config, PhiConfig, T5Config
 
 from lmscope.core import model_cache

@@ -30,7 +30,9 @@ CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("openai-community/gpt2", "GPT-2 (124M)", "12 layers x 12 heads, the classic"),
     CatalogEntry("openai-community/gpt2-medium", "GPT-2 Medium (355M)", "24 layers x 16 heads"),
     CatalogEntry(
-        DEMO_ID, "Tiny offline demo (lmscope)", "2-layer GPT-2 trained to have induction heads"
+        DEMO_ID,
+        "Tiny offline demo (lmscope)",
+        "2-layer GPT-2 teaching model: a planted previous-token head and a guided induction head",
     ),
 )
 
