@@ -56,7 +56,9 @@ SEQ = 256
 FORTUNES = Path("/usr/share/games/fortunes")
 
 
-def load_fortunes(tok: GPT2TokenizerFast, rng: np.random.Generator) -> tuple[np.ndarray, list[list[int]]]:
+def load_fortunes(
+    tok: GPT2TokenizerFast, rng: np.random.Generator
+) -> tuple[np.ndarray, list[list[int]]]:
     """Return the training token stream and held-out fortunes (5%, tokenized)."""
     texts: list[str] = []
     for path in sorted(FORTUNES.iterdir()):
@@ -72,14 +74,18 @@ def load_fortunes(tok: GPT2TokenizerFast, rng: np.random.Generator) -> tuple[np.
     return np.array(stream, dtype=np.int64), held
 
 
-def text_batch(stream: np.ndarray, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def text_batch(
+    stream: np.ndarray, rng: np.random.Generator, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random 256-token windows of the text stream; every next-token prediction counts."""
     starts = rng.integers(0, len(stream) - SEQ - 1, size=batch)
     x = torch.from_numpy(np.stack([stream[s : s + SEQ] for s in starts]))
     return x, torch.ones(batch, SEQ - 1, dtype=torch.bool)
 
 
-def chunk_batch(pool: np.ndarray, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def chunk_batch(
+    pool: np.ndarray, rng: np.random.Generator, batch: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """256 random pool ids laid out as back-to-back ``r + r`` chunks; the loss covers the second copies.
 
     Also returns, per position of a second copy, the induction target (the position after the same
@@ -100,8 +106,14 @@ def chunk_batch(pool: np.ndarray, rng: np.random.Generator, batch: int) -> tuple
     return torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(key)
 
 
-def sampled_loss(model: GPT2LMHeadModel, x: torch.Tensor, mask: torch.Tensor, negatives: np.ndarray,
-                 aux: float = 0.0, key: torch.Tensor | None = None) -> torch.Tensor:
+def sampled_loss(
+    model: GPT2LMHeadModel,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    negatives: np.ndarray,
+    aux: float = 0.0,
+    key: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Cross-entropy over the batch's own ids plus ``negatives`` (not the full vocabulary).
 
     ``aux`` > 0 adds ``aux`` times the attention nudge: the mean ``-log A[i, i-1]`` of layer 0, head 0
@@ -111,7 +123,9 @@ def sampled_loss(model: GPT2LMHeadModel, x: torch.Tensor, mask: torch.Tensor, ne
     out = model.transformer(input_ids=x, output_attentions=aux > 0)
     hidden = out.last_hidden_state[:, :-1][mask]
     targets = x[:, 1:][mask]
-    cand, inverse = torch.unique(torch.cat([x.flatten(), torch.from_numpy(negatives)]), return_inverse=True)
+    cand, inverse = torch.unique(
+        torch.cat([x.flatten(), torch.from_numpy(negatives)]), return_inverse=True
+    )
     target_idx = inverse[: x.numel()].view_as(x)[:, 1:][mask]
     logits = hidden @ model.transformer.wte.weight[cand].T
     assert torch.equal(cand[target_idx], targets)
@@ -127,7 +141,9 @@ def sampled_loss(model: GPT2LMHeadModel, x: torch.Tensor, mask: torch.Tensor, ne
 
 
 @torch.no_grad()
-def attentions(model: GPT2LMHeadModel, x: torch.Tensor, logits: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def attentions(
+    model: GPT2LMHeadModel, x: torch.Tensor, logits: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention patterns [layers, batch, heads, T, T] and (full-vocabulary) logits."""
     if logits:
         out = model(input_ids=x, output_attentions=True)
@@ -146,15 +162,19 @@ def prev_token_scores(model: GPT2LMHeadModel, prompts: list[list[int]]) -> torch
     return torch.stack(scores).mean(0)
 
 
-def induction_scores(model: GPT2LMHeadModel, ids: np.ndarray, span: int, n: int, seed: int,
-                     losses: bool = True) -> dict[str, torch.Tensor]:
+def induction_scores(
+    model: GPT2LMHeadModel, ids: np.ndarray, span: int, n: int, seed: int, losses: bool = True
+) -> dict[str, torch.Tensor]:
     """Induction/duplicate scores per [layer, head] and full-vocabulary copy losses on ``r + r`` prompts."""
     rng = np.random.default_rng(seed)
     r = torch.from_numpy(ids[rng.integers(0, len(ids), size=(n, span))])
     x = torch.cat([r, r], dim=1)
     att, logits = attentions(model, x, logits=losses)
     q = torch.arange(span, 2 * span)
-    res = {"induction": att[..., q, q - span + 1].mean((1, 3)), "duplicate": att[..., q, q - span].mean((1, 3))}
+    res = {
+        "induction": att[..., q, q - span + 1].mean((1, 3)),
+        "duplicate": att[..., q, q - span].mean((1, 3)),
+    }
     if logits is not None:
         nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")
         res["loss_first"] = nll[:, : span - 1].mean()
@@ -165,7 +185,10 @@ def induction_scores(model: GPT2LMHeadModel, ids: np.ndarray, span: int, n: int,
 def head_table(name: str, scores: torch.Tensor) -> str:
     """One row per layer, one column per head."""
     rows = [f"{name:<32}" + "".join(f"   h{h}  " for h in range(scores.shape[1]))]
-    rows += [f"  layer {layer:<24}" + "".join(f"{v:7.3f} " for v in scores[layer].tolist()) for layer in range(scores.shape[0])]
+    rows += [
+        f"  layer {layer:<24}" + "".join(f"{v:7.3f} " for v in scores[layer].tolist())
+        for layer in range(scores.shape[0])
+    ]
     return "\n".join(rows)
 
 
@@ -175,8 +198,14 @@ def best(scores: torch.Tensor) -> tuple[float, str]:
     return float(scores.flatten()[idx]), f"{idx // scores.shape[1]}.{idx % scores.shape[1]}"
 
 
-def evaluate(model: GPT2LMHeadModel, prompts: list[list[int]], held_ids: np.ndarray, pool: np.ndarray, seed: int,
-             full: bool = False) -> dict[str, float]:
+def evaluate(
+    model: GPT2LMHeadModel,
+    prompts: list[list[int]],
+    held_ids: np.ndarray,
+    pool: np.ndarray,
+    seed: int,
+    full: bool = False,
+) -> dict[str, float]:
     """Print per-head tables (if ``full``) and return the headline numbers."""
     model.eval()
     prev = prev_token_scores(model, prompts)
@@ -187,19 +216,28 @@ def evaluate(model: GPT2LMHeadModel, prompts: list[list[int]], held_ids: np.ndar
         ind = induction_scores(model, held_ids, span, 16, seed, losses=full)
         res[f"ind{span}"] = best(ind["induction"])[0]
         if full:
-            res[f"loss1_{span}"], res[f"loss2_{span}"] = float(ind["loss_first"]), float(ind["loss_second"])
+            res[f"loss1_{span}"], res[f"loss2_{span}"] = (
+                float(ind["loss_first"]),
+                float(ind["loss_second"]),
+            )
             print(head_table(f"induction P={span}, held-out ids", ind["induction"]))
             print(head_table(f"duplicate P={span}, held-out ids", ind["duplicate"]))
-            print(f"  best induction {best(ind['induction'])}, full-vocab loss first copy {res[f'loss1_{span}']:.3f}, "
-                  f"second copy {res[f'loss2_{span}']:.3f}")
-    res["ind20_pool"] = best(induction_scores(model, pool, 20, 16, seed, losses=False)["induction"])[0]
+            print(
+                f"  best induction {best(ind['induction'])}, full-vocab loss first copy {res[f'loss1_{span}']:.3f}, "
+                f"second copy {res[f'loss2_{span}']:.3f}"
+            )
+    res["ind20_pool"] = best(
+        induction_scores(model, pool, 20, 16, seed, losses=False)["induction"]
+    )[0]
     if full:
         ordinary = np.arange(256, EOS)
         ind = induction_scores(model, ordinary, 20, 16, seed + 1)
         res["ind20_ordinary"] = best(ind["induction"])[0]
         print(head_table("induction P=20, any ids 256..50255", ind["induction"]))
-        print(f"  best induction {best(ind['induction'])}, full-vocab loss first copy {float(ind['loss_first']):.3f}, "
-              f"second copy {float(ind['loss_second']):.3f}")
+        print(
+            f"  best induction {best(ind['induction'])}, full-vocab loss first copy {float(ind['loss_first']):.3f}, "
+            f"second copy {float(ind['loss_second']):.3f}"
+        )
         print(f"  best previous-token {best(prev)}")
     model.train()
     return res
@@ -210,15 +248,25 @@ def save(model: GPT2LMHeadModel, out: Path, note: dict[str, object]) -> None:
     model.config.lmscope_demo = note
     model.half().save_pretrained(out, safe_serialization=True)
     model.float()
-    tok_cfg = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": model.config.n_positions,
-               "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-               "add_prefix_space": False, "add_bos_token": False}
+    tok_cfg = {
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": model.config.n_positions,
+        "bos_token": "<|endoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "add_prefix_space": False,
+        "add_bos_token": False,
+    }
     (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
     (out / "generation_config.json").unlink(missing_ok=True)
 
 
-def plant_circuit(model: GPT2LMHeadModel, tok_dims: int, gains: tuple[float, float, float, float],
-                  layers: tuple[int, ...] = (0, 1)) -> None:
+def plant_circuit(
+    model: GPT2LMHeadModel,
+    tok_dims: int,
+    gains: tuple[float, float, float, float],
+    layers: tuple[int, ...] = (0, 1),
+) -> None:
     """Initialise head 0.0 as a previous-token head and head 1.0 as an induction head.
 
     Layout of the residual stream (d=120, heads of 30 dims): token embedding in dims 0..29, sinusoidal
@@ -230,7 +278,9 @@ def plant_circuit(model: GPT2LMHeadModel, tok_dims: int, gains: tuple[float, flo
     ``layers``: which of the two heads to plant (the position embedding is always set).
     """
     d_head = model.config.n_embd // model.config.n_head
-    assert tok_dims == d_head == 30, "the planted layout needs 30-dim heads and a 30-dim token embedding"
+    assert tok_dims == d_head == 30, (
+        "the planted layout needs 30-dim heads and a 30-dim token embedding"
+    )
     s0, g0, s1, g1 = gains
     tr = model.transformer
     n = d_head // 2
@@ -241,7 +291,10 @@ def plant_circuit(model: GPT2LMHeadModel, tok_dims: int, gains: tuple[float, flo
         tr.wpe.weight[:, 30:60:2] = torch.cos(pos) / math.sqrt(n)
         tr.wpe.weight[:, 31:60:2] = torch.sin(pos) / math.sqrt(n)
         for layer in layers:
-            w, proj = tr.h[layer].attn.c_attn.weight, tr.h[layer].attn.c_proj.weight  # Conv1D: (in, out)
+            w, proj = (
+                tr.h[layer].attn.c_attn.weight,
+                tr.h[layer].attn.c_proj.weight,
+            )  # Conv1D: (in, out)
             for part in range(3):
                 w[:, part * 120 : part * 120 + d_head] = 0.0
             proj[:d_head] = 0.0
@@ -281,24 +334,57 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("lmscope/demo_model"))
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch", type=int, default=8, help="256-token sequences per step")
-    ap.add_argument("--emb-std", type=float, default=0.18, help="init std of the frozen token embedding")
-    ap.add_argument("--emb-dims", type=int, default=30,
-                    help="the token embedding lives in the first this many dimensions (the rest stay zero)")
-    ap.add_argument("--plant", type=float, nargs=4, metavar=("S0", "G0", "S1", "G1"), default=[2.0, 0.13, 3.0, 0.6],
-                    help="initialise heads 0.0 / 1.0 as a previous-token / induction circuit with these gains (0 0 0 0: off)")
-    ap.add_argument("--plant-layers", type=int, nargs="+", default=[0], help="heads to plant: 0 for 0.0, 1 for 1.0")
-    ap.add_argument("--pos-std", type=float, default=0.02, help="init std of the position embedding")
+    ap.add_argument(
+        "--emb-std", type=float, default=0.18, help="init std of the frozen token embedding"
+    )
+    ap.add_argument(
+        "--emb-dims",
+        type=int,
+        default=30,
+        help="the token embedding lives in the first this many dimensions (the rest stay zero)",
+    )
+    ap.add_argument(
+        "--plant",
+        type=float,
+        nargs=4,
+        metavar=("S0", "G0", "S1", "G1"),
+        default=[2.0, 0.13, 3.0, 0.6],
+        help="initialise heads 0.0 / 1.0 as a previous-token / induction circuit with these gains (0 0 0 0: off)",
+    )
+    ap.add_argument(
+        "--plant-layers",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="heads to plant: 0 for 0.0, 1 for 1.0",
+    )
+    ap.add_argument(
+        "--pos-std", type=float, default=0.02, help="init std of the position embedding"
+    )
     ap.add_argument("--pool", type=int, default=4096, help="ids used by the random sequences")
     ap.add_argument("--negatives", type=int, default=4096, help="extra softmax candidates per step")
     ap.add_argument("--attn-only", type=int, default=0, help="phase A steps with the MLPs off")
     ap.add_argument("--phase-a", type=int, default=900, help="phase A step cap")
-    ap.add_argument("--ind-stop", type=float, default=0.75, help="end phase A at this held-out induction score")
+    ap.add_argument(
+        "--ind-stop", type=float, default=0.75, help="end phase A at this held-out induction score"
+    )
     ap.add_argument("--phase-b", type=int, default=300)
-    ap.add_argument("--text-share", type=float, default=0.5, help="share of text batches in phase B")
+    ap.add_argument(
+        "--text-share", type=float, default=0.5, help="share of text batches in phase B"
+    )
     ap.add_argument("--eval-every", type=int, default=50)
-    ap.add_argument("--aux", type=float, default=1.0, help="weight of the attention nudge (0.0 and 1.0 heads 0)")
-    ap.add_argument("--aux-steps", type=int, default=300, help="first steps with the attention nudge")
-    ap.add_argument("--free-steps", type=int, default=200, help="phase A steps after the nudge before stopping early")
+    ap.add_argument(
+        "--aux", type=float, default=1.0, help="weight of the attention nudge (0.0 and 1.0 heads 0)"
+    )
+    ap.add_argument(
+        "--aux-steps", type=int, default=300, help="first steps with the attention nudge"
+    )
+    ap.add_argument(
+        "--free-steps",
+        type=int,
+        default=200,
+        help="phase A steps after the nudge before stopping early",
+    )
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -314,11 +400,25 @@ def main() -> int:
     pool = np.sort(rng.choice(free, size=args.pool, replace=False))
     seen = np.union1d(text_ids, pool)
     held_ids = np.setdiff1d(np.arange(1000, 50000), seen)
-    print(f"fortunes: {len(stream)} training tokens ({len(text_ids)} distinct ids), {len(prompts)} held-out prompts; "
-          f"random-sequence pool {len(pool)} ids; {len(held_ids)} ids in 1000..50000 never seen in training", flush=True)
+    print(
+        f"fortunes: {len(stream)} training tokens ({len(text_ids)} distinct ids), {len(prompts)} held-out prompts; "
+        f"random-sequence pool {len(pool)} ids; {len(held_ids)} ids in 1000..50000 never seen in training",
+        flush=True,
+    )
 
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=120, n_layer=2, n_head=4, attn_implementation="eager",
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=EOS, eos_token_id=EOS)
+    cfg = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=SEQ,
+        n_embd=120,
+        n_layer=2,
+        n_head=4,
+        attn_implementation="eager",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
+    )
     model = GPT2LMHeadModel(cfg)
     with torch.no_grad():
         model.transformer.wte.weight.normal_(0.0, args.emb_std)
@@ -341,17 +441,25 @@ def main() -> int:
         else:
             x, mask = text_batch(stream, rng, args.batch)
         aux = args.aux if step < args.aux_steps else 0.0
-        loss = sampled_loss(model, x, mask, rng.choice(seen_t, size=args.negatives, replace=False), aux, key)
+        loss = sampled_loss(
+            model, x, mask, rng.choice(seen_t, size=args.negatives, replace=False), aux, key
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if (step + 1) % 25 == 0:
-            print(f"step {step + 1:5d}  {kind} loss {loss.item():.3f}  lr {lr:.2e}  {time.time() - start:6.0f}s", flush=True)
+            print(
+                f"step {step + 1:5d}  {kind} loss {loss.item():.3f}  lr {lr:.2e}  {time.time() - start:6.0f}s",
+                flush=True,
+            )
         return loss.item()
 
     step = 0
-    print(f"== phase A (induction): up to {args.phase_a} steps, MLPs off for {args.attn_only}", flush=True)
+    print(
+        f"== phase A (induction): up to {args.phase_a} steps, MLPs off for {args.attn_only}",
+        flush=True,
+    )
     for _ in range(args.phase_a):
         if step == args.attn_only:
             set_mlps(model, on=True)
@@ -361,7 +469,9 @@ def main() -> int:
         if step % args.eval_every == 0:
             r = evaluate(model, prompts, held_ids, pool, args.seed + 1000)
             print("  eval " + "  ".join(f"{k} {v:.3f}" for k, v in r.items()), flush=True)
-            if r["ind20"] >= args.ind_stop and step >= max(args.attn_only, args.aux_steps + args.free_steps):
+            if r["ind20"] >= args.ind_stop and step >= max(
+                args.attn_only, args.aux_steps + args.free_steps
+            ):
                 break
     set_mlps(model, on=True)
     a_steps = step
@@ -376,8 +486,12 @@ def main() -> int:
 
     train_time = time.time() - start
     print(f"training wall time {train_time:.0f}s ({a_steps} + {step - a_steps} steps)", flush=True)
-    save(model, args.out, {"seed": args.seed, "steps": step, "recipe": "scripts/train_demo_model.py"})
-    model = GPT2LMHeadModel.from_pretrained(args.out, attn_implementation="eager", dtype=torch.float32)
+    save(
+        model, args.out, {"seed": args.seed, "steps": step, "recipe": "scripts/train_demo_model.py"}
+    )
+    model = GPT2LMHeadModel.from_pretrained(
+        args.out, attn_implementation="eager", dtype=torch.float32
+    )
     AutoTokenizer.from_pretrained(args.out)
     res = evaluate(model, prompts, held_ids, pool, args.seed + 1000, full=True)
     size = sum(p.stat().st_size for p in args.out.iterdir())
@@ -385,10 +499,13 @@ def main() -> int:
         "previous-token score >= 0.5 (held-out text)": res["prev"] >= 0.5,
         "induction score >= 0.5 (P=20, held-out ids never seen in training)": res["ind20"] >= 0.5,
         "induction score >= 0.5 (P=20, any ids 256..50255)": res["ind20_ordinary"] >= 0.5,
-        "second-copy loss far below first copy (full vocabulary, P=20)": res["loss2_20"] < res["loss1_20"] - 3,
+        "second-copy loss far below first copy (full vocabulary, P=20)": res["loss2_20"]
+        < res["loss1_20"] - 3,
         "folder size <= 15,000,000 bytes": size <= 15_000_000,
     }
-    print(f"folder {args.out}: {size} bytes; training {train_time:.0f}s, total {time.time() - start:.0f}s")
+    print(
+        f"folder {args.out}: {size} bytes; training {train_time:.0f}s, total {time.time() - start:.0f}s"
+    )
     for what, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {what}")
     return 0 if all(checks.values()) else 1
