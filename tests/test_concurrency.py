@@ -1,4 +1,5 @@
-"""Many clients at once get correct, independent answers, and a model is loaded once."""
+"""Many clients at once, analyzing and ablating, get the answers they would get alone; a model is
+loaded once."""
 
 from __future__ import annotations
 
@@ -44,16 +45,28 @@ def post(base: str, path: str, body: dict) -> dict:
     return answer
 
 
+def requests() -> list[tuple[str, dict]]:
+    """Plain analyses interleaved with ablations of different heads on the same prompts."""
+    mix = []
+    for i, prompt in enumerate(PROMPTS):
+        mix.append(("/api/analyze", {"model": "gpt2", "prompt": prompt}))
+        heads = [[0, i % 4], [1, (i + 1) % 4]]
+        mode = "zero" if i % 2 else "mean"
+        mix.append(
+            ("/api/ablate", {"model": "gpt2", "prompt": prompt, "heads": heads, "mode": mode})
+        )
+    return mix
+
+
 def test_sixteen_concurrent_clients_get_the_sequential_answers(server) -> None:
     base, service = server
-    expected = {p: post(base, "/api/analyze", {"model": "gpt2", "prompt": p}) for p in PROMPTS}
-    jobs = [PROMPTS[i % len(PROMPTS)] for i in range(48)]
+    mix = requests()
+    expected = [post(base, path, body) for path, body in mix]
+    jobs = [i % len(mix) for i in range(64)]
     with ThreadPoolExecutor(16) as pool:
-        answers = list(
-            pool.map(lambda p: post(base, "/api/analyze", {"model": "gpt2", "prompt": p}), jobs)
-        )
-    for prompt, answer in zip(jobs, answers, strict=True):
-        assert answer == expected[prompt]
+        answers = list(pool.map(lambda i: post(base, *mix[i]), jobs))
+    for i, answer in zip(jobs, answers, strict=True):
+        assert answer == expected[i], mix[i]
     assert service.models.loads == 1
 
 
@@ -61,9 +74,9 @@ def test_a_model_asked_for_by_many_threads_at_once_is_loaded_once(hub_cache) -> 
     cache = ModelCache(budget=2**30)
     barrier = threading.Barrier(8)
 
-    def get(_: int):
+    def get(index: int):
         barrier.wait()
-        return cache.get("openai-community/gpt2" if _ % 2 else "gpt2")
+        return cache.get("openai-community/gpt2" if index % 2 else "gpt2")
 
     with ThreadPoolExecutor(8) as pool:
         models = list(pool.map(get, range(8)))

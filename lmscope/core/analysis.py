@@ -182,10 +182,10 @@ def analyze(lm: LoadedModel, prompt: str) -> Analysis:
     ids = torch.tensor([[t.id for t in tokens]])
     with torch.inference_mode():
         logits, rec = run(lm, ids)
-        acts = {name: value[0].float() for name, value in rec.acts.items()}
         layers = lm.layers
+        attention = rec.stack("attn.hook_pattern", layers)[:, 0].float()
+        acts = {name: value[0].float() for name, value in rec.acts.items()}
         rec.acts = acts
-        attention = rec.stack("attn.hook_pattern", layers)
         heads = HeadReport.from_pattern(attention, ids[0])
         z = rec.stack("attn.hook_z", layers).unflatten(-1, (lm.heads, -1))
         residual = torch.cat(
