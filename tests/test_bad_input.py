@@ -138,3 +138,30 @@ def test_unexpected_errors_answer_500_json_and_the_server_keeps_serving(
     assert response.status_code == 500 and "keeps running" in response.get_json()["error"]
     monkeypatch.undo()
     assert client.post("/api/analyze", json=GOOD).status_code == 200
+
+
+# Inputs that are odd but analyzable: every door answers normally, with a notice where text was cut.
+ODD_BUT_FINE = {
+    "100,000 characters": "word " * 20_000,
+    "control characters and NUL": "tab\there\x00nul\x07bell\x1b[31m",
+    "right-to-left and combining marks": "שלום مرحبا e\u0301 \u202ereversed",
+    "emoji and flags": "👩‍👩‍👧 🇫🇷 😀 — café",
+}
+
+
+@pytest.mark.parametrize("case", ODD_BUT_FINE)
+def test_api_and_cli_analyze_odd_text_and_say_when_they_cut_it(case: str, client, capsys) -> None:
+    prompt = ODD_BUT_FINE[case]
+    response = client.post("/api/analyze", json={"model": "gpt2", "prompt": prompt})
+    assert response.status_code == 200
+    doc = response.get_json()
+    assert (
+        "".join(prompt[t["start"] : t["end"]] for t in doc["tokens"])
+        == prompt[doc["tokens"][0]["start"] :]
+    )
+    assert bool(doc["notices"]) == (len(prompt) > 1000)  # only the long prompt exceeds 128 tokens
+    if "\x00" in prompt:
+        return  # argv cannot carry NUL: the CLI door is the API's library call, tested above
+    assert main(["analyze", "--model", "gpt2", "--prompt", prompt, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [t["id"] for t in printed["tokens"]] == [t["id"] for t in doc["tokens"]]
