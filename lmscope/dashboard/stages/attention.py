@@ -6,7 +6,7 @@ from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ...api.service import Service
 from ...core.errors import LmscopeError
-from ...core.heads import LABELS, SCORES, THRESHOLDS, HeadReport, head_name
+from ...core.heads import CHANCE_MULTIPLE, LABELS, SCORES, THRESHOLDS, HeadReport, head_name
 from ...core.model import LoadedModel
 from .. import figures
 from . import HIDDEN, SHOWN, graph, ready, section, stored
@@ -82,9 +82,12 @@ def legend() -> html.Div:
 
 
 def _rule(category: str) -> str:
+    """The legend's tooltip: when a head is filed under this category (heads.primary_category)."""
     if category == "other":
         return "no score reaches its threshold"
-    return f"score >= {THRESHOLDS[category]}"
+    if category == "diffuse":
+        return f"score >= {THRESHOLDS[category]}"
+    return f"score >= {THRESHOLDS[category]} and at least {CHANCE_MULTIPLE:g}x what uniform attention scores"
 
 
 def _names(names: list[str]) -> str:
