@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..core.analysis import Analysis, analyze
 from ..core.catalog import CATALOG
 from ..core.errors import RequestError
-from ..core.loading import Progress, _quiet
+from ..core.loading import Progress, no_progress
 from ..core.model import LoadedModel
 from ..core.model_cache import ModelCache, default_cache
 from .store import AnalysisStore
@@ -19,7 +19,7 @@ class Service:
         self.store = store or AnalysisStore()
 
     def analyze(
-        self, model_id: object, prompt: object, progress: Progress = _quiet
+        self, model_id: object, prompt: object, progress: Progress = no_progress
     ) -> tuple[str, Analysis]:
         """Analyze and keep the analysis; returns its id and the analysis."""
         if not isinstance(model_id, str) or not model_id.strip():
@@ -28,7 +28,7 @@ class Service:
         analysis = analyze(lm, prompt)  # validates the prompt
         return self.store.put(analysis), analysis
 
-    def model(self, model_id: object, progress: Progress = _quiet) -> LoadedModel:
+    def model(self, model_id: object, progress: Progress = no_progress) -> LoadedModel:
         """The loaded model a request names (loaded once, shared read-only)."""
         if not isinstance(model_id, str) or not model_id.strip():
             raise RequestError("Choose a model: 'model' must be a model id such as gpt2.")

@@ -32,7 +32,7 @@ BYTES_PER_PARAMETER = 4  # weights are held in float32 on the CPU
 _REACHABLE: dict[str, tuple[float, bool]] = {}
 
 
-def _quiet(message: str) -> None:
+def no_progress(message: str) -> None:
     pass
 
 
@@ -185,7 +185,7 @@ def inspect_model(
 
 
 def load_model(
-    model_id: str, *, allow_local_path: bool = False, progress: Progress = _quiet
+    model_id: str, *, allow_local_path: bool = False, progress: Progress = no_progress
 ) -> LoadedModel:
     """Load a causal LM for tracing, refusing clearly what cannot be loaded.
 

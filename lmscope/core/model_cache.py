@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 
 from .catalog import DEMO_ID, canonical_id
-from .loading import Progress, _quiet, available_memory, load_model, parse_bytes
+from .loading import Progress, available_memory, load_model, no_progress, parse_bytes
 from .model import LoadedModel
 
 
@@ -31,7 +31,7 @@ class ModelCache:
     def key(model_id: str) -> str:
         return DEMO_ID if model_id == DEMO_ID else canonical_id(model_id)
 
-    def get(self, model_id: str, progress: Progress = _quiet) -> LoadedModel:
+    def get(self, model_id: str, progress: Progress = no_progress) -> LoadedModel:
         """The model, loaded at most once however many threads ask at the same time."""
         key = self.key(model_id)
         with self._lock:
