@@ -10,7 +10,7 @@ import torch
 
 from lmscope.core.analysis import analyze
 from lmscope.core.errors import RequestError
-from lmscope.experiments.ablation import ablate, ablation_scan
+from lmscope.experiments.ablation import BATCH_TOKENS, ablate, ablation_scan
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
@@ -112,8 +112,9 @@ def test_generation_after_ablation_is_the_greedy_continuation_of_the_ablated_mod
 
 
 @pytest.mark.parametrize("mode", ["zero", "mean"])
-def test_the_scan_value_of_each_head_equals_ablating_that_head_alone(tiny_gpt2, mode):
-    scan = ablation_scan(tiny_gpt2, PROMPT, mode, batch_tokens=64)  # several batches
+@pytest.mark.parametrize("batch_tokens", [64, BATCH_TOKENS], ids=["several-passes", "one-pass"])
+def test_the_scan_value_of_each_head_equals_ablating_that_head_alone(tiny_gpt2, mode, batch_tokens):
+    scan = ablation_scan(tiny_gpt2, PROMPT, mode, batch_tokens=batch_tokens)
     assert scan.ablated_logprob.shape == (2, 4)
     for layer in range(2):
         for head in range(4):
@@ -126,6 +127,16 @@ def test_the_scan_value_of_each_head_equals_ablating_that_head_alone(tiny_gpt2, 
             assert float(scan.effect[layer, head]) == pytest.approx(expected - before, abs=1e-5)
     doc = scan.to_dict()
     assert len(doc["effect"]) == 2 and len(doc["effect"][0]) == 4
+
+
+def test_the_scan_runs_all_heads_in_one_batched_pass_when_they_fit(tiny_gpt2):
+    passes = []
+    hook = tiny_gpt2.model.register_forward_pre_hook(lambda module, args: passes.append(1))
+    try:
+        ablation_scan(tiny_gpt2, PROMPT)  # zero ablation: the clean row rides in the same pass
+    finally:
+        hook.remove()
+    assert len(passes) == 1
 
 
 def test_ablation_and_scan_work_on_a_llama_with_grouped_query_attention(tiny_llama):

@@ -40,9 +40,9 @@ class Recorder:
     capture: bool = True
     patches: dict[int, HeadPatch] = field(default_factory=dict)
     acts: dict[str, torch.Tensor] = field(default_factory=dict)
-    # (layer, copies): the batch-1 stream entering block `layer` is repeated `copies` times, so the
-    # layers before it run once for a whole batch of interventions that only differ from there on.
-    branch: tuple[int, int] | None = None
+    # {layer: n}: n copies of batch row 0 are appended to the stream entering block `layer`, so
+    # interventions that only differ from that layer on share one run of the layers before it.
+    grow: dict[int, int] = field(default_factory=dict)
     # With `layers` set, attention patterns are copied as they are made into one preallocated
     # `(layers, B, heads, T, T)` buffer, so each layer's own pattern is freed at once and no stacking
     # copy is needed afterwards (at 1024 tokens on GPT-2 Small that is 600 MB and most of a second).
@@ -57,7 +57,7 @@ class Recorder:
 
     def keep_pattern(self, layer: int, pattern: torch.Tensor) -> torch.Tensor:
         """Store one layer's pattern, in the shared buffer when its shape allows."""
-        if self.layers and self.branch is None:
+        if self.layers and not self.grow:
             if self.patterns is None:
                 self.patterns = pattern.new_empty((self.layers, *pattern.shape))
             if self.patterns.shape[1:] == pattern.shape:
@@ -115,11 +115,12 @@ def _save_resid_pre(layer: int):
         if rec is None:
             return None
         hidden = args[0] if args else kwargs["hidden_states"]
-        if rec.branch is not None and rec.branch[0] == layer:
-            hidden = hidden.expand(rec.branch[1], *hidden.shape[1:]).contiguous()
+        copies = rec.grow.get(layer, 0)
+        if copies:
+            hidden = torch.cat([hidden, hidden[:1].expand(copies, *hidden.shape[1:])])
         if rec.capture:
             rec.acts[f"blocks.{layer}.hook_resid_pre"] = hidden
-        if rec.branch is None or rec.branch[0] != layer:
+        if not copies:
             return None
         if args:
             return (hidden, *args[1:]), kwargs
@@ -172,16 +173,16 @@ def run(
     patches: dict[int, HeadPatch] | None = None,
     logits_to_keep: int = 1,
     inputs_embeds: torch.Tensor | None = None,
-    branch: tuple[int, int] | None = None,
+    grow: dict[int, int] | None = None,
 ) -> tuple[torch.Tensor, Recorder]:
     """One forward pass of `input_ids` `(B, T)`; logits `(B, logits_to_keep, vocab)` and the record.
 
     Only the last `logits_to_keep` positions are unembedded: views that need other positions ask
-    for them through the logit lens. `branch=(layer, n)` with B = 1 runs layers >= `layer` on n
-    copies of the stream (see `Recorder.branch`); the logits then have n rows.
+    for them through the logit lens. `grow={layer: n}` appends n copies of row 0 to the stream
+    entering `layer` (see `Recorder.grow`); the logits then have B + sum(n) rows.
     """
     recorder = Recorder(
-        capture=capture, patches=patches or {}, branch=branch, layers=lm.layers if capture else 0
+        capture=capture, patches=patches or {}, grow=grow or {}, layers=lm.layers if capture else 0
     )
     with recording(recorder):
         if inputs_embeds is not None:

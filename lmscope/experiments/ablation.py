@@ -9,6 +9,7 @@ through `trace.run`'s per-request `HeadPatch`, so the shared model is never chan
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,7 +27,8 @@ from .inputs import Head, as_ids, check_heads, prompt_ids, target_id
 Mode = Literal["zero", "mean"]
 MODES: tuple[Mode, ...] = ("zero", "mean")
 TOP_K = 10
-BATCH_TOKENS = 4096  # tokens per batched forward pass in the scan (bounds its memory)
+BATCH_TOKENS = 8192  # rows x tokens per batched forward pass in the scan (bounds its memory)
+PATTERN_FLOATS = 1 << 26  # and rows x heads x T x T, its attention patterns (256 MB)
 
 
 def check_mode(mode: object) -> Mode:
@@ -203,6 +205,41 @@ class AblationScan:
         }
 
 
+def scan_passes(lm: LoadedModel, tokens: int, batch_tokens: int = BATCH_TOKENS) -> list[list[Head]]:
+    """Every head, in layer order, cut into runs of heads that share one batched forward pass.
+
+    A pass holds one clean row plus one row per head, so it is bounded by `batch_tokens` and by
+    the size of its attention patterns (rows x heads x T x T floats).
+    """
+    rows = min(batch_tokens // tokens, PATTERN_FLOATS // (lm.heads * tokens * tokens)) - 1
+    heads = [(layer, head) for layer in range(lm.layers) for head in range(lm.heads)]
+    size = max(1, rows)
+    return [heads[start : start + size] for start in range(0, len(heads), size)]
+
+
+def scan_pass(
+    lm: LoadedModel, ids: torch.Tensor, heads: list[Head], values: torch.Tensor
+) -> torch.Tensor:
+    """Last-position logits `(1 + len(heads), vocab)`: row 0 clean, row 1 + i without `heads[i]`.
+
+    The pass starts as the clean prompt alone; entering each layer l, it gains one copy of the
+    clean stream per head of l to remove (`trace.run(grow=...)`), and that head is removed in its
+    copy only. Removing a head of layer l leaves layers < l unchanged, so each copy runs only
+    layers l.. and the clean row runs once: the least work an exact scan can do
+    (12 + 12 x 78 layer-rows for GPT-2 Small), in large matrix products.
+    """
+    grow = Counter(layer for layer, _ in heads)
+    patches, rows = {}, 1
+    for layer, count in sorted(grow.items()):
+        rows += count
+        keep = torch.ones(rows, lm.heads)
+        for row, (_, head) in enumerate(h for h in heads if h[0] == layer):
+            keep[rows - count + row, head] = 0
+        patches[layer] = HeadPatch(keep, values[layer])
+    logits, _ = run(lm, ids, capture=False, patches=patches, grow=dict(grow))
+    return logits[:, -1].float()
+
+
 def ablation_scan(
     lm: LoadedModel,
     prompt: str,
@@ -211,39 +248,22 @@ def ablation_scan(
     target: object = None,
     batch_tokens: int = BATCH_TOKENS,
 ) -> AblationScan:
-    """Ablate every head alone, all heads of the model in a few batched forward passes.
-
-    Batch row i removes one head (layer_i, head_i): each touched layer gets a `HeadPatch` whose
-    keep is `(batch, heads)`, all ones except row i's head. Each batch holds heads of one layer l
-    and branches off one clean stream there (`trace.run(branch=...)`): removing a head of layer l
-    leaves layers < l unchanged, so only layers l.. run per head, the least work an exact scan can
-    do (12 x 78 layer-passes for GPT-2 Small). Only the last position is unembedded.
+    """Ablate every head alone, all heads of the model in a few batched forward passes
+    (one for GPT-2 Small at up to 56 tokens; see `scan_pass`). Only the last position is unembedded.
     """
     mode = check_mode(mode)
     tokens, notices = prompt_ids(lm, prompt)
     ids = as_ids(tokens)
-    rows = max(1, min(lm.heads, batch_tokens // ids.shape[1]))  # batch rows per pass
-    chunks = [
-        [(layer, head) for head in range(start, min(start + rows, lm.heads))]
-        for layer in range(lm.layers)
-        for start in range(0, lm.heads, rows)
-    ]
     with torch.inference_mode():
-        clean, z = clean_run(lm, ids, mode)
-        target = target_id(lm, target, clean)
+        z = clean_run(lm, ids, mode)[1] if mode == "mean" else None  # mean ablation needs z
         values = replacements(lm, mode, z)
-        scores = []
-        for chunk in chunks:
-            keep = torch.ones(lm.layers, len(chunk), lm.heads)
-            for row, (layer, head) in enumerate(chunk):
-                keep[layer, row, head] = 0
-            patches = {
-                layer: HeadPatch(keep[layer], values[layer])
-                for layer in sorted({l for l, _ in chunk})
-            }
-            branch = (chunk[0][0], len(chunk))  # layers before the chunk's first run once
-            logits, _ = run(lm, ids, capture=False, patches=patches, branch=branch)
-            scores.append(logits[:, -1].float().log_softmax(-1)[:, target])
+        passes = [
+            scan_pass(lm, ids, heads, values)
+            for heads in scan_passes(lm, ids.shape[1], batch_tokens)
+        ]
+    clean = passes[0][0]
+    target = target_id(lm, target, clean)
+    logprobs = torch.cat([logits[1:] for logits in passes]).log_softmax(-1)[:, target]
     return AblationScan(
         prompt=prompt,
         notices=notices,
@@ -251,5 +271,5 @@ def ablation_scan(
         target=target,
         target_text=lm.token_text(target),
         clean_logprob=float(clean.log_softmax(-1)[target]),
-        ablated_logprob=torch.cat(scores).reshape(lm.layers, lm.heads),
+        ablated_logprob=logprobs.reshape(lm.layers, lm.heads),
     )
