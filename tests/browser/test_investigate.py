@@ -19,9 +19,10 @@ from playwright.sync_api import Page, expect
 from test_dashboard import analyze, chips, expected_chips, long_prompt, pick_demo, wait_for_stages
 
 import lmscope
-import lmscope.dashboard.stages.investigate as investigate
 from lmscope.core.tokens import display
 from lmscope.dashboard.figures import percent
+from lmscope.dashboard.stages.investigate import ablation as ablation_panel
+from lmscope.dashboard.stages.investigate import generation as generation_panel
 from lmscope.experiments.ablation import ablate, ablation_scan
 from lmscope.experiments.attribution import direct_logit_attribution, token_attribution
 from lmscope.experiments.generation import GenerationSettings, generate
@@ -89,7 +90,7 @@ def test_ablation_of_heads_clicked_in_the_grid(page, dashboard_url, demo, artifa
     page.click("#inv-ablate")
     wait_for_figure(page, "inv-ablation")
     clean = lmscope.analyze(demo, PROMPT).top_predictions(1)[0]
-    result = ablate(demo, PROMPT, HEADS, "zero", new_tokens=investigate.ABLATION_TOKENS)
+    result = ablate(demo, PROMPT, HEADS, "zero", new_tokens=ablation_panel.ABLATION_TOKENS)
     before, after = traces(page, "inv-ablation")
     assert (before["name"], after["name"]) == ("before", "after")
     assert before["customdata"][0] == clean.id
@@ -203,7 +204,7 @@ def test_bad_head_shows_a_message_and_the_panel_keeps_working(page, dashboard_ur
     page.click("#inv-ablate")
     wait_for_figure(page, "inv-ablation")
     result = ablate(
-        demo, PROMPT, [(0, 1)], "mean", target=" mat", new_tokens=investigate.ABLATION_TOKENS
+        demo, PROMPT, [(0, 1)], "mean", target=" mat", new_tokens=ablation_panel.ABLATION_TOKENS
     )
     expect(page.locator("#inv-kl")).to_have_text(f"{result.kl:.4f}")
     expect(page.locator("#inv-target-change")).to_contain_text(f"(id {result.target})")
@@ -277,14 +278,14 @@ def test_a_result_for_a_replaced_analysis_is_not_shown(page, dashboard_url, monk
     """Generate, then Analyze another prompt before the generation returns: the panel belongs to
     the new prompt, so the late continuation of the old one never appears."""
     release, entered = threading.Event(), threading.Event()
-    plain = investigate.generate
+    plain = generation_panel.generate
 
     def slow_generate(*args, **kwargs):
         entered.set()
         release.wait(timeout=60)
         return plain(*args, **kwargs)
 
-    monkeypatch.setattr(investigate, "generate", slow_generate)
+    monkeypatch.setattr(generation_panel, "generate", slow_generate)
     page.goto(dashboard_url)
     analyze(page, PROMPT)
     page.click("#inv-gen-run")
@@ -294,6 +295,6 @@ def test_a_result_for_a_replaced_analysis_is_not_shown(page, dashboard_url, monk
     expect(page.locator("#inv-gen-run")).to_be_enabled()  # the old request has returned
     page.wait_for_timeout(1_000)
     expect(page.locator("#inv-gen-text")).to_have_count(0)
-    monkeypatch.setattr(investigate, "generate", plain)
+    monkeypatch.setattr(generation_panel, "generate", plain)
     page.click("#inv-gen-run")
     expect(page.locator("#inv-gen-text")).to_be_visible()

@@ -1,0 +1,94 @@
+"""The Investigation panel: intervene (ablate heads), attribute, generate, and compare models.
+
+One module per experiment (`ablation`, `attribution`, `generation`, `comparison`), each with its
+`layout()`, its callbacks and the ids of its result views; `panel` holds what they share. Every
+result comes from `lmscope.experiments` on the analyzed prompt: these modules only read the
+page's controls, call the library, and draw what it returns. Results (small JSON) are kept in the
+browser for the "Download results" button; tensors stay on the server.
+"""
+
+from __future__ import annotations
+
+import json
+
+from dash import Dash, Input, Output, State, dcc, html, no_update
+
+from ....api.service import Service
+from .. import HIDDEN, section
+from . import ablation, attribution, comparison, generation
+from .panel import Panel, button
+
+NUMBER = 6
+PARTS = (ablation, attribution, generation, comparison)
+EXPLAIN = (
+    "The stages above show what the model computes; here you change it and see what happens. "
+    "All experiments use the prompt analyzed above and follow one target token (the top "
+    "prediction unless you pick another). Nothing here changes the model for anyone else: every "
+    "intervention applies to your request only."
+)
+
+
+def layout() -> html.Section:
+    return section(
+        NUMBER,
+        "Investigate: change the model and watch",
+        EXPLAIN,
+        dcc.Store(id="inv-results", data={}),
+        dcc.Download(id="inv-download"),
+        html.Div(id="inv-message", role="alert"),
+        html.Div(
+            [
+                html.Label("Target token", htmlFor="inv-target", className="field-label"),
+                dcc.Input(
+                    id="inv-target",
+                    type="text",
+                    placeholder="top prediction",
+                    className="model-custom",
+                ),
+                html.Span("e.g. ␣Paris (␣ is a space) or 6342", className="hint"),
+                html.Span(className="spacer"),
+                button("Download results (JSON)", "inv-download-json"),
+            ],
+            className="row",
+        ),
+        *(child for part in PARTS for child in part.layout()),
+        badge="Investigate",
+    )
+
+
+def register(app: Dash, service: Service) -> None:
+    panel = Panel(service)
+    for part in PARTS:
+        part.register(app, panel)
+    bodies = [name for part in PARTS for name in part.BODIES]
+    views = [name for part in PARTS for name in part.FIGURES]
+
+    @app.callback(
+        Output("inv-download", "data"),
+        Input("inv-download-json", "n_clicks"),
+        State("inv-results", "data"),
+        State("analysis", "data"),
+        prevent_initial_call=True,
+    )
+    def download(_clicks, results, data):
+        if not results:
+            return no_update
+        name = (data or {}).get("model", "model").replace("/", "_")
+        document = {"model": (data or {}).get("model"), "prompt": (data or {}).get("prompt")}
+        return dcc.send_string(
+            json.dumps(document | results, ensure_ascii=False), f"lmscope-{name}-investigate.json"
+        )
+
+    @app.callback(
+        *(Output(body, "children", allow_duplicate=True) for body in bodies),
+        *(Output({"kind": "figure", "name": v}, "style", allow_duplicate=True) for v in views),
+        Output("inv-results", "data", allow_duplicate=True),
+        Output("inv-message", "children", allow_duplicate=True),
+        Input("analysis", "data"),
+        State("client", "data"),
+        prevent_initial_call=True,
+    )
+    def reset(data, client):
+        """A new analysis: results of the previous prompt are no longer shown or downloaded."""
+        panel.follow(client, data)
+        return ([],) * len(bodies) + (HIDDEN,) * len(views) + ({}, "")

@@ -1,0 +1,267 @@
+"""Ablation: pick heads (typed, from the attention grid or the scan), remove them, compare; and
+the scan that removes every head alone."""
+
+from __future__ import annotations
+
+import math
+
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+
+from ....core.errors import LmscopeError, RequestError
+from ....core.heads import head_name
+from ....core.tokens import display
+from ....experiments.ablation import MODES, ablate, ablation_scan
+from ....experiments.inputs import check_heads, parse_heads
+from ... import figures
+from .. import SHOWN, graph
+from .panel import Panel, button, keep, message, parse_target
+
+ABLATION_TOKENS = 20  # greedy continuation shown before and after an ablation
+BODIES = ("inv-ablation-body", "inv-scan-body")
+FIGURES = ("inv-ablation", "inv-scan")
+
+EXPLAIN_ABLATION = (
+    "Ablation removes heads: their output is replaced by zeros (zero) or by their average over "
+    "this prompt (mean, which removes only what depends on the input). If the prediction changes, "
+    "the heads mattered. KL divergence measures how far the whole next-token distribution moved "
+    "(0 = not at all)."
+)
+EXPLAIN_SCAN = (
+    "The scan removes each head alone, one at a time, and records how the target's "
+    "log-probability changes. Red cells: the head helped the target (removing it hurt); blue: it "
+    "worked against it. Click a cell to add that head to the ablation set."
+)
+
+
+def layout() -> list:
+    return [
+        dcc.Store(id="inv-heads", data=[]),
+        dcc.Store(id="inv-grid-marks"),
+        html.H3("Ablation: remove heads"),
+        html.P(EXPLAIN_ABLATION, className="explain"),
+        html.Div(
+            [
+                html.Span("Heads:", className="field-label"),
+                html.Span(id="inv-chips", className="row"),
+                dcc.Input(
+                    id="inv-heads-text",
+                    type="text",
+                    placeholder="type LAYER.HEAD, e.g. 0.1,3.5",
+                    className="model-custom",
+                ),
+                button("Add", "inv-heads-add"),
+                button("Clear", "inv-heads-clear"),
+            ],
+            className="row",
+        ),
+        html.P(
+            "Pick heads by typing them, by clicking cells of the attention grid (Stage 3) with "
+            '"adds it to the ablation set" chosen, or by clicking the scan below.',
+            className="hint",
+        ),
+        html.Div(
+            [
+                dcc.RadioItems(
+                    id="inv-mode",
+                    options=[{"label": f"{m} ablation", "value": m} for m in MODES],
+                    value="zero",
+                    inline=True,
+                ),
+                button("Run ablation", "inv-ablate", True),
+                button("Scan every head", "inv-scan-run"),
+            ],
+            className="row actions",
+        ),
+        html.Div(id="inv-ablation-body"),
+        graph("inv-ablation", "lmscope-ablation"),
+        html.H3("Which heads matter here? The ablation scan"),
+        html.P(EXPLAIN_SCAN, className="explain"),
+        html.Div(id="inv-scan-body"),
+        graph("inv-scan", "lmscope-ablation-scan"),
+    ]
+
+
+def head_chips(heads: list[list[int]]) -> list:
+    """The ablation set as chips (`L4-H11`)."""
+    if not heads:
+        return [html.Span("none yet", className="hint")]
+    return [html.Span(head_name(*h), className="chip-inline", **{"data-head": head_name(*h)})
+            for h in heads]  # fmt: skip
+
+
+def register(app: Dash, panel: Panel) -> None:
+    @app.callback(
+        Output("inv-heads", "data"),
+        Output("inv-message", "children", allow_duplicate=True),
+        Input({"kind": "head", "layer": ALL, "head": ALL}, "n_clicks"),
+        Input({"kind": "figure", "name": "inv-scan"}, "clickData"),
+        Input("inv-heads-add", "n_clicks"),
+        Input("inv-heads-text", "n_submit"),
+        Input("inv-heads-clear", "n_clicks"),
+        State("grid-mode", "value"),
+        State("inv-heads", "data"),
+        State("inv-heads-text", "value"),
+        State("analysis", "data"),
+        prevent_initial_call=True,
+    )
+    def select(_cells, scan_click, _add, _submit, _clear, mode, heads, text, data):
+        """Grid clicks (in select mode) toggle a head; scan clicks and the text field add heads."""
+        trigger, heads = ctx.triggered_id, [list(h) for h in heads or []]
+        if not ctx.triggered or not ctx.triggered[0]["value"]:
+            return no_update, no_update
+        if trigger == "inv-heads-clear":
+            return [], ""
+        if isinstance(trigger, dict) and trigger.get("kind") == "head":
+            if mode != "select":
+                return no_update, no_update
+            head = [trigger["layer"], trigger["head"]]
+            return ([h for h in heads if h != head] if head in heads else [*heads, head]), ""
+        if isinstance(trigger, dict):  # a scan cell
+            point = scan_click["points"][0]
+            new = [(int(point["y"]), int(point["x"]))]
+        else:
+            try:
+                lm, _ = panel.model_and_prompt(data)
+                new = check_heads(lm, parse_heads(text or ""))
+            except LmscopeError as error:
+                return no_update, message(str(error))
+        return heads + [list(h) for h in new if list(h) not in heads], ""
+
+    @app.callback(Output("inv-chips", "children"), Input("inv-heads", "data"))
+    def show_heads(heads):
+        return head_chips(heads or [])
+
+    app.clientside_callback(
+        """function (heads, _grid) {
+            const chosen = new Set((heads || []).map(h => `L${h[0]}-H${h[1]}`));
+            document.querySelectorAll(".head-cell").forEach(cell => {
+                cell.classList.toggle("selected", chosen.has(cell.dataset.head));
+            });
+            return chosen.size;
+        }""",
+        Output("inv-grid-marks", "data"),
+        Input("inv-heads", "data"),
+        Input("head-grid-body", "children"),
+    )
+
+    @app.callback(
+        Output("inv-ablation-body", "children"),
+        Output({"kind": "figure", "name": "inv-ablation"}, "figure"),
+        Output({"kind": "figure", "name": "inv-ablation"}, "style"),
+        Output("inv-message", "children", allow_duplicate=True),
+        Output("inv-results", "data", allow_duplicate=True),
+        Input("inv-ablate", "n_clicks"),
+        State("inv-heads", "data"),
+        State("inv-mode", "value"),
+        State("inv-target", "value"),
+        State("analysis", "data"),
+        State("client", "data"),
+        running=[(Output("inv-ablate", "disabled"), True, False)],
+        prevent_initial_call=True,
+    )
+    @panel.current_only
+    def run_ablation(_clicks, heads, mode, target, data):
+        try:
+            lm, prompt = panel.model_and_prompt(data)
+            if not heads:
+                raise RequestError("Pick at least one head to ablate.")
+            result = ablate(lm, prompt, heads, mode, target=parse_target(target),
+                            new_tokens=ABLATION_TOKENS)  # fmt: skip
+        except LmscopeError as error:
+            return no_update, no_update, no_update, message(str(error)), no_update
+        p_before, p_after = result.target_probability
+        before, after = result.before.softmax(-1), result.after.softmax(-1)
+        top_before, top_after = result.top("before"), result.top("after")
+        ids = [p.id for p in top_before] + [
+            p.id for p in top_after if p.id not in {q.id for q in top_before}
+        ]
+        rows = [(i, display(lm.token_text(i)), float(before[i]), float(after[i])) for i in ids]
+        names = ", ".join(head_name(*h) for h in result.heads)
+        change = p_after - p_before
+        sign = "+" if change >= 0 else "-"
+        logratio = (
+            f", log-probability {math.log(p_after) - math.log(p_before):+.3f}"
+            if p_before > 0 and p_after > 0
+            else ""
+        )
+        body = [
+            html.P(
+                [
+                    f"{result.mode.capitalize()} ablation of {names}. Top token before: ",
+                    html.Strong(top_before[0].to_dict()["display"], className="mono",
+                                id="inv-top-before"),
+                    f" {figures.percent(top_before[0].probability)}; after: ",
+                    html.Strong(top_after[0].to_dict()["display"], className="mono",
+                                id="inv-top-after"),
+                    f" {figures.percent(top_after[0].probability)}.",
+                ],
+                className="prediction",
+            ),
+            html.P(
+                [
+                    "Target ",
+                    html.Strong(display(result.target_text), className="mono"),
+                    f" (id {result.target}): {figures.percent(p_before)} → "
+                    f"{figures.percent(p_after)} (change {sign}{figures.percent(abs(change))}"
+                    f"{logratio}). KL divergence (before ‖ after): ",
+                    html.Strong(f"{result.kl:.4f}", id="inv-kl"),
+                    " nats.",
+                ],
+                id="inv-target-change",
+            ),
+            html.P([html.Span("Greedy continuation before: ", className="field-label"),
+                    html.Span(result.generation_before.text, className="continuation",
+                              id="inv-continuation-before")]),
+            html.P([html.Span("after: ", className="field-label"),
+                    html.Span(result.generation_after.text, className="continuation",
+                              id="inv-continuation-after")]),
+        ]  # fmt: skip
+        title = "Next-token probabilities before and after the ablation (top 10 of each)"
+        return (
+            body,
+            figures.before_after(rows, title),
+            SHOWN,
+            "",
+            keep("ablation", result.to_dict()),
+        )
+
+    @app.callback(
+        Output("inv-scan-body", "children"),
+        Output({"kind": "figure", "name": "inv-scan"}, "figure"),
+        Output({"kind": "figure", "name": "inv-scan"}, "style"),
+        Output("inv-message", "children", allow_duplicate=True),
+        Output("inv-results", "data", allow_duplicate=True),
+        Input("inv-scan-run", "n_clicks"),
+        State("inv-mode", "value"),
+        State("inv-target", "value"),
+        State("analysis", "data"),
+        State("client", "data"),
+        running=[(Output("inv-scan-run", "disabled"), True, False)],
+        prevent_initial_call=True,
+    )
+    @panel.current_only
+    def run_scan(_clicks, mode, target, data):
+        try:
+            lm, prompt = panel.model_and_prompt(data)
+            scan = ablation_scan(lm, prompt, mode, target=parse_target(target))
+        except LmscopeError as error:
+            return no_update, no_update, no_update, message(str(error)), no_update
+        shown = display(scan.target_text)
+        effect = scan.effect
+        worst = divmod(int(effect.argmin()), effect.shape[1])
+        body = html.P(
+            [
+                f"{scan.mode.capitalize()} ablation of each head alone; target ",
+                html.Strong(shown, className="mono"),
+                f" (clean log-probability {scan.clean_logprob:.3f}). Removing ",
+                html.Strong(head_name(*worst)),
+                f" hurts it most ({float(effect.min()):+.3f}).",
+            ]
+        )
+        fig = figures.head_map(
+            effect,
+            f"Change in log p({shown}) when one head is removed",
+            "Δ log p",
+            "change in log-probability",
+        )
+        return body, fig, SHOWN, "", keep("ablation_scan", scan.to_dict())

@@ -1,0 +1,150 @@
+"""Attribution: direct logit attribution per head and MLP, and token attribution (integrated
+gradients, gradient x input)."""
+
+from __future__ import annotations
+
+from dash import Dash, Input, Output, State, html, no_update
+
+from ....core.errors import LmscopeError
+from ....core.tokens import display
+from ....experiments.attribution import direct_logit_attribution, token_attribution
+from ... import figures
+from .. import SHOWN, graph, stored
+from ..tokens import chips
+from .panel import NO_ANALYSIS, Panel, button, keep, message, parse_target
+
+BODIES = ("inv-dla-body", "inv-attr-body")
+FIGURES = ("inv-dla-heads", "inv-dla-mlp")
+
+DLA_METHOD = (
+    "Method: each head's and each MLP's output at the last position is read through the final "
+    "normalization with its scale frozen at its value on the full residual stream and dotted with "
+    "the target's unembedding, so the parts add up to the target's logit exactly."
+)
+EXPLAIN_DLA = (
+    "Direct logit attribution splits the target's logit (its score) into what each head and "
+    "each MLP wrote directly into the residual stream. It misses indirect effects (a head that "
+    "helps a later head), which ablation catches."
+)
+EXPLAIN_TOKENS = (
+    "Token attribution asks which prompt tokens pushed the model toward the target. Integrated "
+    "gradients fades the prompt's token embeddings in from zero and adds up the gradients on the "
+    "way; its scores add up to the change in the target's log-probability (the completeness check "
+    "below). Gradient x input is the quick one-step estimate. Blue pushed toward the target, red "
+    "away; hover a token for the exact value."
+)
+
+
+def layout() -> list:
+    return [
+        html.H3("Direct logit attribution"),
+        html.P([EXPLAIN_DLA, " ", DLA_METHOD], className="explain"),
+        button("Attribute the logit", "inv-dla-run", True),
+        html.Div(id="inv-dla-body"),
+        html.Div(
+            [graph("inv-dla-heads", "lmscope-dla-heads"), graph("inv-dla-mlp", "lmscope-dla-mlp")],
+            className="two-col",
+        ),
+        html.H3("Token attribution"),
+        html.P(EXPLAIN_TOKENS, className="explain"),
+        button("Attribute the tokens", "inv-attr-run", True),
+        html.Div(id="inv-attr-body"),
+    ]
+
+
+def tint(value: float, limit: float) -> str:
+    """A chip background for an attribution: blue toward the target, red away, by strength."""
+    alpha = min(1.0, abs(value) / limit) * 0.75 if limit else 0.0
+    rgb = "47,111,173" if value >= 0 else "225,87,89"
+    return f"background: rgba({rgb},{alpha:.3f})"
+
+
+def register(app: Dash, panel: Panel) -> None:
+    @app.callback(
+        Output("inv-dla-body", "children"),
+        Output({"kind": "figure", "name": "inv-dla-heads"}, "figure"),
+        Output({"kind": "figure", "name": "inv-dla-heads"}, "style"),
+        Output({"kind": "figure", "name": "inv-dla-mlp"}, "figure"),
+        Output({"kind": "figure", "name": "inv-dla-mlp"}, "style"),
+        Output("inv-message", "children", allow_duplicate=True),
+        Output("inv-results", "data", allow_duplicate=True),
+        Input("inv-dla-run", "n_clicks"),
+        State("inv-target", "value"),
+        State("analysis", "data"),
+        State("client", "data"),
+        running=[(Output("inv-dla-run", "disabled"), True, False)],
+        prevent_initial_call=True,
+    )
+    @panel.current_only
+    def run_dla(_clicks, target, data):
+        failed = (no_update,) * 5
+        analysis = stored(panel.service, data)
+        if analysis is None:
+            return *failed, message(NO_ANALYSIS), no_update
+        try:
+            dla = direct_logit_attribution(analysis, parse_target(target))
+        except LmscopeError as error:
+            return *failed, message(str(error)), no_update
+        shown = display(dla.target_text)
+        body = html.P(
+            [
+                "Target ",
+                html.Strong(shown, className="mono"),
+                f": logit {dla.logit:.3f} = heads {float(dla.heads.sum()):+.3f} + MLPs "
+                f"{float(dla.mlps.sum()):+.3f} + embeddings {dla.embeddings:+.3f} + biases "
+                f"{float(dla.attention_bias.sum()) + dla.constant:+.3f}.",
+            ]
+        )
+        heads = figures.head_map(
+            dla.heads, f"Each head's direct effect on the logit of {shown}", "logit", "logit"
+        )
+        mlps = figures.layer_bars(dla.mlps, f"Each MLP's direct effect on {shown}", "logit")
+        return body, heads, SHOWN, mlps, SHOWN, "", keep("logit_attribution", dla.to_dict())
+
+    @app.callback(
+        Output("inv-attr-body", "children"),
+        Output("inv-message", "children", allow_duplicate=True),
+        Output("inv-results", "data", allow_duplicate=True),
+        Input("inv-attr-run", "n_clicks"),
+        State("inv-target", "value"),
+        State("analysis", "data"),
+        State("client", "data"),
+        running=[(Output("inv-attr-run", "disabled"), True, False)],
+        prevent_initial_call=True,
+    )
+    @panel.current_only
+    def run_attribution(_clicks, target, data):
+        try:
+            lm, prompt = panel.model_and_prompt(data)
+            result = token_attribution(lm, prompt, parse_target(target))
+        except LmscopeError as error:
+            return no_update, message(str(error)), no_update
+        rows = []
+        for name, label, values in (
+            ("ig", "Integrated gradients", result.integrated_gradients.tolist()),
+            ("gxi", "Gradient x input", result.gradient_x_input.tolist()),
+        ):
+            limit = max((abs(v) for v in values), default=0.0)
+            rows += [
+                html.P(html.Strong(label)),
+                chips(
+                    result.tokens,
+                    "chip-plain",
+                    notes=[f"; {label.lower()} {v:+.4f}" for v in values],
+                    styles=[tint(v, limit) for v in values],
+                    id=f"inv-attr-{name}",
+                ),
+            ]
+        gap = result.f_input - result.f_baseline
+        total = float(result.integrated_gradients.sum())
+        rows.append(
+            html.P(
+                f"Completeness: the integrated gradients add up to {total:.4f}; "
+                f"f(prompt) - f(baseline) = {result.f_input:.4f} - ({result.f_baseline:.4f}) = "
+                f"{gap:.4f} (relative error {result.completeness_error:.2%}, {result.steps} steps). "
+                f"f = log p({display(result.target_text)}).",
+                id="inv-completeness",
+                className="hint",
+            )
+        )
+        return rows, "", keep("token_attribution", result.to_dict())

@@ -1,0 +1,115 @@
+"""Model comparison: a second model on the same prompt, its predictions and head categories by
+relative depth."""
+
+from __future__ import annotations
+
+from dash import Dash, Input, Output, State, dcc, html, no_update
+
+from ....core.errors import LmscopeError, RequestError
+from ....core.heads import LABELS
+from ....experiments.comparison import compare
+from ... import figures
+from .. import SHOWN, graph
+from .panel import Panel, button, keep, message
+
+COMPARE_TOP = 5
+BODIES = ("inv-compare-body",)
+FIGURES = ("inv-compare",)
+
+EXPLAIN_COMPARE = (
+    "Run the same prompt through a second model: what each predicts, and which kinds of heads "
+    "each has at each depth (0 = first layer, 1 = last), so models of different depth line up."
+)
+
+
+def layout() -> list:
+    return [
+        html.H3("Compare with another model"),
+        html.P(EXPLAIN_COMPARE, className="explain"),
+        html.Div(
+            [
+                dcc.Dropdown(
+                    id="inv-compare-model",
+                    clearable=True,
+                    searchable=False,
+                    placeholder="second model",
+                    className="model-picker",
+                ),
+                dcc.Input(
+                    id="inv-compare-custom",
+                    type="text",
+                    placeholder="or any Hugging Face id",
+                    className="model-custom",
+                ),
+                button("Compare", "inv-compare-run", True),
+            ],
+            className="row",
+        ),
+        html.Div(id="inv-compare-body"),
+        graph("inv-compare", "lmscope-compare"),
+    ]
+
+
+def predictions(rows: list[dict]) -> html.Table:
+    """A model's top predictions (`Prediction.to_dict()` rows) as a small table."""
+    return html.Table(
+        [
+            html.Thead(html.Tr([html.Th("#"), html.Th("token"), html.Th("probability")])),
+            html.Tbody(
+                [
+                    html.Tr([html.Td(i), html.Td(p["display"], className="mono"),
+                             html.Td(figures.percent(p["probability"]))])
+                    for i, p in enumerate(rows, 1)
+                ]
+            ),
+        ],
+        className="table",
+    )  # fmt: skip
+
+
+def register(app: Dash, panel: Panel) -> None:
+    @app.callback(Output("inv-compare-model", "options"), Input("model-picker", "options"))
+    def compare_choices(options):
+        return options
+
+    @app.callback(
+        Output("inv-compare-body", "children"),
+        Output({"kind": "figure", "name": "inv-compare"}, "figure"),
+        Output({"kind": "figure", "name": "inv-compare"}, "style"),
+        Output("inv-message", "children", allow_duplicate=True),
+        Output("inv-results", "data", allow_duplicate=True),
+        Input("inv-compare-run", "n_clicks"),
+        State("inv-compare-model", "value"),
+        State("inv-compare-custom", "value"),
+        State("analysis", "data"),
+        State("client", "data"),
+        running=[(Output("inv-compare-run", "disabled"), True, False)],
+        prevent_initial_call=True,
+    )
+    @panel.current_only
+    def run_compare(_clicks, picked, custom, data):
+        try:
+            first, prompt = panel.model_and_prompt(data)
+            second_id = (custom or "").strip() or picked
+            if not second_id:
+                raise RequestError("Choose a second model to compare with.")
+            result = compare(first, panel.service.model(second_id), prompt).to_dict()
+        except LmscopeError as error:
+            return no_update, no_update, no_update, message(str(error)), no_update
+        sides = result["models"]
+        same = "the same" if result["same_top_prediction"] else "different"
+        body = [
+            html.P(f"The two models make {same} top prediction."),
+            html.Div(
+                [
+                    html.Div([html.Strong(s["model"]["name"]),
+                              predictions(s["predictions"][:COMPARE_TOP])])
+                    for s in sides
+                ],
+                className="two-col",
+                id="inv-compare-predictions",
+            ),
+        ]  # fmt: skip
+        fig = figures.categories_by_depth(sides, LABELS)
+        fig.update_layout(title="Head categories on this prompt by relative depth")
+        return body, fig, SHOWN, "", keep("comparison", result)

@@ -1,0 +1,86 @@
+"""What the Investigation panel's parts share: form controls, the target field, and `Panel`,
+which finds the analyzed prompt and keeps each tab's results to the analysis it shows."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from dash import Patch, dcc, html, no_update
+
+from ....api.service import Service
+from ....core.errors import RequestError
+from ....core.model import LoadedModel
+
+NO_ANALYSIS = "Press Analyze first: the experiments work on the analyzed prompt."
+TABS_KEPT = 1000  # open tabs whose current analysis the server remembers
+
+
+def message(text: str) -> html.Div:
+    return html.Div(text, className="message error")
+
+
+def parse_target(text: str | None) -> int | str | None:
+    """The target field: empty = the top prediction, digits = a token id, else the token's text
+    (␣ may stand for a space)."""
+    if not text or not text.strip():
+        return None
+    if text.strip().isdigit():
+        return int(text.strip())
+    return text.replace("␣", " ")
+
+
+def button(label: str, button_id: str, primary: bool = False) -> html.Button:
+    return html.Button(
+        label, id=button_id, className=f"button {'primary' if primary else 'secondary'}"
+    )
+
+
+def number(input_id: str, value: float, label: str, **props) -> html.Label:
+    return html.Label(
+        [f"{label} ", dcc.Input(id=input_id, type="number", value=value, className="model-custom",
+                                style={"minWidth": "5rem", "width": "6rem"}, **props)],
+        className="field-label",
+    )  # fmt: skip
+
+
+def keep(name: str, result: dict) -> Patch:
+    """Add one experiment's result (small JSON) to the panel's downloadable results."""
+    patch = Patch()
+    patch[name] = result
+    return patch
+
+
+class Panel:
+    """The server side of the panel: the service, and per tab the analysis it now belongs to."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.shown: dict[str, str] = {}  # client id -> analysis id
+
+    def model_and_prompt(self, data: dict | None) -> tuple[LoadedModel, str]:
+        """The analyzed prompt's model and text (a `RequestError` before the first Analyze)."""
+        if not data or not data.get("prompt"):
+            raise RequestError(NO_ANALYSIS)
+        return self.service.model(data["model"]), data["prompt"]
+
+    def follow(self, client: str, data: dict | None) -> None:
+        """Tab `client` now shows analysis `data`: older results for it are dropped."""
+        if len(self.shown) > TABS_KEPT:
+            self.shown.clear()
+        self.shown[client] = (data or {}).get("id")
+
+    def current_only(self, run: Callable[..., tuple]) -> Callable[..., tuple]:
+        """Drop a result computed for an analysis the tab has since replaced (Analyze pressed
+        again while it ran). The callback's last two arguments are the analysis and the client."""
+
+        @functools.wraps(run)
+        def checked(*args):
+            *args, client = args
+            result = run(*args)
+            data = args[-1] or {}
+            if self.shown.get(client, data.get("id")) != data.get("id"):
+                return (no_update,) * len(result)
+            return result
+
+        return checked
