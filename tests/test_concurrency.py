@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 
 from lmscope.api.http import create_app
 from lmscope.api.service import Service
+from lmscope.core import trace
 from lmscope.core.model_cache import ModelCache
 
 PROMPTS = [
@@ -68,6 +69,36 @@ def test_sixteen_concurrent_clients_get_the_sequential_answers(server) -> None:
     for i, answer in zip(jobs, answers, strict=True):
         assert answer == expected[i], mix[i]
     assert service.models.loads == 1
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_concurrent_clients_never_run_more_forward_passes_at_once_than_there_are_slots(
+    server, monkeypatch, slots
+) -> None:
+    """Each pass already uses every core (torch's intra-op threads), so passes take turns."""
+    base, service = server
+    monkeypatch.setattr(trace, "_SLOTS", threading.BoundedSemaphore(slots))
+    model = service.model("gpt2").model
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def enter(*_) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+
+    def leave(*_) -> None:
+        with lock:
+            running[0] -= 1
+
+    hooks = [model.register_forward_pre_hook(enter), model.register_forward_hook(leave)]
+    try:
+        mix = requests()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: post(base, *mix[i % len(mix)]), range(24)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert peak[0] == slots
 
 
 def test_a_model_asked_for_by_many_threads_at_once_is_loaded_once(hub_cache) -> None:

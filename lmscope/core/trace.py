@@ -9,6 +9,8 @@ ablations. Names follow TransformerLens: `hook_embed`, `hook_pos_embed`, `blocks
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,6 +22,16 @@ from torch import nn
 from .model import LoadedModel
 
 _ACTIVE: ContextVar[Recorder | None] = ContextVar("lmscope_recorder", default=None)
+# Each forward pass already runs on torch's intra-op threads; more passes at once than
+# cores / threads only oversubscribe the CPU, so concurrent requests take turns per pass.
+_SLOTS = threading.BoundedSemaphore(max(1, (os.cpu_count() or 1) // torch.get_num_threads()))
+
+
+@contextmanager
+def pass_slot() -> Iterator[None]:
+    """Hold one of the process's forward-pass slots (wait for one if all are taken)."""
+    with _SLOTS:
+        yield
 
 
 @dataclass
@@ -184,7 +196,7 @@ def run(
     recorder = Recorder(
         capture=capture, patches=patches or {}, grow=grow or {}, layers=lm.layers if capture else 0
     )
-    with recording(recorder):
+    with pass_slot(), recording(recorder):
         if inputs_embeds is not None:
             out = lm.model(inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep)
         else:

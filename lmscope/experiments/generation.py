@@ -26,7 +26,7 @@ from ..core.analysis import Prediction, top_predictions
 from ..core.errors import RequestError
 from ..core.model import LoadedModel
 from ..core.tokens import Token, display
-from ..core.trace import HeadPatch, Recorder, recording, run
+from ..core.trace import HeadPatch, Recorder, pass_slot, recording, run
 from .inputs import as_ids, prompt_ids
 
 Method = Literal["greedy", "sample", "beam"]
@@ -169,7 +169,8 @@ def _decode(
     new: list[int] = []
     cache, step, seq = None, ids, ids
     for _ in range(settings.max_new_tokens):
-        out = lm.model(input_ids=step, cache=cache, use_cache=True, logits_to_keep=1)
+        with pass_slot():
+            out = lm.model(input_ids=step, cache=cache, use_cache=True, logits_to_keep=1)
         cache, logits = out.cache, out.logits[:, -1].float()
         if settings.method == "greedy":
             token = logits.argmax(-1, keepdim=True)
@@ -187,14 +188,17 @@ def _decode(
 def _beam(lm: LoadedModel, ids: torch.Tensor, settings: GenerationSettings) -> list[int]:
     """transformers' beam search; the best beam's new tokens."""
     eos = lm.tokenizer.eos_token_id
-    out = lm.model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        num_beams=settings.beams,
-        do_sample=False,
-        max_new_tokens=settings.max_new_tokens,
-        pad_token_id=lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else eos,
-    )
+    with pass_slot():
+        out = lm.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            num_beams=settings.beams,
+            do_sample=False,
+            max_new_tokens=settings.max_new_tokens,
+            pad_token_id=lm.tokenizer.pad_token_id
+            if lm.tokenizer.pad_token_id is not None
+            else eos,
+        )
     new = out[0, ids.shape[1] :].tolist()
     if eos in new:  # finished beams are padded with end-of-text after their end
         new = new[: new.index(eos) + 1]
