@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from hub import save_hub_snapshot
-from transformers import BertConfig, GPT2Config, PhiConfig, T5Config
+from transformers import AutoConfig, BertConfig, GPT2Config, PhiConfig, T5Config
 
 from lmscope.core import model_cache
 from lmscope.core.errors import (
@@ -19,7 +20,7 @@ from lmscope.core.errors import (
     ModelTooLargeError,
     UnsupportedModelError,
 )
-from lmscope.core.loading import load_model
+from lmscope.core.loading import load_model, revision_of
 from lmscope.core.model_cache import ModelCache
 
 GiB = 2**30
@@ -93,6 +94,22 @@ def test_a_local_folder_loads_when_allowed(tmp_path, tiny_gpt2_model, gpt2_token
     ids = torch.tensor([[464, 3797, 3332]])
     with torch.no_grad():
         assert torch.equal(lm.model(ids).logits, tiny_gpt2_model(ids).logits)
+
+
+def test_a_local_folder_retrained_in_place_gets_a_new_revision(tmp_path, tiny_gpt2_model):
+    """Same config, same shape, new weights: the cached head profile must not be reused."""
+    tiny_gpt2_model.save_pretrained(tmp_path)
+    config_file = (tmp_path / "config.json").read_bytes()
+    config = AutoConfig.from_pretrained(tmp_path)
+    before = revision_of(config, str(tmp_path))
+    assert revision_of(config, str(tmp_path)) == before  # stable while nothing changes
+    retrained = copy.deepcopy(tiny_gpt2_model)
+    with torch.no_grad():
+        for parameter in retrained.parameters():
+            parameter.add_(torch.randn_like(parameter) * 1e-3)
+    retrained.save_pretrained(tmp_path)
+    assert (tmp_path / "config.json").read_bytes() == config_file
+    assert revision_of(AutoConfig.from_pretrained(tmp_path), str(tmp_path)) != before
 
 
 def test_a_folder_without_a_config_is_refused(tmp_path):

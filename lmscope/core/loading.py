@@ -166,9 +166,12 @@ def revision_of(config: PretrainedConfig, source: str) -> str:
     for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
         path = Path(source) / name
         if path.is_file():
-            digest.update(name.encode())
-            digest.update(str(path.stat().st_size).encode())
-            digest.update(path.read_bytes() if path.stat().st_size < 2**20 else b"")
+            size = path.stat().st_size
+            digest.update(f"{name}:{size}".encode())
+            with path.open("rb") as file:  # large files: their first and last MiB stand for them
+                digest.update(file.read(2**20))
+                file.seek(max(0, size - 2**20))
+                digest.update(file.read(2**20))
     return "local-" + digest.hexdigest()[:12]
 
 
