@@ -1,39 +1,44 @@
 """Train the tiny GPT-2 demo model shipped in ``lmscope/demo_model``.
 
-Command that produced the committed model::
+Command that produced the model::
 
     python scripts/train_demo_model.py --seed 0 --threads 1 --out lmscope/demo_model
 
 Recipe: a 2-layer, 4-head GPT-2 (d=120, heads of 30 dims, n_positions=256, full 50,257-token GPT-2
-vocabulary, tied embeddings) trained from scratch on one CPU thread (about 3-5 minutes).
+vocabulary, tied embeddings) trained from scratch on one CPU thread (about 9-10 minutes). Both heads
+come from the ordinary next-token loss alone: no attention weight is set by hand and no loss term
+looks at attention patterns.
 
-* Token embedding: drawn once from N(0, ``--emb-std``) in the first ``--emb-dims`` (30) dimensions,
-  zero in the other 90, and FROZEN for the whole run (it is saved as the model's embedding). Every
-  token is statistically alike, so a circuit learnt on some ids works for any id.
-* Planted previous-token head (``--plant``, ``--plant-layers``): the position embedding starts as 15
-  sinusoids in dimensions 30..59 and head 0.0 starts as a previous-token head whose output copies the
-  previous token into dimensions 60..89 (see ``plant_circuit``). Head 1.0 keeps its random init.
-* The ids split three ways: ids in the training text, a random *pool* of ``--pool`` other ids for
-  the random sequences, and the rest, never seen in training: the induction targets are measured on
-  those held-out ids.
-* Phase A (induction): 256-token sequences made of back-to-back ``r + r`` chunks of random pool ids
-  (``len(r)`` from 8 to 32), the loss only on the second copies, a softmax over the batch's ids plus
-  ``--negatives`` random seen ids (not the full vocabulary). For the first ``--aux-steps`` (300) steps
-  an attention nudge is added (``--aux`` times the mean ``-log`` attention of head 1.0 on the induction
-  target and of head 0.0 on the previous token); after that the loss is the LM loss only. Held-out
-  induction is measured every ``--eval-every`` steps; the phase ends at the first evaluation at least
-  ``--free-steps`` after the nudge where it reaches ``--ind-stop`` (or after ``--phase-a`` steps).
-* Phase B (text): natural text (Debian ``fortunes``, 5% of the fortunes held out) mixed 50/50 with
-  the random chunk sequences, LM loss only, learning rate decayed to 10%; ``--phase-b`` steps.
+Initialisation (all random except the sinusoidal start of the position embedding):
 
-Why the plant and the nudge: without them (frozen random 120- or 64-dim embeddings, or trainable
-ones) no induction head formed within the CPU budget; with the nudge but no planted layer-0 head it
-did not form either; with the planted layer-0 head but no nudge it did not form in 900 steps and the
-unused previous-token head decayed (1.0 -> 0.23). See scripts/README-demo-model.md.
+* Token embedding: drawn once from N(0, ``--emb-std``) in the first ``--emb-dims`` (40) dimensions,
+  zero in the other 80, and FROZEN for the whole run (it is saved as the model's tied embedding and
+  unembedding). Every id is statistically alike, so a circuit learnt on some ids works for any id,
+  including ids never seen in training.
+* Position embedding: *initialised* as ``--pos-dims``/2 (20) sinusoid pairs (frequencies 0.05..3
+  rad/token) in dimensions 40..79, then trained like every other weight.
+* Everything else: GPT-2's own random initialisation (N(0, 0.02) weights).
 
-Evaluations happen at fixed steps, so the same command gives the same model. The script ends by
-saving the model in fp16, reloading it with eager attention and measuring the targets; it exits
-non-zero if one is missed.
+Data: the ids split in two: ``--held`` (8,000) random ids that do not occur in the training text are
+held out (never in an input, a target or a softmax candidate during training); the induction
+targets are measured on them. All other ids make the random sequences.
+
+* Phase 1 (text, ``--phase-text`` steps): 64-token windows of Debian ``fortunes`` (5% of the
+  fortunes held out for the previous-token score), every next-token prediction counts. Each window
+  gets a random absolute-position offset (``position_ids``), so short windows train every position.
+  A previous-token head (layer 0) forms on its own here: it is what a model with a frozen
+  token embedding needs to use the token before the current one.
+* Phase 2 (induction, ``--phase-rr`` steps): batches of ``r + r`` sequences (``len(r)`` from 4 to 24
+  random ids, random position offset), the loss only on the second copy; a share ``--text-share`` of
+  the batches stays fortunes text. With the previous-token head already in place an induction head
+  appears in layer 1 within a few hundred steps. Learning rate decays (cosine) to 10% over this phase.
+
+The softmax during training is sampled: the batch's own ids plus ``--negatives`` random training
+ids (never the held-out ones) instead of all 50,257. Evaluation uses the full vocabulary.
+
+Evaluations happen at fixed steps and use their own random generator, so the same command gives the
+same model. The script ends by saving the model in fp16, reloading it with eager attention and
+measuring the targets; it exits non-zero if one is missed.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,8 +58,9 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Tokeniz
 
 VOCAB = 50257
 EOS = 50256
-SEQ = 256
+NPOS = 256
 FORTUNES = Path("/usr/share/games/fortunes")
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
 
 
 def load_fortunes(
@@ -74,53 +81,48 @@ def load_fortunes(
     return np.array(stream, dtype=np.int64), held
 
 
+def offsets(rng: np.random.Generator, batch: int, length: int, max_pos: int) -> torch.Tensor:
+    """Position ids: each row starts at a random absolute position, so all positions get trained."""
+    off = rng.integers(0, max_pos - length + 1, size=(batch, 1))
+    return torch.from_numpy(off + np.arange(length)[None])
+
+
 def text_batch(
-    stream: np.ndarray, rng: np.random.Generator, batch: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random 256-token windows of the text stream; every next-token prediction counts."""
-    starts = rng.integers(0, len(stream) - SEQ - 1, size=batch)
-    x = torch.from_numpy(np.stack([stream[s : s + SEQ] for s in starts]))
-    return x, torch.ones(batch, SEQ - 1, dtype=torch.bool)
-
-
-def chunk_batch(
-    pool: np.ndarray, rng: np.random.Generator, batch: int
+    stream: np.ndarray, rng: np.random.Generator, batch: int, length: int, max_pos: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """256 random pool ids laid out as back-to-back ``r + r`` chunks; the loss covers the second copies.
+    """Random windows of the text stream; every next-token prediction counts."""
+    starts = rng.integers(0, len(stream) - length - 1, size=batch)
+    x = torch.from_numpy(np.stack([stream[s : s + length] for s in starts]))
+    mask = torch.ones(batch, length - 1, dtype=torch.bool)
+    return x, mask, offsets(rng, batch, length, max_pos)
 
-    Also returns, per position of a second copy, the induction target (the position after the same
-    token's first occurrence; -1 elsewhere).
+
+def repeat_batch(
+    ids: np.ndarray, rng: np.random.Generator, batch: int, lmin: int, lmax: int, max_pos: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One ``r + r`` per row (``len(r)`` in lmin..lmax; shorter rows are padded with random ids).
+
+    The loss mask covers the second copy (predicting its 2nd token onwards).
     """
-    x = pool[rng.integers(0, len(pool), size=(batch, SEQ))]
-    mask = np.zeros((batch, SEQ - 1), dtype=bool)
-    key = np.full((batch, SEQ), -1, dtype=np.int64)
-    for b in range(batch):
-        pos = 0
-        while pos < SEQ - 2:
-            span = min(int(rng.integers(8, 33)), (SEQ - pos) // 2)
-            x[b, pos + span : pos + 2 * span] = x[b, pos : pos + span]
-            # predicting token t+1 from position t: targets inside the second copy (its 2nd token on)
-            mask[b, pos + span : pos + 2 * span - 1] = True
-            key[b, pos + span : pos + 2 * span] = np.arange(pos + 1, pos + span + 1)
-            pos += 2 * span
-    return torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(key)
+    spans = rng.integers(lmin, lmax + 1, size=batch)
+    length = int(2 * spans.max())
+    x = ids[rng.integers(0, len(ids), size=(batch, length))]
+    mask = np.zeros((batch, length - 1), dtype=bool)
+    for b, span in enumerate(spans):
+        x[b, span : 2 * span] = x[b, :span]
+        mask[b, span : 2 * span - 1] = True
+    return torch.from_numpy(x), torch.from_numpy(mask), offsets(rng, batch, length, max_pos)
 
 
 def sampled_loss(
     model: GPT2LMHeadModel,
     x: torch.Tensor,
     mask: torch.Tensor,
+    pos: torch.Tensor,
     negatives: np.ndarray,
-    aux: float = 0.0,
-    key: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy over the batch's own ids plus ``negatives`` (not the full vocabulary).
-
-    ``aux`` > 0 adds ``aux`` times the attention nudge: the mean ``-log A[i, i-1]`` of layer 0, head 0
-    (previous token) plus, where ``key`` is given, the mean ``-log A[i, key[i]]`` of layer 1, head 0
-    (induction).
-    """
-    out = model.transformer(input_ids=x, output_attentions=aux > 0)
+    """Next-token cross-entropy over the batch's own ids plus ``negatives`` (not the full vocabulary)."""
+    out = model.transformer(input_ids=x, position_ids=pos)
     hidden = out.last_hidden_state[:, :-1][mask]
     targets = x[:, 1:][mask]
     cand, inverse = torch.unique(
@@ -129,15 +131,7 @@ def sampled_loss(
     target_idx = inverse[: x.numel()].view_as(x)[:, 1:][mask]
     logits = hidden @ model.transformer.wte.weight[cand].T
     assert torch.equal(cand[target_idx], targets)
-    loss = F.cross_entropy(logits, target_idx)
-    if aux > 0:
-        prev = out.attentions[0][:, 0].diagonal(offset=-1, dim1=-2, dim2=-1)
-        loss = loss + aux * -prev.clamp_min(1e-6).log().mean()
-        if key is not None:
-            b, q = (key >= 0).nonzero(as_tuple=True)
-            ind = out.attentions[1][b, 0, q, key[b, q]]
-            loss = loss + aux * -ind.clamp_min(1e-6).log().mean()
-    return loss
+    return F.cross_entropy(logits, target_idx)
 
 
 @torch.no_grad()
@@ -184,9 +178,9 @@ def induction_scores(
 
 def head_table(name: str, scores: torch.Tensor) -> str:
     """One row per layer, one column per head."""
-    rows = [f"{name:<32}" + "".join(f"   h{h}  " for h in range(scores.shape[1]))]
+    rows = [f"{name:<36}" + "".join(f"   h{h}  " for h in range(scores.shape[1]))]
     rows += [
-        f"  layer {layer:<24}" + "".join(f"{v:7.3f} " for v in scores[layer].tolist())
+        f"  layer {layer:<28}" + "".join(f"{v:7.3f} " for v in scores[layer].tolist())
         for layer in range(scores.shape[0])
     ]
     return "\n".join(rows)
@@ -202,52 +196,57 @@ def evaluate(
     model: GPT2LMHeadModel,
     prompts: list[list[int]],
     held_ids: np.ndarray,
-    pool: np.ndarray,
     seed: int,
     full: bool = False,
+    probe_windows: list[list[int]] | None = None,
 ) -> dict[str, float]:
     """Print per-head tables (if ``full``) and return the headline numbers."""
     model.eval()
     prev = prev_token_scores(model, prompts)
     res: dict[str, float] = {"prev": best(prev)[0]}
     if full:
-        print(head_table("previous-token (held-out text)", prev))
-    for span in (10, 20, 40) if full else (20,):
-        ind = induction_scores(model, held_ids, span, 16, seed, losses=full)
+        print(head_table("previous-token (held-out fortunes)", prev))
+        if probe_windows:
+            probe_prev = prev_token_scores(model, probe_windows)
+            res["prev_probe_text"] = best(probe_prev)[0]
+            print(head_table("previous-token (probe_text.txt)", probe_prev))
+    spans = (10, 20, 24, 40) if full else (20,)
+    for span in spans:
+        ind = induction_scores(model, held_ids, span, 16, seed, losses=True)
         res[f"ind{span}"] = best(ind["induction"])[0]
+        res[f"loss1_{span}"] = float(ind["loss_first"])
+        res[f"loss2_{span}"] = float(ind["loss_second"])
         if full:
-            res[f"loss1_{span}"], res[f"loss2_{span}"] = (
-                float(ind["loss_first"]),
-                float(ind["loss_second"]),
-            )
             print(head_table(f"induction P={span}, held-out ids", ind["induction"]))
             print(head_table(f"duplicate P={span}, held-out ids", ind["duplicate"]))
             print(
-                f"  best induction {best(ind['induction'])}, full-vocab loss first copy {res[f'loss1_{span}']:.3f}, "
-                f"second copy {res[f'loss2_{span}']:.3f}"
+                f"  best induction {best(ind['induction'])}, full-vocab loss first copy "
+                f"{res[f'loss1_{span}']:.3f}, second copy {res[f'loss2_{span}']:.3f}"
             )
-    res["ind20_pool"] = best(
-        induction_scores(model, pool, 20, 16, seed, losses=False)["induction"]
-    )[0]
     if full:
-        ordinary = np.arange(256, EOS)
-        ind = induction_scores(model, ordinary, 20, 16, seed + 1)
-        res["ind20_ordinary"] = best(ind["induction"])[0]
-        print(head_table("induction P=20, any ids 256..50255", ind["induction"]))
+        ordinary = np.arange(0, EOS)
+        ind = induction_scores(model, ordinary, 24, 16, seed + 1)
+        res["ind24_any"] = best(ind["induction"])[0]
+        res["loss1_any"], res["loss2_any"] = float(ind["loss_first"]), float(ind["loss_second"])
+        print(head_table("induction P=24, any ids 0..50255", ind["induction"]))
         print(
-            f"  best induction {best(ind['induction'])}, full-vocab loss first copy {float(ind['loss_first']):.3f}, "
-            f"second copy {float(ind['loss_second']):.3f}"
+            f"  best induction {best(ind['induction'])}, full-vocab loss first copy {res['loss1_any']:.3f}, "
+            f"second copy {res['loss2_any']:.3f}"
         )
         print(f"  best previous-token {best(prev)}")
     model.train()
     return res
 
 
-def save(model: GPT2LMHeadModel, out: Path, note: dict[str, object]) -> None:
-    """Write config + fp16 safetensors + a small tokenizer config (vocab/merges stay untouched)."""
+def save(model: GPT2LMHeadModel, out: Path, tokenizer_dir: Path, note: dict[str, object]) -> None:
+    """Write config + fp16 safetensors + a small tokenizer config (vocab/merges copied as they are)."""
+    out.mkdir(parents=True, exist_ok=True)
     model.config.lmscope_demo = note
     model.half().save_pretrained(out, safe_serialization=True)
     model.float()
+    if tokenizer_dir.resolve() != out.resolve():
+        for name in TOKENIZER_FILES:
+            shutil.copyfile(tokenizer_dir / name, out / name)
     tok_cfg = {
         "tokenizer_class": "GPT2Tokenizer",
         "model_max_length": model.config.n_positions,
@@ -261,154 +260,73 @@ def save(model: GPT2LMHeadModel, out: Path, note: dict[str, object]) -> None:
     (out / "generation_config.json").unlink(missing_ok=True)
 
 
-def plant_circuit(
-    model: GPT2LMHeadModel,
-    tok_dims: int,
-    gains: tuple[float, float, float, float],
-    layers: tuple[int, ...] = (0, 1),
-) -> None:
-    """Initialise head 0.0 as a previous-token head and head 1.0 as an induction head.
-
-    Layout of the residual stream (d=120, heads of 30 dims): token embedding in dims 0..29, sinusoidal
-    position embedding in 30..59 (15 frequencies), previous-token slot in 60..89, 90..119 free.
-    0.0: query = position rotated back by one step, key = position, value = token, output -> slot.
-    1.0: query = token, key = slot (the token before), value = token, output -> token dims.
-    ``gains``: (0.0 query scale, 0.0 output gain, 1.0 query scale, 1.0 output gain). Everything
-    else keeps GPT-2's random initialisation, and all of it (but the token embedding) trains.
-    ``layers``: which of the two heads to plant (the position embedding is always set).
-    """
-    d_head = model.config.n_embd // model.config.n_head
-    assert tok_dims == d_head == 30, (
-        "the planted layout needs 30-dim heads and a 30-dim token embedding"
-    )
-    s0, g0, s1, g1 = gains
-    tr = model.transformer
-    n = d_head // 2
-    freqs = torch.logspace(math.log10(0.05), math.log10(3.0), n)
-    pos = torch.arange(model.config.n_positions, dtype=torch.float32)[:, None] * freqs
-    with torch.no_grad():
-        tr.wpe.weight.zero_()
-        tr.wpe.weight[:, 30:60:2] = torch.cos(pos) / math.sqrt(n)
-        tr.wpe.weight[:, 31:60:2] = torch.sin(pos) / math.sqrt(n)
-        for layer in layers:
-            w, proj = (
-                tr.h[layer].attn.c_attn.weight,
-                tr.h[layer].attn.c_proj.weight,
-            )  # Conv1D: (in, out)
-            for part in range(3):
-                w[:, part * 120 : part * 120 + d_head] = 0.0
-            proj[:d_head] = 0.0
-            eye = torch.eye(d_head)
-            if layer == 0:
-                c, s = torch.cos(freqs), torch.sin(freqs)
-                q = w[30:60, 0:30]
-                q[0::2, 0::2] = torch.diag(c) * s0
-                q[1::2, 0::2] = torch.diag(s) * s0
-                q[0::2, 1::2] = torch.diag(-s) * s0
-                q[1::2, 1::2] = torch.diag(c) * s0
-                w[30:60, 120:150] = eye
-                w[0:30, 240:270] = eye
-                proj[:d_head, 60:90] = eye * g0
-            else:
-                w[0:30, 0:30] = eye * s1
-                w[60:90, 120:150] = eye
-                w[0:30, 240:270] = eye
-                proj[:d_head, 0:30] = eye * g1
-
-
-def set_mlps(model: GPT2LMHeadModel, on: bool) -> None:
-    """Switch the MLPs off (output weights zeroed and every MLP weight frozen) or back on."""
-    for block in model.transformer.h:
-        if not on:
-            with torch.no_grad():
-                block.mlp.c_proj.weight.zero_()
-                block.mlp.c_proj.bias.zero_()
-        for p in block.mlp.parameters():
-            p.requires_grad_(on)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("lmscope/demo_model"))
+    ap.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="folder with vocab.json + merges.txt (default: --out)",
+    )
+    ap.add_argument(
+        "--probe-text",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "lmscope" / "core" / "probe_text.txt",
+        help="extra text for the final previous-token score (skipped if missing)",
+    )
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--batch", type=int, default=8, help="256-token sequences per step")
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=32, help="sequences per step")
+    ap.add_argument("--emb-std", type=float, default=0.2, help="std of the frozen token embedding")
     ap.add_argument(
-        "--emb-std", type=float, default=0.18, help="init std of the frozen token embedding"
+        "--emb-dims", type=int, default=40, help="the token embedding lives in the first this many dims"
     )
     ap.add_argument(
-        "--emb-dims",
-        type=int,
-        default=30,
-        help="the token embedding lives in the first this many dimensions (the rest stay zero)",
+        "--pos-dims", type=int, default=40, help="dims (after the token's) of the sinusoidal position init"
     )
-    ap.add_argument(
-        "--plant",
-        type=float,
-        nargs=4,
-        metavar=("S0", "G0", "S1", "G1"),
-        default=[2.0, 0.13, 3.0, 0.6],
-        help="initialise heads 0.0 / 1.0 as a previous-token / induction circuit with these gains (0 0 0 0: off)",
-    )
-    ap.add_argument(
-        "--plant-layers",
-        type=int,
-        nargs="+",
-        default=[0],
-        help="heads to plant: 0 for 0.0, 1 for 1.0",
-    )
-    ap.add_argument(
-        "--pos-std", type=float, default=0.02, help="init std of the position embedding"
-    )
-    ap.add_argument("--pool", type=int, default=4096, help="ids used by the random sequences")
-    ap.add_argument("--negatives", type=int, default=4096, help="extra softmax candidates per step")
-    ap.add_argument("--attn-only", type=int, default=0, help="phase A steps with the MLPs off")
-    ap.add_argument("--phase-a", type=int, default=900, help="phase A step cap")
-    ap.add_argument(
-        "--ind-stop", type=float, default=0.75, help="end phase A at this held-out induction score"
-    )
-    ap.add_argument("--phase-b", type=int, default=300)
-    ap.add_argument(
-        "--text-share", type=float, default=0.5, help="share of text batches in phase B"
-    )
-    ap.add_argument("--eval-every", type=int, default=50)
-    ap.add_argument(
-        "--aux", type=float, default=1.0, help="weight of the attention nudge (0.0 and 1.0 heads 0)"
-    )
-    ap.add_argument(
-        "--aux-steps", type=int, default=300, help="first steps with the attention nudge"
-    )
-    ap.add_argument(
-        "--free-steps",
-        type=int,
-        default=200,
-        help="phase A steps after the nudge before stopping early",
-    )
+    ap.add_argument("--max-pos", type=int, default=NPOS, help="row offsets keep positions below this")
+    ap.add_argument("--held", type=int, default=8000, help="ids held out of training entirely")
+    ap.add_argument("--negatives", type=int, default=2048, help="extra softmax candidates per step")
+    ap.add_argument("--text-len", type=int, default=64, help="tokens per text window")
+    ap.add_argument("--span-min", type=int, default=4, help="shortest r in r + r")
+    ap.add_argument("--span-max", type=int, default=24, help="longest r in r + r")
+    ap.add_argument("--phase-text", type=int, default=2000, help="phase 1 steps (text only)")
+    ap.add_argument("--phase-rr", type=int, default=2500, help="phase 2 steps (r + r with some text)")
+    ap.add_argument("--text-share", type=float, default=0.2, help="share of text batches in phase 2")
+    ap.add_argument("--eval-every", type=int, default=200)
     args = ap.parse_args()
+    tokenizer_dir = args.tokenizer or args.out
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     start = time.time()
     print(f"args: {vars(args)}", flush=True)
 
-    tok = GPT2TokenizerFast.from_pretrained(args.out)
+    tok = GPT2TokenizerFast.from_pretrained(tokenizer_dir)
     stream, held = load_fortunes(tok, rng)
     prompts = [p for p in held if 30 <= len(p) <= 100][:24]
+    probe_windows: list[list[int]] = []
+    if args.probe_text.is_file():
+        text: list[int] = []
+        for passage in args.probe_text.read_text(encoding="utf-8").split("\n\n"):
+            text += tok.encode((" " if text else "") + passage.strip())
+        probe_windows = [text[k : k + 48] for k in range(0, len(text) - 47, 48)][:8]
     text_ids = np.unique(stream)
-    free = np.setdiff1d(np.arange(EOS), text_ids)
-    pool = np.sort(rng.choice(free, size=args.pool, replace=False))
-    seen = np.union1d(text_ids, pool)
-    held_ids = np.setdiff1d(np.arange(1000, 50000), seen)
+    held_ids = np.sort(rng.choice(np.setdiff1d(np.arange(EOS), text_ids), args.held, replace=False))
+    train_ids = np.setdiff1d(np.arange(VOCAB), held_ids)  # random sequences and softmax negatives
+    rand_ids = train_ids[train_ids != EOS]
     print(
-        f"fortunes: {len(stream)} training tokens ({len(text_ids)} distinct ids), {len(prompts)} held-out prompts; "
-        f"random-sequence pool {len(pool)} ids; {len(held_ids)} ids in 1000..50000 never seen in training",
+        f"fortunes: {len(stream)} training tokens ({len(text_ids)} distinct ids), {len(prompts)} held-out "
+        f"prompts; {len(held_ids)} held-out ids (never in training), {len(rand_ids)} ids for r + r",
         flush=True,
     )
 
     cfg = GPT2Config(
         vocab_size=VOCAB,
-        n_positions=SEQ,
+        n_positions=NPOS,
         n_embd=120,
         n_layer=2,
         n_head=4,
@@ -420,92 +338,82 @@ def main() -> int:
         eos_token_id=EOS,
     )
     model = GPT2LMHeadModel(cfg)
+    tr = model.transformer
+    k, nd = args.emb_dims, args.pos_dims
     with torch.no_grad():
-        model.transformer.wte.weight.normal_(0.0, args.emb_std)
-        model.transformer.wte.weight[:, args.emb_dims :] = 0.0
-        model.transformer.wpe.weight.normal_(0.0, args.pos_std)
-    if any(args.plant):
-        plant_circuit(model, args.emb_dims, tuple(args.plant), tuple(args.plant_layers))
-    model.transformer.wte.weight.requires_grad_(False)
-    set_mlps(model, on=args.attn_only <= 0)
-    params = [p for p in model.parameters() if p is not model.transformer.wte.weight]
+        tr.wte.weight.normal_(0.0, args.emb_std)
+        tr.wte.weight[:, k:] = 0.0
+        n = nd // 2
+        freqs = torch.logspace(math.log10(0.05), math.log10(3.0), n)
+        angle = torch.arange(NPOS, dtype=torch.float32)[:, None] * freqs
+        tr.wpe.weight.zero_()
+        tr.wpe.weight[:, k : k + nd : 2] = torch.cos(angle) / math.sqrt(n)
+        tr.wpe.weight[:, k + 1 : k + nd : 2] = torch.sin(angle) / math.sqrt(n)
+    tr.wte.weight.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.98))
-    seen_t = seen  # negatives come only from ids seen in training
+    total = args.phase_text + args.phase_rr
+    history: list[str] = []
 
-    def train_step(step: int, lr: float, kind: str) -> float:
+    for step in range(total):
+        if step < args.phase_text:
+            lr = args.lr * min(1.0, (step + 1) / args.warmup)
+            kind = "text"
+        else:
+            i = step - args.phase_text
+            lr = args.lr * min(1.0, (i + 1) / args.warmup)
+            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / args.phase_rr))
+            kind = "text" if rng.random() < args.text_share else "rr"
+        if step == args.phase_text:
+            print(f"== phase 2 (r + r, text share {args.text_share}): {args.phase_rr} steps", flush=True)
+        elif step == 0:
+            print(f"== phase 1 (text): {args.phase_text} steps", flush=True)
         for group in opt.param_groups:
             group["lr"] = lr
-        key = None
-        if kind == "rand":
-            x, mask, key = chunk_batch(pool, rng, args.batch)
+        if kind == "text":
+            x, mask, pos = text_batch(stream, rng, args.batch, args.text_len, args.max_pos)
         else:
-            x, mask = text_batch(stream, rng, args.batch)
-        aux = args.aux if step < args.aux_steps else 0.0
-        loss = sampled_loss(
-            model, x, mask, rng.choice(seen_t, size=args.negatives, replace=False), aux, key
-        )
+            x, mask, pos = repeat_batch(
+                rand_ids, rng, args.batch, args.span_min, args.span_max, args.max_pos
+            )
+        negatives = rng.choice(train_ids, size=args.negatives, replace=False)
+        loss = sampled_loss(model, x, mask, pos, negatives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if (step + 1) % 25 == 0:
-            print(
-                f"step {step + 1:5d}  {kind} loss {loss.item():.3f}  lr {lr:.2e}  {time.time() - start:6.0f}s",
-                flush=True,
+        if (step + 1) % args.eval_every == 0:
+            r = evaluate(model, prompts, held_ids, args.seed + 1000)
+            line = (
+                f"step {step + 1:5d}  {kind:<4} loss {loss.item():6.3f}  lr {lr:.2e}  {time.time() - start:5.0f}s  "
+                + "  ".join(f"{key} {v:.3f}" for key, v in r.items())
             )
-        return loss.item()
-
-    step = 0
-    print(
-        f"== phase A (induction): up to {args.phase_a} steps, MLPs off for {args.attn_only}",
-        flush=True,
-    )
-    for _ in range(args.phase_a):
-        if step == args.attn_only:
-            set_mlps(model, on=True)
-            print("  MLPs on", flush=True)
-        train_step(step, args.lr * min(1.0, (step + 1) / 50), "rand")
-        step += 1
-        if step % args.eval_every == 0:
-            r = evaluate(model, prompts, held_ids, pool, args.seed + 1000)
-            print("  eval " + "  ".join(f"{k} {v:.3f}" for k, v in r.items()), flush=True)
-            if r["ind20"] >= args.ind_stop and step >= max(
-                args.attn_only, args.aux_steps + args.free_steps
-            ):
-                break
-    set_mlps(model, on=True)
-    a_steps = step
-    print(f"== phase B (text): {args.phase_b} steps, text share {args.text_share}", flush=True)
-    for i in range(args.phase_b):
-        lr = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / args.phase_b)))
-        train_step(step, lr, "text" if rng.random() < args.text_share else "rand")
-        step += 1
-        if step % args.eval_every == 0:
-            r = evaluate(model, prompts, held_ids, pool, args.seed + 1000)
-            print("  eval " + "  ".join(f"{k} {v:.3f}" for k, v in r.items()), flush=True)
+            history.append(line)
+            print(line, flush=True)
 
     train_time = time.time() - start
-    print(f"training wall time {train_time:.0f}s ({a_steps} + {step - a_steps} steps)", flush=True)
+    print(f"training wall time {train_time:.0f}s ({args.phase_text} + {args.phase_rr} steps)", flush=True)
     save(
-        model, args.out, {"seed": args.seed, "steps": step, "recipe": "scripts/train_demo_model.py"}
+        model,
+        args.out,
+        tokenizer_dir,
+        {"seed": args.seed, "steps": total, "recipe": "scripts/train_demo_model.py"},
     )
-    model = GPT2LMHeadModel.from_pretrained(
-        args.out, attn_implementation="eager", dtype=torch.float32
-    )
+    model = GPT2LMHeadModel.from_pretrained(args.out, attn_implementation="eager", dtype=torch.float32)
     AutoTokenizer.from_pretrained(args.out)
-    res = evaluate(model, prompts, held_ids, pool, args.seed + 1000, full=True)
+    res = evaluate(model, prompts, held_ids, args.seed + 1000, full=True, probe_windows=probe_windows)
     size = sum(p.stat().st_size for p in args.out.iterdir())
     checks = {
-        "previous-token score >= 0.5 (held-out text)": res["prev"] >= 0.5,
+        "previous-token score >= 0.5 (held-out fortunes)": res["prev"] >= 0.5,
         "induction score >= 0.5 (P=20, held-out ids never seen in training)": res["ind20"] >= 0.5,
-        "induction score >= 0.5 (P=20, any ids 256..50255)": res["ind20_ordinary"] >= 0.5,
-        "second-copy loss far below first copy (full vocabulary, P=20)": res["loss2_20"]
-        < res["loss1_20"] - 3,
+        "induction score >= 0.5 (P=24, any ids 0..50255)": res["ind24_any"] >= 0.5,
+        "second-copy loss < 0.5 x first copy (full vocabulary, P=20, held-out ids)": res["loss2_20"]
+        < 0.5 * res["loss1_20"],
         "folder size <= 15,000,000 bytes": size <= 15_000_000,
     }
-    print(
-        f"folder {args.out}: {size} bytes; training {train_time:.0f}s, total {time.time() - start:.0f}s"
-    )
+    if probe_windows:
+        checks["previous-token score >= 0.5 (probe_text.txt)"] = res["prev_probe_text"] >= 0.5
+    print(f"folder {args.out}: {size} bytes; training {train_time:.0f}s, total {time.time() - start:.0f}s")
     for what, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {what}")
     return 0 if all(checks.values()) else 1

@@ -32,7 +32,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
         DEMO_ID,
         "Tiny offline demo (lmscope)",
-        "2-layer GPT-2 teaching model: a planted previous-token head and a guided induction head",
+        "2-layer GPT-2 teaching model: training grew its previous-token and induction heads",
     ),
 )
 
