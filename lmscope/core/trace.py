@@ -159,6 +159,14 @@ def _patch_z(layer: int, heads: int):
     return hook
 
 
+def _contiguous(module: nn.Module, args: tuple) -> tuple | None:
+    """A batch of last positions is a strided slice; as such `linear` expands the unembedding into
+    one copy per row (a batched matmul, 8x slower for the 145 rows of an ablation scan)."""
+    if args and not args[0].is_contiguous():
+        return (args[0].contiguous(), *args[1:])
+    return None
+
+
 def install_hooks(lm: LoadedModel) -> None:
     """Attach the recording hooks to a model, once."""
     model, adapter = lm.model, lm.adapter
@@ -174,6 +182,7 @@ def install_hooks(lm: LoadedModel) -> None:
         block.get_submodule(adapter.out_proj).register_forward_pre_hook(_patch_z(layer, lm.heads))
         block.get_submodule(adapter.mlp).register_forward_hook(_save_mlp(layer))
         block.register_forward_hook(_save(f"blocks.{layer}.hook_resid_post"))
+    model.get_submodule(adapter.unembed[-1]).register_forward_pre_hook(_contiguous)
     model._lmscope_hooked = True
 
 
