@@ -182,9 +182,11 @@ def inspect_model(
     source = _source(model_id, allow_local_path)
     config, source = _read_config(source, model_id)
     adapter = adapter_for(config, model_id)
-    name = display_name(model_id) if model_id != DEMO_ID else "Tiny offline demo (lmscope)"
-    key = DEMO_ID if model_id == DEMO_ID else canonical_id(model_id)
-    return config, source, model_card(config, adapter, key, name)
+    return (
+        config,
+        source,
+        model_card(config, adapter, canonical_id(model_id), display_name(model_id)),
+    )
 
 
 def load_model(
