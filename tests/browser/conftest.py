@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
-import torch
 from playwright.sync_api import Browser, Page, sync_playwright
-from transformers import GPT2Config, GPT2LMHeadModel
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-import lmscope.core.catalog
-import lmscope.core.loading
 from lmscope.api.service import Service
 from lmscope.core.model_cache import ModelCache
 from lmscope.dashboard.app import create_app
@@ -27,28 +22,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
 ]
-
-
-@pytest.fixture(scope="session")
-def demo_model_dir(gpt2_tokenizer, tmp_path_factory) -> Iterator[Path]:
-    """The bundled demo model's folder.
-
-    TEMPORARY: while the real demo model is still being trained its files may be missing; then a
-    tiny random GPT-2 stands in for it. Drop the stand-in branch once lmscope/demo_model/ ships.
-    """
-    real = lmscope.core.catalog.DEMO_PATH
-    if (real / "model.safetensors").is_file() and (real / "config.json").is_file():
-        yield real
-        return
-    folder = tmp_path_factory.mktemp("demo-stand-in")
-    torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=256)
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    gpt2_tokenizer.save_pretrained(folder)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(lmscope.core.catalog, "DEMO_PATH", folder)
-        patch.setattr(lmscope.core.loading, "DEMO_PATH", folder)
-        yield folder
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -65,7 +38,7 @@ def dashboard_service() -> Service:
 
 
 @pytest.fixture(scope="session")
-def dashboard_url(demo_model_dir, dashboard_service, tmp_path_factory) -> Iterator[str]:
+def dashboard_url(dashboard_service, tmp_path_factory) -> Iterator[str]:
     """The dashboard on 127.0.0.1 (a free port), started with no cached GPT-2, as offline."""
     empty_cache = tmp_path_factory.mktemp("empty-hf-cache")
     with pytest.MonkeyPatch.context() as patch:  # GPT-2 cannot be had: the app opens on the demo

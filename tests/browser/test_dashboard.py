@@ -17,6 +17,8 @@ import torch
 from playwright.sync_api import Error, Page, expect
 from transformers import GPT2LMHeadModel
 
+from lmscope.core.catalog import DEMO_PATH
+
 pytestmark = pytest.mark.browser
 
 DEMO_NAME = "Tiny offline demo (lmscope)"
@@ -25,10 +27,10 @@ STAGES = 5
 
 
 @pytest.fixture(scope="module")
-def reference(demo_model_dir: Path) -> GPT2LMHeadModel:
+def reference() -> GPT2LMHeadModel:
     """The demo model loaded plainly by transformers, to check what the page shows."""
     return GPT2LMHeadModel.from_pretrained(
-        demo_model_dir, attn_implementation="eager", dtype=torch.float32
+        DEMO_PATH, attn_implementation="eager", dtype=torch.float32
     ).eval()
 
 
@@ -106,9 +108,7 @@ def test_startup_without_cached_gpt2_opens_on_demo_with_notice(page, dashboard_u
     expect(page.locator("#model-card-body h2")).to_contain_text(DEMO_NAME)
 
 
-def test_every_stage_shows_the_analysis(
-    page, dashboard_url, gpt2_tokenizer, reference, demo_model_dir, artifacts
-):
+def test_every_stage_shows_the_analysis(page, dashboard_url, gpt2_tokenizer, reference, artifacts):
     page.goto(dashboard_url)
     pick_demo(page)
     analyze(page, PROMPT)
