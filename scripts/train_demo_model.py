@@ -282,20 +282,32 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32, help="sequences per step")
     ap.add_argument("--emb-std", type=float, default=0.2, help="std of the frozen token embedding")
     ap.add_argument(
-        "--emb-dims", type=int, default=40, help="the token embedding lives in the first this many dims"
+        "--emb-dims",
+        type=int,
+        default=40,
+        help="the token embedding lives in the first this many dims",
     )
     ap.add_argument(
-        "--pos-dims", type=int, default=40, help="dims (after the token's) of the sinusoidal position init"
+        "--pos-dims",
+        type=int,
+        default=40,
+        help="dims (after the token's) of the sinusoidal position init",
     )
-    ap.add_argument("--max-pos", type=int, default=NPOS, help="row offsets keep positions below this")
+    ap.add_argument(
+        "--max-pos", type=int, default=NPOS, help="row offsets keep positions below this"
+    )
     ap.add_argument("--held", type=int, default=8000, help="ids held out of training entirely")
     ap.add_argument("--negatives", type=int, default=2048, help="extra softmax candidates per step")
     ap.add_argument("--text-len", type=int, default=64, help="tokens per text window")
     ap.add_argument("--span-min", type=int, default=4, help="shortest r in r + r")
     ap.add_argument("--span-max", type=int, default=24, help="longest r in r + r")
     ap.add_argument("--phase-text", type=int, default=2000, help="phase 1 steps (text only)")
-    ap.add_argument("--phase-rr", type=int, default=2500, help="phase 2 steps (r + r with some text)")
-    ap.add_argument("--text-share", type=float, default=0.2, help="share of text batches in phase 2")
+    ap.add_argument(
+        "--phase-rr", type=int, default=2500, help="phase 2 steps (r + r with some text)"
+    )
+    ap.add_argument(
+        "--text-share", type=float, default=0.2, help="share of text batches in phase 2"
+    )
     ap.add_argument("--eval-every", type=int, default=200)
     args = ap.parse_args()
     tokenizer_dir = args.tokenizer or args.out
@@ -365,7 +377,10 @@ def main() -> int:
             lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / args.phase_rr))
             kind = "text" if rng.random() < args.text_share else "rr"
         if step == args.phase_text:
-            print(f"== phase 2 (r + r, text share {args.text_share}): {args.phase_rr} steps", flush=True)
+            print(
+                f"== phase 2 (r + r, text share {args.text_share}): {args.phase_rr} steps",
+                flush=True,
+            )
         elif step == 0:
             print(f"== phase 1 (text): {args.phase_text} steps", flush=True)
         for group in opt.param_groups:
@@ -392,16 +407,23 @@ def main() -> int:
             print(line, flush=True)
 
     train_time = time.time() - start
-    print(f"training wall time {train_time:.0f}s ({args.phase_text} + {args.phase_rr} steps)", flush=True)
+    print(
+        f"training wall time {train_time:.0f}s ({args.phase_text} + {args.phase_rr} steps)",
+        flush=True,
+    )
     save(
         model,
         args.out,
         tokenizer_dir,
         {"seed": args.seed, "steps": total, "recipe": "scripts/train_demo_model.py"},
     )
-    model = GPT2LMHeadModel.from_pretrained(args.out, attn_implementation="eager", dtype=torch.float32)
+    model = GPT2LMHeadModel.from_pretrained(
+        args.out, attn_implementation="eager", dtype=torch.float32
+    )
     AutoTokenizer.from_pretrained(args.out)
-    res = evaluate(model, prompts, held_ids, args.seed + 1000, full=True, probe_windows=probe_windows)
+    res = evaluate(
+        model, prompts, held_ids, args.seed + 1000, full=True, probe_windows=probe_windows
+    )
     size = sum(p.stat().st_size for p in args.out.iterdir())
     checks = {
         "previous-token score >= 0.5 (held-out fortunes)": res["prev"] >= 0.5,
@@ -413,7 +435,9 @@ def main() -> int:
     }
     if probe_windows:
         checks["previous-token score >= 0.5 (probe_text.txt)"] = res["prev_probe_text"] >= 0.5
-    print(f"folder {args.out}: {size} bytes; training {train_time:.0f}s, total {time.time() - start:.0f}s")
+    print(
+        f"folder {args.out}: {size} bytes; training {train_time:.0f}s, total {time.time() - start:.0f}s"
+    )
     for what, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {what}")
     return 0 if all(checks.values()) else 1
