@@ -211,9 +211,9 @@ def scan_passes(lm: LoadedModel, tokens: int, batch_tokens: int = BATCH_TOKENS) 
     A pass holds one clean row plus one row per head, so it is bounded by `batch_tokens` and by
     the size of its attention patterns (rows x heads x T x T floats).
     """
-    rows = min(batch_tokens // tokens, PATTERN_FLOATS // (lm.heads * tokens * tokens)) - 1
+    rows = min(batch_tokens // tokens, PATTERN_FLOATS // (lm.heads * tokens * tokens))
+    size = max(1, rows - 1)  # heads per pass, beside the clean row
     heads = [(layer, head) for layer in range(lm.layers) for head in range(lm.heads)]
-    size = max(1, rows)
     return [heads[start : start + size] for start in range(0, len(heads), size)]
 
 
