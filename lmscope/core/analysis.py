@@ -34,7 +34,7 @@ class Prediction:
             "id": self.id,
             "text": self.text,
             "display": display(self.text),
-            "probability": round(self.probability, 6),
+            "probability": float(f"{self.probability:.6g}"),  # significant digits, not decimals
             "logit": round(self.logit, 4),
         }
 

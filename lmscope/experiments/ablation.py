@@ -120,14 +120,14 @@ class Ablation:
             "target": {
                 "id": self.target,
                 "text": self.target_text,
-                "probability_before": round(p_before, 6),
-                "probability_after": round(p_after, 6),
-                "probability_change": round(p_after - p_before, 6),
-                "logprob_change": round(math.log(p_after) - math.log(p_before), 6)
+                "probability_before": significant(p_before),
+                "probability_after": significant(p_after),
+                "probability_change": significant(p_after - p_before),
+                "logprob_change": significant(math.log(p_after) - math.log(p_before))
                 if p_after > 0 and p_before > 0
                 else None,
             },
-            "kl_divergence": round(self.kl, 6),
+            "kl_divergence": significant(self.kl),
             "before": [p.to_dict() for p in self.top("before")],
             "after": [p.to_dict() for p in self.top("after")],
             "generation_before": self.generation_before.to_dict()
@@ -273,3 +273,8 @@ def ablation_scan(
         clean_logprob=float(clean.log_softmax(-1)[target]),
         ablated_logprob=logprobs.reshape(lm.layers, lm.heads),
     )
+
+
+def significant(x: float, digits: int = 6) -> float:
+    """`x` to `digits` significant digits: 7.03e-05 stays 7.03e-05 (6 decimals made it 7e-05)."""
+    return float(f"{x:.{digits}g}")
