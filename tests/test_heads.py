@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lmscope.core.heads import (
+    MIN_EVIDENCE,
     THRESHOLDS,
     HeadReport,
     chance_scores,
@@ -55,47 +56,113 @@ def scores_of(pattern: torch.Tensor, ids: torch.Tensor) -> dict[str, float]:
     return {k: float(v[0, 0]) for k, v in score_heads(heads(pattern), ids).items()}
 
 
+def rest_scores(pattern: torch.Tensor, ids: list[int]) -> dict[str, float]:
+    """The documented formulas, by hand, one row at a time: each behaviour's mass as a share of
+    the attention off key 0, over rows i >= 2; diffuse the r-weighted normalised entropy."""
+    size = len(ids)
+    rows = range(2, size)
+    rest = {i: 1 - float(pattern[i, 0]) for i in rows}
+    out = {"sink": sum(float(pattern[i, 0]) for i in rows) / len(rows)}
+    out["previous_token"] = sum(float(pattern[i, i - 1]) for i in rows) / sum(rest.values())
+    out["self"] = sum(float(pattern[i, i]) for i in rows) / sum(rest.values())
+    spread = 0.0
+    for i in rows:
+        share = [float(pattern[i, j]) / rest[i] for j in range(1, i + 1)]
+        entropy = -sum(p * math.log(p) for p in share if p > 0)
+        spread += rest[i] * entropy / math.log(i)
+    out["diffuse"] = spread / sum(rest.values())
+    for name, targets in (
+        ("duplicate_token", lambda i: [j for j in range(1, i) if ids[j] == ids[i]]),
+        ("induction", lambda i: [j + 1 for j in range(i - 1) if ids[j] == ids[i]]),
+    ):
+        used = [i for i in rows if targets(i)]
+        mass = sum(float(pattern[i, targets(i)].sum()) for i in used)
+        out[name] = mass / sum(rest[i] for i in used) if used else math.nan
+    return out
+
+
+def with_sink(pattern: torch.Tensor, sink: float) -> torch.Tensor:
+    """`pattern` with `sink` of every row from 2 on moved to key 0 (rows 0-1 all on key 0)."""
+    out = pattern * (1 - sink)
+    out[:, 0] += sink
+    out[:2] = 0.0
+    out[:2, 0] = 1.0
+    return out
+
+
 def test_previous_token_head_scores_one_and_is_filed_as_previous_token() -> None:
     s = scores_of(PREVIOUS, DISTINCT)
     assert s["previous_token"] == pytest.approx(1.0)
     assert s["self"] == pytest.approx(0.0)
-    # key 0 is also the previous token of query 1: one row of T - 1 puts its mass there
-    assert s["first_token"] == pytest.approx(1 / (T - 1))
+    assert s["sink"] == pytest.approx(0.0)  # rows from 2 on: key 0 is nobody's previous token
     assert s["diffuse"] == pytest.approx(0.0, abs=1e-5)
     assert HeadReport.from_pattern(heads(PREVIOUS), DISTINCT).categories == [["previous_token"]]
 
 
+def test_a_sink_plus_previous_token_stripe_is_a_previous_token_head_with_its_sink_share() -> None:
+    # 70% parked on key 0, the other 30% on the previous token: what real models do
+    striped = with_sink(PREVIOUS, 0.7)
+    s = scores_of(striped, DISTINCT)
+    assert s["sink"] == pytest.approx(0.7)
+    assert s["previous_token"] == pytest.approx(1.0)
+    report = HeadReport.from_pattern(heads(striped, with_sink(SELF, 0.9)), DISTINCT)
+    assert report.categories[0][0] == "previous_token"
+    assert report.sink(0, 0) == pytest.approx(0.7)
+    assert report.evidence_of(0, 0, "previous_token") == pytest.approx(0.3 * (T - 2))
+    # 90% on the sink over 14 rows leaves 1.4 rows' worth: too little to call it a self head
+    assert report.scores["self"][0][1] == pytest.approx(1.0)
+    assert report.categories[0][1] == "insufficient"
+    assert report.sink_heads() == ["L0-H1", "L0-H0"]
+
+
+def test_scores_on_the_rest_of_the_attention_equal_a_row_by_row_computation() -> None:
+    torch.manual_seed(3)
+    ids = [5, 6, 7, 5, 6, 8, 5, 9, 6, 7, 5, 6]
+    size = len(ids)
+    pattern = torch.rand(4, size, size).tril() ** 3
+    pattern[:, :, 0] += 3 * torch.rand(4, 1)  # a sink of a different size per head
+    pattern = pattern / pattern.sum(-1, keepdim=True)
+    s = score_heads(pattern.unsqueeze(0), torch.tensor(ids))
+    for head in range(4):
+        expected = rest_scores(pattern[head], ids)
+        for name, value in expected.items():
+            assert float(s[name][0, head]) == pytest.approx(value, abs=1e-5), name
+
+
 def test_uniform_attention_scores_chance_everywhere_and_is_diffuse() -> None:
     s = scores_of(uniform(), DISTINCT)
-    for name in ("previous_token", "first_token", "self"):
-        assert s[name] == pytest.approx(UNIFORM_CHANCE)
+    chance = chance_scores(DISTINCT)
+    for name in ("previous_token", "self", "sink"):
+        assert s[name] == pytest.approx(chance[name])
+    assert s["previous_token"] == pytest.approx(rest_scores(uniform(), DISTINCT.tolist())["self"])
     assert s["diffuse"] == pytest.approx(1.0)
     assert HeadReport.from_pattern(heads(uniform()), DISTINCT).categories == [["diffuse"]]
 
 
-def test_first_token_and_self_heads_score_one_on_their_own_score() -> None:
+def test_a_head_that_only_parks_on_the_first_token_is_a_sink_not_a_behaviour() -> None:
     first, own = scores_of(FIRST, DISTINCT), scores_of(SELF, DISTINCT)
-    assert first["first_token"] == pytest.approx(1.0)
-    assert first["previous_token"] == pytest.approx(1 / (T - 1))
+    assert first["sink"] == pytest.approx(1.0)
+    assert first["previous_token"] == pytest.approx(0.0)
     assert own["self"] == pytest.approx(1.0)
-    assert own["first_token"] == pytest.approx(0.0)
+    assert own["sink"] == pytest.approx(0.0)
     report = HeadReport.from_pattern(heads(FIRST, SELF), DISTINCT)
-    assert report.categories == [["first_token", "self"]]
+    assert report.categories == [["other", "self"]]
+    assert report.sink_heads() == ["L0-H0"]
 
 
 def test_induction_head_on_repeated_sequence_scores_one_and_wins_over_self() -> None:
     s = scores_of(INDUCTION, REPEATED)
     assert s["induction"] == pytest.approx(1.0)
     assert s["duplicate_token"] == pytest.approx(0.0)
-    # the first half attends to itself: (L - 1) of the T - 1 scored rows
-    assert s["self"] == pytest.approx((L - 1) / (T - 1))
-    assert s["self"] >= THRESHOLDS["self"]  # it passes self too, but induction is stronger
+    # the first half attends to itself: rows 2..L-1 of the T - 2 scored rows
+    assert s["self"] == pytest.approx((L - 2) / (T - 2))
     report = HeadReport.from_pattern(heads(INDUCTION), REPEATED)
     assert report.categories == [["induction"]]
 
 
 def test_duplicate_token_head_scores_one_on_earlier_copies() -> None:
     s = scores_of(DUPLICATE, REPEATED)
+    # the copy of token 0 is the sink's key: the row at L is left out of duplicate-token
     assert s["duplicate_token"] == pytest.approx(1.0)
     assert s["induction"] == pytest.approx(0.0)
     assert HeadReport.from_pattern(heads(DUPLICATE), REPEATED).categories == [["duplicate_token"]]
@@ -111,14 +178,29 @@ def test_repeat_scores_are_not_applicable_without_repeated_tokens() -> None:
     assert report.to_dict()["applicable"]["induction"] is False
 
 
-def test_repeat_scores_on_a_partly_repeated_prompt_match_the_formula() -> None:
-    # tokens a b c a x: only query 3 has an earlier copy (key 0); its induction target is key 1
-    ids = torch.tensor([1, 2, 3, 1, 9])
-    s = scores_of(uniform(5), ids)
-    assert s["duplicate_token"] == pytest.approx(1 / 4)
-    assert s["induction"] == pytest.approx(1 / 4)
-    mixed = 0.3 * one_hot([0, 0, 0, 1, 0]) + 0.7 * uniform(5)  # 0.3 on the induction target
-    assert scores_of(mixed, ids)["induction"] == pytest.approx(0.3 + 0.7 / 4)
+def test_one_repeated_token_is_too_little_evidence_for_an_induction_verdict() -> None:
+    # a b c d a x ... : only query 4 has an earlier copy; a perfect induction head there
+    ids = torch.tensor([1, 2, 3, 4, 1, 9, 10, 11])
+    pattern = uniform(8)
+    pattern[4] = 0.0
+    pattern[4, 1] = 1.0
+    report = HeadReport.from_pattern(heads(pattern), ids)
+    assert report.scores["induction"][0][0] == pytest.approx(1.0)
+    assert report.evidence_of(0, 0, "induction") == pytest.approx(1.0)
+    assert report.categories == [["insufficient"]]
+    assert not report.decided(0, 0, "induction") and not report.active(0, 0, "induction")
+    assert report.to_dict()["evidence"]["induction"] == [[1.0]]
+    # the same head on a full repeated sequence is an induction head
+    assert HeadReport.from_pattern(heads(INDUCTION), REPEATED).categories == [["induction"]]
+
+
+def test_rest_amplified_from_a_nearly_full_sink_is_too_little_evidence() -> None:
+    # 99.9% on the sink: the last 0.1% on the induction target would score 1.0 on the rest
+    parked = with_sink(INDUCTION, 0.999)
+    report = HeadReport.from_pattern(heads(parked), REPEATED)
+    assert report.scores["induction"][0][0] == pytest.approx(1.0, abs=1e-3)
+    assert report.evidence_of(0, 0, "induction") < MIN_EVIDENCE
+    assert report.categories == [["insufficient"]]
 
 
 def test_sparse_repeat_scores_equal_the_dense_sum_over_targets() -> None:
@@ -127,19 +209,22 @@ def test_sparse_repeat_scores_equal_the_dense_sum_over_targets() -> None:
     ids = torch.tensor([5, 6, 5, 7, 6, 5, 8, 5, 6, 9, 7, 5])
     pattern = torch.rand(3, 2, size, size).tril()
     pattern = pattern / pattern.sum(-1, keepdim=True)
-    dup_rows, ind_rows = [], []
-    for i in range(size):
-        earlier = [j for j in range(i) if ids[j] == ids[i]]
+    dup_mass, dup_rest, ind_mass, ind_rest = 0, 0, 0, 0
+    for i in range(2, size):
+        earlier = [j for j in range(1, i) if ids[j] == ids[i]]
         if earlier:
-            dup_rows.append(pattern[..., i, earlier].sum(-1))
-        if [j for j in earlier if j + 1 < i]:
-            ind_rows.append(pattern[..., i, [j + 1 for j in earlier if j + 1 < i]].sum(-1))
+            dup_mass = dup_mass + pattern[..., i, earlier].sum(-1)
+            dup_rest = dup_rest + 1 - pattern[..., i, 0]
+        after = [j + 1 for j in range(i - 1) if ids[j] == ids[i]]
+        if after:
+            ind_mass = ind_mass + pattern[..., i, after].sum(-1)
+            ind_rest = ind_rest + 1 - pattern[..., i, 0]
     s = score_heads(pattern, ids)
-    torch.testing.assert_close(s["duplicate_token"], torch.stack(dup_rows).mean(0))
-    torch.testing.assert_close(s["induction"], torch.stack(ind_rows).mean(0))
+    torch.testing.assert_close(s["duplicate_token"], dup_mass / dup_rest)
+    torch.testing.assert_close(s["induction"], ind_mass / ind_rest)
 
 
-def test_diffuse_on_long_prompts_equals_normalised_entropy() -> None:
+def test_diffuse_on_long_prompts_equals_normalised_entropy_of_the_rest() -> None:
     # 300 tokens takes the chunked, lower-triangle-only entropy path
     torch.manual_seed(2)
     size = 300
@@ -149,8 +234,11 @@ def test_diffuse_on_long_prompts_equals_normalised_entropy() -> None:
     torch.testing.assert_close(row_entropy(pattern), expected, atol=1e-4, rtol=1e-4)
     ids = torch.arange(size)
     diffuse = score_heads(pattern.unsqueeze(0), ids)["diffuse"][0]
-    norm = torch.arange(2, size + 1, dtype=torch.float).log()
-    torch.testing.assert_close(diffuse, (expected[:, 1:] / norm).mean(-1), atol=1e-4, rtol=1e-4)
+    rest = 1 - pattern[..., 2:, 0]
+    share = pattern[..., 2:, 1:] / rest.unsqueeze(-1)
+    norm = torch.arange(2, size, dtype=torch.float).log()
+    spread = (rest * torch.special.entr(share).sum(-1) / norm).sum(-1) / rest.sum(-1)
+    torch.testing.assert_close(diffuse, spread, atol=1e-4, rtol=1e-4)
     assert float(score_heads(uniform(size)[None, None], ids)["diffuse"]) == pytest.approx(1.0)
 
 
@@ -158,27 +246,35 @@ def test_batched_scores_are_the_mean_of_per_item_scores() -> None:
     patterns = torch.stack([heads(PREVIOUS, INDUCTION), heads(uniform(), INDUCTION)])
     ids = torch.stack([REPEATED, DISTINCT])
     report = HeadReport.from_pattern(patterns, ids)
-    assert report.scores["previous_token"][0][0] == pytest.approx((1 + UNIFORM_CHANCE) / 2)
+    uniform_previous = scores_of(uniform(), DISTINCT)["previous_token"]
+    assert report.scores["previous_token"][0][0] == pytest.approx((1 + uniform_previous) / 2)
     # induction is defined on the first item only: the mean is over the items where it is defined
     assert report.scores["induction"][0][1] == pytest.approx(1.0)
     per_item = score_heads(patterns, ids)["self"]
     assert report.scores["self"][0][1] == pytest.approx(float(per_item[:, 0, 1].mean()))
+    # evidence adds up over the items: 14 rows all off the sink, then uniform rows' i / (i + 1)
+    uniform_rest = sum(i / (i + 1) for i in range(2, T))
+    assert report.evidence_of(0, 0, "previous_token") == pytest.approx(T - 2 + uniform_rest)
 
 
 def test_uniform_attention_on_a_short_prompt_is_not_called_previous_token() -> None:
-    # on 3 tokens uniform attention scores (1/2 + 1/3) / 2 = 0.417 >= 0.4: chance, not a behaviour
-    ids = torch.tensor([1, 2, 3])
-    s = scores_of(uniform(3), ids)
-    assert s["previous_token"] == pytest.approx((1 / 2 + 1 / 3) / 2)
-    assert chance_scores(ids)["previous_token"] == pytest.approx((1 / 2 + 1 / 3) / 2)
-    report = HeadReport.from_pattern(heads(uniform(3), one_hot([0, 0, 1])), ids)
-    assert report.categories == [["diffuse", "previous_token"]]
+    # 4 tokens, rows 2-3: uniform over keys 1..i scores (1/2 + 1/3) / 2 on the rest: chance
+    ids = torch.tensor([1, 2, 3, 4])
+    s = scores_of(uniform(4), ids)
+    assert s["previous_token"] == pytest.approx(chance_scores(ids)["previous_token"])
+    assert s["previous_token"] >= THRESHOLDS["previous_token"]
+    report = HeadReport.from_pattern(heads(uniform(4)), ids)
+    assert report.categories == [["insufficient"]]  # diffuse, but on 2 rows only
     assert not report.active(0, 0, "previous_token")
 
 
 def test_no_category_reached_files_a_head_under_other() -> None:
     scores = dict.fromkeys(THRESHOLDS, 0.1) | {"induction": math.nan}
     assert primary_category(scores) == "other"
+    # a passing score on thin evidence is not "other": it is too little evidence
+    thin = scores | {"previous_token": 0.9}
+    assert primary_category(thin, evidence={"previous_token": MIN_EVIDENCE / 2}) == "insufficient"
+    assert primary_category(thin, evidence={"previous_token": MIN_EVIDENCE}) == "previous_token"
 
 
 def test_summary_lists_heads_strongest_first_and_counts_them_per_layer() -> None:

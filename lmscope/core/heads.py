@@ -1,27 +1,32 @@
 """Stage 3, what each attention head does: scores on a pattern, and a category per head.
 
 All scores are pure functions of attention patterns `A` of shape `(..., T, T)` (rows are query
-positions, each row sums to 1 over keys j <= i) and the token ids. Every score is a mean over query
-positions of the attention mass a head puts where a category says it should look, so each lies in
-[0, 1] and 1 means the head does exactly that. Query position 0 is left out of the positional scores:
-it can only attend to itself, so it says nothing about the head.
+positions, each row sums to 1 over keys j <= i) and the token ids. Real models park much of their
+attention on key 0 (the attention sink) whatever the input, so that share is measured on its own
+(`sink`) and every behaviour is scored on the REST of the attention: key 0 left out, each query row
+counted by the mass it has off the sink, `r_i = 1 - A[i, 0]`. Rows i >= 2 count (row 0 sees only
+the sink, row 1 only the sink and itself).
 
-| score | formula (mean over the query positions i it is defined on) | defined on |
+| score | formula over the rows i it is defined on (i >= 2) | defined on |
 |---|---|---|
-| previous_token | A[i, i-1] | i >= 1 |
-| first_token | A[i, 0] (the attention sink) | i >= 1 |
-| self | A[i, i] | i >= 1 |
-| diffuse | entropy(A[i, :i+1]) / log(i+1): 1 = uniform over the prefix (bag of words) | i >= 1 |
-| duplicate_token | sum of A[i, j] over earlier j with token[j] == token[i] | i whose token occurred before |
-| induction | sum of A[i, j+1] over earlier j with token[j] == token[i], j+1 < i | i whose token occurred before, not just at i-1 |
+| sink | mean A[i, 0] (the share parked on the first token) | every row |
+| previous_token | sum A[i, i-1] / sum r_i | every row |
+| self | sum A[i, i] / sum r_i | every row |
+| diffuse | sum r_i H(A[i, 1:i+1] / r_i) / log(i) / sum r_i (1 = uniform over keys 1..i) | every row |
+| duplicate_token | sum over rows of A[i, j], j >= 1 earlier with token[j] == token[i], / sum r_i | rows with such a j |
+| induction | sum over rows of A[i, j+1], j earlier with token[j] == token[i], j+1 < i, / sum r_i | rows with such a j |
+
+Each behaviour score is the attention a head puts where the behaviour says it should look, as a
+share of the attention it does not park on the sink: 1 means all of the rest goes there. Its
+evidence is `sum r_i` over its rows: how many query rows' worth of attention off the sink it was
+measured on. A head parking 99% on the sink has almost none, however long the prompt.
 
 Duplicate-token and induction scores exist only where the prompt repeats a token; elsewhere they are
-NaN, reported as "not applicable on this input", never as zero evidence.
-
-A head is filed under a category when its score reaches the category's threshold AND is at least
-`CHANCE_MULTIPLE` times the chance level: the same score of uniform attention on the same tokens
-(on a 3-token prompt uniform attention already scores 0.42 as a previous-token head). See
-docs/head-scores.md for the thresholds and why.
+NaN ("not applicable on this input"). A head is filed under a category when its score reaches the
+category's threshold, is at least `CHANCE_MULTIPLE` times the chance level (the same score of
+uniform attention on the same tokens) AND rests on at least `MIN_EVIDENCE` rows' worth of
+attention. A head that would pass only on less evidence is filed "too little evidence on this
+input" (`insufficient`), never "other". See docs/head-scores.md for the thresholds and why.
 """
 
 from __future__ import annotations
@@ -33,60 +38,57 @@ from typing import Literal
 import torch
 
 Category = Literal[
-    "previous_token", "first_token", "self", "diffuse", "duplicate_token", "induction", "other"
+    "previous_token", "self", "diffuse", "duplicate_token", "induction", "insufficient", "other"
 ]
-SCORES: tuple[Category, ...] = (
-    "previous_token",
-    "first_token",
-    "self",
-    "diffuse",
-    "duplicate_token",
-    "induction",
-)
-POSITIONAL: tuple[Category, ...] = ("previous_token", "first_token", "self", "diffuse")
+SCORES: tuple[Category, ...] = ("previous_token", "self", "diffuse", "duplicate_token", "induction")
+CATEGORIES: tuple[Category, ...] = (*SCORES, "insufficient", "other")
+POSITIONAL: tuple[Category, ...] = ("previous_token", "self", "diffuse")
 REPEAT: tuple[Category, ...] = ("duplicate_token", "induction")
-LABELS: dict[Category, str] = {
+SINK = "sink"  # the share of attention on key 0: a number beside the category, not a category
+LABELS: dict[str, str] = {
     "previous_token": "previous-token",
-    "first_token": "first-token / positional",
     "self": "self / current-token",
     "diffuse": "bag-of-words / diffuse",
     "duplicate_token": "duplicate-token",
     "induction": "induction",
+    "insufficient": "too little evidence on this input",
     "other": "other",
+    SINK: "attention sink (share on the first token)",
 }
 # A head belongs to a category when its score reaches the threshold (docs/head-scores.md says why).
 THRESHOLDS: dict[Category, float] = {
     "previous_token": 0.4,
-    "first_token": 0.5,
     "self": 0.4,
     "diffuse": 0.85,
     "duplicate_token": 0.4,
     "induction": 0.4,
 }
 # ... and is at least this many times what uniform attention scores on the same tokens (not for
-# diffuse, whose chance level is the uniform pattern itself).
+# diffuse, whose chance level is the uniform pattern itself) ...
 CHANCE_MULTIPLE = 2.0
+# ... and was measured on at least this many query rows' worth of attention off the sink.
+MIN_EVIDENCE = 4.0
+# A head parking at least this share on the first token is marked as a sink head in the grid.
+SINK_MARK = 0.5
+FIRST_ROW = 2  # query rows from here on are scored
 # Specific behaviours win over generic ones when a head passes several thresholds.
 _SPECIFIC: tuple[Category, ...] = ("induction", "duplicate_token", "previous_token", "self")
-_GENERIC: tuple[Category, ...] = ("first_token", "diffuse")
+_GENERIC: tuple[Category, ...] = ("diffuse",)
 _CHUNK = 1 << 22  # elements per entropy chunk (16 MB): bounded temporaries, few tensor ops
 
 
-def _masked_mean(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Mean over the last axis where `rows` is True; NaN where no row counts."""
-    rows = rows.to(values.dtype)
-    count = rows.sum(-1)
-    total = (values * rows).sum(-1)
-    return torch.where(count > 0, total / count.clamp(min=1), torch.nan)
-
-
 def repeat_masks(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean `(..., T, T)` masks: earlier same token (duplicate) and the token after it (induction)."""
+    """Boolean `(..., T, T)` masks: earlier same token (duplicate) and the token after it (induction).
+
+    Key 0 is never a target: attention there cannot be told apart from the sink.
+    """
     same = ids.unsqueeze(-1) == ids.unsqueeze(-2)
     earlier = torch.ones(same.shape[-2:], dtype=torch.bool, device=ids.device).tril(-1)
     duplicate = same & earlier
     induction = torch.zeros_like(duplicate)
     induction[..., 1:] = duplicate[..., :-1]
+    duplicate = duplicate.clone()
+    duplicate[..., 0] = False
     return duplicate, induction & earlier
 
 
@@ -109,11 +111,24 @@ def row_entropy(pattern: torch.Tensor) -> torch.Tensor:
     return out.reshape(pattern.shape[:-1])
 
 
-def _mass_on(pattern: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over rows with a target of the attention mass on the targets; NaN if no row has one.
+def _ratio(mass: torch.Tensor, rest: torch.Tensor, rows: torch.Tensor):
+    """`sum mass / sum rest` over the rows where `rows` is True, and the evidence `sum rest`.
 
-    pattern `(N, M, T, T)`, targets `(N, T, T)`: only the target entries are read (they are few),
-    head by head in memory order; the loop is over the N id rows of a batch only.
+    The score is NaN where no row counts (not applicable); the evidence is then 0.
+    """
+    rows = rows.to(mass.dtype)
+    evidence = (rest * rows).sum(-1)
+    total = (mass * rows).sum(-1)
+    defined = rows.sum(-1) > 0
+    score = torch.where(defined, total / evidence.clamp_min(1e-12), torch.nan)
+    return score.clamp(0.0, 1.0).where(defined, torch.nan), evidence
+
+
+def _mass_on(pattern: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per row, the attention mass on the target keys: `(N, M, T)` from pattern `(N, M, T, T)`.
+
+    targets `(N, T, T)`: only the target entries are read (they are few), head by head in memory
+    order; the loop is over the N id rows of a batch only.
     """
     items, heads, size = pattern.shape[0], pattern.shape[1], pattern.shape[-1]
     mass = pattern.new_zeros(items, heads, size)
@@ -121,37 +136,59 @@ def _mass_on(pattern: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         rows, keys = targets[item].nonzero(as_tuple=True)
         values = pattern[item].reshape(heads, -1).index_select(1, rows * size + keys)
         mass[item].index_add_(1, rows, values)
-    return _masked_mean(mass, targets.any(-1).unsqueeze(1))
+    return mass
 
 
-def score_heads(pattern: torch.Tensor, ids: torch.Tensor) -> dict[Category, torch.Tensor]:
-    """Every score for every head at once.
+def score_heads_with_evidence(
+    pattern: torch.Tensor, ids: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Every score (and `sink`) for every head, and the evidence behind each behaviour score.
 
     pattern: `(..., T, T)`, e.g. `(layers, heads, T, T)` with ids `(T,)`, or
     `(batch, layers, heads, T, T)` with ids `(batch, T)` (or `(T,)`, shared by the batch). Returns
-    each score with the pattern's leading shape; NaN where undefined.
+    `(scores, evidence)`, each with the pattern's leading shape; scores are NaN where undefined.
     """
     size = pattern.shape[-1]
     lead = pattern.shape[:-2]
     ids = ids.reshape(-1, size).to(pattern.device)
     flat = pattern.float().reshape(ids.shape[0], -1, size, size)  # (N, M, T, T): N ids rows
-    later = torch.arange(size, device=pattern.device) >= 1
-    log_prefix = torch.arange(1, size + 1, device=pattern.device, dtype=flat.dtype).log()
+    position = torch.arange(size, device=pattern.device)
+    scored = position >= FIRST_ROW
+    sink = flat[..., 0]  # (N, M, T)
+    rest = (1.0 - sink).clamp_min(0.0)
+    previous = torch.nn.functional.pad(flat.diagonal(offset=-1, dim1=-2, dim2=-1), (1, 0))
+    own = flat.diagonal(dim1=-2, dim2=-1)
+    # r_i * H(A[i, 1:] / r_i) = H_raw(A[i, 1:]) + r_i log r_i: no division by a tiny r_i
+    spread = row_entropy(flat) - torch.special.entr(sink) - torch.special.entr(rest)
+    diffuse = spread / position.clamp_min(2).to(flat.dtype).log()
     duplicate, induction = repeat_masks(ids)
-    scores: dict[Category, torch.Tensor] = {
-        "previous_token": _masked_mean(
-            torch.nn.functional.pad(flat.diagonal(offset=-1, dim1=-2, dim2=-1), (1, 0)), later
-        ),
-        "first_token": _masked_mean(flat[..., 0], later),
-        "self": _masked_mean(flat.diagonal(dim1=-2, dim2=-1), later),
-        "diffuse": _masked_mean(row_entropy(flat) / log_prefix.clamp_min(1e-12), later),
-        "duplicate_token": _mass_on(flat, duplicate),
-        "induction": _mass_on(flat, induction),
-    }
-    return {k: v.reshape(lead) for k, v in scores.items()}
+    has = {"duplicate_token": duplicate.any(-1), "induction": induction.any(-1)}
+    scores: dict[str, torch.Tensor] = {}
+    evidence: dict[str, torch.Tensor] = {}
+    for name, mass, rows in (
+        ("previous_token", previous, scored),
+        ("self", own, scored),
+        ("diffuse", diffuse, scored),
+        ("duplicate_token", _mass_on(flat, duplicate), has["duplicate_token"].unsqueeze(1)),
+        ("induction", _mass_on(flat, induction), has["induction"].unsqueeze(1)),
+    ):
+        scores[name], evidence[name] = _ratio(mass, rest, rows & scored)
+    counted = scored.to(flat.dtype)
+    scores[SINK] = torch.where(
+        counted.sum() > 0, (sink * counted).sum(-1) / counted.sum().clamp_min(1), torch.nan
+    )
+    return (
+        {k: v.reshape(lead) for k, v in scores.items()},
+        {k: v.reshape(lead) for k, v in evidence.items()},
+    )
 
 
-def chance_scores(ids: torch.Tensor) -> dict[Category, float]:
+def score_heads(pattern: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every score (and `sink`) for every head at once; see `score_heads_with_evidence`."""
+    return score_heads_with_evidence(pattern, ids)[0]
+
+
+def chance_scores(ids: torch.Tensor) -> dict[str, float]:
     """Each score of uniform causal attention (`A[i, j] = 1/(i+1)`) on these ids: the chance level."""
     size = ids.shape[-1]
     uniform = torch.ones(size, size).tril() / torch.arange(1, size + 1).unsqueeze(-1)
@@ -166,19 +203,31 @@ def passes(category: Category, score: float, chance: float | None = None) -> boo
     return category == "diffuse" or chance is None or score >= CHANCE_MULTIPLE * chance
 
 
+def enough(evidence: float | None) -> bool:
+    """Whether a score rests on enough attention (`MIN_EVIDENCE` rows' worth) for a verdict."""
+    return evidence is None or evidence >= MIN_EVIDENCE
+
+
 def primary_category(
-    scores: dict[Category, float], chance: dict[Category, float] | None = None
+    scores: dict[str, float],
+    chance: dict[str, float] | None = None,
+    evidence: dict[str, float] | None = None,
 ) -> Category:
     """The category a head is filed under: the strongest specific behaviour, else a generic one.
 
-    Within a group the score furthest above its threshold (score / threshold) wins.
+    Within a group the score furthest above its threshold (score / threshold) wins. Only scores
+    with enough evidence count; if none passes but one would on too little evidence, the head is
+    `insufficient` (too little evidence on this input), not `other`.
     """
-    chance = chance or {}
+    chance, evidence = chance or {}, evidence or {}
+    thin = False
     for group in (_SPECIFIC, _GENERIC):
         passing = [c for c in group if passes(c, scores[c], chance.get(c))]
-        if passing:
-            return max(passing, key=lambda c: scores[c] / THRESHOLDS[c])
-    return "other"
+        solid = [c for c in passing if enough(evidence.get(c))]
+        if solid:
+            return max(solid, key=lambda c: scores[c] / THRESHOLDS[c])
+        thin = thin or bool(passing)
+    return "insufficient" if thin else "other"
 
 
 def head_name(layer: int, head: int) -> str:
@@ -192,37 +241,59 @@ def depth_bin(layer: int, layers: int, bins: int = 5) -> int:
     return min(bins - 1, int((layer + 0.5) / layers * bins))
 
 
+Grid = list[list[float]]
+
+
 @dataclass(frozen=True)
 class HeadReport:
     """Scores and categories of every head on one input: `scores[name][layer][head]`, NaN = n/a.
 
-    `chance[name]` is what uniform attention scores on the same input (see `chance_scores`).
+    `scores["sink"]` is each head's share on the first token; `evidence[name]` the rows' worth of
+    attention off the sink each behaviour score rests on; `chance[name]` what uniform attention
+    scores on the same input (see `chance_scores`).
     """
 
-    scores: dict[Category, list[list[float]]]
+    scores: dict[str, Grid]
     categories: list[list[Category]]
-    chance: dict[Category, float] = field(default_factory=dict)
+    chance: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, Grid] = field(default_factory=dict)
 
     @classmethod
     def from_pattern(cls, pattern: torch.Tensor, ids: torch.Tensor) -> HeadReport:
-        """Score a `(layers, heads, T, T)` pattern, or average a batch `(B, layers, heads, T, T)`:
-        each score is the mean of the per-item scores over the items where it is defined."""
-        scores = score_heads(pattern, ids)
+        """Score a `(layers, heads, T, T)` pattern, or a batch `(B, layers, heads, T, T)`: each
+        score is then the mean of the per-item scores where defined, the evidence their sum."""
+        scores, evidence = score_heads_with_evidence(pattern, ids)
         if pattern.dim() == 5:
             scores = {k: v.nanmean(0) for k, v in scores.items()}
-        return cls.from_scores({k: v.tolist() for k, v in scores.items()}, chance_scores(ids))
+            evidence = {k: v.sum(0) for k, v in evidence.items()}
+        return cls.from_scores(
+            {k: v.tolist() for k, v in scores.items()},
+            chance_scores(ids),
+            {k: v.tolist() for k, v in evidence.items()},
+        )
 
     @classmethod
     def from_scores(
-        cls, scores: dict[Category, list[list[float]]], chance: dict[Category, float] | None = None
+        cls,
+        scores: dict[str, Grid],
+        chance: dict[str, float] | None = None,
+        evidence: dict[str, Grid] | None = None,
     ) -> HeadReport:
-        chance = dict(chance or {})
+        """Categorize every head from its scores (no evidence given: every score counts)."""
+        chance, evidence = dict(chance or {}), dict(evidence or {})
         layers, heads = len(scores["self"]), len(scores["self"][0])
         categories = [
-            [primary_category({k: scores[k][l][h] for k in SCORES}, chance) for h in range(heads)]
+            [
+                primary_category(
+                    {k: scores[k][l][h] for k in SCORES},
+                    chance,
+                    {k: v[l][h] for k, v in evidence.items()},
+                )
+                for h in range(heads)
+            ]
             for l in range(layers)
         ]
-        return cls(scores, categories, chance)
+        return cls(scores, categories, chance, evidence)
 
     @property
     def layers(self) -> int:
@@ -232,25 +303,57 @@ class HeadReport:
         """False when the input gave this score nothing to measure (no repeated tokens)."""
         return any(v == v for row in self.scores[score] for v in row)
 
+    def evidence_of(self, layer: int, head: int, score: Category) -> float | None:
+        """The rows' worth of attention off the sink behind this score (None: not recorded)."""
+        rows = self.evidence.get(score)
+        return None if rows is None else rows[layer][head]
+
+    def sink(self, layer: int, head: int) -> float | None:
+        """This head's share of attention on the first token (None: not recorded)."""
+        rows = self.scores.get(SINK)
+        value = None if rows is None else rows[layer][head]
+        return None if value is None or value != value else value
+
+    def decided(self, layer: int, head: int, category: Category) -> bool:
+        """Whether this input gives enough evidence to say if the head shows this behaviour."""
+        score = self.scores[category][layer][head]
+        return score == score and enough(self.evidence_of(layer, head, category))
+
     def active(self, layer: int, head: int, category: Category) -> bool:
         """Whether the head shows this behaviour on this input (its score passes the category's
-        threshold and chance test)."""
-        if category == "other":
-            return self.categories[layer][head] == "other"
-        return passes(category, self.scores[category][layer][head], self.chance.get(category))
+        threshold and chance test, on enough evidence)."""
+        if category in ("other", "insufficient"):
+            return self.categories[layer][head] == category
+        return self.decided(layer, head, category) and passes(
+            category, self.scores[category][layer][head], self.chance.get(category)
+        )
+
+    def strength(self, layer: int, head: int) -> float | None:
+        """The score of the head's own category (None for other / too little evidence)."""
+        category = self.categories[layer][head]
+        return self.scores[category][layer][head] if category in SCORES else None
 
     def summary(self) -> dict[Category, list[str]]:
         """Per category, its heads as `L4-H11`, strongest first."""
-        members: dict[Category, list[tuple[float, int, int]]] = {c: [] for c in (*SCORES, "other")}
+        members: dict[Category, list[tuple[float, int, int]]] = {c: [] for c in CATEGORIES}
         for layer, row in enumerate(self.categories):
             for head, category in enumerate(row):
-                strength = self.scores[category][layer][head] if category != "other" else 0.0
-                members[category].append((-strength, layer, head))
+                members[category].append((-(self.strength(layer, head) or 0.0), layer, head))
         return {c: [head_name(l, h) for _, l, h in sorted(m)] for c, m in members.items()}
+
+    def sink_heads(self) -> list[str]:
+        """Heads parking at least `SINK_MARK` of their attention on the first token, most first."""
+        heads = [
+            (-(self.sink(l, h) or 0.0), l, h)
+            for l in range(self.layers)
+            for h in range(len(self.categories[l]))
+            if (self.sink(l, h) or 0.0) >= SINK_MARK
+        ]
+        return [head_name(l, h) for _, l, h in sorted(heads)]
 
     def counts_per_layer(self) -> dict[Category, list[int]]:
         """How many heads of each category each layer holds."""
-        counts = {c: [0] * self.layers for c in (*SCORES, "other")}
+        counts = {c: [0] * self.layers for c in CATEGORIES}
         for layer, row in enumerate(self.categories):
             for category in row:
                 counts[category][layer] += 1
@@ -258,7 +361,7 @@ class HeadReport:
 
     def counts_by_depth(self, bins: int = 5) -> dict[Category, list[int]]:
         """How many heads of each category sit in each fifth (`bins`) of the model's depth."""
-        counts = {c: [0] * bins for c in (*SCORES, "other")}
+        counts = {c: [0] * bins for c in CATEGORIES}
         for layer, row in enumerate(self.categories):
             for category in row:
                 counts[category][depth_bin(layer, self.layers, bins)] += 1
@@ -266,19 +369,26 @@ class HeadReport:
 
     def to_dict(self) -> dict:
         """JSON-ready: NaN becomes null (not applicable)."""
-        clean = {
-            k: [[None if v != v else round(v, 4) for v in row] for row in rows]
-            for k, rows in self.scores.items()
-        }
+
+        def clean(grids: dict[str, Grid], decimals: int) -> dict:
+            return {
+                k: [[None if v != v else round(v, decimals) for v in row] for row in rows]
+                for k, rows in grids.items()
+            }
+
         return {
-            "scores": clean,
+            "scores": clean(self.scores, 4),
+            "evidence": clean(self.evidence, 2),
             "categories": self.categories,
             "applicable": {k: self.applicable(k) for k in SCORES},
             "chance": {k: None if v != v else round(v, 4) for k, v in self.chance.items()},
             "summary": self.summary(),
+            "sink_heads": self.sink_heads(),
             "counts_per_layer": self.counts_per_layer(),
             "counts_by_depth": self.counts_by_depth(),
             "labels": LABELS,
             "thresholds": THRESHOLDS,
             "chance_multiple": CHANCE_MULTIPLE,
+            "min_evidence": MIN_EVIDENCE,
+            "sink_mark": SINK_MARK,
         }

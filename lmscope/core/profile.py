@@ -3,9 +3,10 @@
 The probe set (docs/head-scores.md): `NATURAL` windows of `PROBE_TOKENS` tokens of plain English
 (`probe_text.txt`) and `REPEATED` seeded random token sequences r + r (ids drawn from the vocabulary,
 special tokens left out, no id twice within r), the standard test for induction heads. All probes run
-as one batch through `trace.run`. The positional scores (previous-token, first-token, self, diffuse)
+as one batch through `trace.run`. The positional scores (previous-token, self, diffuse)
 come from the natural text, the duplicate-token and induction scores from the repeated sequences;
-each is the mean over its probes (`heads.score_heads` on the batch).
+each is the mean over its probes (`heads.score_heads_with_evidence` on the batch), its evidence the
+sum; the sink share comes from the natural text.
 
 The profile is cached on disk as JSON under `$XDG_CACHE_HOME/lmscope/profiles/` (else
 `~/.cache/lmscope/profiles/`), keyed by model id, revision and probe version, and in memory per
@@ -27,11 +28,22 @@ from pathlib import Path
 
 import torch
 
-from .heads import POSITIONAL, SCORES, Category, HeadReport, chance_scores, head_name, score_heads
+from .heads import (
+    POSITIONAL,
+    SCORES,
+    SINK,
+    Category,
+    HeadReport,
+    chance_scores,
+    head_name,
+    score_heads_with_evidence,
+)
 from .model import LoadedModel
 from .trace import run
 
-PROBE_VERSION = 1  # bump when the probe set or a formula changes: old cache files are ignored
+# bump when the probe set or a formula changes: old cache files are ignored. 2: scores on the
+# attention off the sink, a sink share and evidence per score (docs/head-scores.md).
+PROBE_VERSION = 2
 PROBE_TOKENS = 48
 NATURAL = 8
 REPEATED = 4
@@ -88,15 +100,17 @@ def measure_profile(lm: LoadedModel) -> HeadReport:
         _, rec = run(lm, ids)
         pattern = rec.stack("attn.hook_pattern", lm.layers).float().transpose(0, 1)
     split = len(natural)
-    on_text = score_heads(pattern[:split], natural)
-    on_repeats = score_heads(pattern[split:], repeated)
+    on_text, text_evidence = score_heads_with_evidence(pattern[:split], natural)
+    on_repeats, repeat_evidence = score_heads_with_evidence(pattern[split:], repeated)
     text_chance, repeat_chance = chance_scores(natural), chance_scores(repeated)
-    scores, chance = {}, {}
-    for name in SCORES:
-        source = on_text if name in POSITIONAL else on_repeats
-        scores[name] = source[name].nanmean(0).tolist()
-        chance[name] = (text_chance if name in POSITIONAL else repeat_chance)[name]
-    return HeadReport.from_scores(scores, chance)
+    scores, chance, evidence = {}, {}, {}
+    for name in (*SCORES, SINK):
+        text = name in POSITIONAL or name == SINK
+        scores[name] = (on_text if text else on_repeats)[name].nanmean(0).tolist()
+        chance[name] = (text_chance if text else repeat_chance)[name]
+        if name != SINK:
+            evidence[name] = (text_evidence if text else repeat_evidence)[name].sum(0).tolist()
+    return HeadReport.from_scores(scores, chance, evidence)
 
 
 def cache_dir() -> Path:
@@ -110,9 +124,19 @@ def profile_path(lm: LoadedModel) -> Path | None:
     if not lm.revision or lm.revision == IN_MEMORY:
         return None
     key = f"{lm.model_id}@{lm.revision}"
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", lm.model_id.replace("/", "--"))[:80]
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_dir() / f"{safe}-{digest}.v{PROBE_VERSION}.json"
+    return cache_dir() / f"{readable_name(lm.model_id)}-{digest}.v{PROBE_VERSION}.json"
+
+
+def readable_name(model_id: str) -> str:
+    """A file-name-safe, readable stem: `org--name` for a hub id, `local-<last part>` for a path.
+
+    Never starts with `-` or `.` (an option to a shell command, a hidden file).
+    """
+    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
+        model_id = "local-" + Path(model_id).expanduser().name
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id.replace("/", "--"))
+    return safe.lstrip("-._")[:80] or "model"
 
 
 def _write(path: Path, lm: LoadedModel, report: HeadReport) -> None:
@@ -126,6 +150,7 @@ def _write(path: Path, lm: LoadedModel, report: HeadReport) -> None:
             for k, rows in report.scores.items()
         },
         "chance": report.chance,
+        "evidence": report.evidence,
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,11 +169,14 @@ def _read(path: Path, lm: LoadedModel) -> HeadReport | None:
             return None
         scores = {
             k: [[math.nan if v is None else float(v) for v in row] for row in document["scores"][k]]
-            for k in SCORES
+            for k in (*SCORES, SINK)
         }
+        evidence = {k: [[float(v) for v in row] for row in document["evidence"][k]] for k in SCORES}
         if len(scores["self"]) != lm.layers or len(scores["self"][0]) != lm.heads:
             return None
-        return HeadReport.from_scores(scores, document.get("chance"))
+        if document.get("probe_version") != PROBE_VERSION:
+            return None
+        return HeadReport.from_scores(scores, document.get("chance"), evidence)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
 
@@ -172,8 +200,9 @@ def head_profile(lm: LoadedModel, *, refresh: bool = False) -> HeadReport:
 class HeadRole:
     """One head's general role (from the profile) and whether it shows that role on this input.
 
-    active: True/False, or None when the role is "other" or its score is not applicable on this
-    input (a duplicate-token or induction head on a prompt with no repeated token).
+    active: True/False, or None when the role is "other", its score is not applicable on this
+    input (a duplicate-token or induction head on a prompt with no repeated token) or the input
+    gives too little evidence for a verdict (`state` says which).
     """
 
     layer: int
@@ -182,6 +211,7 @@ class HeadRole:
     profile_score: float | None
     input_score: float | None
     active: bool | None
+    state: str = "none"  # active, inactive, not applicable, too little evidence, none (no role)
 
     @property
     def name(self) -> str:
@@ -196,11 +226,12 @@ class HeadRole:
             "profile_score": self.profile_score,
             "input_score": self.input_score,
             "active": self.active,
+            "state": self.state,
         }
 
 
 def _value(report: HeadReport, category: Category, layer: int, head: int) -> float | None:
-    if category == "other":
+    if category not in SCORES:
         return None
     value = report.scores[category][layer][head]
     return None if value != value else round(value, 4)
@@ -213,10 +244,17 @@ def compare(profile: HeadReport, on_input: HeadReport) -> list[list[HeadRole]]:
         line = []
         for head, role in enumerate(row):
             score = _value(on_input, role, layer, head)
-            active = None if score is None else on_input.active(layer, head, role)
-            line.append(
-                HeadRole(layer, head, role, _value(profile, role, layer, head), score, active)
-            )
+            if role not in SCORES:
+                active, state = None, "none"
+            elif score is None:
+                active, state = None, "not applicable"
+            elif not on_input.decided(layer, head, role):
+                active, state = None, "too little evidence"
+            else:
+                active = on_input.active(layer, head, role)
+                state = "active" if active else "inactive"
+            general = _value(profile, role, layer, head)
+            line.append(HeadRole(layer, head, role, general, score, active, state))
         roles.append(line)
     return roles
 
