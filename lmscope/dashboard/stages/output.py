@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from html import escape
-
 from dash import Dash, Input, Output, html, no_update
 
 from ...api.service import Service
@@ -51,11 +49,12 @@ def register(app: Dash, service: Service) -> None:
         best = analysis.top_predictions(1)[0]
         shown = best.to_dict()["display"]
         tail = analysis.tokens[-SENTENCE_TOKENS:]
-        predicted = (
-            f'<span class="chip predicted" id="predicted-token" title="predicted next token, id '
-            f'{best.id}"><span class="chip-text">{escape(shown)}</span> '
-            f"{figures.percent(best.probability)}</span>"
-        )
+        predicted = {
+            "id": "predicted-token",
+            "text": shown,
+            "label": figures.percent(best.probability),
+            "title": f"predicted next token, id {best.id}",
+        }
         sentence = html.Div(
             [
                 html.Span("…", className="hint") if len(tail) < len(analysis.tokens) else None,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from html import escape
+import json
 
-from dash import Dash, Input, Output, dcc, html
+from dash import Dash, Input, Output, html
 
 from ...api.service import Service
 from ...core.tokens import Token
@@ -18,44 +18,33 @@ EXPLAIN = (
 )
 
 
-def chip_html(token: Token, extra: str = "", *, note: str = "", style: str = "") -> str:
-    """One token as a chip: its text (whitespace visible) over its id; hover links every copy.
-
-    `note` is added to the tooltip, `style` (trusted CSS, e.g. a background) to the chip.
-    """
-    text, cls = escape(token.display), escape(f"chip {extra}".strip())
-    tip = escape(f"token {token.index}: {token.display!r}, id {token.id}{note}")
-    css = f' style="{escape(style)}"' if style else ""
-    return (
-        f'<span class="{cls}" title="{tip}"{css} data-token-index="{token.index}">'
-        f'<span class="chip-text">{text}</span><span class="chip-id">{token.id}</span></span>'
-    )
-
-
 def chips(
     tokens: list[Token],
     extra: str = "",
     *,
-    after: str = "",
+    after: dict | None = None,
     notes: list[str] | None = None,
     styles: list[str] | None = None,
     **props,
-) -> dcc.Markdown:
-    """Many chips as one HTML block: one Dash component, not three per token (long prompts stay
-    fast to draw). `after` is trusted HTML appended at the end; `notes` and `styles` (one per
-    token) go to `chip_html`."""
-    notes = notes or [""] * len(tokens)
-    styles = styles or [""] * len(tokens)
-    inner = "".join(
-        chip_html(t, extra, note=n, style=s) for t, n, s in zip(tokens, notes, styles, strict=True)
-    )
-    inner += after
-    return dcc.Markdown(
-        f'<div class="chip-row">{inner}</div>',
-        dangerously_allow_html=True,
-        className="chips",
-        **props,
-    )
+) -> html.Div:
+    """Many chips as one component: each token's text (whitespace visible) over its id.
+
+    The tokens travel as JSON in `data-chips` and assets/chips.js draws them as DOM text, so no
+    token is ever parsed as markup and long prompts stay fast to draw. `notes` (one per token)
+    extend the tooltips, `styles` (one CSS colour per token) tint the chips, and `after`
+    ({"id", "text", "label", "title"}) adds a highlighted chip at the end.
+    """
+    row = {
+        "t": [t.display for t in tokens],
+        "d": [t.id for t in tokens],
+        "i": [t.index for t in tokens],
+        "c": extra,
+        "n": notes,
+        "s": styles,
+        "after": after,
+    }
+    data = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+    return html.Div(className="chips chip-row", **{"data-chips": data}, **props)
 
 
 def layout() -> html.Section:
