@@ -88,7 +88,7 @@ def _models(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .dashboard.app import serve  # Dash is imported only for this command
 
-    return serve(args.model, args.host, args.port)
+    return serve(args.model, args.host, args.port, args.allowed_host)
 
 
 @command("heads")
@@ -225,6 +225,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model to open on: hub id, 'demo', or a local folder")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network")
     p.add_argument("--port", type=int, default=8050)
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="also answer requests for this host name (repeatable); others get 421",
+    )
     p = sub.add_parser("generate", help="continue a prompt, with the alternatives at each step")
     p.add_argument("--model", default="gpt2", help="hub id, 'demo', or a local folder")
     p.add_argument("--prompt", required=True)

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from lmscope import cli
+from lmscope.api import server
 from lmscope.api.http import create_app as create_api
 from lmscope.api.service import Service
 from lmscope.core.analysis import analyze
 from lmscope.core.embeddings import nearest_tokens
 from lmscope.core.errors import RequestError
 from lmscope.core.model_cache import ModelCache
-from lmscope.dashboard import app as dashboard_app
 from lmscope.dashboard import figures
 
 PROMPT = "The cat sat on the mat. The cat sat on the"
@@ -111,11 +111,18 @@ def test_serve_binds_localhost_by_default():
 def test_serve_warns_when_exposed_to_the_network(monkeypatch, capsys, host, warned):
     ran = {}
 
-    class FakeApp:
-        def run(self, **kwargs):
-            ran.update(kwargs)
+    class FakeServer:
+        def run(self):
+            ran["ran"] = True
 
-    monkeypatch.setattr(dashboard_app, "create_app", lambda service, initial: FakeApp())
+        def close(self):
+            ran["closed"] = True
+
+    def fake_make_server(app, host, port):
+        ran.update(host=host, port=port)
+        return FakeServer()
+
+    monkeypatch.setattr(server, "make_server", fake_make_server)
     assert cli.main(["serve", "--host", host, "--port", "8123"]) == 0
-    assert ran["host"] == host and ran["port"] == 8123
+    assert ran == {"host": host, "port": 8123, "ran": True, "closed": True}
     assert ("warning" in capsys.readouterr().err) is warned

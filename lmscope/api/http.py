@@ -2,23 +2,30 @@
 
 POST /api/analyze {"model": "gpt2", "prompt": "..."} answers the same document as
 `lmscope analyze --json`, plus `analysis_id`; heavy arrays are fetched per head or per layer.
-Errors answer a 4xx status with {"error": "..."}; the server stays up.
+Errors answer a 4xx status with {"error": "..."}; the server stays up. Host, Origin and response
+headers are guarded by `security` (docs/security.md).
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from collections.abc import Callable, Iterable
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from ..core.embeddings import nearest_tokens
 from ..core.errors import LmscopeError, RequestError
+from . import security
 from .service import Service
 
 MAX_BODY_BYTES = 1_000_000
 
 
 def _body() -> dict:
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        raise RequestError("The JSON body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise RequestError(
             'The request body must be a JSON object, e.g. {"model": ..., "prompt": ...}.'
@@ -92,12 +99,37 @@ def create_blueprint(service: Service) -> Blueprint:
             }
         )
 
+    @api.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def unknown_route(rest: str):
+        """No such route: a JSON 404 (or 405 for a known route and another method), not the page."""
+        adapter = current_app.url_map.bind_to_environ(request.environ)
+        for method in ("GET", "POST"):
+            try:
+                endpoint, _ = adapter.match(request.path, method=method)
+            except (NotFound, MethodNotAllowed):
+                continue
+            if endpoint != "api.unknown_route":
+                return jsonify(
+                    {"error": f"{request.path} answers {method}, not {request.method}."}
+                ), 405
+        return jsonify({"error": f"No API route {request.path} (see docs/api.md)."}), 404
+
     return api
 
 
-def install(app: Flask, service: Service) -> None:
-    """Mount the API and its JSON error handling on a Flask app."""
+def install(
+    app: Flask,
+    service: Service,
+    allowed_hosts: Iterable[str] | None = None,
+    script_sources: Callable[[], Iterable[str]] | Iterable[str] = (),
+) -> None:
+    """Mount the API, its JSON error handling and the security guards on a Flask app.
+
+    `allowed_hosts`: the Host values answered (default: loopback names on any port);
+    `script_sources`: extra CSP script sources (the dashboard's inline-script hashes).
+    """
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    security.install(app, allowed_hosts, script_sources)
     app.register_blueprint(create_blueprint(service))
 
     @app.errorhandler(LmscopeError)
@@ -112,7 +144,12 @@ def install(app: Flask, service: Service) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
-        """A bug must not take the server down: log it, answer 500, keep serving."""
+        """A bug must not take the server down: log it, answer 500, keep serving. A dashboard
+        callback fails only on the state the browser sent (ids, stores): that is a 400."""
+        if request.path.endswith(security.DASH_UPDATE):
+            app.logger.exception("dashboard callback failed on its input")
+            why = f"the page's state could not be used ({type(error).__name__})"
+            return jsonify({"error": security.BAD_UPDATE.format(why=why)}), 400
         if not request.path.startswith("/api/"):
             raise error
         app.logger.exception("unexpected error in %s", request.path)
@@ -121,8 +158,11 @@ def install(app: Flask, service: Service) -> None:
         ), 500
 
 
-def create_app(service: Service | None = None) -> Flask:
-    """A bare API server (the dashboard mounts the same blueprint on its own server)."""
+def create_app(service: Service | None = None, allowed_hosts: Iterable[str] | None = None) -> Flask:
+    """A bare API server (the dashboard mounts the same blueprint on its own server).
+
+    `allowed_hosts` defaults to the loopback names on any port (`security.allowed_hosts` gives
+    the set for one bound address)."""
     app = Flask("lmscope.api")
-    install(app, service or Service())
+    install(app, service or Service(), allowed_hosts)
     return app

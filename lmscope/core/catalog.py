@@ -14,6 +14,7 @@ DEMO_ID = "demo"
 DEMO_PATH = Path(__file__).resolve().parent.parent / "demo_model"
 DEFAULT_MODEL_ID = "openai-community/gpt2"
 
+MAX_HUB_PART = 96  # huggingface_hub refuses longer names (and a long one overflows a file name)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 
 
@@ -64,5 +65,10 @@ def display_name(model_id: str) -> str:
 
 
 def is_valid_hub_id(model_id: str) -> bool:
-    """True for `name` or `org/name` made of the characters the hub allows, with no `..` anywhere."""
-    return bool(_HUB_ID.match(model_id)) and ".." not in model_id
+    """True for `name` or `org/name` made of the characters the hub allows, with no `..` anywhere
+    and each part at most 96 characters (the hub's own limit)."""
+    return (
+        bool(_HUB_ID.match(model_id))
+        and ".." not in model_id
+        and all(len(part) <= MAX_HUB_PART for part in model_id.split("/"))
+    )

@@ -26,7 +26,7 @@ class UnsupportedModelError(LmscopeError):
 class ModelTooLargeError(LmscopeError):
     """The model would not fit in the memory available; refused before loading."""
 
-    status = 422
+    status = 507  # Insufficient Storage: the request is fine, this machine cannot hold the model
 
 
 class RequestError(LmscopeError):

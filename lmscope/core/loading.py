@@ -90,14 +90,17 @@ def _source(model_id: str, allow_local_path: bool) -> str:
     if model_id == DEMO_ID:
         return str(DEMO_PATH)
     path = Path(model_id).expanduser()
-    looks_like_path = model_id.startswith((".", "/", "~")) or (bool(model_id) and path.is_dir())
+    # os.path answers False (not OSError) for a name too long for the file system
+    looks_like_path = model_id.startswith((".", "/", "~")) or (
+        bool(model_id) and os.path.isdir(path)
+    )
     if looks_like_path:
         if not allow_local_path:
             raise ModelNotFoundError(
                 f"'{model_id}' is not a model id; local folders can be given only by the operator "
                 "(lmscope serve --model PATH)."
             )
-        if not (path / "config.json").is_file():
+        if not os.path.isfile(path / "config.json"):
             raise ModelNotFoundError(f"No model folder at {model_id} (no config.json there).")
         return str(path.resolve())
     if not is_valid_hub_id(model_id):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
@@ -56,8 +57,13 @@ def _message(text: str, ok: bool) -> html.Div:
     return html.Div(text, className="message ok" if ok else "message error")
 
 
-def create_app(service: Service | None = None, initial_model: str | None = None) -> Dash:
-    """The dashboard over `service`, opening on `initial_model` (else GPT-2, else the demo)."""
+def create_app(
+    service: Service | None = None,
+    initial_model: str | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+) -> Dash:
+    """The dashboard over `service`, opening on `initial_model` (else GPT-2, else the demo);
+    `allowed_hosts`: the Host values it answers (default: loopback names on any port)."""
     service = service or Service()
     start_id, notice = start_model(service, initial_model)
     app = Dash(
@@ -81,7 +87,7 @@ def create_app(service: Service | None = None, initial_model: str | None = None)
     for stage in STAGES:
         stage.register(app, service)
     _register_controls(app, service, progress, {})
-    install(app.server, service)
+    install(app.server, service, allowed_hosts, script_sources=app.csp_hashes)
     return app
 
 
@@ -242,8 +248,17 @@ def _register_controls(
         return configs, touches
 
 
-def serve(model: str | None, host: str = "127.0.0.1", port: int = 8050) -> int:
-    """Run the dashboard (the `lmscope serve` command); the operator may name a local folder."""
+def serve(
+    model: str | None,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    allowed_hosts: Iterable[str] = (),
+) -> int:
+    """Run the dashboard on waitress (the `lmscope serve` command); the operator may name a local
+    folder. Only Host headers naming host:port (or `allowed_hosts`) are answered."""
+    from ..api.security import allowed_hosts as hosts_for
+    from ..api.server import make_server
+
     service = Service(ModelCache())
 
     def say(line: str) -> None:
@@ -260,10 +275,16 @@ def serve(model: str | None, host: str = "127.0.0.1", port: int = 8050) -> int:
     if host in ("0.0.0.0", "::", ""):
         print(
             f"warning: binding to {host or 'all interfaces'} makes lmscope reachable from other "
-            "machines; it has no authentication.",
+            "machines; it has no authentication. Other machines must name it as given with "
+            "--allowed-host.",
             file=sys.stderr,
         )
-    app = create_app(service, initial)
-    print(f"lmscope dashboard on http://{host}:{port}/", file=sys.stderr, flush=True)
-    app.run(host=host, port=port, debug=False)
+    app = create_app(service, initial, hosts_for(host, port, allowed_hosts))
+    server = make_server(app.server, host, port)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"lmscope dashboard on http://{shown}:{port}/", file=sys.stderr, flush=True)
+    try:
+        server.run()
+    finally:
+        server.close()
     return 0

@@ -34,11 +34,20 @@ METHODS: tuple[Method, ...] = ("greedy", "sample", "beam")
 MAX_NEW_TOKENS = 50
 MAX_BEAMS = 5
 ALTERNATIVES = 5
+TEMPERATURES = (0.01, 100.0)  # below, logits / T overflows float32; above, it is uniform anyway
+MAX_SEED = 2**63 - 1  # torch.Generator takes 64 bits; negative seeds are refused, not wrapped
 
 
 def _number(value: object, name: str, kind: type) -> int | float:
     ok = isinstance(value, int | float) if kind is float else isinstance(value, int)
-    if not ok or isinstance(value, bool) or (kind is float and not math.isfinite(value)):
+    if ok and not isinstance(value, bool) and kind is float:
+        try:
+            value = float(value)  # an int too large for a float is refused, not an OverflowError
+        except OverflowError:
+            ok = False
+        else:
+            ok = math.isfinite(value)
+    if not ok or isinstance(value, bool):
         raise RequestError(f"'{name}' must be {'a number' if kind is float else 'an integer'}.")
     return kind(value)
 
@@ -66,14 +75,17 @@ class GenerationSettings:
         beams = _number(self.beams, "beams", int)
         if not 1 <= beams <= MAX_BEAMS:
             raise RequestError(f"'beams' must be between 1 and {MAX_BEAMS}, got {beams}.")
-        if _number(self.temperature, "temperature", float) <= 0:
-            raise RequestError(f"'temperature' must be above 0, got {self.temperature}.")
+        low, high = TEMPERATURES
+        if not low <= _number(self.temperature, "temperature", float) <= high:
+            raise RequestError(
+                f"'temperature' must be above 0, between {low} and {high:g}; got {self.temperature}."
+            )
         if _number(self.top_k, "top_k", int) < 0:
             raise RequestError(f"'top_k' must be 0 (off) or more, got {self.top_k}.")
         if not 0 < _number(self.top_p, "top_p", float) <= 1:
             raise RequestError(f"'top_p' must be above 0 and at most 1, got {self.top_p}.")
-        if self.seed is not None:
-            _number(self.seed, "seed", int)
+        if self.seed is not None and not 0 <= _number(self.seed, "seed", int) <= MAX_SEED:
+            raise RequestError(f"'seed' must be between 0 and 2**63 - 1, got {self.seed}.")
 
     @classmethod
     def from_request(cls, body: dict) -> GenerationSettings:
