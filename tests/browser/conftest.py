@@ -62,7 +62,11 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    # Playwright evaluates `wait_for_function` predicates as strings, which the page's CSP forbids
+    # (no 'unsafe-eval'); tests/browser/test_security_page.py checks the page under its real CSP.
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, accept_downloads=True, bypass_csp=True
+    )
     page = context.new_page()
     page.set_default_timeout(60_000)
     yield page
