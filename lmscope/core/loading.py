@@ -11,7 +11,8 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,8 +23,17 @@ from transformers.utils import logging as hf_logging
 
 from .adapters import adapter_for
 from .card import ModelCard, model_card
-from .catalog import DEMO_ID, DEMO_PATH, canonical_id, display_name, hub_aliases, is_valid_hub_id
+from .catalog import (
+    DEMO_ID,
+    DEMO_PATH,
+    canonical_id,
+    display_name,
+    hub_aliases,
+    is_valid_hub_id,
+    packaged_file,
+)
 from .errors import LmscopeError, ModelNotFoundError, ModelTooLargeError, UnsupportedModelError
+from .gguf import GgufFile, dequantize, open_gguf, read_config
 from .model import LoadedModel
 from .trace import install_hooks
 
@@ -75,7 +85,8 @@ def parse_bytes(text: str) -> int:
 
 
 def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
+    """A size for people: 1.5 GiB, or 12 MiB below one GiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
 
 
 def memory_needed(card: ModelCard) -> int:
@@ -86,20 +97,30 @@ def memory_needed(card: ModelCard) -> int:
 
 
 def _source(model_id: str, allow_local_path: bool) -> str:
-    """Where to load from: the bundled demo, an operator's folder, or a hub id."""
+    """Where to load from: the bundled demo, an installed catalog file, an operator's folder or
+    .gguf file, or a hub id."""
     if model_id == DEMO_ID:
         return str(DEMO_PATH)
+    packaged = packaged_file(model_id)  # a catalog id: the browser may name it, not its path
+    if packaged is not None:
+        return str(packaged)
     path = Path(model_id).expanduser()
     # os.path answers False (not OSError) for a name too long for the file system
     looks_like_path = model_id.startswith((".", "/", "~")) or (
         bool(model_id) and os.path.isdir(path)
     )
+    looks_like_path = looks_like_path or model_id.lower().endswith(".gguf")
+    looks_like_path = looks_like_path or (allow_local_path and os.path.isfile(path))
     if looks_like_path:
         if not allow_local_path:
             raise ModelNotFoundError(
                 f"'{model_id}' is not a model id; local folders can be given only by the operator "
-                "(lmscope serve --model PATH)."
+                "(lmscope serve --model PATH), and so can .gguf files."
             )
+        if os.path.isfile(path):
+            return str(path.resolve())  # a GGUF file, checked when it is read
+        if model_id.lower().endswith(".gguf"):
+            raise ModelNotFoundError(f"No GGUF file at {model_id}.")
         if not os.path.isfile(path / "config.json"):
             raise ModelNotFoundError(f"No model folder at {model_id} (no config.json there).")
         return str(path.resolve())
@@ -178,18 +199,55 @@ def revision_of(config: PretrainedConfig, source: str) -> str:
     return "local-" + digest.hexdigest()[:12]
 
 
+def _origin(model_id: str, source: str) -> str:
+    """The card's line on where the weights came from (GGUF files say so themselves)."""
+    if model_id == DEMO_ID:
+        return "bundled with lmscope, float32"
+    if Path(source).is_dir():
+        return "local folder, float32"
+    return "Hugging Face hub, float32"
+
+
+def _inspect(
+    model_id: str, allow_local_path: bool
+) -> tuple[PretrainedConfig, str, ModelCard, GgufFile | None]:
+    """Config, source, card, and the GGUF file when the model is one (source: its cache folder
+    once dequantized, else the file itself)."""
+    source = _source(model_id, allow_local_path)
+    packed = open_gguf(Path(source), model_id) if os.path.isfile(source) else None
+    if packed is not None and not packed.cached:
+        config = read_config(packed, model_id)  # from the metadata: nothing dequantized yet
+    else:
+        if packed is not None:
+            source = str(packed.folder)
+        config, source = _read_config(source, model_id)
+    adapter = adapter_for(config, model_id)
+    origin = packed.origin() if packed is not None else _origin(model_id, source)
+    card = model_card(config, adapter, canonical_id(model_id), display_name(model_id), origin)
+    return config, source, card, packed
+
+
 def inspect_model(
     model_id: str, *, allow_local_path: bool = False
 ) -> tuple[PretrainedConfig, str, ModelCard]:
     """Config, source and card of a model without loading its weights (raises if unusable)."""
-    source = _source(model_id, allow_local_path)
-    config, source = _read_config(source, model_id)
-    adapter = adapter_for(config, model_id)
-    return (
-        config,
-        source,
-        model_card(config, adapter, canonical_id(model_id), display_name(model_id)),
-    )
+    with quiet_transformers():
+        config, source, card, _ = _inspect(model_id, allow_local_path)
+    return config, source, card
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No transformers warnings or progress bars (lmscope reports its own progress lines)."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # also huggingface_hub's download bars
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_model(
@@ -197,20 +255,48 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM for tracing, refusing clearly what cannot be loaded.
 
-    `model_id` is a hub id (`gpt2`, `org/name`), `demo`, or, when `allow_local_path`, a folder.
+    `model_id` is a hub id (`gpt2`, `org/name`), `demo`, a catalog id, or, when
+    `allow_local_path`, a folder or a .gguf file (dequantized once into a cached folder).
     """
     progress(f"Reading the configuration of {model_id}")
-    config, source, card = inspect_model(model_id, allow_local_path=allow_local_path)
-    needed, available = memory_needed(card), available_memory()
-    if needed > available:
-        raise ModelTooLargeError(
-            f"{model_id} has {card.parameters / 1e9:.2f}B parameters and needs about {gib(needed)} "
-            f"of memory to analyze; only {gib(available)} is available."
-        )
-    progress(f"Loading {card.parameters / 1e6:,.0f}M parameters of {card.name}")
+    with quiet_transformers():
+        config, source, card, packed = _inspect(model_id, allow_local_path)
+        needed, available = memory_needed(card), available_memory()
+        dequantizing = packed is not None and not packed.cached
+        # dequantizing holds the float32 weights about twice over for a moment
+        peak = max(needed, 2 * card.parameters * BYTES_PER_PARAMETER) if dequantizing else needed
+        if peak > available:
+            raise ModelTooLargeError(
+                f"{model_id} has {card.parameters / 1e9:.2f}B parameters and needs about "
+                f"{gib(peak)} of memory to {'dequantize and ' if dequantizing else ''}analyze; "
+                f"only {gib(available)} is available."
+            )
+        if dequantizing:
+            progress(
+                f"Dequantizing {card.name} from its GGUF file, once (cached in {packed.folder})"
+            )
+            source = str(dequantize(packed, model_id))
+            config, source = _read_config(source, model_id)
+        progress(f"Loading {card.parameters / 1e6:,.0f}M parameters of {card.name}")
+        model, tokenizer = _weights(model_id, source, config)
+    model.eval().requires_grad_(False)
+    lm = LoadedModel(
+        model_id=card.model_id,
+        model=model,
+        tokenizer=tokenizer,
+        adapter=adapter_for(config, model_id),
+        card=card,
+        revision=packed.revision if packed is not None else revision_of(config, source),
+        nbytes=needed,
+    )
+    _bind(lm)
+    progress(f"{card.name} is ready")
+    return lm
+
+
+def _weights(model_id: str, source: str, config: PretrainedConfig):
+    """The model (float32, eager attention) and its tokenizer, from a folder or the hub."""
     offline = Path(source).is_dir() or not hub_reachable()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source,
@@ -232,21 +318,7 @@ def load_model(
             f"Loading {model_id} failed part way ({type(error).__name__}: {_first_line(error)}); "
             "nothing was kept. The files may be incomplete: delete them from the cache and retry."
         ) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    model.eval().requires_grad_(False)
-    lm = LoadedModel(
-        model_id=card.model_id,
-        model=model,
-        tokenizer=tokenizer,
-        adapter=adapter_for(config, model_id),
-        card=card,
-        revision=revision_of(config, source),
-        nbytes=needed,
-    )
-    _bind(lm)
-    progress(f"{card.name} is ready")
-    return lm
+    return model, tokenizer
 
 
 def _bind(lm: LoadedModel) -> None:
@@ -270,7 +342,7 @@ def from_model(model, tokenizer, model_id: str = "custom") -> LoadedModel:
     if config._attn_implementation != "eager":
         model.set_attn_implementation("eager")
     adapter = adapter_for(config, model_id)
-    card = model_card(config, adapter, model_id, display_name(model_id))
+    card = model_card(config, adapter, model_id, display_name(model_id), "in memory (from_model)")
     model.eval().requires_grad_(False)
     lm = LoadedModel(model_id, model, tokenizer, adapter, card, "in-memory", memory_needed(card))
     _bind(lm)
