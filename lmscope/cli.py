@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .core.analysis import Analysis, analyze
-from .core.catalog import CATALOG, DEMO_ID, hub_aliases
+from .core.catalog import CATALOG, DEMO_ID, hub_aliases, packaged_file
 from .core.errors import LmscopeError
 from .core.loading import load_model
 from .experiments.ablation import ablate
@@ -31,7 +31,7 @@ def _progress(message: str) -> None:
 
 
 def load(model_id: str):
-    """The operator's model: hub id, `demo`, or a local folder."""
+    """The operator's model: hub id, `demo`, a catalog id, a local folder or a .gguf file."""
     return load_model(model_id, allow_local_path=True, progress=_progress)
 
 
@@ -77,11 +77,23 @@ def _models(args: argparse.Namespace) -> int:
             for alias in hub_aliases(entry.id)
         )
         state = "bundled" if entry.id == DEMO_ID else ("cached" if cached else "not cached")
-        print(f"{entry.id:32s} {entry.name:28s} {state:10s} {entry.description}")
+        if entry.package:
+            state = "installed" if _installed(entry.id) else "not installed"
+        print(f"{entry.id:32s} {entry.name:32s} {state:13s} {entry.description}")
+        if state == "not installed":
+            print(f"{'':32s} install it with: {entry.install}")
     print(
         "\nAny other Hugging Face causal-LM id works too (gpt2-large, gpt2-xl, EleutherAI/pythia-70m, ...)."
     )
     return 0
+
+
+def _installed(model_id: str) -> bool:
+    """Whether a catalog model that ships in a package has its file on this machine."""
+    try:
+        return packaged_file(model_id) is not None
+    except LmscopeError:
+        return False
 
 
 @command("serve")

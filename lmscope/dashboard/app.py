@@ -17,7 +17,7 @@ from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_upda
 
 from ..api.http import install
 from ..api.service import Service
-from ..core.catalog import DEFAULT_MODEL_ID, DEMO_ID
+from ..core.catalog import DEFAULT_MODEL_ID, DEMO_ID, SMOLLM2_ID
 from ..core.errors import LmscopeError
 from ..core.loading import load_model
 from ..core.model_cache import ModelCache
@@ -33,18 +33,27 @@ _MAX_CLIENTS = 1000  # progress lines kept, one per open page
 def start_model(service: Service, requested: str | None = None) -> tuple[str, str | None]:
     """The model the page opens on, and a notice when it is not the one asked for.
 
-    An operator's `requested` model must load; the default GPT-2 falls back to the bundled demo
-    (e.g. offline with no cached copy), saying so.
+    An operator's `requested` model must load; the default GPT-2 falls back (e.g. offline with no
+    cached copy) to the installed SmolLM2, else to the bundled demo, saying so.
     """
     if requested:
         return service.models.get(requested).model_id, None
     try:
         return service.models.get(DEFAULT_MODEL_ID).model_id, None
     except LmscopeError as error:
-        service.models.get(DEMO_ID)
+        try:
+            lm = service.models.get(SMOLLM2_ID)
+        except LmscopeError as missing:
+            service.models.get(DEMO_ID)
+            return (
+                DEMO_ID,
+                f"GPT-2 could not be loaded, so lmscope opened on the bundled demo model. {error} "
+                f"{missing}",
+            )
         return (
-            DEMO_ID,
-            f"GPT-2 could not be loaded, so lmscope opened on the bundled demo model. {error}",
+            lm.model_id,
+            f"GPT-2 could not be loaded, so lmscope opened on {lm.card.name}, installed on this "
+            f"machine. {error}",
         )
 
 
@@ -268,10 +277,14 @@ def serve(
     if model:
         initial = service.models.add(load_model(model, allow_local_path=True, progress=say))
     else:
-        try:  # load GPT-2 here to show progress; create_app falls back to the demo if it fails
+        try:  # load the start model here to show progress; create_app falls back the same way
             service.models.get(DEFAULT_MODEL_ID, say)
         except LmscopeError as error:
             say(str(error))
+            try:
+                service.models.get(SMOLLM2_ID, say)
+            except LmscopeError as missing:
+                say(str(missing))
     if host in ("0.0.0.0", "::", ""):
         print(
             f"warning: binding to {host or 'all interfaces'} makes lmscope reachable from other "

@@ -49,7 +49,7 @@ def card_view(card: ModelCard) -> html.Div:
         ("context", f"{card.context_length:,} tokens"),
         ("normalization", card.normalization),
         ("activation", card.activation),
-    )
+    ) + ((("weights", card.source),) if card.source else ())
     return html.Div(
         [
             html.H2([card.name, html.Span(f" {card.family} · {card.model_id}", className="sub")]),
