@@ -113,7 +113,7 @@ def test_dequantized_weights_are_cached_once_and_the_second_load_reads_them(
 def test_a_failed_dequantization_leaves_no_cache_folder(tmp_path, smollm2_file, monkeypatch):
     fake = gguf.GgufFile(smollm2_file, "0" * 64)  # a file not cached yet
 
-    def fails_half_way(gf, folder):
+    def fails_half_way(gf, folder, config):
         (folder / "config.json").write_text("{}")
         raise RuntimeError("disk full")
 

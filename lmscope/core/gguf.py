@@ -187,8 +187,11 @@ def _read_error(model_id: str, error: Exception) -> UnsupportedModelError:
     )
 
 
-def dequantize(gf: GgufFile, model_id: str) -> Path:
-    """The cache folder holding the file's float32 weights, written now if not there yet."""
+def dequantize(gf: GgufFile, model_id: str, config: PretrainedConfig | None = None) -> Path:
+    """The cache folder holding the file's float32 weights, written now if not there yet.
+
+    `config`, the one `read_config` gave, spares transformers a second parse of the file.
+    """
     if gf.cached:
         return gf.folder
     root = cache_root()
@@ -197,7 +200,7 @@ def dequantize(gf: GgufFile, model_id: str) -> Path:
     work = Path(tempfile.mkdtemp(prefix=f".tmp-{gf.digest[:12]}-", dir=root))
     try:
         try:
-            _write_folder(gf, work)
+            _write_folder(gf, work, config)
         except Exception as error:
             raise _read_error(model_id, error) from None
         try:
@@ -210,7 +213,7 @@ def dequantize(gf: GgufFile, model_id: str) -> Path:
     return gf.folder
 
 
-def _write_folder(gf: GgufFile, folder: Path) -> None:
+def _write_folder(gf: GgufFile, folder: Path, config: PretrainedConfig | None) -> None:
     """Dequantize with transformers and save as an ordinary model folder, INFO last."""
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
@@ -218,7 +221,7 @@ def _write_folder(gf: GgufFile, folder: Path) -> None:
     quiet = partial(gguf_utils.tqdm, disable=True)  # its own bar ignores transformers' switch
     with mock.patch.object(gguf_utils, "tqdm", quiet):
         loaded = AutoModelForCausalLM.from_pretrained(
-            directory, gguf_file=name, dtype=torch.float32, trust_remote_code=False
+            directory, gguf_file=name, config=config, dtype=torch.float32, trust_remote_code=False
         )
         tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
     # A GGUF-loaded model refuses save_pretrained; the same tensors in a model built from its

@@ -275,7 +275,7 @@ def load_model(
             progress(
                 f"Dequantizing {card.name} from its GGUF file, once (cached in {packed.folder})"
             )
-            source = str(dequantize(packed, model_id))
+            source = str(dequantize(packed, model_id, config))
             config, source = _read_config(source, model_id)
         progress(f"Loading {card.parameters / 1e6:,.0f}M parameters of {card.name}")
         model, tokenizer = _weights(model_id, source, config)
