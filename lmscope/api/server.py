@@ -24,6 +24,7 @@ def settings() -> dict:
         raw = os.environ.get(f"LMSCOPE_{name.upper()}", "")
         found[name] = int(raw) if raw.strip().isdigit() and int(raw) > 0 else default
     return found | {
+        "cleanup_interval": max(1, min(30, found["channel_timeout"] // 2)),  # idle sockets checked
         "connection_limit": CONNECTION_LIMIT,
         "max_request_body_size": MAX_BODY_BYTES,
         "max_request_header_size": MAX_HEADER_BYTES,
