@@ -82,14 +82,23 @@ def repeat_masks(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Key 0 is never a target: attention there cannot be told apart from the sink.
     """
-    same = ids.unsqueeze(-1) == ids.unsqueeze(-2)
-    earlier = torch.ones(same.shape[-2:], dtype=torch.bool, device=ids.device).tril(-1)
-    duplicate = same & earlier
-    induction = torch.zeros_like(duplicate)
-    induction[..., 1:] = duplicate[..., :-1]
-    duplicate = duplicate.clone()
-    duplicate[..., 0] = False
-    return duplicate, induction & earlier
+    size = ids.shape[-1]
+    duplicate, induction = repeat_targets(ids.reshape(-1, size), 0, size, size)
+    shape = (*ids.shape[:-1], size, size)
+    return duplicate.reshape(shape), induction.reshape(shape)
+
+
+def repeat_targets(
+    ids: torch.Tensor, start: int, stop: int, keys: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`repeat_masks` for query rows `start:stop` and keys `0:keys` only: `(N, rows, keys)` each."""
+    i = torch.arange(start, stop, device=ids.device).unsqueeze(-1)
+    j = torch.arange(keys, device=ids.device)
+    earlier = j < i
+    same = (ids[:, start:stop, None] == ids[:, None, :keys]) & earlier  # key 0 included
+    induction = torch.zeros_like(same)
+    induction[..., 1:] = same[..., :-1]
+    return same & (j >= 1), induction & earlier
 
 
 def row_entropy(pattern: torch.Tensor) -> torch.Tensor:
@@ -111,32 +120,95 @@ def row_entropy(pattern: torch.Tensor) -> torch.Tensor:
     return out.reshape(pattern.shape[:-1])
 
 
-def _ratio(mass: torch.Tensor, rest: torch.Tensor, rows: torch.Tensor):
-    """`sum mass / sum rest` over the rows where `rows` is True, and the evidence `sum rest`.
-
-    The score is NaN where no row counts (not applicable); the evidence is then 0.
-    """
-    rows = rows.to(mass.dtype)
-    evidence = (rest * rows).sum(-1)
-    total = (mass * rows).sum(-1)
-    defined = rows.sum(-1) > 0
-    score = torch.where(defined, total / evidence.clamp_min(1e-12), torch.nan)
-    return score.clamp(0.0, 1.0).where(defined, torch.nan), evidence
-
-
 def _mass_on(pattern: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per row, the attention mass on the target keys: `(N, M, T)` from pattern `(N, M, T, T)`.
+    """Per row, the attention mass on the target keys: `(N, M, R)` from pattern `(N, M, R, T)`.
 
-    targets `(N, T, T)`: only the target entries are read (they are few), head by head in memory
+    targets `(N, R, T)`: only the target entries are read (they are few), head by head in memory
     order; the loop is over the N id rows of a batch only.
     """
     items, heads, size = pattern.shape[0], pattern.shape[1], pattern.shape[-1]
-    mass = pattern.new_zeros(items, heads, size)
+    mass = pattern.new_zeros(items, heads, pattern.shape[-2])  # rows may be a block of keys
     for item in range(items):
         rows, keys = targets[item].nonzero(as_tuple=True)
         values = pattern[item].reshape(heads, -1).index_select(1, rows * size + keys)
         mass[item].index_add_(1, rows, values)
     return mass
+
+
+@dataclass
+class ScoreSums:
+    """The running sums behind every head score, over blocks of query rows.
+
+    Each score is a sum over query rows divided at the end (`score = mass / evidence`, sink =
+    sum / rows), so a pattern can be scored a block of rows at a time and never held whole: `add`
+    blocks in any order, read `scores()` at the end. Sums are per id row and head: `(N, M)`.
+    """
+
+    ids: torch.Tensor  # (N, T)
+    mass: dict[str, torch.Tensor]
+    evidence: dict[str, torch.Tensor]
+    counted: dict[str, torch.Tensor]  # rows each score was defined on
+    sink: torch.Tensor
+    sink_rows: torch.Tensor
+
+    @classmethod
+    def start(cls, ids: torch.Tensor, heads: int) -> ScoreSums:
+        """Empty sums for `heads` patterns per row of `ids` `(N, T)`."""
+        zero = torch.zeros(ids.shape[0], heads, dtype=torch.float32, device=ids.device)
+        return cls(
+            ids,
+            {k: zero.clone() for k in SCORES},
+            {k: zero.clone() for k in SCORES},
+            {k: zero.clone() for k in SCORES},
+            zero.clone(),
+            zero.new_zeros(()),
+        )
+
+    def add(self, block: torch.Tensor, start: int) -> None:
+        """Add query rows `start:start + R` of a pattern: block `(N, M, R, K)` over keys `0:K`, every
+        key those rows read (`K >= start + R` for a causal pattern)."""
+        items, heads, rows, keys = block.shape
+        block = block.float()
+        position = torch.arange(start, start + rows, device=block.device)
+        scored = position >= FIRST_ROW
+        sink = block[..., 0]  # (N, M, R)
+        rest = (1.0 - sink).clamp_min(0.0)
+        at = position.view(1, 1, rows, 1).expand(items, heads, rows, 1)
+        own = block.gather(-1, at).squeeze(-1)
+        previous = block.gather(-1, (at - 1).clamp_min(0)).squeeze(-1) * (position >= 1)
+        # r_i * H(A[i, 1:] / r_i) = H_raw(A[i, 1:]) + r_i log r_i: no division by a tiny r_i
+        entropy = -block.clamp_min(1e-30).log_().mul_(block).sum(-1)
+        spread = entropy - torch.special.entr(sink) - torch.special.entr(rest)
+        diffuse = spread / position.clamp_min(2).to(block.dtype).log()
+        duplicate, induction = repeat_targets(self.ids, start, start + rows, keys)
+        for name, mass, counted in (
+            ("previous_token", previous, scored),
+            ("self", own, scored),
+            ("diffuse", diffuse, scored),
+            ("duplicate_token", _mass_on(block, duplicate), duplicate.any(-1).unsqueeze(1)),
+            ("induction", _mass_on(block, induction), induction.any(-1).unsqueeze(1)),
+        ):
+            counted = (counted & scored).to(block.dtype).expand(items, heads, rows)
+            self.mass[name] += (mass * counted).sum(-1)
+            self.evidence[name] += (rest * counted).sum(-1)
+            self.counted[name] += counted.sum(-1)
+        self.sink += (sink * scored).sum(-1)
+        self.sink_rows += scored.sum()
+
+    def scores(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """`(scores, evidence)` `(N, M)` each, as `score_heads_with_evidence` defines them."""
+        scores: dict[str, torch.Tensor] = {}
+        for name in SCORES:
+            defined = self.counted[name] > 0
+            score = torch.where(
+                defined, self.mass[name] / self.evidence[name].clamp_min(1e-12), torch.nan
+            )
+            scores[name] = score.clamp(0.0, 1.0).where(defined, torch.nan)
+        evidence = dict(self.evidence)
+        scores[SINK] = torch.where(
+            self.sink_rows > 0, self.sink / self.sink_rows.clamp_min(1), torch.nan
+        )
+        return scores, evidence
 
 
 def score_heads_with_evidence(
@@ -147,36 +219,17 @@ def score_heads_with_evidence(
     pattern: `(..., T, T)`, e.g. `(layers, heads, T, T)` with ids `(T,)`, or
     `(batch, layers, heads, T, T)` with ids `(batch, T)` (or `(T,)`, shared by the batch). Returns
     `(scores, evidence)`, each with the pattern's leading shape; scores are NaN where undefined.
+    Scored in blocks of rows (`ScoreSums`), ~16 MB at a time.
     """
     size = pattern.shape[-1]
     lead = pattern.shape[:-2]
     ids = ids.reshape(-1, size).to(pattern.device)
-    flat = pattern.float().reshape(ids.shape[0], -1, size, size)  # (N, M, T, T): N ids rows
-    position = torch.arange(size, device=pattern.device)
-    scored = position >= FIRST_ROW
-    sink = flat[..., 0]  # (N, M, T)
-    rest = (1.0 - sink).clamp_min(0.0)
-    previous = torch.nn.functional.pad(flat.diagonal(offset=-1, dim1=-2, dim2=-1), (1, 0))
-    own = flat.diagonal(dim1=-2, dim2=-1)
-    # r_i * H(A[i, 1:] / r_i) = H_raw(A[i, 1:]) + r_i log r_i: no division by a tiny r_i
-    spread = row_entropy(flat) - torch.special.entr(sink) - torch.special.entr(rest)
-    diffuse = spread / position.clamp_min(2).to(flat.dtype).log()
-    duplicate, induction = repeat_masks(ids)
-    has = {"duplicate_token": duplicate.any(-1), "induction": induction.any(-1)}
-    scores: dict[str, torch.Tensor] = {}
-    evidence: dict[str, torch.Tensor] = {}
-    for name, mass, rows in (
-        ("previous_token", previous, scored),
-        ("self", own, scored),
-        ("diffuse", diffuse, scored),
-        ("duplicate_token", _mass_on(flat, duplicate), has["duplicate_token"].unsqueeze(1)),
-        ("induction", _mass_on(flat, induction), has["induction"].unsqueeze(1)),
-    ):
-        scores[name], evidence[name] = _ratio(mass, rest, rows & scored)
-    counted = scored.to(flat.dtype)
-    scores[SINK] = torch.where(
-        counted.sum() > 0, (sink * counted).sum(-1) / counted.sum().clamp_min(1), torch.nan
-    )
+    flat = pattern.reshape(ids.shape[0], -1, size, size)  # (N, M, T, T): N ids rows
+    sums = ScoreSums.start(ids, flat.shape[1])
+    step = max(1, _CHUNK // (flat.shape[0] * flat.shape[1] * size))
+    for start in range(0, size, step):
+        sums.add(flat[:, :, start : start + step], start)
+    scores, evidence = sums.scores()
     return (
         {k: v.reshape(lead) for k, v in scores.items()},
         {k: v.reshape(lead) for k, v in evidence.items()},
@@ -189,10 +242,20 @@ def score_heads(pattern: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Ten
 
 
 def chance_scores(ids: torch.Tensor) -> dict[str, float]:
-    """Each score of uniform causal attention (`A[i, j] = 1/(i+1)`) on these ids: the chance level."""
+    """Each score of uniform causal attention (`A[i, j] = 1/(i+1)`) on these ids: the chance level.
+
+    Built and scored a block of rows at a time: never a whole T x T uniform pattern.
+    """
     size = ids.shape[-1]
-    uniform = torch.ones(size, size).tril() / torch.arange(1, size + 1).unsqueeze(-1)
-    scores = score_heads(uniform.expand(*ids.shape[:-1], size, size), ids)
+    flat = ids.reshape(-1, size)
+    sums = ScoreSums.start(flat, 1)
+    step = max(1, _CHUNK // (flat.shape[0] * size))
+    for start in range(0, size, step):
+        stop = min(size, start + step)
+        rows = torch.ones(stop - start, size).tril(start)
+        rows /= torch.arange(start + 1, stop + 1).unsqueeze(-1)
+        sums.add(rows.expand(flat.shape[0], 1, *rows.shape), start)
+    scores = sums.scores()[0]
     return {k: float(v.float().nanmean()) for k, v in scores.items()}
 
 
