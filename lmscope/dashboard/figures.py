@@ -225,13 +225,52 @@ def vector_strip(values: torch.Tensor, title: str) -> go.Figure:
 # Head categories: the same colours as the grid's `--cat-*` variables in style.css.
 CATEGORY_COLORS = {
     "previous_token": "#4e79a7",
-    "first_token": "#9c755f",
     "self": "#59a14f",
-    "diffuse": "#b8b0ac",
+    "diffuse": "#9d968f",
     "duplicate_token": "#f28e2b",
     "induction": "#e15759",
-    "other": "#d5d9df",
+    "insufficient": "#c9ced6",
+    "other": "#e4e7eb",
 }
+SINK_COLOR = "#7a5a44"  # the attention-sink bar under each grid cell
+SCORE_FLOOR = 0.15  # a score of 0 still shows a trace of its category's hue
+
+
+def mix(color: str, amount: float, base: str = "#ffffff") -> str:
+    """`color` mixed into `base`: amount 1 is the full colour, 0 the base (white)."""
+    amount = min(1.0, max(0.0, amount))
+    pairs = [(int(color[k : k + 2], 16), int(base[k : k + 2], 16)) for k in (1, 3, 5)]
+    return "#" + "".join(f"{round(b + (c - b) * amount):02x}" for c, b in pairs)
+
+
+def score_shade(category: str, score: float | None) -> str:
+    """A grid cell's fill: the category's hue, as deep as its score (.40 pale, 1.00 full)."""
+    if score is None or score != score:
+        return CATEGORY_COLORS[category]
+    return mix(CATEGORY_COLORS[category], SCORE_FLOOR + (1 - SCORE_FLOOR) * score)
+
+
+def head_cell_style(category: str, score: float | None, sink: float | None) -> dict:
+    """Inline style of one grid cell: fill by category and score, a bar along its bottom as wide
+    as the head's share of attention on the first token (the sink), ink that stays readable."""
+    fill = score_shade(category, score)
+    style = {"backgroundColor": fill}
+    if category == "insufficient":
+        style["backgroundImage"] = (
+            "repeating-linear-gradient(135deg, rgba(255,255,255,.7) 0 3px, transparent 3px 7px)"
+        )
+    if sink is not None and sink == sink:
+        width = f"{100 * min(1.0, max(0.0, sink)):.0f}%"
+        bar = f"linear-gradient(to right, {SINK_COLOR} {width}, transparent {width})"
+        style["backgroundImage"] = ", ".join(filter(None, [bar, style.get("backgroundImage")]))
+        style["backgroundSize"] = "100% 5px" + (", auto" if category == "insufficient" else "")
+        style["backgroundPosition"] = "left bottom" + (
+            ", 0 0" if category == "insufficient" else ""
+        )
+        style["backgroundRepeat"] = "no-repeat" + (", repeat" if category == "insufficient" else "")
+    dark = score is not None and score == score and score >= 0.6 and category != "diffuse"
+    style["color"] = "#ffffff" if dark else "#1f2933"
+    return style
 
 
 def before_after(rows: list[tuple[int, str, float, float]], title: str) -> go.Figure:

@@ -6,7 +6,19 @@ from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ...api.service import Service
 from ...core.errors import LmscopeError
-from ...core.heads import CHANCE_MULTIPLE, LABELS, SCORES, THRESHOLDS, HeadReport, head_name
+from ...core.heads import CATEGORIES as HEAD_CATEGORIES
+from ...core.heads import (
+    CHANCE_MULTIPLE,
+    LABELS,
+    MIN_EVIDENCE,
+    SCORES,
+    SINK,
+    SINK_MARK,
+    THRESHOLDS,
+    HeadReport,
+    head_name,
+    passes,
+)
 from ...core.model import LoadedModel
 from .. import figures
 from . import HIDDEN, SHOWN, graph, ready, section, stored
@@ -14,14 +26,17 @@ from . import HIDDEN, SHOWN, graph, ready, section, stored
 EXPLAIN = (
     "Attention is how a token gathers information from the tokens before it. Each layer has "
     "several heads; each head decides, for every token, how much to read from each earlier token "
-    "(the weights in a row add up to 1). Heads specialise: some look at the previous token, some "
-    "at the first token, some copy what followed an earlier occurrence of the current token "
-    "(induction). The grid shows every head, coloured by what it does on this prompt, with its "
-    "score (1 = does exactly that). Click a head to see its attention pattern, or switch the click "
-    "to pick heads for the Investigate panel's ablation."
+    "(the weights in a row add up to 1). Many heads park a large share on the very first token, "
+    "whatever it is (an attention sink: a place to put attention when there is nothing to read). "
+    "That share is shown apart, as the brown bar under each cell, and each head is named after "
+    "what it does with the rest of its attention: look at the previous token, at itself, spread "
+    "out evenly, look at earlier copies of the current token (duplicate), or at what followed them "
+    "(induction). Click a head to see its attention pattern, or switch the click to pick heads "
+    "for the Investigate panel's ablation."
 )
-CATEGORIES = (*SCORES, "other")
+CATEGORIES = HEAD_CATEGORIES
 SHOWN_NAMES = 16  # head names listed per category before "and n more"
+SCALE = (0.4, 0.7, 1.0)  # the scores the legend shows the shading for
 
 
 def head_profile(lm: LoadedModel) -> HeadReport | None:
@@ -37,15 +52,63 @@ def head_profile(lm: LoadedModel) -> HeadReport | None:
 
 
 def _score(report: HeadReport, layer: int, head: int) -> float | None:
+    return report.strength(layer, head)
+
+
+def _thin(report: HeadReport, layer: int, head: int) -> tuple[str, float, float] | None:
+    """For a head with too little evidence: the score it would pass on, its value and evidence."""
+    best = None
+    for name in SCORES:
+        value = report.scores[name][layer][head]
+        if passes(name, value, report.chance.get(name)) and not report.decided(layer, head, name):
+            evidence = report.evidence_of(layer, head, name) or 0.0
+            if best is None or value > best[1]:
+                best = (name, value, evidence)
+    return best
+
+
+def describe(report: HeadReport, layer: int, head: int) -> str:
+    """One head in words: its category with score, or why there is no verdict; its sink share."""
     category = report.categories[layer][head]
-    if category == "other":
+    score = _score(report, layer, head)
+    if category == "insufficient" and (thin := _thin(report, layer, head)):
+        name, value, evidence = thin
+        text = (
+            f"too little evidence on this input ({LABELS[name]} would score {value:.2f}, on only "
+            f"{evidence:.2g} rows' worth of attention off the first token; a verdict needs "
+            f"{MIN_EVIDENCE:g})"
+        )
+    elif score is not None:
+        text = f"{LABELS[category]}, score {score:.2f} (share of its attention off the first token)"
+    else:
+        text = LABELS[category]
+    sink = report.sink(layer, head)
+    if sink is not None:
+        text += f"; sink share {sink:.2f} (attention on the first token)"
+    return text
+
+
+def kv_groups(heads: int, kv_heads: int | None) -> str | None:
+    """Grouped-query attention in words, or None when every query head has its own keys."""
+    if not kv_heads or kv_heads >= heads or heads % kv_heads:
         return None
-    return report.scores[category][layer][head]
+    size = heads // kv_heads
+    groups = ", ".join(
+        f"heads {g * size}-{g * size + size - 1} share group {g}" for g in range(kv_heads)
+    )
+    return (
+        f"Grouped-query attention: each layer's {heads} query heads read only {kv_heads} "
+        f"key/value heads, {size} query heads per key/value group ({groups}). Heads of one group "
+        "see the same keys and values; only their "
+        "queries differ, so they can still attend differently. The thin gaps in the grid separate "
+        "the groups."
+    )
 
 
-def head_grid(report: HeadReport) -> html.Div:
-    """One button per head, coloured by its category on this input, labelled with its score."""
+def head_grid(report: HeadReport, kv_heads: int | None = None) -> html.Div:
+    """One button per head: hue by category, depth by score, the sink share as a bar beneath."""
     layers, heads = len(report.categories), len(report.categories[0])
+    size = heads // kv_heads if kv_groups(heads, kv_heads) else 0
     cells = [html.Div("", className="grid-corner")]
     cells += [html.Div(f"H{h}", className="grid-label") for h in range(heads)]
     for layer in range(layers):
@@ -53,15 +116,17 @@ def head_grid(report: HeadReport) -> html.Div:
         for head in range(heads):
             category = report.categories[layer][head]
             score = _score(report, layer, head)
-            text = "" if score is None else f"{score:.2f}".lstrip("0")
+            text = "?" if category == "insufficient" else ""
+            text = text if score is None else f"{score:.2f}".lstrip("0")
+            group = " group-start" if size and head and head % size == 0 else ""
             cells.append(
                 html.Button(
                     text,
                     id={"kind": "head", "layer": layer, "head": head},
-                    className=f"head-cell cat-{category}",
-                    title=f"{head_name(layer, head)}: {LABELS[category]}"
-                    + ("" if score is None else f", score {score:.2f} on this input"),
-                    **{"data-head": head_name(layer, head)},
+                    className=f"head-cell cat-{category}{group}",
+                    title=f"{head_name(layer, head)}: {describe(report, layer, head)}",
+                    style=figures.head_cell_style(category, score, report.sink(layer, head)),
+                    **{"data-head": head_name(layer, head), "data-category": category},
                 )
             )
     return html.Div(
@@ -71,28 +136,99 @@ def head_grid(report: HeadReport) -> html.Div:
     )
 
 
-def legend() -> html.Div:
-    return html.Div(
-        [
-            html.Span(LABELS[c], className=f"legend-item cat-{c}", title=_rule(c))
-            for c in CATEGORIES
-        ],
-        className="legend",
+def legend(report: HeadReport | None = None, heads: int = 0, kv_heads: int | None = None):
+    """What the colours mean: hue = category, depth = score, the brown bar = the sink share."""
+    items = [
+        html.Span(
+            LABELS[c],
+            className=f"legend-item cat-{c}",
+            title=_rule(c),
+            style=figures.head_cell_style(c, 1.0 if c in SCORES else None, None),
+        )
+        for c in CATEGORIES
+    ]
+    shades = [
+        html.Span(
+            f"{v:.2f}".lstrip("0"),
+            className="legend-swatch",
+            style=figures.head_cell_style("previous_token", v, None),
+        )
+        for v in SCALE
+    ]
+    sink = html.Span(
+        "", className="legend-swatch", style=figures.head_cell_style("other", None, 0.6)
     )
+    lines = [
+        html.Div(items, className="legend"),
+        html.P(
+            [
+                "Colour = what the head does with its attention off the first token; the deeper "
+                "the colour, the higher its score (",
+                *shades,
+                "; 1 = all of that attention goes there). The bar along the bottom of a cell (",
+                sink,
+                " = 0.60) is the head's sink share: the part of its attention parked on the first "
+                "token, shown apart. Striped cells: the head would pass a category, but this input "
+                f"gives it fewer than {MIN_EVIDENCE:g} query rows' worth of attention off the "
+                "first token, too little to tell. Hover a cell for its numbers.",
+            ],
+            className="hint legend-text",
+        ),
+    ]
+    if report is not None:
+        marked = report.sink_heads()
+        total = report.layers * len(report.categories[0])
+        lines.append(
+            html.P(
+                f"Attention sink: {len(marked)} of {total} heads park at least "
+                f"{SINK_MARK:.0%} of their attention on the first token on this input.",
+                className="hint sink-summary",
+            )
+        )
+    groups = kv_groups(heads, kv_heads)
+    if groups:
+        lines.append(html.P(groups, className="hint kv-groups"))
+    return html.Div(lines, className="legend-block")
 
 
 def _rule(category: str) -> str:
     """The legend's tooltip: when a head is filed under this category (heads.primary_category)."""
     if category == "other":
-        return "no score reaches its threshold"
+        return "no score reaches its threshold, even on thin evidence"
+    if category == "insufficient":
+        return (
+            f"a score would pass, but rests on fewer than {MIN_EVIDENCE:g} query rows' worth of "
+            "attention off the first token"
+        )
+    need = f"on at least {MIN_EVIDENCE:g} rows' worth of attention off the first token"
     if category == "diffuse":
-        return f"score >= {THRESHOLDS[category]}"
-    return f"score >= {THRESHOLDS[category]} and at least {CHANCE_MULTIPLE:g}x what uniform attention scores"
+        return f"score >= {THRESHOLDS[category]}, {need}"
+    return (
+        f"score >= {THRESHOLDS[category]}, at least {CHANCE_MULTIPLE:g}x what uniform attention "
+        f"scores, {need}"
+    )
 
 
 def _names(names: list[str]) -> str:
     more = len(names) - SHOWN_NAMES
     return ", ".join(names[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
+
+
+def _state(report: HeadReport, category: str, heads: list[str]) -> tuple[str, str]:
+    """The category's state on this input, and its CSS class."""
+    if category in SCORES and not report.applicable(category):
+        return "not applicable on this input (no repeated tokens)", "na"
+    if heads:
+        return f"{len(heads)} head{'s' * (len(heads) != 1)}", "active"
+    if category in SCORES and not any(
+        report.decided(l, h, category)
+        for l in range(report.layers)
+        for h in range(len(report.categories[l]))
+    ):
+        return "too little evidence on this input", "na"
+    if category not in SCORES:
+        return "none on this input", "inactive"
+    return "inactive on this input", "inactive"
 
 
 def category_table(report: HeadReport, profile: HeadReport | None) -> html.Table:
@@ -106,20 +242,32 @@ def category_table(report: HeadReport, profile: HeadReport | None) -> html.Table
     rows = []
     for category in CATEGORIES:
         heads = summary[category]
-        if category != "other" and not report.applicable(category):
-            state, cls = "not applicable on this input (no repeated tokens)", "na"
-        elif heads:
-            state, cls = f"active: {len(heads)} head{'s' * (len(heads) != 1)}", "active"
-        else:
-            state, cls = "inactive on this input", "inactive"
+        state, cls = _state(report, category, heads)
         cells = [
-            html.Td(html.Span(LABELS[category], className=f"legend-item cat-{category}")),
+            html.Td(
+                html.Span(
+                    LABELS[category],
+                    className=f"legend-item cat-{category}",
+                    style=figures.head_cell_style(
+                        category, 1.0 if category in SCORES else None, None
+                    ),
+                )
+            ),
             html.Td(_names(heads) or "none", className="mono"),
             html.Td(state, className=f"state-{cls}"),
         ]
         if general is not None:
             cells.append(html.Td(_names(general[category]) or "none", className="mono"))
         rows.append(html.Tr(cells))
+    marked = report.sink_heads()
+    cells = [
+        html.Td(LABELS[SINK]),
+        html.Td(_names(marked) or "none", className="mono"),
+        html.Td(f"{len(marked)} heads at >= {SINK_MARK:.0%}", className="state-inactive"),
+    ]
+    if profile is not None:
+        cells.append(html.Td(_names(profile.sink_heads()) or "none", className="mono"))
+    rows.append(html.Tr(cells, className="sink-row"))
     return html.Table(
         [html.Thead(html.Tr([html.Th(h) for h in header])), html.Tbody(rows)],
         className="table categories",
@@ -178,7 +326,10 @@ def register(app: Dash, service: Service) -> None:
         if analysis is None:
             return html.P("Press Analyze to see the heads.", className="empty"), [], None
         layers = [{"label": f"Layer {l}", "value": l} for l in range(analysis.lm.layers)]
-        return [legend(), head_grid(analysis.heads), ready(data["id"])], layers, 0
+        card = analysis.lm.card
+        kv = getattr(card, "key_value_heads", None)
+        body = [legend(analysis.heads, card.heads_per_layer, kv), head_grid(analysis.heads, kv)]
+        return [*body, ready(data["id"])], layers, 0
 
     @app.callback(Output("head-categories", "children"), Input("analysis", "data"))
     def categories(data):
@@ -207,13 +358,9 @@ def register(app: Dash, service: Service) -> None:
             return no_update, HIDDEN, no_update
         layer, head = trigger["layer"], trigger["head"]
         report = analysis.heads
-        category = report.categories[layer][head]
-        score = _score(report, layer, head)
         detail = [
             html.Strong(head_name(layer, head)),
-            f": on this input {LABELS[category]}"
-            + ("" if score is None else f" (score {score:.2f})")
-            + ". Hover a cell for the exact weight.",
+            f": on this input {describe(report, layer, head)}. Hover a cell for the exact weight.",
         ]
         profile = head_profile(analysis.lm)
         if profile is not None:
