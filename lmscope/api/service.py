@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..core.analysis import Analysis, analyze
+from ..core.availability import on_disk
 from ..core.catalog import CATALOG
 from ..core.errors import RequestError
 from ..core.loading import Progress, no_progress
@@ -33,6 +34,10 @@ class Service:
         if not isinstance(model_id, str) or not model_id.strip():
             raise RequestError("Choose a model: 'model' must be a model id such as gpt2.")
         return self.models.get(model_id.strip(), progress)
+
+    def has_on_disk(self, model_id: str) -> bool:
+        """Whether a request for `model_id` downloads nothing: it is loaded, or on this machine."""
+        return ModelCache.key(model_id) in self.models.cached() or on_disk(model_id)
 
     def catalog(self) -> list[dict]:
         cached = set(self.models.cached())

@@ -13,13 +13,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
-from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update, set_props
 
 from ..api.http import install
 from ..api.service import Service
 from ..core.catalog import DEFAULT_MODEL_ID, DEMO_ID, SMOLLM2_ID
 from ..core.errors import LmscopeError
-from ..core.loading import load_model
+from ..core.loading import gib, inspect_model, load_model, memory_needed
 from ..core.model_cache import ModelCache
 from . import layout
 from .figures import graph_config
@@ -64,6 +64,28 @@ def _query(search: str | None) -> dict[str, str]:
 
 def _message(text: str, ok: bool) -> html.Div:
     return html.Div(text, className="message ok" if ok else "message error")
+
+
+def _ask_to_download(model_id: str, prompt: str | None) -> html.Div | None:
+    """Show the confirm box for a model a link names that is not on this machine (its size from
+    its config alone); an unusable model is reported at once, and nothing is downloaded."""
+    try:
+        config, _, card = inspect_model(model_id)
+    except LmscopeError as error:
+        return _message(str(error), False)
+    half = str(getattr(config, "dtype", "")).endswith(("float16", "bfloat16"))
+    download = card.parameters * (2 if half else 4)
+    set_props(
+        "confirm-load-text",
+        {
+            "children": f"This link asks to load {card.name} ({card.parameters / 1e6:,.0f}M "
+            f"parameters): a download of about {gib(download)} from the Hugging Face "
+            f"hub, and about {gib(memory_needed(card))} of memory. "
+        },
+    )
+    set_props("pending-load", {"data": {"model": model_id, "prompt": prompt}})
+    set_props("confirm-load", {"hidden": False})
+    return None
 
 
 def create_app(
@@ -121,19 +143,24 @@ def _register_controls(
         Input("model-custom", "n_submit"),
         Input("analyze", "n_clicks"),
         Input({"kind": "starter", "index": ALL}, "n_clicks"),
+        Input("model-confirm", "n_clicks"),
         State("model-custom", "value"),
         State("prompt", "value"),
         State("model", "data"),
         State("analysis", "data"),
         State("model-picker", "options"),
         State("client", "data"),
+        State("pending-load", "data"),
         running=[(Output("progress-poll", "disabled"), False, True)],
     )
-    def control(search, picked, _load, _submit, _analyze, starters, custom, prompt, model,
-                shown, options, client):  # fmt: skip
+    def control(search, picked, _load, _submit, _analyze, starters, _confirm, custom, prompt,
+                model, shown, options, client, pending):  # fmt: skip
         """Every user action that loads a model or runs an analysis goes through here."""
         trigger = ctx.triggered_id
         target, text, new_prompt = model["id"], None, no_update
+        set_props("confirm-load", {"hidden": True})
+        if trigger != "model-picker":
+            set_props("starter-hint", {"hidden": True})
         if trigger is None or trigger == "url":
             query = _query(search)
             target = query.get("model") or model["id"]
@@ -141,6 +168,14 @@ def _register_controls(
             same_model = ModelCache.key(target) == model["id"]
             if (text is None and same_model) or (shown and same_model and text == shown["prompt"]):
                 return (no_update,) * 8
+            new_prompt = text if text is not None else no_update
+            if not (same_model or service.has_on_disk(target)):
+                # A link may not start a download: the visitor confirms it with one click.
+                return (no_update, no_update, _ask_to_download(target, text)) + (no_update,) * 5
+        elif trigger == "model-confirm":
+            if not pending:
+                return (no_update,) * 8
+            target, text = pending["model"], pending["prompt"]
             new_prompt = text if text is not None else no_update
         elif trigger == "model-picker":
             if picked == model["id"]:
@@ -155,7 +190,9 @@ def _register_controls(
         elif trigger == "analyze":
             text = prompt or ""
         elif isinstance(trigger, dict) and any(starters):
-            text = new_prompt = layout.STARTERS[trigger["index"]][1]
+            starter = layout.STARTERS[trigger["index"]]
+            text = new_prompt = starter.prompt
+            set_props("starter-hint", {"children": starter.look_for, "hidden": False})
         else:
             return (no_update,) * 8
 

@@ -6,6 +6,9 @@ prompts label every n-th token.
 
 from __future__ import annotations
 
+import math
+from html import escape
+
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
@@ -33,9 +36,20 @@ def _rounded(values: torch.Tensor, decimals: int = 4) -> list:
     return values.detach().double().round(decimals=decimals).tolist()
 
 
+def plot_text(text: str) -> str:
+    """Text shown as itself in a figure: plotly reads `<b>`, `<a href>` and entities in labels,
+    so `&`, `<` and `>` from a token, a model name or a prompt are written as entities."""
+    return escape(text, quote=False)
+
+
+def _clip(text: str, width: int = 12) -> str:
+    """At most `width` characters, the cut marked with an ellipsis (cell labels)."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def token_labels(analysis: Analysis, start: int = 0) -> list[str]:
     """Unique axis labels for the tokens from `start` on: `3·␣cat`."""
-    return [f"{t.index}·{t.display}" for t in analysis.tokens[start:]]
+    return [plot_text(f"{t.index}·{t.display}") for t in analysis.tokens[start:]]
 
 
 def token_ticks(analysis: Analysis, start: int = 0) -> dict:
@@ -65,7 +79,10 @@ def probability_format(top: float) -> str:
 
 
 def _style(fig: go.Figure, height: int, **layout) -> go.Figure:
+    """The house style; a `title` is plain text (it may quote a token or a model name)."""
     layout = {"margin": dict(l=10, r=10, t=40, b=10)} | layout
+    if isinstance(layout.get("title"), str):
+        layout["title"] = plot_text(layout["title"])
     fig.update_layout(template="plotly_white", font=FONT, height=height, **layout)
     return fig
 
@@ -166,7 +183,7 @@ def top_predictions(analysis: Analysis, k: int = 10) -> go.Figure:
     fig = go.Figure(
         go.Bar(
             x=[round(p.probability, 6) for p in preds],
-            y=[f"{rank}. {p.to_dict()['display']}" for rank, p in enumerate(preds, 1)],
+            y=[plot_text(f"{rank}. {p.to_dict()['display']}") for rank, p in enumerate(preds, 1)],
             customdata=[p.id for p in preds],
             orientation="h",
             marker_color="#2f6fad",
@@ -191,21 +208,22 @@ def logit_lens(analysis: Analysis, k: int = 5) -> go.Figure:
             z=[[round(p.probability, 4) for p in row] for row in rows],
             x=[f"#{r}" for r in range(1, k + 1)],
             y=names,
-            text=[[p.to_dict()["display"] for p in row] for row in rows],
+            text=[[plot_text(_clip(p.to_dict()["display"])) for p in row] for row in rows],
+            customdata=[[plot_text(p.to_dict()["display"]) for p in row] for row in rows],
             texttemplate="%{text}",
             textfont=dict(size=13),
             colorscale="Oranges",
             zmin=0,
             zmax=1,
             colorbar=dict(title="probability"),
-            hovertemplate="%{y}, rank %{x}: %{text}<br>probability %{z:.4f}<extra></extra>",
+            hovertemplate="%{y}, rank %{x}: %{customdata}<br>probability %{z:.4f}<extra></extra>",
         )
     )
     return _style(fig, 120 + 34 * len(rows), title="Logit lens: the guess, layer by layer")
 
 
 def vector_strip(values: torch.Tensor, title: str) -> go.Figure:
-    """A vector as one row of coloured cells (blue negative, red positive)."""
+    """A vector as one row of coloured cells (blue negative, red positive), with its colour scale."""
     limit = float(values.abs().max()) or 1.0
     fig = go.Figure(
         go.Heatmap(
@@ -278,7 +296,7 @@ def before_after(rows: list[tuple[int, str, float, float]], title: str) -> go.Fi
 
     `rows`: (token id, display text, probability before, probability after), in display order.
     """
-    labels = [f"{i}. {text}" for i, (_, text, _, _) in enumerate(rows, 1)]
+    labels = [plot_text(f"{i}. {text}") for i, (_, text, _, _) in enumerate(rows, 1)]
     ids = [r[0] for r in rows]
     fig = go.Figure(
         [
@@ -352,7 +370,7 @@ def categories_by_depth(sides: list[dict], labels: dict[str, str]) -> go.Figure:
         cols=len(sides),
         shared_yaxes=True,
         horizontal_spacing=0.04,
-        subplot_titles=[s["model"]["name"] for s in sides],
+        subplot_titles=[plot_text(s["model"]["name"]) for s in sides],
     )
     width = min(0.3, *(0.9 / max(1, len(s["depth"]) - 1) for s in sides))
     for col, side in enumerate(sides, 1):

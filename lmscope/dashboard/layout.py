@@ -4,6 +4,7 @@ and the glossary."""
 from __future__ import annotations
 
 import secrets
+from typing import NamedTuple
 
 from dash import dcc, html
 
@@ -12,14 +13,37 @@ from ..core.catalog import CATALOG
 from .glossary import glossary
 from .stages import attention, embeddings, investigate, mlp, output, tokens
 
-# Starter prompts, each showing something: a pronoun, a repeated phrase, a fact.
-STARTERS: tuple[tuple[str, str], ...] = (
-    ("Pronoun", "When Mary and John went to the store, John gave a drink to"),
-    (
-        "Repeated phrase (induction)",
-        "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy",
+
+class Starter(NamedTuple):
+    """A starter prompt and the one thing it shows on a real model."""
+
+    label: str
+    prompt: str
+    look_for: str
+
+
+STARTERS: tuple[Starter, ...] = (
+    Starter(
+        "Name mover (IOI)",
+        "When Mary and John went to the store, John gave a drink to",
+        "A trained model answers ' Mary': the name that appeared once. In stage 3, look for heads "
+        "that read ' Mary' from the last position; the Investigation scan finds the heads the "
+        "answer depends on.",
     ),
-    ("Fact", "The Eiffel Tower is located in the city of"),
+    Starter(
+        "Repeated random sequence (induction)",
+        "vortex amber 41 quill serif mango drift 9 lumen tidal cobalt. "
+        "vortex amber 41 quill serif mango drift 9 lumen tidal cobalt.",
+        "The second copy is predictable only by copying the first. Induction heads (stage 3) "
+        "read the token just after the earlier copy of the current token: a stripe one step "
+        "right of the diagonal of repeats.",
+    ),
+    Starter(
+        "Fact (Eiffel Tower)",
+        "The Eiffel Tower is in the city of",
+        "A trained model answers ' Paris'. In stage 5 the logit lens shows in which layer the "
+        "answer appears; the MLP layers are where facts are thought to be recalled.",
+    ),
 )
 
 
@@ -90,6 +114,16 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
             ),
             html.Div(id="status", className="status", role="status"),
             html.Div(id="message", role="alert"),
+            html.Div(
+                [
+                    html.Span(id="confirm-load-text"),
+                    html.Button("Download and load it", id="model-confirm", className="button"),
+                    dcc.Store(id="pending-load"),
+                ],
+                id="confirm-load",
+                className="message confirm",
+                hidden=True,
+            ),
             dcc.Textarea(
                 id="prompt",
                 placeholder="Type a prompt, or pick a starter below…",
@@ -101,12 +135,12 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
                     html.Span("Starters:", className="field-label"),
                     *[
                         html.Button(
-                            label,
+                            starter.label,
                             id={"kind": "starter", "index": i},
                             className="button starter",
-                            title=text,
+                            title=starter.look_for,
                         )
-                        for i, (label, text) in enumerate(STARTERS)
+                        for i, starter in enumerate(STARTERS)
                     ],
                     html.Span(className="spacer"),
                     html.Button(
@@ -127,6 +161,7 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
                 ],
                 className="row actions",
             ),
+            html.P(id="starter-hint", className="hint", hidden=True),
         ],
         className="controls",
     )

@@ -304,10 +304,11 @@ def test_long_analysis_sends_the_browser_under_3_mb_before_a_head_is_opened(
 def test_starter_prompt_fills_the_box_and_analyzes(page, dashboard_url, gpt2_tokenizer):
     page.goto(dashboard_url)
     previous = shown_analysis(page)
-    page.get_by_role("button", name="Repeated phrase (induction)").click()
+    page.get_by_role("button", name="Repeated random sequence (induction)").click()
     wait_for_stages(page, previous)
+    expect(page.locator("#starter-hint")).to_contain_text("Induction heads")
     prompt = page.locator("#prompt").input_value()
-    assert prompt.startswith("The quick brown fox")
+    assert prompt.startswith("vortex amber")
     assert chips(page) == expected_chips(gpt2_tokenizer, prompt)
 
 
