@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 
 
 def load(model_id: str) -> LoadedModel:
-    """A model by hub id (`gpt2`, `org/name`), `demo`, or a local folder; cached for reuse."""
+    """A model by hub id (`gpt2`, `org/name`), `demo`, a catalog id (`smollm2-135m-instruct`), a
+    local folder or a .gguf file; cached for reuse."""
     cache = default_cache()
     cache.allow_local_path = True  # a notebook user is the operator
     return cache.get(model_id)

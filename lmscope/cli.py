@@ -16,6 +16,7 @@ from .experiments.generation import Generation, GenerationSettings, generate
 from .experiments.inputs import parse_heads
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+MODEL_HELP = "hub id, 'demo', catalog id (lmscope models), local folder or .gguf file"
 
 
 def command(name: str):
@@ -225,16 +226,16 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="lmscope", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
     p = sub.add_parser("analyze", help="analyze a prompt: tokens, predictions, heads, model card")
-    p.add_argument("--model", default="gpt2", help="hub id, 'demo', or a local folder")
+    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
     p.add_argument("--prompt", required=True)
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
     sub.add_parser("models", help="list the catalog and what is cached")
     p = sub.add_parser("heads", help="what each head does: the model's head profile by category")
-    p.add_argument("--model", default="gpt2", help="hub id, 'demo', or a local folder")
+    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
     p.add_argument("--prompt", help="also show which heads play their role on this prompt")
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
     p = sub.add_parser("serve", help="open the dashboard (and the JSON API) in a browser")
-    p.add_argument("--model", help="model to open on: hub id, 'demo', or a local folder")
+    p.add_argument("--model", help="model to open on: " + MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network")
     p.add_argument("--port", type=int, default=8050)
     p.add_argument(
@@ -245,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
         help="also answer requests for this host name (repeatable); others get 421",
     )
     p = sub.add_parser("generate", help="continue a prompt, with the alternatives at each step")
-    p.add_argument("--model", default="gpt2", help="hub id, 'demo', or a local folder")
+    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=20, help="1 to 50")
     p.add_argument("--beams", type=int, help="beam search with this many beams (1 to 5)")
@@ -255,7 +256,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="sample, repeatably, with this seed")
     p.add_argument("--json", action="store_true", help="print the generation as JSON")
     p = sub.add_parser("ablate", help="remove heads; the next-token distribution before and after")
-    p.add_argument("--model", default="gpt2", help="hub id, 'demo', or a local folder")
+    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
     p.add_argument("--prompt", required=True)
     p.add_argument("--heads", required=True, help="LAYER.HEAD, comma separated: 0.1,3.5")
     p.add_argument("--mode", choices=("zero", "mean"), default="zero")
