@@ -45,9 +45,10 @@ TERMS: tuple[tuple[str, str], ...] = (
     ),
     ("previous-token head", "A head that mostly reads the token just before."),
     (
-        "first-token head",
-        "A head that parks its attention on the first token when it has nothing "
-        "better to do (an 'attention sink').",
+        "attention sink",
+        "The first token, where many heads park attention when they have nothing "
+        "better to do; the grid shows each head's share there as a bar and names the "
+        "head after what it does with the rest.",
     ),
     ("duplicate-token head", "A head that looks back at earlier copies of the current token."),
     (
