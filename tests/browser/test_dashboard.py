@@ -82,6 +82,12 @@ def pick_demo(page: Page) -> None:
     expect(page.locator("#model-card-body h2")).to_contain_text(DEMO_NAME)
 
 
+def open_demo(page: Page, url: str) -> None:
+    """Open the dashboard on the demo model (it starts on SmolLM2 here: offline, no GPT-2)."""
+    page.goto(f"{url}/?model=demo")
+    expect(page.locator("#model-card-body h2")).to_contain_text(DEMO_NAME)
+
+
 def analyze(page: Page, prompt: str) -> str:
     previous = shown_analysis(page)
     page.fill("#prompt", prompt)
@@ -100,17 +106,17 @@ def chips(page: Page, scope: str = "#token-chips") -> tuple[list[str], list[str]
     return texts, ids
 
 
-def test_startup_without_cached_gpt2_opens_on_demo_with_notice(page, dashboard_url):
+def test_startup_without_cached_gpt2_opens_on_smollm2_with_notice(page, dashboard_url):
     page.goto(dashboard_url)
     notice = page.locator("#start-notice")
     expect(notice).to_be_visible()
-    expect(notice).to_contain_text("demo model")
-    expect(page.locator("#model-card-body h2")).to_contain_text(DEMO_NAME)
+    expect(notice).to_contain_text("SmolLM2 135M Instruct")
+    expect(page.locator("#model-card-body h2")).to_contain_text("SmolLM2 135M Instruct")
 
 
 def test_every_stage_shows_the_analysis(page, dashboard_url, gpt2_tokenizer, reference, artifacts):
     page.goto(dashboard_url)
-    pick_demo(page)
+    pick_demo(page)  # from the dropdown, as a learner would
     analyze(page, PROMPT)
     config = reference.config
     ids = gpt2_tokenizer(PROMPT)["input_ids"]
@@ -184,7 +190,7 @@ def test_shared_link_reproduces_the_analysis(page, dashboard_url, gpt2_tokenizer
 
 
 def test_analyze_puts_model_and_prompt_in_the_url(page, dashboard_url):
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     analyze(page, "Two plus two is")
     page.wait_for_url("**prompt=Two+plus+two+is*")
     assert "model=demo" in page.url
@@ -197,7 +203,7 @@ def test_analyze_puts_model_and_prompt_in_the_url(page, dashboard_url):
 
 
 def test_unknown_model_shows_a_message_and_the_page_keeps_working(page, dashboard_url):
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     page.fill("#model-custom", "no-such-org/no-such-model")
     page.click("#model-load")
     error = page.locator("#message .error")
@@ -209,7 +215,7 @@ def test_unknown_model_shows_a_message_and_the_page_keeps_working(page, dashboar
 
 
 def test_empty_prompt_shows_a_message_and_the_next_analysis_works(page, dashboard_url, artifacts):
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     page.fill("#prompt", "")
     page.click("#analyze")
     expect(page.locator("#message .error")).to_contain_text("empty")
@@ -219,7 +225,7 @@ def test_empty_prompt_shows_a_message_and_the_next_analysis_works(page, dashboar
 
 
 def test_hovering_a_token_highlights_it_everywhere(page, dashboard_url):
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     analyze(page, "one two three")
     page.locator('#token-chips [data-token-index="1"]').hover()
     lit = page.locator(".token-hl")
@@ -228,14 +234,14 @@ def test_hovering_a_token_highlights_it_everywhere(page, dashboard_url):
 
 
 def test_clicking_a_token_inspects_its_embedding(page, dashboard_url):
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     analyze(page, "one two three")
     page.locator('#token-chips [data-token-index="0"]').click()
     expect(page.locator("#embed-info")).to_contain_text("Token 0")
 
 
 def test_analysis_downloads_as_json(page, dashboard_url, gpt2_tokenizer):
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     analyze(page, "Download me")
     with page.expect_download() as info:
         page.click("#download-json")
@@ -245,7 +251,7 @@ def test_analysis_downloads_as_json(page, dashboard_url, gpt2_tokenizer):
 
 
 def test_figures_export_as_svg_when_chosen(page, dashboard_url):
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     analyze(page, "Export me")
     page.get_by_role("radio", name="svg", exact=True).check()
     graph_id = json.dumps({"kind": "figure", "name": "top10"}, separators=(",", ":"))
@@ -277,7 +283,7 @@ def test_long_analysis_sends_the_browser_under_3_mb_before_a_head_is_opened(
     prompt = long_prompt(gpt2_tokenizer, 1024)
     count = len(gpt2_tokenizer(prompt)["input_ids"])
     assert 1000 <= count <= 1024
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     page.fill("#model-custom", key)
     page.click("#model-load")
     expect(page.locator("#model-card-body h2")).to_contain_text("GPT-2")
@@ -302,7 +308,7 @@ def test_long_analysis_sends_the_browser_under_3_mb_before_a_head_is_opened(
 
 
 def test_starter_prompt_fills_the_box_and_analyzes(page, dashboard_url, gpt2_tokenizer):
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     previous = shown_analysis(page)
     page.get_by_role("button", name="Repeated random sequence (induction)").click()
     wait_for_stages(page, previous)
@@ -315,7 +321,7 @@ def test_starter_prompt_fills_the_box_and_analyzes(page, dashboard_url, gpt2_tok
 def test_page_fetches_nothing_from_outside_the_server(page, dashboard_url):
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     analyze(page, "Offline is fine")
     page.locator('[data-head="L0-H0"]').click()
     expect(page.locator("#head-detail")).to_contain_text("L0-H0")

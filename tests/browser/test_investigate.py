@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from playwright.sync_api import Page, expect
-from test_dashboard import analyze, chips, expected_chips, long_prompt, pick_demo, wait_for_stages
+from test_dashboard import analyze, chips, expected_chips, long_prompt, open_demo, wait_for_stages
 
 import lmscope
 from lmscope.core.tokens import display
@@ -67,8 +67,7 @@ def demo(dashboard_service):
 
 
 def test_ablation_of_heads_clicked_in_the_grid(page, dashboard_url, demo, artifacts):
-    page.goto(dashboard_url)
-    pick_demo(page)
+    open_demo(page, dashboard_url)
     analyze(page, PROMPT)
 
     # Select two heads by clicking grid cells in "select" mode; the head heatmap stays closed.
@@ -165,7 +164,7 @@ def test_ablation_of_heads_clicked_in_the_grid(page, dashboard_url, demo, artifa
 
 def test_compare_with_a_second_model(page, dashboard_url, dashboard_service, tiny_gpt2, artifacts):
     key = dashboard_service.models.add(tiny_gpt2)
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     analyze(page, PROMPT)
     page.fill("#inv-compare-custom", "no-such-org/no-such-model")
     page.click("#inv-compare-run")
@@ -186,7 +185,7 @@ def test_compare_with_a_second_model(page, dashboard_url, dashboard_service, tin
 
 
 def test_bad_head_shows_a_message_and_the_panel_keeps_working(page, dashboard_url, demo, artifacts):
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     analyze(page, PROMPT)
     page.fill("#inv-heads-text", "0.1,7.0")
     page.click("#inv-heads-add")
@@ -247,7 +246,7 @@ def test_newer_analyze_from_the_same_tab_wins(
     monkeypatch.setattr(dashboard_service, "analyze", analyze_and_record)
     slow = long_prompt(gpt2_tokenizer, 1000)
     quick = "A short prompt wins"
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     page.fill("#model-custom", key)
     page.click("#model-load")
     expect(page.locator("#model-card-body h2")).to_contain_text("GPT-2")
@@ -286,7 +285,7 @@ def test_a_result_for_a_replaced_analysis_is_not_shown(page, dashboard_url, monk
         return plain(*args, **kwargs)
 
     monkeypatch.setattr(generation_panel, "generate", slow_generate)
-    page.goto(dashboard_url)
+    open_demo(page, dashboard_url)
     analyze(page, PROMPT)
     page.click("#inv-gen-run")
     assert entered.wait(timeout=30)
