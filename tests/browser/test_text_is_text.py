@@ -27,7 +27,7 @@ HOSTILE = [
     "&amp;",
     "{}",
 ]
-PROMPT = "x = {} and " + " ".join(HOSTILE) + " then \\( \\frac{a}{b} \\) {\"k\": [1]}"
+PROMPT = "x = {} and " + " ".join(HOSTILE) + ' then \\( \\frac{a}{b} \\) {"k": [1]}'
 
 
 @pytest.fixture(scope="module")
