@@ -2,7 +2,8 @@
 
 Direct logit attribution (DLA) splits the target's logit at the last position into what each
 component wrote into the residual stream. Token attribution scores each input token by integrated
-gradients and by gradient x input on its token embedding.
+gradients and by gradient x input on its token embedding; integrated gradients refine their path
+until the scores settle, and say so when they do not (see `token_attribution`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import torch
 from torch import nn
 
 from ..core.analysis import Analysis
+from ..core.budget import check_token_attribution
 from ..core.errors import RequestError, UnsupportedModelError
 from ..core.model import LoadedModel
 from ..core.tokens import Token
 from ..core.trace import run
 from .inputs import as_ids, prompt_ids, target_id
 
-DEFAULT_STEPS = 64
-WARP = 3  # path points at alpha = s^3: dense near the baseline, where f changes fastest
-MAX_STEPS = 512
+DEFAULT_STEPS = 512  # the most path points one attribution may evaluate (it stops earlier)
+FIRST_PANELS = 8  # Simpson panels of the first, uniform rule, each halved once (33 points)
+MIN_STEPS = 5  # one panel, halved once
+MAX_STEPS = 4096
+COMPLETENESS = 0.05  # |sum of IG - (f(input) - f(baseline))| / |f(input) - f(baseline)| allowed
+TOKEN_TOLERANCE = 0.02  # per-token error estimate allowed, times max(|f(x) - f(b)|, 1)
 BATCH_TOKENS = 4096  # tokens per batched forward/backward pass of integrated gradients
 BATCH_CELLS = 2**20  # rows x T^2 attention cells kept for the backward pass (bounds memory)
 
@@ -163,27 +168,40 @@ def direct_logit_attribution(analysis: Analysis, target: object = None) -> Direc
 class TokenAttribution:
     """Per input token: integrated gradients and gradient x input of the target's log-probability.
 
-    `f_input`, `f_baseline` are log p(target) at the prompt and at the baseline (all-zero token
-    embeddings); integrated gradients sum to `f_input - f_baseline` up to `completeness_error`.
+    `f_input`, `f_baseline` are log p(target) at the prompt and at the baseline; integrated
+    gradients sum to `f_input - f_baseline` up to `completeness_error`. `converged` says the scores
+    have an error estimate of at most `tolerance` (`token_change`), `complete` that the
+    completeness error is within `COMPLETENESS`; only when both hold (`valid`) are the integrated
+    gradients trustworthy to the precision shown.
     """
 
     tokens: list[Token]
     notices: list[str]
     target: int
     target_text: str
-    steps: int
+    steps: int  # path points evaluated
+    max_steps: int  # the budget the refinement could use
+    baseline: str  # "zero" or "mean" token embeddings (the adapter's choice)
     integrated_gradients: torch.Tensor  # (T,)
     gradient_x_input: torch.Tensor  # (T,)
     f_input: float
     f_baseline: float
+    token_change: float  # max over tokens of the summed per-panel error estimates
+    tolerance: float
 
     METHOD = (
         "f = log-probability of the target at the last position, as a function of the token "
-        "embeddings (position embeddings unchanged). Integrated gradients: baseline = all-zero token "
-        "embeddings, straight path alpha * x, integral over alpha by the midpoint rule in s with "
-        "alpha = s^3 (`steps` points, dense near the baseline, where normalizing near-zero "
-        "embeddings makes f change fastest); a token's score is the sum over its embedding "
-        "dimensions of x * integrated gradient. Gradient x input: sum over dimensions of "
+        "embeddings (position embeddings unchanged). Integrated gradients: the straight path from a "
+        "baseline b to the prompt's embeddings x; b = all-zero token embeddings where a learned "
+        "position vector is added (GPT-2, GPT-Neo, OPT), and the vocabulary's mean embedding at "
+        "every position for rotary models (Llama-style, GPT-NeoX), whose first normalization makes "
+        "f(alpha x) jump near alpha = 0. A token's score is the integral over alpha in [0, 1] of "
+        "(x - b) . df/dx(b + alpha (x - b)) over its embedding dimensions, by adaptive Simpson: 8 "
+        "panels halved once, then the panels with the largest error (how much a token's value "
+        "changed when the panel was last halved, or the panel's scores not adding up to its "
+        "change in f, known exactly) are halved until every token's summed change is within the "
+        "tolerance and the scores add up to f(x) - f(b) within 5%, or the step budget is spent; "
+        "then the result says it is not converged. Gradient x input: sum over dimensions of "
         "x * df/dx at the prompt."
     )
 
@@ -193,19 +211,80 @@ class TokenAttribution:
         gap = self.f_input - self.f_baseline
         return abs(float(self.integrated_gradients.sum()) - gap) / max(abs(gap), 1e-12)
 
+    @property
+    def converged(self) -> bool:
+        return self.token_change <= self.tolerance
+
+    @property
+    def complete(self) -> bool:
+        return self.completeness_error <= COMPLETENESS
+
+    @property
+    def valid(self) -> bool:
+        return self.converged and self.complete
+
     def to_dict(self) -> dict:
         return {
             "tokens": [t.to_dict() for t in self.tokens],
             "notices": self.notices,
             "target": {"id": self.target, "text": self.target_text},
             "steps": self.steps,
+            "max_steps": self.max_steps,
+            "baseline": self.baseline,
             "integrated_gradients": self.integrated_gradients.round(decimals=6).tolist(),
             "gradient_x_input": self.gradient_x_input.round(decimals=6).tolist(),
             "f_input": round(self.f_input, 6),
             "f_baseline": round(self.f_baseline, 6),
             "completeness_error": round(self.completeness_error, 6),
+            "complete": self.complete,
+            "token_change": round(self.token_change, 6),
+            "tolerance": round(self.tolerance, 6),
+            "converged": self.converged,
+            "valid": self.valid,
             "method": self.METHOD,
         }
+
+
+def baseline_embeddings(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+    """The baseline token embeddings for `x` `(1, T, d)`, as the family's adapter names them."""
+    kind = lm.adapter.attribution_baseline
+    if kind == "zero":
+        return torch.zeros_like(x)
+    if kind == "mean":
+        table = lm.model.get_submodule(lm.adapter.token_embedding).weight
+        rows = table[: min(table.shape[0], len(lm.tokenizer))]
+        return rows.float().mean(0).expand_as(x).clone()
+    raise UnsupportedModelError(f"Unknown attribution baseline {kind!r} for {lm.card.name}.")
+
+
+class _Path:
+    """f and the per-token integrand (x - b) . df/dx along the straight path b + alpha (x - b)."""
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        ids: torch.Tensor,
+        x: torch.Tensor,
+        base: torch.Tensor,
+        target: int,
+        batch_tokens: int,
+    ) -> None:
+        self.lm, self.ids, self.x, self.base, self.target = lm, ids, x, base, target
+        length = ids.shape[1]
+        self.size = max(1, min(batch_tokens // length, BATCH_CELLS // length**2))
+
+    def __call__(self, alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """At each alpha: f `(n,)`, (x - b) . grad per token `(n, T)` and x . grad `(n, T)`."""
+        delta = self.x - self.base
+        values, along, times_x = [], [], []
+        with torch.inference_mode(False), torch.enable_grad():
+            for chunk in alphas.split(self.size):
+                embeds = self.base + chunk.view(-1, 1, 1) * delta
+                f, grad = _logprob_and_grad(self.lm, self.ids, embeds, self.target)
+                values.append(f)
+                along.append((grad * delta).sum(-1))
+                times_x.append((grad * self.x).sum(-1))
+        return torch.cat(values), torch.cat(along), torch.cat(times_x)
 
 
 def _logprob_and_grad(
@@ -219,48 +298,123 @@ def _logprob_and_grad(
     return f.detach(), grad
 
 
+class _Panels:
+    """Adaptive Simpson on [0, 1]: the points evaluated so far and the leaf panels (a, m, b).
+
+    Each leaf carries a per-token error estimate: how much its parent's Simpson value changed
+    when it was halved into this leaf and its sibling (half the change to each), the rule's own
+    measure of how far from settled that stretch of the path is.
+    """
+
+    def __init__(self, path: _Path) -> None:
+        self.path = path
+        self.alphas: list[float] = []
+        self.f: list[float] = []
+        self.g: list[torch.Tensor] = []  # (T,) per point
+        self.leaves: list[tuple[int, int, int]] = []
+        self.errors: list[torch.Tensor] = []  # (T,) per leaf
+        self.gx: torch.Tensor | None = None  # x . df/dx at the prompt (alpha = 1)
+
+    def evaluate(self, alphas: list[float]) -> list[int]:
+        f, g, gx = self.path(torch.tensor(alphas))
+        if 1.0 in alphas:
+            self.gx = gx[alphas.index(1.0)]
+        start = len(self.alphas)
+        self.alphas += alphas
+        self.f += f.tolist()
+        self.g += list(g)
+        return list(range(start, len(self.alphas)))
+
+    def simpson(self, a: int, m: int, b: int) -> torch.Tensor:
+        h = self.alphas[b] - self.alphas[a]
+        return h / 6 * (self.g[a] + 4 * self.g[m] + self.g[b])
+
+    def residual(self, a: int, m: int, b: int) -> float:
+        """|sum of the panel's scores - (f(b) - f(a))|: exact, since f is known at both ends."""
+        return abs(float(self.simpson(a, m, b).sum()) - (self.f[b] - self.f[a]))
+
+    def split(self, leaves: list[int]) -> None:
+        """Halve these leaves (two new points each, evaluated in one batch)."""
+        new = []
+        for p in leaves:
+            a, m, b = self.leaves[p]
+            new += [(self.alphas[a] + self.alphas[m]) / 2, (self.alphas[m] + self.alphas[b]) / 2]
+        added = self.evaluate(new)
+        for k, p in enumerate(leaves):
+            a, m, b = self.leaves[p]
+            left, right = (a, added[2 * k], m), (m, added[2 * k + 1], b)
+            change = (self.simpson(*left) + self.simpson(*right) - self.simpson(a, m, b)).abs()
+            self.leaves[p], self.errors[p] = left, change / 2
+            self.leaves.append(right)
+            self.errors.append(change / 2)
+
+
 def token_attribution(
     lm: LoadedModel,
     prompt: str,
     target: object = None,
     *,
     steps: int = DEFAULT_STEPS,
+    tolerance: float = TOKEN_TOLERANCE,
     batch_tokens: int = BATCH_TOKENS,
 ) -> TokenAttribution:
     """Score each prompt token for the target (default: the top prediction); see `METHOD`.
 
-    IG_i = sum_d x_id * sum_k w_k df/dx_id(alpha_k * x), with s_k = (k + 1/2) / m, k < m,
-    alpha_k = s_k^3 and w_k = 3 s_k^2 / m (the midpoint rule for the integral over alpha in [0, 1]).
+    IG_i = integral over [0, 1] of g_i(alpha) = sum_d (x_id - b_id) df/dx_id(b + alpha (x - b)).
+    `steps` is the most path points evaluated (f and the gradient at each). Each Simpson panel
+    [a, b] also knows f(b) - f(a) exactly, which its summed scores must match; a real model's f
+    can jump within a thousandth of the path (SmolLM2, near alpha 0.23), so refinement is local.
+    Stops when max_i sum_panels |change of IG_i when the panel was halved| / 2 <= tolerance *
+    max(|f(x) - f(b)|, 1) and the completeness error is within COMPLETENESS, or when the budget
+    of `steps` points is spent.
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
-        raise RequestError(f"'steps' must be an integer from 1 to {MAX_STEPS}, got {steps!r}.")
+    if not isinstance(steps, int) or isinstance(steps, bool) or not MIN_STEPS <= steps <= MAX_STEPS:
+        raise RequestError(
+            f"'steps' must be an integer from {MIN_STEPS} to {MAX_STEPS}, got {steps!r}."
+        )
     tokens, notices = prompt_ids(lm, prompt)
+    check_token_attribution(lm, len(tokens), steps)
     ids = as_ids(tokens)
     embedding = lm.model.get_submodule(lm.adapter.token_embedding)
     with torch.inference_mode(False), torch.no_grad():
         x = embedding(ids).float()  # (1, T, d)
         clean, _ = run(lm, ids, capture=False)
     target = target_id(lm, target, clean[0, -1])
-    # Rows: the m path points, then the prompt itself (alpha = 1), then the baseline (alpha = 0).
-    s = (torch.arange(steps) + 0.5) / steps
-    alphas, weights = torch.cat([s**WARP, torch.tensor([1.0, 0.0])]), WARP * s ** (WARP - 1) / steps
-    length = ids.shape[1]
-    size = max(1, min(batch_tokens // length, BATCH_CELLS // length**2))
-    values, grads = [], []
-    with torch.inference_mode(False), torch.enable_grad():
-        for chunk in alphas.split(size):
-            f, grad = _logprob_and_grad(lm, ids, chunk.view(-1, 1, 1) * x, target)
-            values.append(f)
-            grads.append(grad)
-    f, grad = torch.cat(values), torch.cat(grads)
+    path = _Path(lm, ids, x, baseline_embeddings(lm, x), target, batch_tokens)
+    first = min(FIRST_PANELS, (steps - 1) // 4)
+    store = _Panels(path)
+    store.evaluate([j / (2 * first) for j in range(2 * first + 1)])  # baseline first, prompt last
+    store.leaves = [(2 * p, 2 * p + 1, 2 * p + 2) for p in range(first)]
+    store.errors = [torch.zeros(ids.shape[1])] * first
+    store.split(list(range(first)))  # every leaf now has an error estimate
+    gap = store.f[first * 2] - store.f[0]
+    limit = COMPLETENESS * max(abs(gap), 1e-12)
+    tolerance = tolerance * max(abs(gap), 1.0)
+    while True:
+        ig = torch.stack([store.simpson(*leaf) for leaf in store.leaves]).sum(0)
+        errors = torch.stack(store.errors)
+        change = float(errors.sum(0).max())
+        complete = abs(float(ig.sum()) - gap) <= limit
+        room = min((steps - len(store.alphas)) // 2, path.size // 2)
+        if (change <= tolerance and complete) or room < 1:
+            break
+        # Halve the leaves that carry the most error, per token or in the sum; worst first.
+        residual = torch.tensor([store.residual(*leaf) for leaf in store.leaves])
+        score = torch.maximum(errors.max(1).values / tolerance, residual / limit)
+        order = score.argsort(descending=True)[:room]
+        store.split([int(p) for p in order if score[p] >= score[order[0]] / 4])
     return TokenAttribution(
         tokens=tokens,
         notices=notices,
         target=target,
         target_text=lm.token_text(target),
-        steps=steps,
-        integrated_gradients=(x[0] * (weights.view(-1, 1, 1) * grad[:steps]).sum(0)).sum(-1),
-        gradient_x_input=(x[0] * grad[steps]).sum(-1),
-        f_input=float(f[steps]),
-        f_baseline=float(f[steps + 1]),
+        steps=len(store.alphas),
+        max_steps=steps,
+        baseline=lm.adapter.attribution_baseline,
+        integrated_gradients=ig,
+        gradient_x_input=store.gx,
+        f_input=store.f[2 * first],
+        f_baseline=store.f[0],
+        token_change=change,
+        tolerance=tolerance,
     )

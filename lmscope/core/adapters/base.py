@@ -6,6 +6,7 @@ these paths, so supporting a new family means writing one small adapter, nothing
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
@@ -15,7 +16,7 @@ from torch import nn
 class Adapter:
     """Module paths and facts of one model family.
 
-    `attention` must return `(attn_out, pattern)` with the eager implementation; `out_proj` receives
+    `attention` returns `(attn_out, ...)` and holds the module attention runs in; `out_proj` receives
     the heads' concatenated outputs `(B, T, n_heads * d_head)`; `mlp` returns the MLP's contribution.
     """
 
@@ -30,6 +31,14 @@ class Adapter:
     position_embedding: str | None
     positional_encoding: str
     normalization: str
+    # Integrated gradients' baseline token embedding: "zero", or "mean" (the vocabulary's mean
+    # embedding) where no position vector is added and the first norm would make f(alpha * x)
+    # jump near alpha = 0 (see experiments/attribution.py).
+    attribution_baseline: str = "zero"
+    gated_mlp: bool = False  # down(act(gate(x)) * up(x)) rather than down(act(up(x)))
+    # For a family whose attention does not call transformers' AttentionInterface: routes each
+    # layer's attention through lmscope's (core/attention.py) on a loaded model.
+    route_attention: Callable[[nn.Module], None] | None = None
 
     def block_list(self, model: nn.Module) -> list[nn.Module]:
         """The transformer blocks, in order."""

@@ -14,4 +14,5 @@ GPT_NEOX = Adapter(
     position_embedding=None,
     positional_encoding="rotary (RoPE)",
     normalization="LayerNorm",
+    attribution_baseline="mean",
 )

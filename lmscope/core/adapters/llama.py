@@ -14,4 +14,6 @@ LLAMA = Adapter(
     position_embedding=None,
     positional_encoding="rotary (RoPE)",
     normalization="RMSNorm",
+    attribution_baseline="mean",
+    gated_mlp=True,
 )

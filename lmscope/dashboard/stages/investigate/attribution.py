@@ -7,7 +7,12 @@ from dash import Dash, Input, Output, State, html, no_update
 
 from ....core.errors import LmscopeError
 from ....core.tokens import display
-from ....experiments.attribution import direct_logit_attribution, token_attribution
+from ....experiments.attribution import (
+    COMPLETENESS,
+    TokenAttribution,
+    direct_logit_attribution,
+    token_attribution,
+)
 from ... import figures
 from .. import SHOWN, graph, stored
 from ..tokens import chips
@@ -28,11 +33,16 @@ EXPLAIN_DLA = (
 )
 EXPLAIN_TOKENS = (
     "Token attribution asks which prompt tokens pushed the model toward the target. Integrated "
-    "gradients fades the prompt's token embeddings in from zero and adds up the gradients on the "
-    "way; its scores add up to the change in the target's log-probability (the completeness check "
-    "below). Gradient x input is the quick one-step estimate. Blue pushed toward the target, red "
-    "away; hover a token for the exact value."
+    "gradients fades the prompt's token embeddings in from a neutral baseline (all zeros where "
+    "a position vector is added, the vocabulary's average embedding for rotary models) and adds "
+    "up the gradients on the way, refining the path until the scores settle; its scores add up "
+    "to the change in the target's log-probability (the completeness check below). When they do "
+    "not settle within the step budget, the page says so and greys them out. Gradient x input is "
+    "the quick one-step estimate. Blue pushed toward the target, red away; hover a token for the "
+    "exact value."
 )
+GREY = "120,120,120"
+BASELINES = {"zero": "all-zero", "mean": "mean-embedding"}  # how the page names each baseline
 
 
 def layout() -> list:
@@ -52,11 +62,76 @@ def layout() -> list:
     ]
 
 
-def tint(value: float, limit: float) -> str:
-    """A chip background for an attribution: blue toward the target, red away, by strength."""
+def tint(value: float, limit: float, valid: bool = True) -> str:
+    """A chip colour for an attribution: blue toward the target, red away, by strength; grey
+    (strength only, paler) where the scores are not trustworthy."""
     alpha = min(1.0, abs(value) / limit) * 0.75 if limit else 0.0
+    if not valid:
+        return f"rgba({GREY},{alpha / 2:.3f})"
     rgb = "47,111,173" if value >= 0 else "225,87,89"
-    return f"background: rgba({rgb},{alpha:.3f})"
+    return f"rgba({rgb},{alpha:.3f})"
+
+
+def not_valid_warning(result: TokenAttribution) -> html.Div:
+    """Why the integrated gradients below are not to be trusted, with the figures."""
+    problems = []
+    if not result.complete:
+        problems.append(
+            f"they add up to the change in log-probability only within "
+            f"{result.completeness_error:.1%} (the limit is {COMPLETENESS:.0%})"
+        )
+    if not result.converged:
+        problems.append(
+            f"a token's score may still be off by up to {result.token_change:.3f} (the tolerance "
+            f"is {result.tolerance:.3f})"
+        )
+    return html.Div(
+        f"Integrated gradients did not converge within {result.steps} path points (budget "
+        f"{result.max_steps}): {' and '.join(problems)}. The scores are shown in grey and are "
+        "not reliable: the model's output changes too abruptly along the path for this budget. "
+        "Gradient x input below is a local, one-step estimate.",
+        className="notice",
+        id="inv-attr-warning",
+    )
+
+
+def token_rows(result: TokenAttribution) -> list:
+    """The token attribution as chips and the completeness line; integrated gradients that did
+    not converge come under a warning, greyed, labelled "not converged"."""
+    valid = result.valid
+    rows = [] if valid else [not_valid_warning(result)]
+    ig_label = "Integrated gradients" + ("" if valid else " (not converged)")
+    for name, label, values, trusted in (
+        ("ig", ig_label, result.integrated_gradients.tolist(), valid),
+        ("gxi", "Gradient x input", result.gradient_x_input.tolist(), True),
+    ):
+        limit = max((abs(v) for v in values), default=0.0)
+        rows += [
+            html.P(html.Strong(label)),
+            chips(
+                result.tokens,
+                "chip-plain",
+                notes=[f"; {label.lower()} {v:+.4f}" for v in values],
+                styles=[tint(v, limit, trusted) for v in values],
+                id=f"inv-attr-{name}",
+                **{"data-valid": "true" if trusted else "false"},
+            ),
+        ]
+    gap = result.f_input - result.f_baseline
+    total = float(result.integrated_gradients.sum())
+    rows.append(
+        html.P(
+            f"Completeness: the integrated gradients add up to {total:.4f}; "
+            f"f(prompt) - f(baseline) = {result.f_input:.4f} - ({result.f_baseline:.4f}) = "
+            f"{gap:.4f} (relative error {result.completeness_error:.2%}, {result.steps} path "
+            f"points, largest per-token error estimate {result.token_change:.4f}, "
+            f"{BASELINES.get(result.baseline, result.baseline)} baseline; {'converged' if valid else 'NOT converged'}). "
+            f"f = log p({display(result.target_text)}).",
+            id="inv-completeness",
+            className="hint",
+        )
+    )
+    return rows
 
 
 def register(app: Dash, panel: Panel) -> None:
@@ -119,32 +194,4 @@ def register(app: Dash, panel: Panel) -> None:
             result = token_attribution(lm, prompt, parse_target(target))
         except LmscopeError as error:
             return no_update, message(str(error)), no_update
-        rows = []
-        for name, label, values in (
-            ("ig", "Integrated gradients", result.integrated_gradients.tolist()),
-            ("gxi", "Gradient x input", result.gradient_x_input.tolist()),
-        ):
-            limit = max((abs(v) for v in values), default=0.0)
-            rows += [
-                html.P(html.Strong(label)),
-                chips(
-                    result.tokens,
-                    "chip-plain",
-                    notes=[f"; {label.lower()} {v:+.4f}" for v in values],
-                    styles=[tint(v, limit) for v in values],
-                    id=f"inv-attr-{name}",
-                ),
-            ]
-        gap = result.f_input - result.f_baseline
-        total = float(result.integrated_gradients.sum())
-        rows.append(
-            html.P(
-                f"Completeness: the integrated gradients add up to {total:.4f}; "
-                f"f(prompt) - f(baseline) = {result.f_input:.4f} - ({result.f_baseline:.4f}) = "
-                f"{gap:.4f} (relative error {result.completeness_error:.2%}, {result.steps} steps). "
-                f"f = log p({display(result.target_text)}).",
-                id="inv-completeness",
-                className="hint",
-            )
-        )
-        return rows, "", keep("token_attribution", result.to_dict())
+        return token_rows(result), "", keep("token_attribution", result.to_dict())
