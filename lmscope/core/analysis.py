@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .budget import check_analysis
 from .errors import PromptError
 from .heads import HeadReport
 from .model import LoadedModel
@@ -179,6 +180,7 @@ def analyze(lm: LoadedModel, prompt: str) -> Analysis:
     tokens, notices = fit_context(tokenize(lm.tokenizer, prompt), lm.card.context_length)
     if not tokens:
         raise PromptError("The prompt gave no tokens to analyze.")
+    check_analysis(lm, len(tokens))
     ids = torch.tensor([[t.id for t in tokens]])
     with torch.inference_mode():
         logits, rec = run(lm, ids)

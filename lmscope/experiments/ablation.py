@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from ..core.analysis import Prediction, top_predictions
+from ..core.budget import check_ablation, check_scan
 from ..core.errors import RequestError
 from ..core.heads import head_name
 from ..core.model import LoadedModel
@@ -154,6 +155,7 @@ def ablate(
     heads = check_heads(lm, heads)
     settings = GenerationSettings(max_new_tokens=new_tokens) if new_tokens else None
     tokens, notices = prompt_ids(lm, prompt, reserve=new_tokens)
+    check_ablation(lm, len(tokens), new_tokens)
     ids = as_ids(tokens)
     with torch.inference_mode():
         before, z = clean_run(lm, ids, mode)
@@ -253,6 +255,7 @@ def ablation_scan(
     """
     mode = check_mode(mode)
     tokens, notices = prompt_ids(lm, prompt)
+    check_scan(lm, len(tokens), mean=mode == "mean")
     ids = as_ids(tokens)
     with torch.inference_mode():
         z = clean_run(lm, ids, mode)[1] if mode == "mean" else None  # mean ablation needs z

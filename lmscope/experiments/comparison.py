@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.analysis import Analysis, analyze
+from ..core.budget import check_comparison
 from ..core.heads import LABELS
 from ..core.model import LoadedModel
+from .inputs import prompt_ids
 
 TOP_K = 10
 
@@ -61,4 +63,7 @@ class Comparison:
 
 def compare(first: LoadedModel, second: LoadedModel, prompt: str) -> Comparison:
     """Analyze the prompt with both models (each one traced forward pass)."""
+    check_comparison(
+        first, second, (len(prompt_ids(first, prompt)[0]), len(prompt_ids(second, prompt)[0]))
+    )
     return Comparison(prompt, (analyze(first, prompt), analyze(second, prompt)))

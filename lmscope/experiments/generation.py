@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from ..core.analysis import Prediction, top_predictions
+from ..core.budget import check_generation
 from ..core.errors import RequestError
 from ..core.model import LoadedModel
 from ..core.tokens import Token, display
@@ -228,6 +229,8 @@ def generate(
     """Continue the prompt; `patches` (from `ablation.head_patches`) generate with heads ablated."""
     settings = settings or GenerationSettings()
     tokens, notices = prompt_ids(lm, prompt, reserve=settings.max_new_tokens)
+    beams = settings.beams if settings.method == "beam" else 1
+    check_generation(lm, len(tokens), settings.max_new_tokens, beams)
     ids = as_ids(tokens)
     seed = None
     if settings.method == "sample":
