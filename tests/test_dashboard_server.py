@@ -10,6 +10,7 @@ from lmscope import cli
 from lmscope.api import server
 from lmscope.api.http import create_app as create_api
 from lmscope.api.service import Service
+from lmscope.core import attention
 from lmscope.core.analysis import analyze
 from lmscope.core.embeddings import nearest_tokens
 from lmscope.core.errors import RequestError
@@ -21,7 +22,7 @@ PROMPT = "The cat sat on the mat. The cat sat on the"
 
 def reference(model, tokenizer, prompt: str = PROMPT):
     ids = torch.tensor([tokenizer(prompt)["input_ids"]])
-    with torch.no_grad():
+    with torch.no_grad(), attention.eager(model):
         return model(ids, output_attentions=True, output_hidden_states=True)
 
 

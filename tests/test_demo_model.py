@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmscope.core import attention
 from lmscope.core.analysis import analyze
 from lmscope.core.catalog import DEMO_PATH
 from lmscope.core.heads import HeadReport
@@ -68,9 +69,9 @@ def test_demo_induction_head_is_active_on_repeats_and_not_applicable_without(dem
     assert compare(profile, words)[layer][head].active is True
 
     ids = random_repeated(demo)
-    with torch.inference_mode():
-        _, rec = run(demo, ids)
-    tokens = HeadReport.from_pattern(rec.stack("attn.hook_pattern", demo.layers)[:, 0], ids[0])
+    with torch.inference_mode(), attention.eager(demo.model):
+        patterns = torch.stack(demo.model(ids, output_attentions=True).attentions)[:, 0]
+    tokens = HeadReport.from_pattern(patterns, ids[0])
     assert tokens.active(layer, head, "induction")
 
     plain = analyze(demo, NO_REPEATS)

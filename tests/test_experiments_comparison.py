@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from lmscope.core import attention
 from lmscope.core.heads import HeadReport
 from lmscope.core.loading import from_model
 from lmscope.experiments.comparison import compare, depths
@@ -28,7 +29,7 @@ def test_two_models_are_compared_on_their_own_predictions_and_heads(tiny_gpt2, g
     doc = compare(tiny_gpt2, deeper, PROMPT).to_dict()
     ids = torch.tensor([gpt2_tokenizer(PROMPT)["input_ids"]])
     for side, lm in zip(doc["models"], (tiny_gpt2, deeper), strict=True):
-        with torch.no_grad():
+        with torch.no_grad(), attention.eager(lm.model):
             out = lm.model(ids, output_attentions=True)
         probs = out.logits[0, -1].softmax(-1)
         top = probs.topk(10)

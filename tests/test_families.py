@@ -32,6 +32,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from lmscope.core import attention
 from lmscope.core.analysis import Analysis, analyze
 from lmscope.core.loading import from_model
 from lmscope.core.model import LoadedModel
@@ -190,8 +191,9 @@ def _perturb_norms(model: torch.nn.Module) -> None:
 
 
 def reference(lm: LoadedModel, ids: list[int]):
-    """A plain transformers forward pass: all logits, attentions and hidden states."""
-    with torch.no_grad():
+    """A plain transformers forward pass on its own eager attention (lmscope runs the model on
+    sdpa and rebuilds patterns): all logits, attentions and hidden states."""
+    with torch.no_grad(), attention.eager(lm.model):
         return lm.model(
             input_ids=torch.tensor([ids]), output_attentions=True, output_hidden_states=True
         )

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmscope.cli import main
+from lmscope.core import attention
 from lmscope.core import profile as profile_module
 from lmscope.core.analysis import analyze
 from lmscope.core.heads import THRESHOLDS, HeadReport
@@ -68,13 +69,13 @@ def test_probe_set_is_natural_text_and_seeded_repeated_random_tokens(tiny_gpt2) 
 def test_profile_scores_are_the_formulas_on_their_own_probes(tiny_gpt2) -> None:
     natural, repeated = probe_ids(tiny_gpt2)
     report = measure_profile(tiny_gpt2)
-    with torch.inference_mode():
-        _, text_rec = run(tiny_gpt2, natural)
-        _, rep_rec = run(tiny_gpt2, repeated)
+    with torch.inference_mode(), attention.eager(tiny_gpt2.model):  # the model's own patterns
+        text_attentions = tiny_gpt2.model(natural, output_attentions=True).attentions
+        rep_attentions = tiny_gpt2.model(repeated, output_attentions=True).attentions
     half = profile_module.PROBE_TOKENS // 2
     for layer in range(tiny_gpt2.layers):
-        text = text_rec.acts[f"blocks.{layer}.attn.hook_pattern"]  # (B, heads, T, T)
-        rep = rep_rec.acts[f"blocks.{layer}.attn.hook_pattern"]
+        text = text_attentions[layer]  # (B, heads, T, T)
+        rep = rep_attentions[layer]
         size = text.shape[-1]
         # each score: target mass over rows i >= 2 as a share of the attention off key 0, per probe
         text_rest = (1 - text[:, :, 2:, 0]).sum(-1)
@@ -269,7 +270,7 @@ def test_smollm2_profile_induction_heads_rank_top_on_an_independent_score(
     generator = torch.Generator().manual_seed(2026)
     r = torch.randint(2000, 40000, (30,), generator=generator)
     ids = torch.cat([r, r]).unsqueeze(0)
-    with torch.inference_mode():
+    with torch.inference_mode(), attention.eager(smollm2.model):
         attentions = smollm2.model(ids, output_attentions=True).attentions
     # from each query of the second copy to the token after its earlier copy: i -> i - 30 + 1
     independent = {

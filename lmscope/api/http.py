@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+from ..core.analysis import OVERVIEW
 from ..core.embeddings import nearest_tokens
 from ..core.errors import LmscopeError, RequestError
 from . import security
@@ -44,6 +45,21 @@ def _int_arg(name: str, upper: int) -> int:
     return value
 
 
+def _span(name: str, tokens: int) -> slice:
+    """The `a:b` window of positions in `?name=` (the whole prompt when absent), at most OVERVIEW."""
+    raw = request.args.get(name, f"0:{min(tokens, OVERVIEW)}")
+    try:
+        start, stop = (int(part) for part in raw.split(":"))
+    except ValueError:
+        raise RequestError(f"'{name}' must be two positions 'start:stop', got {raw!r}.") from None
+    if not 0 <= start < stop <= tokens or stop - start > OVERVIEW:
+        raise RequestError(
+            f"'{name}' must be a window start:stop with 0 <= start < stop <= {tokens} and at most "
+            f"{OVERVIEW} positions, got {raw!r}."
+        )
+    return slice(start, stop)
+
+
 def create_blueprint(service: Service) -> Blueprint:
     """The API's routes over one `Service`."""
     from .experiment_routes import add_experiment_routes  # imports this module's helpers
@@ -63,22 +79,33 @@ def create_blueprint(service: Service) -> Blueprint:
 
     @api.get("/analysis/<key>/attention")
     def attention_route(key: str):
-        """One head's pattern (?layer=&head=) or all heads of a layer (?layer=)."""
+        """One head's pattern (?layer=&head=) or all heads of a layer (?layer=); past `OVERVIEW`
+        tokens a head's overview (max-pooled) or a window (&rows=a:b&keys=c:d), see docs/api.md."""
         analysis = service.store.get(key)
-        layer = _int_arg("layer", analysis.attention.shape[0])
-        if "head" in request.args:
-            head = _int_arg("head", analysis.attention.shape[1])
-            pattern = analysis.attention[layer, head]
+        layer = _int_arg("layer", analysis.lm.layers)
+        head = _int_arg("head", analysis.heads_per_layer) if "head" in request.args else None
+        tokens = len(analysis.tokens)
+        answer = {"layer": layer, "head": head, "tokens": [t.display for t in analysis.tokens]}
+        if "rows" in request.args or "keys" in request.args:
+            rows, keys = _span("rows", tokens), _span("keys", tokens)
+            if head is None:
+                pattern = analysis.layer_patterns(layer, rows)[:, :, keys]
+            else:
+                pattern = analysis.pattern(layer, head, rows)[:, keys]
+            answer |= {"rows": [rows.start, rows.stop], "keys": [keys.start, keys.stop]}
+        elif tokens <= OVERVIEW:
+            pattern = (
+                analysis.layer_patterns(layer) if head is None else analysis.pattern(layer, head)
+            )
+        elif head is None:
+            raise RequestError(
+                f"All heads of a layer at {tokens:,} tokens are too large to send: ask for one "
+                f"head, or a window (rows=a:b&keys=c:d, each at most {OVERVIEW} long)."
+            )
         else:
-            pattern = analysis.attention[layer]
-        return jsonify(
-            {
-                "layer": layer,
-                "head": int(request.args["head"]) if "head" in request.args else None,
-                "tokens": [t.display for t in analysis.tokens],
-                "pattern": pattern.round(decimals=5).tolist(),
-            }
-        )
+            pattern = analysis.pattern_overview(layer, head)
+            answer["overview"] = {"factor": -(-tokens // pattern.shape[0]), "pool": "max"}
+        return jsonify(answer | {"pattern": pattern.round(decimals=5).tolist()})
 
     @api.get("/analysis/<key>/embeddings")
     def embeddings_route(key: str):

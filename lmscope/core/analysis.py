@@ -1,24 +1,31 @@
 """Analyze a prompt: one traced forward pass, and the object every view reads from.
 
-Heavy tensors (attention patterns, residual stream) stay in the `Analysis` on the server;
-`to_dict()` is the compact document the CLI prints and the browser receives.
+Heavy tensors (residual stream, each layer's queries and keys) stay in the `Analysis` on the
+server; `to_dict()` is the compact document the CLI prints and the browser receives. No attention
+pattern is held: head scores are computed during the pass, and a head's or a layer's pattern is
+rebuilt from its queries and keys when a view asks for it (`pattern`, `layer_patterns`,
+`pattern_overview`), exactly as the model's eager attention computes it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
-from .budget import check_analysis
+from .attention import ROW_BLOCK, LayerKeys
 from .errors import PromptError
-from .heads import HeadReport
+from .heads import HeadReport, chance_scores
 from .model import LoadedModel
 from .tokens import Token, display, tokenize
 from .trace import run
 
 MAX_PROMPT_CHARS = 200_000
 TOP_K = 10
+OVERVIEW = 512  # a head's overview is max-pooled to at most this many rows and columns
+ALL_PATTERNS_BYTES = 1 << 30  # `Analysis.attention` (every pattern at once) refuses more than this
 
 
 @dataclass(frozen=True)
@@ -95,9 +102,10 @@ def top_predictions(lm: LoadedModel, logits: torch.Tensor, k: int) -> list[list[
 class Analysis:
     """Everything one forward pass showed about a prompt. Tensors are float32, batch axis dropped.
 
-    residual[0] is the embedding sum, residual[l + 1] the stream after layer l; attention is
-    `(layers, heads, T, T)`; attn_out, mlp_out `(layers, T, d)` are what each sublayer wrote into
-    the stream; z `(layers, T, heads, d_head)` is each head's output before the output projection.
+    residual[0] is the embedding sum, residual[l + 1] the stream after layer l; attn_out, mlp_out
+    `(layers, T, d)` are what each sublayer wrote into the stream; z `(layers, T, heads, d_head)` is
+    each head's output before the output projection; keys[l] rebuilds layer l's attention patterns
+    (see `attention.LayerKeys`: queries and keys as the model used them, batch axis of 1).
     """
 
     lm: LoadedModel
@@ -106,7 +114,7 @@ class Analysis:
     notices: list[str]
     token_embeddings: torch.Tensor
     position_embeddings: torch.Tensor | None
-    attention: torch.Tensor
+    keys: list[LayerKeys]
     residual: torch.Tensor
     attn_out: torch.Tensor
     mlp_out: torch.Tensor
@@ -122,6 +130,51 @@ class Analysis:
     @property
     def probabilities(self) -> torch.Tensor:
         return self.logits.softmax(-1)
+
+    @property
+    def heads_per_layer(self) -> int:
+        return self.keys[0].heads
+
+    def pattern(self, layer: int, head: int, rows: slice | None = None) -> torch.Tensor:
+        """One head's attention `(rows, T)` (all rows by default), rebuilt on request."""
+        start, stop, _ = (rows or slice(None)).indices(len(self.tokens))
+        return self.keys[layer].rows(start, max(start, stop), heads=[head])[0, 0]
+
+    def layer_patterns(self, layer: int, rows: slice | None = None) -> torch.Tensor:
+        """Every head's attention in one layer: `(heads, rows, T)`, rebuilt on request."""
+        start, stop, _ = (rows or slice(None)).indices(len(self.tokens))
+        return self.keys[layer].rows(start, max(start, stop))[0]
+
+    def pattern_overview(self, layer: int, head: int, size: int = OVERVIEW) -> torch.Tensor:
+        """One head's pattern max-pooled to at most `size` x `size`: `(n, n)` with n = ceil(T / f),
+        each cell the largest weight of its f x f tile (f = ceil(T / size)); built a block of rows
+        at a time, never the whole T x T."""
+        tokens = len(self.tokens)
+        factor = math.ceil(tokens / size)
+        cells = math.ceil(tokens / factor)
+        out = torch.zeros(cells, cells)
+        step = factor * max(1, ROW_BLOCK // factor)
+        for start in range(0, tokens, step):
+            stop = min(tokens, start + step)
+            block = self.keys[layer].rows(start, stop, keys=stop, heads=[head])[0, 0]
+            rows = math.ceil((stop - start) / factor) * factor
+            block = F.pad(block, (0, cells * factor - stop, 0, rows - (stop - start)))
+            pooled = block.reshape(rows // factor, factor, cells, factor).amax(dim=(1, 3))
+            out[start // factor : start // factor + pooled.shape[0]] = pooled
+        return out
+
+    @property
+    def attention(self) -> torch.Tensor:
+        """Every pattern at once, `(layers, heads, T, T)`: for short prompts only (refused above
+        `ALL_PATTERNS_BYTES`); views rebuild what they show with `pattern` / `layer_patterns`."""
+        tokens = len(self.tokens)
+        size = len(self.keys) * self.heads_per_layer * tokens * tokens * 4
+        if size > ALL_PATTERNS_BYTES:
+            raise ValueError(
+                f"All attention patterns of {tokens:,} tokens would take {size / 2**30:.1f} GiB; "
+                "rebuild one head or layer at a time (Analysis.pattern, Analysis.layer_patterns)."
+            )
+        return torch.stack([self.layer_patterns(layer) for layer in range(len(self.keys))])
 
     def top_predictions(self, k: int = TOP_K) -> list[Prediction]:
         """The model's k most likely next tokens."""
@@ -180,15 +233,18 @@ def analyze(lm: LoadedModel, prompt: str) -> Analysis:
     tokens, notices = fit_context(tokenize(lm.tokenizer, prompt), lm.card.context_length)
     if not tokens:
         raise PromptError("The prompt gave no tokens to analyze.")
-    check_analysis(lm, len(tokens))
     ids = torch.tensor([[t.id for t in tokens]])
     with torch.inference_mode():
-        logits, rec = run(lm, ids)
+        logits, rec = run(lm, ids, score=True)
         layers = lm.layers
-        attention = rec.stack("attn.hook_pattern", layers)[:, 0].float()
         acts = {name: value[0].float() for name, value in rec.acts.items()}
         rec.acts = acts
-        heads = HeadReport.from_pattern(attention, ids[0])
+        scores, evidence = rec.scores(layers)
+        heads = HeadReport.from_scores(
+            {k: v[0].tolist() for k, v in scores.items()},
+            chance_scores(ids[0]),
+            {k: v[0].tolist() for k, v in evidence.items()},
+        )
         z = rec.stack("attn.hook_z", layers).unflatten(-1, (lm.heads, -1))
         residual = torch.cat(
             [acts["blocks.0.hook_resid_pre"].unsqueeze(0), rec.stack("hook_resid_post", layers)]
@@ -200,7 +256,7 @@ def analyze(lm: LoadedModel, prompt: str) -> Analysis:
         notices=notices,
         token_embeddings=acts["hook_embed"],
         position_embeddings=acts.get("hook_pos_embed"),
-        attention=attention,
+        keys=[rec.keys[layer] for layer in range(layers)],
         residual=residual,
         attn_out=rec.stack("hook_attn_out", layers),
         mlp_out=rec.stack("hook_mlp_out", layers),

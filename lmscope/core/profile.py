@@ -5,8 +5,9 @@ The probe set (docs/head-scores.md): `NATURAL` windows of `PROBE_TOKENS` tokens 
 special tokens left out, no id twice within r), the standard test for induction heads. All probes run
 as one batch through `trace.run`. The positional scores (previous-token, self, diffuse)
 come from the natural text, the duplicate-token and induction scores from the repeated sequences;
-each is the mean over its probes (`heads.score_heads_with_evidence` on the batch), its evidence the
-sum; the sink share comes from the natural text.
+each is the mean over its probes (the scores of `heads.score_heads_with_evidence`, computed during
+the pass a block of rows at a time: `trace.run(score=True)`), its evidence the sum; the sink share
+comes from the natural text.
 
 The profile is cached on disk as JSON under `$XDG_CACHE_HOME/lmscope/profiles/` (else
 `~/.cache/lmscope/profiles/`), keyed by model id, revision and probe version, and in memory per
@@ -36,7 +37,6 @@ from .heads import (
     HeadReport,
     chance_scores,
     head_name,
-    score_heads_with_evidence,
 )
 from .model import LoadedModel
 from .trace import run
@@ -96,12 +96,14 @@ def measure_profile(lm: LoadedModel) -> HeadReport:
     """Run the probe set through the model (one batched forward pass) and score every head."""
     natural, repeated = probe_ids(lm)
     ids = torch.cat([natural, repeated])
-    with torch.inference_mode():
-        _, rec = run(lm, ids)
-        pattern = rec.stack("attn.hook_pattern", lm.layers).float().transpose(0, 1)
+    with torch.inference_mode():  # every head scored during the pass, per probe: (B, layers, heads)
+        _, rec = run(lm, ids, score=True, keep_keys=False)
+        per_probe, per_probe_evidence = rec.scores(lm.layers)
     split = len(natural)
-    on_text, text_evidence = score_heads_with_evidence(pattern[:split], natural)
-    on_repeats, repeat_evidence = score_heads_with_evidence(pattern[split:], repeated)
+    on_text = {k: v[:split] for k, v in per_probe.items()}
+    on_repeats = {k: v[split:] for k, v in per_probe.items()}
+    text_evidence = {k: v[:split] for k, v in per_probe_evidence.items()}
+    repeat_evidence = {k: v[split:] for k, v in per_probe_evidence.items()}
     text_chance, repeat_chance = chance_scores(natural), chance_scores(repeated)
     scores, chance, evidence = {}, {}, {}
     for name in (*SCORES, SINK):

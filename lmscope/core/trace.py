@@ -3,8 +3,10 @@
 Hooks are installed once per model and do nothing unless a `Recorder` is active in the calling
 thread's context, so concurrent requests on one shared model never see each other's activations or
 ablations. Names follow TransformerLens: `hook_embed`, `hook_pos_embed`, `blocks.{l}.hook_resid_pre`,
-`blocks.{l}.attn.hook_pattern`, `blocks.{l}.attn.hook_z`, `blocks.{l}.hook_attn_out`,
-`blocks.{l}.hook_mlp_out`, `blocks.{l}.hook_resid_post`.
+`blocks.{l}.attn.hook_z`, `blocks.{l}.hook_attn_out`, `blocks.{l}.hook_mlp_out`,
+`blocks.{l}.hook_resid_post`. Attention runs on lmscope's attention function (core/attention.py):
+no pattern is made during the pass; each layer's queries and keys are kept (`Recorder.keys`) and,
+where asked, every head is scored on the fly, a block of query rows at a time (`Recorder.sums`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import attention
+from .attention import LayerKeys
+from .heads import ScoreSums
 from .model import LoadedModel
 
 _ACTIVE: ContextVar[Recorder | None] = ContextVar("lmscope_recorder", default=None)
@@ -55,27 +60,45 @@ class Recorder:
     # {layer: n}: n copies of batch row 0 are appended to the stream entering block `layer`, so
     # interventions that only differ from that layer on share one run of the layers before it.
     grow: dict[int, int] = field(default_factory=dict)
-    # With `layers` set, attention patterns are copied as they are made into one preallocated
-    # `(layers, B, heads, T, T)` buffer, so each layer's own pattern is freed at once and no stacking
-    # copy is needed afterwards (at 1024 tokens on GPT-2 Small that is 600 MB and most of a second).
-    layers: int = 0
-    patterns: torch.Tensor | None = None
+    # What rebuilds each layer's patterns (see attention.LayerKeys), kept if `keep_keys`.
+    keep_keys: bool = True
+    keys: dict[int, LayerKeys] = field(default_factory=dict)
+    # With `score_ids` `(B, T)` set, every head of each layer is scored during the pass, over blocks
+    # of query rows of its pattern (never a whole T x T): `sums[layer]` per batch row and head.
+    score_ids: torch.Tensor | None = None
+    sums: dict[int, ScoreSums] = field(default_factory=dict)
 
     def stack(self, name: str, layers: int) -> torch.Tensor:
         """`blocks.{l}.<name>` for every layer, stacked on a new first axis."""
-        if name == "attn.hook_pattern" and self.patterns is not None:
-            return self.patterns
         return torch.stack([self.acts[f"blocks.{layer}.{name}"] for layer in range(layers)])
 
-    def keep_pattern(self, layer: int, pattern: torch.Tensor) -> torch.Tensor:
-        """Store one layer's pattern, in the shared buffer when its shape allows."""
-        if self.layers and not self.grow:
-            if self.patterns is None:
-                self.patterns = pattern.new_empty((self.layers, *pattern.shape))
-            if self.patterns.shape[1:] == pattern.shape:
-                return self.patterns[layer].copy_(pattern)
-            self.layers, self.patterns = 0, None  # shapes differ: keep each layer's own tensor
-        return pattern
+    def scores(self, layers: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The streamed `(scores, evidence)`, each `(B, layers, heads)`."""
+        per_layer = [self.sums[layer].scores() for layer in range(layers)]
+        return tuple(
+            {k: torch.stack([p[part][k] for p in per_layer], 1) for k in per_layer[0][part]}
+            for part in (0, 1)
+        )
+
+
+def _keep_keys(module: nn.Module, make) -> None:
+    """attention.py's recorder: keep the layer's queries and keys and score its heads, if asked."""
+    rec = _ACTIVE.get()
+    layer = getattr(module, "_lmscope_layer", None)
+    if rec is None or not rec.capture or layer is None:
+        return
+    keys = make()
+    if rec.keep_keys:
+        rec.keys[layer] = keys
+    ids = rec.score_ids
+    if ids is not None and ids.shape == (keys.query.shape[0], keys.tokens) and not rec.grow:
+        sums = ScoreSums.start(ids, keys.heads)
+        for start, block in keys.blocks():
+            sums.add(block, start)
+        rec.sums[layer] = sums
+
+
+attention.add_recorder(_keep_keys)
 
 
 @contextmanager
@@ -106,7 +129,6 @@ def _save_attention(layer: int):
         rec = _ACTIVE.get()
         if rec is not None and rec.capture:
             rec.acts[f"blocks.{layer}.hook_attn_out"] = output[0]
-            rec.acts[f"blocks.{layer}.attn.hook_pattern"] = rec.keep_pattern(layer, output[1])
 
     return hook
 
@@ -167,9 +189,24 @@ def _contiguous(module: nn.Module, args: tuple) -> tuple | None:
     return None
 
 
-def install_hooks(lm: LoadedModel) -> None:
-    """Attach the recording hooks to a model, once."""
+def use_lmscope_attention(lm: LoadedModel) -> None:
+    """Run the model's attention through lmscope's attention function (core/attention.py)."""
     model, adapter = lm.model, lm.adapter
+    attention.register()
+    if adapter.route_attention is not None:  # a family computing attention itself
+        adapter.route_attention(model)
+        model.config._attn_implementation = attention.IMPLEMENTATION
+    else:
+        model.set_attn_implementation(attention.IMPLEMENTATION)
+    for layer, block in enumerate(adapter.block_list(model)):
+        for module in block.get_submodule(adapter.attention).modules():
+            module._lmscope_layer = layer
+
+
+def install_hooks(lm: LoadedModel) -> None:
+    """Attach the recording hooks to a model, once, and select lmscope's attention function."""
+    model, adapter = lm.model, lm.adapter
+    use_lmscope_attention(lm)
     if getattr(model, "_lmscope_hooked", False):
         return
     model.get_submodule(adapter.token_embedding).register_forward_hook(_save("hook_embed"))
@@ -195,15 +232,23 @@ def run(
     logits_to_keep: int = 1,
     inputs_embeds: torch.Tensor | None = None,
     grow: dict[int, int] | None = None,
+    score: bool = False,
+    keep_keys: bool = True,
 ) -> tuple[torch.Tensor, Recorder]:
     """One forward pass of `input_ids` `(B, T)`; logits `(B, logits_to_keep, vocab)` and the record.
 
     Only the last `logits_to_keep` positions are unembedded: views that need other positions ask
     for them through the logit lens. `grow={layer: n}` appends n copies of row 0 to the stream
-    entering `layer` (see `Recorder.grow`); the logits then have B + sum(n) rows.
+    entering `layer` (see `Recorder.grow`); the logits then have B + sum(n) rows. `score` scores
+    every head on `input_ids` during the pass (`Recorder.scores`); `keep_keys` keeps what rebuilds
+    the patterns (`Recorder.keys`).
     """
     recorder = Recorder(
-        capture=capture, patches=patches or {}, grow=grow or {}, layers=lm.layers if capture else 0
+        capture=capture,
+        patches=patches or {},
+        grow=grow or {},
+        keep_keys=keep_keys,
+        score_ids=input_ids if score and capture else None,
     )
     with pass_slot(), recording(recorder):
         if inputs_embeds is not None:

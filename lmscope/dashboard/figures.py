@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..core.analysis import Analysis
+from ..core.analysis import OVERVIEW, Analysis
 from ..core.heads import head_name
 
 FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=14)
@@ -88,28 +88,46 @@ def _style(fig: go.Figure, height: int, **layout) -> go.Figure:
 
 
 def attention_heatmap(analysis: Analysis, layer: int, head: int) -> go.Figure:
-    """One head's attention: rows are the reading (query) token, columns the token read (key)."""
+    """One head's attention: rows are the reading (query) token, columns the token read (key).
+
+    Past `OVERVIEW` tokens the head is shown max-pooled (`Analysis.pattern_overview`): each cell is
+    the strongest weight of its tile, on token-index axes.
+    """
     count = len(analysis.tokens)
+    title = f"Attention of head {head_name(layer, head)}"
+    if count <= OVERVIEW:
+        z, coords, ticks = analysis.pattern(layer, head), {}, token_ticks(analysis)
+        hover = "query %{y} reads key %{x}<br>weight %{z:.4f}<extra></extra>"
+    else:
+        z = analysis.pattern_overview(layer, head)
+        factor = -(-count // z.shape[0])
+        tiles = list(range(0, count, factor))
+        coords, ticks = {"x": tiles, "y": tiles}, {}
+        hover = f"queries %{{y}}+ read keys %{{x}}+ ({factor} x {factor} tile)<br>"
+        hover += "largest weight %{z:.4f}<extra></extra>"
+        title += f" (max over {factor} x {factor} token tiles)"
     fig = go.Figure(
         go.Heatmap(
-            z=analysis.attention[layer, head].numpy(),  # float32, sent as a binary array
+            z=z.numpy(),  # float32, sent as a binary array
+            **coords,
             colorscale="Blues",
             zmin=0,
             zmax=1,
             colorbar=dict(title="weight"),
-            hovertemplate="query %{y} reads key %{x}<br>weight %{z:.4f}<extra></extra>",
+            hovertemplate=hover,
         )
     )
     size = min(900, 260 + 18 * count)
-    fig.update_yaxes(autorange="reversed", title="query (reading) token", **token_ticks(analysis))
-    fig.update_xaxes(title="key (read) token", tickangle=-45, **token_ticks(analysis))
-    return _style(fig, size, title=f"Attention of head {head_name(layer, head)}")
+    fig.update_yaxes(autorange="reversed", title="query (reading) token", **ticks)
+    fig.update_xaxes(title="key (read) token", tickangle=-45, **ticks)
+    return _style(fig, size, title=title)
 
 
 def layer_heads(analysis: Analysis, layer: int, window: int = LAYER_VIEW_WINDOW) -> go.Figure:
     """Every head of one layer side by side (the last `window` tokens when the prompt is longer)."""
-    heads = analysis.attention.shape[1]
+    heads = analysis.heads_per_layer
     start = max(0, len(analysis.tokens) - window)
+    shown = analysis.layer_patterns(layer, rows=slice(start, None))[:, :, start:]
     labels = token_labels(analysis, start)
     cols = min(heads, 4)
     rows = -(-heads // cols)
@@ -123,7 +141,7 @@ def layer_heads(analysis: Analysis, layer: int, window: int = LAYER_VIEW_WINDOW)
     for h in range(heads):
         fig.add_trace(
             go.Heatmap(
-                z=_rounded(analysis.attention[layer, h, start:, start:], 3),
+                z=_rounded(shown[h], 3),
                 x=labels,
                 y=labels,
                 coloraxis="coloraxis",
@@ -134,7 +152,6 @@ def layer_heads(analysis: Analysis, layer: int, window: int = LAYER_VIEW_WINDOW)
         )
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, autorange="reversed")
-    shown = analysis.attention[layer, :, start:, start:]
     fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0, cmax=float(shown.max()) or 1.0))
     fig.update_annotations(font_size=13)
     return _style(

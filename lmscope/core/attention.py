@@ -1,0 +1,163 @@
+"""Attention in the traced pass: the fast kernel for the output, queries and keys kept for patterns.
+
+lmscope registers one attention function with transformers (`IMPLEMENTATION`, selected through
+`config._attn_implementation`). GPT-2, GPT-NeoX, OPT and Llama/Qwen2/Mistral call it for every
+layer; families that compute attention themselves route it here from their adapter (GPT-Neo). The
+output comes from `scaled_dot_product_attention`; what the pattern needs is kept instead of the
+pattern: each layer's queries and keys as the model used them (after rotary, before the
+grouped-query repeat), its scaling and its mask rule. A pattern is then rebuilt, for the rows a view
+asks for, the way eager attention computes it: `softmax(q k^T * scaling, masked)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+IMPLEMENTATION = "lmscope"
+ROW_BLOCK = 256  # query rows rebuilt at once when a whole layer is scored or pooled
+# Called with (module, a maker of the layer's LayerKeys) on every attention call; trace.py adds the
+# one that records (it builds the keys only while a traced pass is capturing).
+Recorder = Callable[[nn.Module, Callable[[], "LayerKeys"]], None]
+_RECORDERS: list[Recorder] = []
+
+
+@dataclass(frozen=True)
+class LayerKeys:
+    """What rebuilds one layer's attention patterns exactly.
+
+    query `(B, H, T, d)` and key `(B, KV, T, d)` as the model used them (KV divides H: query head h
+    reads key head `h // (H // KV)`); `scaling` multiplies `q k^T`; causal always, plus `window`
+    (keys with `i - j < window` only: GPT-Neo's local layers, Mistral) and `mask`, the boolean
+    `(B, 1, T, T)` mask the model passed (padding), where it passed one.
+    """
+
+    query: torch.Tensor
+    key: torch.Tensor
+    scaling: float
+    window: int | None = None
+    mask: torch.Tensor | None = None
+
+    @property
+    def heads(self) -> int:
+        return self.query.shape[1]
+
+    @property
+    def tokens(self) -> int:
+        return self.query.shape[2]
+
+    def rows(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        keys: int | None = None,
+        heads: slice | list[int] | None = None,
+    ) -> torch.Tensor:
+        """Attention of query rows `start:stop` over keys `0:keys`: `(B, h, rows, keys)` float32.
+
+        Each row equals eager attention's own; with `keys < T` only causal rows are complete
+        (`keys >= stop`), which is all a causal model reads.
+        """
+        size = self.tokens
+        stop = size if stop is None else stop
+        keys = size if keys is None or self.mask is not None else keys  # masked rows may spill
+        picked = range(self.heads)[heads] if isinstance(heads, slice) else heads
+        picked = list(range(self.heads)) if picked is None else list(picked)
+        kv = self.key.shape[1]
+        groups = self.heads // kv
+        key = self.key[:, :, :keys].float().transpose(-1, -2)  # (B, KV, d, keys)
+        if picked == list(range(self.heads)):  # every head: broadcast over groups, no key copies
+            query = self.query[:, :, start:stop].float().unflatten(1, (kv, groups))
+            scores = torch.matmul(query, key.unsqueeze(2)).flatten(1, 2)
+        else:
+            query = self.query[:, picked, start:stop].float()
+            scores = torch.matmul(query, key[:, [h // groups for h in picked]])
+        scores.mul_(self.scaling)
+        i = torch.arange(start, stop, device=query.device).unsqueeze(-1)
+        j = torch.arange(keys, device=query.device)
+        allowed = j <= i
+        if self.window is not None:
+            allowed = allowed & (i - j < self.window)
+        if self.mask is not None:
+            allowed = allowed & self.mask[:, :, start:stop, :keys]
+        scores.masked_fill_(~allowed, torch.finfo(scores.dtype).min)
+        return scores.softmax(-1)
+
+    def blocks(self, rows: int = ROW_BLOCK, **kwargs) -> Iterator[tuple[int, torch.Tensor]]:
+        """The causal rows of the layer, `rows` at a time: `(start, (B, h, r, stop))` blocks."""
+        for start in range(0, self.tokens, rows):
+            stop = min(self.tokens, start + rows)
+            yield start, self.rows(start, stop, keys=stop, **kwargs)
+
+
+def keep(module: nn.Module, query, key, scaling: float, window=None, mask=None) -> None:
+    """Hand one layer's queries and keys to the active recorder (if a traced pass is recording)."""
+
+    def make() -> LayerKeys:
+        allowed = mask
+        if allowed is not None and allowed.dtype != torch.bool:  # additive float: 0 = allowed
+            allowed = allowed > torch.finfo(allowed.dtype).min / 2
+        return LayerKeys(query.contiguous(), key.contiguous(), float(scaling), window, allowed)
+
+    for record in _RECORDERS:
+        record(module, make)
+
+
+def attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    sliding_window: int | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """transformers' sdpa attention, with the layer's queries and keys handed to the recorder."""
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    keep(module, query, key, scale, sliding_window, attention_mask)
+    kwargs.pop("output_attentions", None)
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs
+    )
+
+
+def causal_sdpa(query, key, value, scaling: float, allowed: torch.Tensor | None) -> torch.Tensor:
+    """`(B, H, T, d)` attention output on the fast kernel, for families that attend themselves."""
+    if allowed is None:
+        return F.scaled_dot_product_attention(query, key, value, scale=scaling, is_causal=True)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=allowed, scale=scaling)
+
+
+def register() -> None:
+    """Make `IMPLEMENTATION` known to transformers: the attention function and its masks (sdpa's:
+    no mask at all for an unpadded causal prompt, a boolean one otherwise)."""
+    AttentionInterface.register(IMPLEMENTATION, attention_forward)
+    AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)
+
+
+def add_recorder(record: Recorder) -> None:
+    """Call `record` on every attention call from now on (trace.py's, which checks its context)."""
+    if record not in _RECORDERS:
+        _RECORDERS.append(record)
+
+
+@contextmanager
+def eager(model: nn.Module) -> Iterator[nn.Module]:
+    """Run `model` on transformers' own eager attention inside the block (e.g. to compare patterns
+    with `output_attentions=True`); not for a model other threads are using at the same time."""
+    before = model.config._attn_implementation
+    model.config._attn_implementation = "eager"
+    try:
+        yield model
+    finally:
+        model.config._attn_implementation = before
