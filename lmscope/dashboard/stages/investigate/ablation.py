@@ -13,8 +13,9 @@ from ....core.tokens import display
 from ....experiments.ablation import MODES, ablate, ablation_scan
 from ....experiments.inputs import check_heads, parse_heads
 from ... import figures
-from .. import SHOWN, graph
+from .. import SHOWN, graph, stored
 from .panel import Panel, button, keep, message, parse_target
+from .redundancy import small_effect_note
 
 ABLATION_TOKENS = 20  # greedy continuation shown before and after an ablation
 BODIES = ("inv-ablation-body", "inv-scan-body")
@@ -216,6 +217,9 @@ def register(app: Dash, panel: Panel) -> None:
                     html.Span(result.generation_after.text, className="continuation",
                               id="inv-continuation-after")]),
         ]  # fmt: skip
+        analysis = stored(panel.service, data)
+        note = small_effect_note(analysis and analysis.heads, result.heads, p_before, p_after)
+        body += [note] if note is not None else []
         title = "Next-token probabilities before and after the ablation (top 10 of each)"
         return (
             body,
