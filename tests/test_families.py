@@ -34,8 +34,10 @@ from transformers import (
 
 from lmscope.core import attention
 from lmscope.core.analysis import Analysis, analyze
+from lmscope.core.heads import score_heads_with_evidence
 from lmscope.core.loading import from_model
 from lmscope.core.model import LoadedModel
+from lmscope.core.trace import Recorder, recording
 
 VOCAB = 50257  # the real GPT-2 tokenizer drives every family here
 PROMPT = "The cat sat on the mat. The cat sat on the"
@@ -325,3 +327,84 @@ def test_opt_350m_style_post_norm_with_projections_matches_a_plain_forward_pass(
     top = ref.logits[0, -1].softmax(-1).topk(5)
     assert [p.id for p in a.logit_lens(k=5)[-1]] == top.indices.tolist()
     assert_close(a.token_embeddings, model.model.decoder.embed_tokens.weight[a.ids], atol=0, rtol=0)
+
+
+def test_the_traced_pass_runs_on_sdpa_and_keeps_queries_and_keys_not_patterns(family_model):
+    _, lm = family_model
+    assert lm.model.config._attn_implementation == attention.IMPLEMENTATION
+    a = analyze(lm, LONG_PROMPT)
+    config = lm.model.config
+    kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    T = len(a.tokens)
+    for keys in a.keys:  # before the grouped-query repeat: one key per key/value head
+        assert keys.query.shape[:3] == (1, config.num_attention_heads, T)
+        assert keys.key.shape[:3] == (1, kv, T)
+
+
+def test_rows_and_heads_rebuilt_on_request_equal_eager_attention(family_model):
+    _, lm = family_model
+    a = analyze(lm, LONG_PROMPT)
+    expected = torch.stack([x[0] for x in reference(lm, [t.id for t in a.tokens]).attentions])
+    for layer in range(len(a.keys)):
+        assert_close(a.layer_patterns(layer), expected[layer], atol=1e-5, rtol=0)
+        assert_close(
+            a.pattern(layer, 1, rows=slice(3, 9)), expected[layer, 1, 3:9], atol=1e-5, rtol=0
+        )
+        pooled = torch.nn.functional.max_pool2d(expected[layer, 2][None], 3, ceil_mode=True)[0]
+        assert_close(
+            a.pattern_overview(layer, 2, size=-(-len(a.tokens) // 3)), pooled, atol=1e-5, rtol=0
+        )
+
+
+def test_streamed_head_scores_equal_the_scores_of_full_eager_patterns(family_model, monkeypatch):
+    _, lm = family_model
+    monkeypatch.setattr(attention, "ROW_BLOCK", 5)  # several blocks on a short prompt
+    a = analyze(lm, LONG_PROMPT + " " + PROMPT)
+    ids = a.ids
+    eager = torch.stack([x[0] for x in reference(lm, ids.tolist()).attentions])
+    scores, evidence = score_heads_with_evidence(eager, ids)
+    for name, expected in scores.items():
+        got = torch.tensor(a.heads.scores[name])
+        assert torch.equal(got.isnan(), expected.isnan()), name
+        assert_close(got.nan_to_num(), expected.nan_to_num(), atol=1e-6, rtol=0)
+    for name, expected in evidence.items():
+        assert_close(torch.tensor(a.heads.evidence[name]), expected, atol=1e-5, rtol=1e-6)
+
+
+def test_padded_batches_rebuild_the_eager_patterns(family_model):
+    """Left padding: the mask the model passed is part of the rule a pattern is rebuilt with."""
+    _, lm = family_model
+    ids = torch.tensor([lm.tokenizer(LONG_PROMPT)["input_ids"][:12]] * 2)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    rec = Recorder()
+    with torch.no_grad(), recording(rec):
+        lm.model(input_ids=ids, attention_mask=mask)
+    with torch.no_grad(), attention.eager(lm.model):
+        expected = lm.model(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    for layer, keys in rec.keys.items():  # rows of padding tokens read nothing: each
+        rebuilt = keys.rows()  # implementation fills them its own way (GPT-Neo's differs)
+        for item in range(2):
+            real = mask[item].bool()
+            assert_close(rebuilt[item][:, real], expected[layer][item][:, real], atol=1e-5, rtol=0)
+
+
+def test_mistral_sliding_window_patterns_rebuild_with_the_window(gpt2_tokenizer):
+    torch.manual_seed(0)
+    config = MistralConfig(
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=64,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        sliding_window=5,
+        **_common(),
+    )
+    lm = from_model(MistralForCausalLM(config).eval(), gpt2_tokenizer, "tiny-mistral-window")
+    a = analyze(lm, LONG_PROMPT)
+    ref = reference(lm, [t.id for t in a.tokens])
+    assert_close(a.attention, torch.stack([x[0] for x in ref.attentions]), atol=1e-5, rtol=0)
+    i, j = torch.meshgrid(torch.arange(len(a.tokens)), torch.arange(len(a.tokens)), indexing="ij")
+    assert (a.attention[..., (i - j) >= 5] == 0).all()
+    assert_close(a.logits, ref.logits[0, -1], atol=1e-4, rtol=1e-4)

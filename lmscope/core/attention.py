@@ -91,8 +91,9 @@ class LayerKeys:
         scores.masked_fill_(~allowed, torch.finfo(scores.dtype).min)
         return scores.softmax(-1)
 
-    def blocks(self, rows: int = ROW_BLOCK, **kwargs) -> Iterator[tuple[int, torch.Tensor]]:
-        """The causal rows of the layer, `rows` at a time: `(start, (B, h, r, stop))` blocks."""
+    def blocks(self, rows: int | None = None, **kwargs) -> Iterator[tuple[int, torch.Tensor]]:
+        """The causal rows of the layer, `rows` (`ROW_BLOCK`) at a time: `(start, (B, h, r, stop))`."""
+        rows = rows or ROW_BLOCK
         for start in range(0, self.tokens, rows):
             stop = min(self.tokens, start + rows)
             yield start, self.rows(start, stop, keys=stop, **kwargs)
