@@ -11,12 +11,14 @@ forward pass. That is turned into seconds at an assumed speed (`LMSCOPE_GFLOPS`)
 `CALL_SECONDS` per model call, and shown to the user as "about N forward passes of T tokens".
 The constants fit benchmarks/results/experiments.md and the plain passes of
 shared/notes/measured-here.md (GPT-2 Small, 2 CPU cores) to within about 30%: a pass of 32 / 512 /
-1,024 tokens 0.07 / 1.2 / 3.5 s (measured 0.09 / 1.06 / 3.49), the 144-head scan of 32 tokens
-3.1 s (3.4), integrated gradients with 64 points 7.6 s (6.4), 20 greedy tokens 0.8 s (0.9).
+1,024 tokens 0.07 / 1.4 / 4.5 s (measured 0.09 / 1.06 / 3.49), the 144-head scan of 32 tokens
+3.3 s (3.4), integrated gradients with 64 points 7.8 s (6.4), 20 greedy tokens 0.8 s (0.9); and
+SmolLM2 analyses of 1,001 / 4,001 tokens 7.3 / 100 s (measured 4.9 / 153 s on one thread of a busy
+machine: long prompts are the least certain part).
 
 Limits (environment variables, read on every request):
 - `LMSCOPE_MAX_REQUEST_SECONDS` (default 90): estimated seconds of work one request may start, so
-  that anything measured under a minute here runs, and a 1,024-token scan (about 4.5 minutes by
+  that anything measured under a minute here runs, and a 1,024-token scan (about 6 minutes by
   this estimate; 17.8 minutes measured on a busy machine) does not.
 - `LMSCOPE_MAX_ANALYSIS_MEMORY` (default 4G): memory one analysis may hold (`analysis_memory`).
 """
@@ -35,9 +37,7 @@ from .model import LoadedModel
 SECONDS_ENV, DEFAULT_SECONDS = "LMSCOPE_MAX_REQUEST_SECONDS", 90.0
 SPEED_ENV, DEFAULT_GFLOPS = "LMSCOPE_GFLOPS", 150.0
 MEMORY_ENV, DEFAULT_MEMORY = "LMSCOPE_MAX_ANALYSIS_MEMORY", "4G"
-PATTERN_FLOP = (
-    2000  # one eager attention score costs about as much as 2,000 FLOP of matrix products
-)
+PATTERN_FLOP = 3000  # one attention score costs about as much as 3,000 FLOP of matrix products
 CALL_SECONDS = 0.03  # fixed cost of one model call (Python, dispatch, cache handling)
 _LAYER_PARAMETERS: weakref.WeakKeyDictionary[LoadedModel, float] = weakref.WeakKeyDictionary()
 
