@@ -106,7 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 @command("heads")
 def _heads(args: argparse.Namespace) -> int:
-    from .core.heads import LABELS, SCORES
+    from .core.heads import CATEGORIES, LABELS, SCORES
     from .core.profile import active_roles, compare, head_profile
 
     lm = load(args.model)
@@ -126,36 +126,41 @@ def _heads(args: argparse.Namespace) -> int:
         return 0
     summary, per_layer = profile.summary(), profile.counts_per_layer()
     print(f"{lm.card.name}: head profile, {lm.layers} layers x {lm.heads} heads")
-    for category in (*SCORES, "other"):
+    for category in CATEGORIES:
         names = summary[category]
         scores = [_head_score(profile, category, name) for name in names]
         shown = ", ".join(f"{n} {s}" if s else n for n, s in zip(names, scores, strict=True))
-        print(f"  {LABELS[category]:26s} {len(names):3d}  {shown}")
+        print(f"  {LABELS[category]:34s} {len(names):3d}  {shown}")
     print("\nheads per layer:")
-    print(f"  {'':26s} " + " ".join(f"L{l:<3d}" for l in range(lm.layers)))
-    for category in (*SCORES, "other"):
-        print(f"  {LABELS[category]:26s} " + " ".join(f"{n:<4d}" for n in per_layer[category]))
+    print(f"  {'':34s} " + " ".join(f"L{l:<3d}" for l in range(lm.layers)))
+    for category in CATEGORIES:
+        print(f"  {LABELS[category]:34s} " + " ".join(f"{n:<4d}" for n in per_layer[category]))
     by_depth = profile.counts_by_depth()
     print("\nheads per fifth of the model's depth (compare models of different depth):")
-    print(f"  {'':26s} " + " ".join(f"{f'{20 * b}-{20 * b + 20}%':<8s}" for b in range(5)))
-    for category in (*SCORES, "other"):
-        print(f"  {LABELS[category]:26s} " + " ".join(f"{n:<8d}" for n in by_depth[category]))
+    print(f"  {'':34s} " + " ".join(f"{f'{20 * b}-{20 * b + 20}%':<8s}" for b in range(5)))
+    for category in CATEGORIES:
+        print(f"  {LABELS[category]:34s} " + " ".join(f"{n:<8d}" for n in by_depth[category]))
     if analysis is not None:
         active = active_roles(profile, analysis.heads)
         print(
             f"\non this prompt ({len(analysis.tokens)} tokens), heads playing their general role:"
         )
+        states = [r.state for row in compare(profile, analysis.heads) for r in row]
+        roles = [r.role for row in compare(profile, analysis.heads) for r in row]
         for category in SCORES:
+            mine = {st for st, role in zip(states, roles, strict=True) if role == category}
             if not analysis.heads.applicable(category):
                 state = "not applicable (no repeated tokens)"
+            elif mine == {"too little evidence"}:
+                state = "too little evidence on this prompt"
             else:
                 state = ", ".join(active[category]) or "none"
-            print(f"  {LABELS[category]:26s} {state}")
+            print(f"  {LABELS[category]:34s} {state}")
     return 0
 
 
 def _head_score(report, category: str, name: str) -> str:
-    if category == "other":
+    if category in ("other", "insufficient"):
         return ""
     layer, head = (int(part[1:]) for part in name.split("-"))
     return f"{report.scores[category][layer][head]:.2f}"
