@@ -149,7 +149,8 @@ def _read_config(source: str, model_id: str) -> tuple[PretrainedConfig, str]:
     if not hub_reachable():
         raise ModelNotFoundError(
             f"Cannot load {model_id}: no network connection to the Hugging Face hub and no cached "
-            "copy on this machine. Run once online to cache it, or choose the demo model."
+            "copy on this machine. Run once online to cache it, or choose a model that is here "
+            "(lmscope models)."
         )
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=False), source
