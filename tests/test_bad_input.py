@@ -89,8 +89,8 @@ def test_api_answers_bad_input_with_4xx_json_and_keeps_working(case: str, client
     assert client.post("/api/analyze", json=GOOD).status_code == 200
 
 
-# The CLI's user is the operator, who may name a folder: a path gets "no model folder there".
-CLI_WORDS = {"id with ..": "No model folder", "id that is a path": "No model folder"}
+# The CLI's user is the operator, who may name a folder or a file: a path gets what is wrong there.
+CLI_WORDS = {"id with ..": "is not a GGUF file", "id that is a path": "No model folder"}
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,7 @@ def test_the_memory_limit_setting_refuses_a_model_that_would_not_fit(tmp_path, m
     with pytest.raises(ModelTooLargeError) as raised:
         load_model(folder, allow_local_path=True)
     text = one_line(raised.value)
-    assert "0.12B parameters" in text and "only 0.3 GiB is available" in text
+    assert "0.12B parameters" in text and "only 300 MiB is available" in text
 
 
 def test_a_model_that_fits_is_not_refused_for_memory(tmp_path, monkeypatch):
