@@ -219,7 +219,8 @@ def _state(report: HeadReport, category: str, heads: list[str]) -> tuple[str, st
     if category in SCORES and not report.applicable(category):
         return "not applicable on this input (no repeated tokens)", "na"
     if heads:
-        return f"{len(heads)} head{'s' * (len(heads) != 1)}", "active"
+        count = f"{len(heads)} head{'s' * (len(heads) != 1)}"
+        return count, "active" if category in SCORES else "inactive"
     if category in SCORES and not any(
         report.decided(l, h, category)
         for l in range(report.layers)
