@@ -8,8 +8,10 @@ headers are guarded by `security` (docs/security.md).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterable
 
+import torch
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -105,6 +107,11 @@ def create_blueprint(service: Service) -> Blueprint:
         else:
             pattern = analysis.pattern_overview(layer, head)
             answer["overview"] = {"factor": -(-tokens // pattern.shape[0]), "pool": "max"}
+        if request.args.get("format") == "uint8":  # compact: one byte per cell, weight * 255
+            cells = (pattern * 255).round().clamp(0, 255).to(torch.uint8)
+            encoded = base64.b64encode(cells.numpy().tobytes()).decode("ascii")
+            del answer["tokens"]  # the analysis document has them; this form is kept small
+            return jsonify(answer | {"shape": list(cells.shape), "uint8": encoded})
         return jsonify(answer | {"pattern": pattern.round(decimals=5).tolist()})
 
     @api.get("/analysis/<key>/embeddings")
