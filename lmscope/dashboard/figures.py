@@ -162,10 +162,38 @@ def layer_heads(analysis: Analysis, layer: int, window: int = LAYER_VIEW_WINDOW)
     )
 
 
+LOG_SCALE_RATIO = 20  # colour by log10(norm) once the largest cell is this many times the median
+
+
+def write_scale(norms: dict[str, torch.Tensor]) -> tuple[bool, str]:
+    """Whether to colour residual writes by log10(norm), and the sentence that says so.
+
+    `norms`: `(layers, T)` per sublayer. Real models write a few huge vectors at the first
+    position (massive activations, ~22,000 in SmolLM2's MLPs against a median near 30): on a
+    linear scale they leave every other cell dark.
+    """
+    stacked = torch.stack(list(norms.values()))
+    top, median = float(stacked.max()), float(stacked.median()) or 1e-12
+    if top < LOG_SCALE_RATIO * median:
+        return False, "colour: norm, linear scale"
+    kind, rest = divmod(int(stacked.argmax()), stacked[0].numel())
+    layer, position = divmod(rest, stacked.shape[-1])
+    return True, (
+        f"colour: log scale (the largest write, {top:,.0f} by the {list(norms)[kind]} of L{layer} "
+        f"at position {position}, is {top / median:,.0f}x the median {median:,.1f})"
+    )
+
+
 def residual_writes(analysis: Analysis) -> go.Figure:
-    """How much attention and the MLP each wrote into the residual stream, per layer and position."""
+    """How much attention and the MLP each wrote into the residual stream, per layer and position.
+
+    Colour is the norm, on a log scale when a few cells dwarf the rest (see `write_scale`); the
+    hover always gives the norm itself.
+    """
     layers = [f"L{l}" for l in range(analysis.attn_out.shape[0])]
     tokens = [t.display for t in analysis.tokens]
+    norms = {"attention": analysis.attn_out.norm(dim=-1), "MLP": analysis.mlp_out.norm(dim=-1)}
+    log, note = write_scale(norms)
     fig = make_subplots(
         rows=2,
         cols=1,
@@ -173,25 +201,37 @@ def residual_writes(analysis: Analysis) -> go.Figure:
         vertical_spacing=0.08,
         subplot_titles=["attention wrote (norm)", "MLP wrote (norm)"],
     )
-    for row, (name, values) in enumerate(
-        (("attention", analysis.attn_out), ("MLP", analysis.mlp_out)), start=1
-    ):
+    for row, (name, values) in enumerate(norms.items(), start=1):
+        shown = values.clamp_min(1e-6).log10() if log else values
         fig.add_trace(
             go.Heatmap(
-                z=_rounded(values.norm(dim=-1), 2),
+                z=_rounded(shown, 3 if log else 2),
                 y=layers,
-                customdata=[tokens] * len(layers),
+                customdata=[[[t, round(float(v), 2)] for t, v in zip(tokens, r, strict=True)]
+                            for r in values],
                 coloraxis="coloraxis",
-                hovertemplate=f"{name} in %{{y}} at position %{{x}} (%{{customdata}}): "
-                "norm %{z:.2f}<extra></extra>",
+                hovertemplate=f"{name} in %{{y}} at position %{{x}} (%{{customdata[0]}}): "
+                "norm %{customdata[1]:,.2f}<extra></extra>",
             ),
             row=row,
             col=1,
+        )  # fmt: skip
+    colorbar = dict(title="norm")
+    if log:
+        stacked = torch.stack(list(norms.values())).clamp_min(1e-6).log10()
+        ticks = list(range(math.floor(float(stacked.min())), math.ceil(float(stacked.max())) + 1))
+        colorbar.update(
+            title="norm (log)", tickvals=ticks, ticktext=[f"{10.0**k:,g}" for k in ticks]
         )
-    fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="norm")))
+    fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=colorbar))
     fig.update_xaxes(tickangle=-45, **token_ticks(analysis))
     height = 160 + 2 * 16 * len(layers)
-    return _style(fig, max(360, height))
+    return _style(
+        fig,
+        max(360, height),
+        title=dict(text=f"What each layer wrote into the residual stream<br><sup>{note}</sup>"),
+        margin=dict(l=10, r=10, t=90, b=10),
+    )
 
 
 def top_predictions(analysis: Analysis, k: int = 10) -> go.Figure:
@@ -248,13 +288,18 @@ def vector_strip(values: torch.Tensor, title: str) -> go.Figure:
             colorscale="RdBu_r",
             zmin=-limit,
             zmax=limit,
-            showscale=False,
+            colorbar=dict(
+                title=dict(text="value", side="right"),
+                thickness=12,
+                tickvals=[-limit, 0, limit],
+                ticktext=[f"{-limit:.2f}", "0", f"{limit:.2f}"],
+            ),
             hovertemplate="dimension %{x}: %{z:.3f}<extra></extra>",
         )
     )
     fig.update_yaxes(visible=False)
     fig.update_xaxes(title="dimension")
-    return _style(fig, 150, title=title, margin=dict(l=10, r=10, t=36, b=40))
+    return _style(fig, 200, title=title, margin=dict(l=10, r=10, t=36, b=40))
 
 
 # Head categories: the same colours as the grid's `--cat-*` variables in style.css.

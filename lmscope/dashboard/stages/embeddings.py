@@ -29,7 +29,18 @@ def layout() -> html.Section:
         html.Div(id="embed-info"),
         graph("token-vector", "lmscope-token-embedding"),
         graph("position-vector", "lmscope-position-embedding"),
+        html.P(id="embed-position-note", className="notice", hidden=True),
         html.Div(id="embed-neighbors"),
+    )
+
+
+def no_position_vector(analysis: Analysis) -> str:
+    """What stands where a position-vector plot would be, for a model that adds none."""
+    return (
+        f"No position vector to show: {analysis.lm.card.name} uses "
+        f"{analysis.lm.card.positional_encoding} positions, which act inside attention (each "
+        "query and key is rotated by an angle that grows with its position), so the vector above "
+        "is all that enters layer 0, the same at every position."
     )
 
 
@@ -37,11 +48,7 @@ def position_role(analysis: Analysis, position: int) -> str:
     """What the model knows about where the token is, in words."""
     kind = analysis.lm.card.positional_encoding
     if analysis.position_embeddings is None:
-        return (
-            f"This model has no position vectors to add ({kind} positions): position enters "
-            "inside attention, where queries and keys are rotated by an angle that depends on "
-            "where each token sits."
-        )
+        return f"Nothing is added for its position ({kind} positions; see below)."
     return (
         f"Position {position} has its own learned vector ({kind} positions), added to the token "
         f"vector before layer 0; the model reads at most {analysis.lm.card.context_length:,} "
@@ -68,6 +75,8 @@ def register(app: Dash, service: Service) -> None:
         Output({"kind": "figure", "name": "token-vector"}, "style"),
         Output({"kind": "figure", "name": "position-vector"}, "figure"),
         Output({"kind": "figure", "name": "position-vector"}, "style"),
+        Output("embed-position-note", "children"),
+        Output("embed-position-note", "hidden"),
         Output("embed-neighbors", "children"),
         Input("embed-position", "value"),
         State("analysis", "data"),
@@ -75,7 +84,7 @@ def register(app: Dash, service: Service) -> None:
     def draw(position, data):
         analysis = stored(service, data)
         if analysis is None or position is None or position >= len(analysis.tokens):
-            return [], no_update, HIDDEN, no_update, HIDDEN, []
+            return [], no_update, HIDDEN, no_update, HIDDEN, "", True, []
         token = analysis.tokens[position]
         vector = analysis.token_embeddings[position]
         info = html.P(
@@ -88,8 +97,10 @@ def register(app: Dash, service: Service) -> None:
             ]
         )
         strip = figures.vector_strip(vector, f"Token embedding of {token.display!r}")
+        note, no_note = "", True
         if analysis.position_embeddings is None:
             pos_fig, pos_style = no_update, HIDDEN
+            note, no_note = no_position_vector(analysis), False
         else:
             pos_fig = figures.vector_strip(
                 analysis.position_embeddings[position], f"Position embedding of position {position}"
@@ -115,4 +126,4 @@ def register(app: Dash, service: Service) -> None:
             ],
             className="table neighbors",
         )
-        return info, strip, SHOWN, pos_fig, pos_style, [table, ready(data["id"])]
+        return info, strip, SHOWN, pos_fig, pos_style, note, no_note, [table, ready(data["id"])]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dash import Dash, Input, Output, html, no_update
 
 from ...api.service import Service
+from ...core.analysis import Analysis
+from ...core.model import LoadedModel
 from .. import figures
 from . import HIDDEN, SHOWN, graph, ready, section, stored
 from .tokens import chips
@@ -17,6 +19,32 @@ EXPLAIN = (
     "predicts: generating text means picking a token and running again. The logit lens applies "
     "the same read-out to the residual stream after each layer, showing how the guess forms."
 )
+
+
+TIED_NOTE = (
+    "{name} ties its embeddings: the read-out matrix is the embedding table itself. So the logit "
+    "lens's bottom row (the embeddings, before any layer) mostly predicts the input token again, "
+    "{token}: a vector is most similar to itself. That row says nothing about the next token; "
+    "watch the rows above it, where the layers move the guess toward the answer."
+)
+
+
+def tied_embeddings(lm: LoadedModel) -> bool:
+    """Whether the unembedding shares its weights with the token embedding table."""
+    out, embed = lm.model.get_output_embeddings(), lm.model.get_input_embeddings()
+    return out is not None and embed is not None and out.weight is embed.weight
+
+
+def lens_note(analysis: Analysis) -> html.P | None:
+    """The logit lens's embeddings row explained, where the embeddings are tied."""
+    if not tied_embeddings(analysis.lm):
+        return None
+    token = analysis.tokens[-1].display
+    return html.P(
+        TIED_NOTE.format(name=analysis.lm.card.name, token=repr(token)),
+        className="hint",
+        id="logit-lens-tied",
+    )
 
 
 def layout() -> html.Section:
@@ -72,6 +100,7 @@ def register(app: Dash, service: Service) -> None:
                 className="prediction",
             ),
             sentence,
+            lens_note(analysis),
             ready(data["id"]),
         ]
         return (
