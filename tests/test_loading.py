@@ -262,3 +262,14 @@ def test_a_model_larger_than_the_budget_is_still_kept_alone(monkeypatch):
     cache.get("a")
     cache.get("b")
     assert cache.cached() == ["b"]
+
+
+def test_an_operators_folder_is_shown_by_its_name_never_its_path(tiny_gpt2_folder):
+    from lmscope.dashboard.layout import card_view
+
+    lm = load_model(str(tiny_gpt2_folder), allow_local_path=True)
+    assert lm.model_id == lm.card.name == f"local:{tiny_gpt2_folder.name}"
+    assert str(tiny_gpt2_folder.parent) not in repr(lm.card) + repr(card_view(lm.card))
+    # once evicted, the name cannot be reloaded by a visitor, and says why
+    with pytest.raises(ModelNotFoundError, match="operator"):
+        load_model(lm.model_id)

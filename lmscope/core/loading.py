@@ -38,6 +38,7 @@ from .model import LoadedModel
 from .trace import install_hooks
 
 Progress = Callable[[str], None]
+LOCAL_PREFIX = "local:"  # the public id of an operator's folder or file
 BYTES_PER_PARAMETER = 4  # weights are held in float32 on the CPU
 _REACHABLE: dict[str, tuple[float, bool]] = {}
 
@@ -124,6 +125,11 @@ def _source(model_id: str, allow_local_path: bool) -> str:
         if not os.path.isfile(path / "config.json"):
             raise ModelNotFoundError(f"No model folder at {model_id} (no config.json there).")
         return str(path.resolve())
+    if model_id.startswith(LOCAL_PREFIX):
+        raise ModelNotFoundError(
+            f"{model_id} was loaded by the operator from this machine's disk and is no longer in "
+            "memory; it can be loaded again only with lmscope serve --model PATH."
+        )
     if not is_valid_hub_id(model_id):
         raise ModelNotFoundError(
             f"'{model_id}' is not a valid model id (expected a name like gpt2 or org/name)."
@@ -209,12 +215,21 @@ def _origin(model_id: str, source: str) -> str:
     return "Hugging Face hub, float32"
 
 
+def _public_id(model_id: str, source: str) -> str:
+    """The id the page shows and links with: an operator's folder or file is `local:<its name>`,
+    so no visitor sees a path on this machine."""
+    if model_id != DEMO_ID and os.path.exists(source) and packaged_file(model_id) is None:
+        return LOCAL_PREFIX + Path(source).name
+    return canonical_id(model_id)
+
+
 def _inspect(
     model_id: str, allow_local_path: bool
 ) -> tuple[PretrainedConfig, str, ModelCard, GgufFile | None]:
     """Config, source, card, and the GGUF file when the model is one (source: its cache folder
     once dequantized, else the file itself)."""
     source = _source(model_id, allow_local_path)
+    public = _public_id(model_id, source)
     packed = open_gguf(Path(source), model_id) if os.path.isfile(source) else None
     if packed is not None and not packed.cached:
         config = read_config(packed, model_id)  # from the metadata: nothing dequantized yet
@@ -224,7 +239,7 @@ def _inspect(
         config, source = _read_config(source, model_id)
     adapter = adapter_for(config, model_id)
     origin = packed.origin() if packed is not None else _origin(model_id, source)
-    card = model_card(config, adapter, canonical_id(model_id), display_name(model_id), origin)
+    card = model_card(config, adapter, public, display_name(public), origin)
     return config, source, card, packed
 
 
@@ -273,9 +288,7 @@ def load_model(
                 f"only {gib(available)} is available."
             )
         if dequantizing:
-            progress(
-                f"Dequantizing {card.name} from its GGUF file, once (cached in {packed.folder})"
-            )
+            progress(f"Dequantizing {card.name} from its GGUF file, once (then cached on disk)")
             source = str(dequantize(packed, model_id, config))
             config, source = _read_config(source, model_id)
         progress(f"Loading {card.parameters / 1e6:,.0f}M parameters of {card.name}")
