@@ -6,6 +6,13 @@ analysis = lmscope.analyze("gpt2", "The cat sat on the mat")
 
 from __future__ import annotations
 
+import os
+
+# Torch's OpenMP threads spin while waiting by default; on a small machine shared with a browser
+# that turns 0.13 s passes into 1.5 s ones. Passive waiting costs nothing measurable when the
+# machine is quiet (benchmarks/results/threads.md). Read once, when torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .core.analysis import Analysis
 from .core.analysis import analyze as _analyze
 from .core.card import ModelCard

@@ -15,6 +15,7 @@ _HOME = Path(tempfile.mkdtemp(prefix="lmscope-tests-"))
 os.environ["HF_HOME"] = str(_HOME / "hf")
 os.environ["HF_HUB_CACHE"] = str(_HOME / "hf" / "hub")
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as lmscope sets it; torch reads it at import
 os.environ["XDG_CACHE_HOME"] = str(_HOME / "cache")
 
 import pytest  # noqa: E402
