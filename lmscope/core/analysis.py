@@ -237,29 +237,29 @@ def analyze(lm: LoadedModel, prompt: str) -> Analysis:
     with torch.inference_mode():
         logits, rec = run(lm, ids, score=True)
         layers = lm.layers
-        acts = {name: value[0].float() for name, value in rec.acts.items()}
-        rec.acts = acts
+        acts = rec.acts
+        residual = rec.stack("residual", layers)[:, 0]  # views of the pass's stacks, no copies
+        z = rec.stack("attn.hook_z", layers)[:, 0].unflatten(-1, (lm.heads, -1))
+        attn_out = rec.stack("hook_attn_out", layers)[:, 0]
+        mlp_out = rec.stack("hook_mlp_out", layers)[:, 0]
         scores, evidence = rec.scores(layers)
+        pos = acts.get("hook_pos_embed")
         heads = HeadReport.from_scores(
             {k: v[0].tolist() for k, v in scores.items()},
             chance_scores(ids[0]),
             {k: v[0].tolist() for k, v in evidence.items()},
-        )
-        z = rec.stack("attn.hook_z", layers).unflatten(-1, (lm.heads, -1))
-        residual = torch.cat(
-            [acts["blocks.0.hook_resid_pre"].unsqueeze(0), rec.stack("hook_resid_post", layers)]
         )
     return Analysis(
         lm=lm,
         prompt=prompt,
         tokens=tokens,
         notices=notices,
-        token_embeddings=acts["hook_embed"],
-        position_embeddings=acts.get("hook_pos_embed"),
+        token_embeddings=acts["hook_embed"][0].float(),
+        position_embeddings=None if pos is None else pos[0].float(),
         keys=[rec.keys[layer] for layer in range(layers)],
         residual=residual,
-        attn_out=rec.stack("hook_attn_out", layers),
-        mlp_out=rec.stack("hook_mlp_out", layers),
+        attn_out=attn_out,
+        mlp_out=mlp_out,
         z=z,
         logits=logits[0, -1].float(),
         heads=heads,

@@ -23,7 +23,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 IMPLEMENTATION = "lmscope"
-ROW_BLOCK = 256  # query rows rebuilt at once when a whole layer is scored or pooled
+ROW_BLOCK = 256  # query rows rebuilt at once when a whole layer is scored or pooled, at most...
+BLOCK_ELEMENTS = 1 << 22  # ... and fewer on long prompts: ~16 MB of float32 per block of heads
 # Called with (module, a maker of the layer's LayerKeys) on every attention call; trace.py adds the
 # one that records (it builds the keys only while a traced pass is capturing).
 Recorder = Callable[[nn.Module, Callable[[], "LayerKeys"]], None]
@@ -93,7 +94,13 @@ class LayerKeys:
 
     def blocks(self, rows: int | None = None, **kwargs) -> Iterator[tuple[int, torch.Tensor]]:
         """The causal rows of the layer, `rows` (`ROW_BLOCK`) at a time: `(start, (B, h, r, stop))`."""
-        rows = rows or ROW_BLOCK
+        picked = kwargs.get("heads")
+        heads = (
+            self.heads
+            if picked is None
+            else len(range(self.heads)[picked] if isinstance(picked, slice) else picked)
+        )
+        rows = rows or min(ROW_BLOCK, max(16, BLOCK_ELEMENTS // (heads * self.tokens)))
         for start in range(0, self.tokens, rows):
             stop = min(self.tokens, start + rows)
             yield start, self.rows(start, stop, keys=stop, **kwargs)
