@@ -230,6 +230,7 @@ def check_against_reference(lm: LoadedModel, a: Analysis, final_norm: str, out_p
 
     # What each sublayer wrote adds up to how the stream changed (parallel residual included).
     assert_close(a.residual[1:] - a.residual[:-1], a.attn_out + a.mlp_out, atol=1e-4, rtol=1e-4)
+    assert_close(a.attn_norms, a.attn_out.norm(dim=-1), atol=1e-4, rtol=1e-5)
 
     # z is what the output projection reads: projecting it gives the attention output.
     with torch.no_grad():

@@ -102,9 +102,10 @@ def top_predictions(lm: LoadedModel, logits: torch.Tensor, k: int) -> list[list[
 class Analysis:
     """Everything one forward pass showed about a prompt. Tensors are float32, batch axis dropped.
 
-    residual[0] is the embedding sum, residual[l + 1] the stream after layer l; attn_out, mlp_out
-    `(layers, T, d)` are what each sublayer wrote into the stream; z `(layers, T, heads, d_head)` is
-    each head's output before the output projection; keys[l] rebuilds layer l's attention patterns
+    residual[0] is the embedding sum, residual[l + 1] the stream after layer l; mlp_out and the
+    `attn_out` property `(layers, T, d)` are what each sublayer wrote into the stream (attn_out is
+    computed on request from z; `attn_norms` `(layers, T)` are its norms, kept from the pass);
+    z `(layers, T, heads, d_head)` is each head's output before the output projection; keys[l] rebuilds layer l's attention patterns
     (see `attention.LayerKeys`: queries and keys as the model used them, batch axis of 1).
     """
 
@@ -116,7 +117,7 @@ class Analysis:
     position_embeddings: torch.Tensor | None
     keys: list[LayerKeys]
     residual: torch.Tensor
-    attn_out: torch.Tensor
+    attn_norms: torch.Tensor
     mlp_out: torch.Tensor
     z: torch.Tensor
     logits: torch.Tensor  # (vocab,) at the last position
@@ -162,6 +163,19 @@ class Analysis:
             pooled = block.reshape(rows // factor, factor, cells, factor).amax(dim=(1, 3))
             out[start // factor : start // factor + pooled.shape[0]] = pooled
         return out
+
+    @property
+    def attn_out(self) -> torch.Tensor:
+        """What each attention sublayer wrote, `(layers, T, d)`: the model's own output projection
+        applied to z, computed on request (the pass keeps z, not this second copy of its size)."""
+        adapter, blocks = self.lm.adapter, self.lm.adapter.block_list(self.lm.model)
+        with torch.inference_mode():
+            return torch.stack(
+                [
+                    block.get_submodule(adapter.out_proj)(z.flatten(-2))
+                    for block, z in zip(blocks, self.z, strict=True)
+                ]
+            )
 
     @property
     def attention(self) -> torch.Tensor:
@@ -216,7 +230,7 @@ class Analysis:
             "heads": self.heads.to_dict(),
             "residual": {
                 "stream_norms": norms(self.residual),
-                "attn_norms": norms(self.attn_out),
+                "attn_norms": self.attn_norms.round(decimals=3).tolist(),
                 "mlp_norms": norms(self.mlp_out),
             },
             "predictions": [p.to_dict() for p in self.top_predictions()],
@@ -235,12 +249,12 @@ def analyze(lm: LoadedModel, prompt: str) -> Analysis:
         raise PromptError("The prompt gave no tokens to analyze.")
     ids = torch.tensor([[t.id for t in tokens]])
     with torch.inference_mode():
-        logits, rec = run(lm, ids, score=True)
+        logits, rec = run(lm, ids, score=True, keep_attn_out=False)
         layers = lm.layers
         acts = rec.acts
         residual = rec.stack("residual", layers)[:, 0]  # views of the pass's stacks, no copies
         z = rec.stack("attn.hook_z", layers)[:, 0].unflatten(-1, (lm.heads, -1))
-        attn_out = rec.stack("hook_attn_out", layers)[:, 0]
+        attn_norms = rec.stack("hook_attn_out_norm", layers)[:, 0]
         mlp_out = rec.stack("hook_mlp_out", layers)[:, 0]
         scores, evidence = rec.scores(layers)
         pos = acts.get("hook_pos_embed")
@@ -258,7 +272,7 @@ def analyze(lm: LoadedModel, prompt: str) -> Analysis:
         position_embeddings=None if pos is None else pos[0].float(),
         keys=[rec.keys[layer] for layer in range(layers)],
         residual=residual,
-        attn_out=attn_out,
+        attn_norms=attn_norms,
         mlp_out=mlp_out,
         z=z,
         logits=logits[0, -1].float(),

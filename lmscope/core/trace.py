@@ -77,6 +77,9 @@ class Recorder:
     # holes between kept tensors (1.3 GB of resident memory at 4,096 tokens on SmolLM2).
     layers: int = 0
     stacks: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Without `keep_attn_out`, each attention sublayer's output is kept only as its norms per
+    # position (`hook_attn_out_norm`): it is the output projection of z, which is kept.
+    keep_attn_out: bool = True
     _last_out: torch.Tensor | None = field(default=None, repr=False)
 
     def stacked(self, name: str, index: int, value: torch.Tensor, slots: int) -> torch.Tensor:
@@ -160,8 +163,13 @@ def _save_attention(layer: int):
     def hook(module: nn.Module, args: tuple, output: tuple) -> None:
         rec = _ACTIVE.get()
         if rec is not None and rec.capture:
-            kept = rec.stacked("hook_attn_out", layer, output[0], rec.layers)
-            rec.acts[f"blocks.{layer}.hook_attn_out"] = kept
+            out = output[0]
+            if rec.keep_attn_out:
+                out = rec.stacked("hook_attn_out", layer, out, rec.layers)
+            else:  # dropped once the MLP hook has read its shape
+                norms = rec.stacked("hook_attn_out_norm", layer, out.norm(dim=-1), rec.layers)
+                rec.acts[f"blocks.{layer}.hook_attn_out_norm"] = norms
+            rec.acts[f"blocks.{layer}.hook_attn_out"] = out
 
     return hook
 
@@ -173,6 +181,8 @@ def _save_mlp(layer: int):
             shape = rec.acts[f"blocks.{layer}.hook_attn_out"].shape
             kept = rec.stacked("hook_mlp_out", layer, output.reshape(shape), rec.layers)
             rec.acts[f"blocks.{layer}.hook_mlp_out"] = kept
+            if not rec.keep_attn_out:
+                del rec.acts[f"blocks.{layer}.hook_attn_out"]
 
     return hook
 
@@ -306,6 +316,7 @@ def run(
     grow: dict[int, int] | None = None,
     score: bool = False,
     keep_keys: bool = True,
+    keep_attn_out: bool = True,
 ) -> tuple[torch.Tensor, Recorder]:
     """One forward pass of `input_ids` `(B, T)`; logits `(B, logits_to_keep, vocab)` and the record.
 
@@ -313,7 +324,7 @@ def run(
     for them through the logit lens. `grow={layer: n}` appends n copies of row 0 to the stream
     entering `layer` (see `Recorder.grow`); the logits then have B + sum(n) rows. `score` scores
     every head on `input_ids` during the pass (`Recorder.scores`); `keep_keys` keeps what rebuilds
-    the patterns (`Recorder.keys`).
+    the patterns (`Recorder.keys`); without `keep_attn_out` only its norms are kept.
     """
     recorder = Recorder(
         capture=capture,
@@ -322,6 +333,7 @@ def run(
         keep_keys=keep_keys,
         score_ids=input_ids if score and capture else None,
         layers=lm.layers if capture else 0,
+        keep_attn_out=keep_attn_out,
     )
     with pass_slot(), recording(recorder):
         if inputs_embeds is not None:

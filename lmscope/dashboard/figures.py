@@ -190,9 +190,9 @@ def residual_writes(analysis: Analysis) -> go.Figure:
     Colour is the norm, on a log scale when a few cells dwarf the rest (see `write_scale`); the
     hover always gives the norm itself.
     """
-    layers = [f"L{l}" for l in range(analysis.attn_out.shape[0])]
+    layers = [f"L{l}" for l in range(analysis.attn_norms.shape[0])]
     tokens = [t.display for t in analysis.tokens]
-    norms = {"attention": analysis.attn_out.norm(dim=-1), "MLP": analysis.mlp_out.norm(dim=-1)}
+    norms = {"attention": analysis.attn_norms, "MLP": analysis.mlp_out.norm(dim=-1)}
     log, note = write_scale(norms)
     fig = make_subplots(
         rows=2,
