@@ -83,13 +83,18 @@ class LayerKeys:
             scores = torch.matmul(query, key[:, [h // groups for h in picked]])
         scores.mul_(self.scaling)
         i = torch.arange(start, stop, device=query.device).unsqueeze(-1)
-        j = torch.arange(keys, device=query.device)
-        allowed = j <= i
-        if self.window is not None:
-            allowed = allowed & (i - j < self.window)
-        if self.mask is not None:
-            allowed = allowed & self.mask[:, :, start:stop, :keys]
-        scores.masked_fill_(~allowed, torch.finfo(scores.dtype).min)
+        lowest = torch.finfo(scores.dtype).min
+        if self.window is None and self.mask is None:  # causal only: keys before `start` all count
+            j = torch.arange(start, keys, device=query.device)
+            scores[..., start:].masked_fill_(j > i, lowest)
+        else:
+            j = torch.arange(keys, device=query.device)
+            allowed = j <= i
+            if self.window is not None:
+                allowed = allowed & (i - j < self.window)
+            if self.mask is not None:
+                allowed = allowed & self.mask[:, :, start:stop, :keys]
+            scores.masked_fill_(~allowed, lowest)
         return scores.softmax(-1)
 
     def blocks(self, rows: int | None = None, **kwargs) -> Iterator[tuple[int, torch.Tensor]]:
