@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import ROW_BLOCK, LayerKeys
+from .budget import check_analysis
 from .errors import PromptError
 from .heads import HeadReport, chance_scores
 from .model import LoadedModel
@@ -247,6 +248,7 @@ def analyze(lm: LoadedModel, prompt: str) -> Analysis:
     tokens, notices = fit_context(tokenize(lm.tokenizer, prompt), lm.card.context_length)
     if not tokens:
         raise PromptError("The prompt gave no tokens to analyze.")
+    check_analysis(lm, len(tokens))
     ids = torch.tensor([[t.id for t in tokens]])
     with torch.inference_mode():
         logits, rec = run(lm, ids, score=True, keep_attn_out=False)
