@@ -31,7 +31,9 @@ def test_every_stage_and_an_ablation_on_smollm2(page, dashboard_url, smollm2_hf,
     assert abs(top10["x"][0] - float(probs[best])) < 1e-4
     expect(page.locator(".head-cell")).to_have_count(270)
     for stage in range(1, 6):
-        page.locator(f"#stage-{stage}").screenshot(path=str(artifacts / f"smollm2-stage{stage}.png"))
+        page.locator(f"#stage-{stage}").screenshot(
+            path=str(artifacts / f"smollm2-stage{stage}.png")
+        )
 
     # Ablate one head picked by its name; the page reports the probabilities before and after.
     page.get_by_label("adds it to / removes it from the ablation set").check()
