@@ -96,8 +96,13 @@ CLI_WORDS = {"id with ..": "is not a GGUF file", "id that is a path": "No model 
 @pytest.mark.parametrize(
     "case", [c for c in CASES if "surrogate" not in c]
 )  # argv cannot carry one
-def test_cli_prints_one_line_and_exits_nonzero(case: str, odd_models: Path, capsys) -> None:
+def test_cli_prints_one_line_and_exits_nonzero(
+    case: str, odd_models: Path, capsys, monkeypatch
+) -> None:
     model, prompt, words = CASES[case]
+    monkeypatch.chdir(
+        "/usr/lib"
+    )  # "../../etc/passwd" is then a file that exists, wherever the clone is
     words = CLI_WORDS.get(case, words)
     assert main(["analyze", "--model", model, "--prompt", prompt]) == 2
     err = capsys.readouterr().err.strip().splitlines()
