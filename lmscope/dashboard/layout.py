@@ -170,6 +170,10 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
             dcc.Location(id="url", refresh=False),
             dcc.Store(id="model", data={"id": model_id, "name": card.name}),
             dcc.Store(id="analysis"),
+            # What the user is looking at, shared by every view and the shareable URL:
+            # {"head": [layer, head], "layer": int, "position": int (the token the stages
+            # follow; absent = the last), "target": str}. Writers use allow_duplicate=True.
+            dcc.Store(id="focus", data={}),
             dcc.Store(id="client", data=secrets.token_hex(8)),
             dcc.Interval(id="progress-poll", interval=400, disabled=True),
             dcc.Download(id="download"),
