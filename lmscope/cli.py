@@ -227,6 +227,42 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("steer")
+def _steer(args: argparse.Namespace) -> int:
+    from .experiments.steering import steer
+
+    result = steer(
+        load(args.model),
+        args.prompt,
+        args.layer,
+        args.coefficient,
+        prompts=args.from_prompts,
+        token=args.token,
+        position=args.position,
+        new_tokens=args.new_tokens,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        return 0
+    doc = result.to_dict()
+    for notice in doc["notices"]:
+        print(f"note: {notice}")
+    print(
+        f"steering at layer {doc['layer']} with {doc['coefficient']:g} x {result.vector.description}"
+    )
+    print(
+        f"  added length {doc['added_norm']:g}; the stream there is {doc['stream_norm']:g} long\n"
+    )
+    print(f"  {'without':>28s}   {'with the vector':>28s}")
+    for b, a in zip(result.top("before"), result.top("after"), strict=True):
+        print(f"  {b.text!r:>19s} {b.probability:7.2%}   {a.text!r:>19s} {a.probability:7.2%}")
+    print(f"\nKL(without || with) = {doc['kl_divergence']:.4f} nats")
+    if result.generation_before and result.generation_after:
+        print(f"\ncontinuation without: {result.generation_before.text!r}")
+        print(f"continuation with:    {result.generation_after.text!r}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="lmscope", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -267,6 +303,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("zero", "mean"), default="zero")
     p.add_argument("--target", help="token to follow (default: the top prediction)")
     p.add_argument("--new-tokens", type=int, default=10, help="greedy continuation length")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = sub.add_parser(
+        "steer", help="add a vector to the residual stream; predictions with and without"
+    )
+    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--layer", type=int, required=True, help="the vector enters before this layer")
+    p.add_argument("--coefficient", type=float, required=True, help="how many times the vector")
+    p.add_argument("--from-prompts", nargs=2, metavar=("A", "B"),
+                   help="mean activation of A minus that of B (activation addition)")  # fmt: skip
+    p.add_argument("--token", help="the unit unembedding direction of this token, e.g. ' love'")
+    p.add_argument("--position", type=int, help="steer from this position on (default: all)")
+    p.add_argument("--new-tokens", type=int, default=20, help="greedy continuation length")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return top
 

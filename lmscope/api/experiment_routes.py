@@ -8,6 +8,8 @@ POST /api/ablation-scan {"model", "prompt", "mode", "target"}
 POST /api/logit-attribution {"model", "prompt", "target"}
 POST /api/token-attribution {"model", "prompt", "target", "steps"}
 POST /api/compare {"models": [first, second], "prompt"}
+POST /api/steer {"model", "prompt", "layer", "coefficient", "from_prompts": [A, B] | "token",
+"position", "new_tokens"}
 `target` is a token id, a single-token text, or left out for the top prediction.
 """
 
@@ -21,6 +23,7 @@ from ..experiments.ablation import ablate, ablation_scan
 from ..experiments.attribution import DEFAULT_STEPS, direct_logit_attribution, token_attribution
 from ..experiments.comparison import compare
 from ..experiments.generation import GenerationSettings, generate
+from ..experiments.steering import STEER_TOKENS, steer
 from .http import _body
 from .service import Service
 
@@ -78,6 +81,22 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
         lm = service.model(body.get("model"))
         steps = _int(body, "steps", DEFAULT_STEPS)
         result = token_attribution(lm, body.get("prompt"), body.get("target"), steps=steps)
+        return jsonify(result.to_dict())
+
+    @api.post("/steer")
+    def steer_route():
+        body = _body()
+        lm = service.model(body.get("model"))
+        result = steer(
+            lm,
+            body.get("prompt"),
+            body.get("layer"),
+            body.get("coefficient"),
+            prompts=body.get("from_prompts"),
+            token=body.get("token"),
+            position=body.get("position"),
+            new_tokens=_int(body, "new_tokens", STEER_TOKENS),
+        )
         return jsonify(result.to_dict())
 
     @api.post("/compare")

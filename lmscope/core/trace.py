@@ -30,6 +30,7 @@ from .heads import ScoreSums
 from .model import LoadedModel
 
 _ACTIVE: ContextVar[Recorder | None] = ContextVar("lmscope_recorder", default=None)
+_STEER: ContextVar[Steer | None] = ContextVar("lmscope_steer", default=None)
 # Each forward pass already runs on torch's intra-op threads; more passes at once than
 # cores / threads only oversubscribe the CPU, so concurrent requests take turns per pass.
 _SLOTS = threading.BoundedSemaphore(max(1, (os.cpu_count() or 1) // torch.get_num_threads()))
@@ -134,6 +135,46 @@ def _keep_keys(module: nn.Module, make) -> None:
 
 
 attention.add_recorder(_keep_keys)
+
+
+@dataclass(frozen=True)
+class Steer:
+    """Add `vector` `(d,)` to the residual stream entering block `layer`, at every position from
+    `start` on (absolute positions: tokens generated after the prompt are steered too)."""
+
+    layer: int
+    vector: torch.Tensor
+    start: int = 0
+
+
+@contextmanager
+def steering(steer: Steer | None) -> Iterator[None]:
+    """Steer every forward pass run in this context (including cached generation steps)."""
+    token = _STEER.set(steer)
+    try:
+        yield
+    finally:
+        _STEER.reset(token)
+
+
+def _steer(layer: int):
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        steer = _STEER.get()
+        if steer is None or steer.layer != layer:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        positions = kwargs.get("position_ids")
+        if positions is None:  # a family that passes none: count from the cache's length
+            cache = kwargs.get("cache") or kwargs.get("past_key_values")
+            past = cache.get_seq_length() if cache is not None else 0
+            positions = torch.arange(hidden.shape[1]) + past
+        on = (positions.reshape(-1, positions.shape[-1]) >= steer.start).to(hidden.dtype)
+        hidden = hidden + on.unsqueeze(-1) * steer.vector.to(hidden.dtype)  # (B, T, d)
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, kwargs | {"hidden_states": hidden}
+
+    return hook
 
 
 @contextmanager
@@ -296,6 +337,7 @@ def install_hooks(lm: LoadedModel) -> None:
         module = model.get_submodule(adapter.position_embedding)
         module.register_forward_hook(_save("hook_pos_embed"))
     for layer, block in enumerate(adapter.block_list(model)):
+        block.register_forward_pre_hook(_steer(layer), with_kwargs=True)  # before it is recorded
         block.register_forward_pre_hook(_save_resid_pre(layer), with_kwargs=True)
         block.get_submodule(adapter.attention).register_forward_hook(_save_attention(layer))
         block.get_submodule(adapter.out_proj).register_forward_pre_hook(_patch_z(layer, lm.heads))

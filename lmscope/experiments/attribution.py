@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..core.analysis import Analysis
+from ..core import jobs
 from ..core.budget import check_token_attribution
 from ..core.errors import RequestError, UnsupportedModelError
 from ..core.model import LoadedModel
@@ -35,6 +36,29 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, nn.LayerNorm) or "RMSNorm" in type(module).__name__
 
 
+def unembedding_column(
+    lm: LoadedModel, target: int
+) -> tuple[nn.Module | None, torch.Tensor, float]:
+    """The final norm (if any), and the target's unembedding column u `(d,)` with its bias c: the
+    linear map after the norm gives `logit = u . y + c` for the normalized stream y."""
+    modules = [m for p in lm.adapter.unembed if (m := lm.adapter.submodule(lm.model, p))]
+    norm = modules.pop(0) if modules and _is_norm(modules[0]) else None
+    if not all(isinstance(m, nn.Linear) for m in modules):
+        raise UnsupportedModelError(
+            f"Reading a logit off the stream needs a linear unembedding; {lm.card.name} has "
+            f"{', '.join(type(m).__name__ for m in modules)}."
+        )
+    width = modules[0].in_features
+    with torch.inference_mode(False), torch.enable_grad():
+        y = torch.zeros(width, requires_grad=True)
+        out = y
+        for module in modules:
+            out = module(out)
+        (u,) = torch.autograd.grad(out[target], y)
+    bias = float(out[target].detach())  # the unembedding's own bias (0 in every family so far)
+    return norm, u, bias
+
+
 def readout(lm: LoadedModel, final: torch.Tensor, target: int) -> tuple[torch.Tensor, float]:
     """The target logit as a linear function of the residual stream, final norm's scale frozen.
 
@@ -46,21 +70,7 @@ def readout(lm: LoadedModel, final: torch.Tensor, target: int) -> tuple[torch.Te
     onto g, which is the same as centring each component), c = b . u + unembedding bias;
     RMSNorm: s = sqrt(mean(final^2) + eps), g = w*u / s.
     """
-    modules = [m for p in lm.adapter.unembed if (m := lm.adapter.submodule(lm.model, p))]
-    norm = modules.pop(0) if modules and _is_norm(modules[0]) else None
-    if not all(isinstance(m, nn.Linear) for m in modules):
-        raise UnsupportedModelError(
-            f"Direct logit attribution needs a linear unembedding; {lm.card.name} has "
-            f"{', '.join(type(m).__name__ for m in modules)}."
-        )
-    width = modules[0].in_features
-    with torch.inference_mode(False), torch.enable_grad():
-        y = torch.zeros(width, requires_grad=True)
-        out = y
-        for module in modules:
-            out = module(out)
-        (u,) = torch.autograd.grad(out[target], y)
-    c = float(out[target])  # the unembedding's own bias (0 for every family so far)
+    norm, u, c = unembedding_column(lm, target)
     final = final.float()
     if norm is None:
         return u, c
@@ -383,6 +393,7 @@ def token_attribution(
     path = _Path(lm, ids, x, baseline_embeddings(lm, x), target, batch_tokens)
     first = min(FIRST_PANELS, (steps - 1) // 4)
     store = _Panels(path)
+    jobs.report(0, steps, "path point", at_most=True)
     store.evaluate([j / (2 * first) for j in range(2 * first + 1)])  # baseline first, prompt last
     store.leaves = [(2 * p, 2 * p + 1, 2 * p + 2) for p in range(first)]
     store.errors = [torch.zeros(ids.shape[1])] * first
@@ -391,6 +402,7 @@ def token_attribution(
     limit = COMPLETENESS * max(abs(gap), 1e-12)
     tolerance = tolerance * max(abs(gap), 1.0)
     while True:
+        jobs.report(len(store.alphas), steps, "path point", at_most=True)
         ig = torch.stack([store.simpson(*leaf) for leaf in store.leaves]).sum(0)
         errors = torch.stack(store.errors)
         change = float(errors.sum(0).max())
