@@ -29,6 +29,8 @@ BLOCK_ELEMENTS = 1 << 22  # ... and fewer on long prompts: ~16 MB of float32 per
 # one that records (it builds the keys only while a traced pass is capturing).
 Recorder = Callable[[nn.Module, Callable[[], "LayerKeys"]], None]
 _RECORDERS: list[Recorder] = []
+# Called with (module, value) where a caller asked for values (core/head_steps.py's on-demand pass).
+_VALUE_HOOKS: list[Callable[[nn.Module, torch.Tensor], None]] = []
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,12 @@ class LayerKeys:
             yield start, self.rows(start, stop, keys=stop, **kwargs)
 
 
-def keep(module: nn.Module, query, key, scaling: float, window=None, mask=None) -> None:
-    """Hand one layer's queries and keys to the active recorder (if a traced pass is recording)."""
+def keep(module: nn.Module, query, key, scaling: float, window=None, mask=None, value=None) -> None:
+    """Hand one layer's queries and keys to the active recorder (if a traced pass is recording),
+    and its values `(B, KV, T, d)` to the value hooks."""
+    if value is not None:
+        for hook in _VALUE_HOOKS:
+            hook(module, value)
 
     def make() -> LayerKeys:
         allowed = mask
@@ -137,7 +143,7 @@ def attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """transformers' sdpa attention, with the layer's queries and keys handed to the recorder."""
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    keep(module, query, key, scale, sliding_window, attention_mask)
+    keep(module, query, key, scale, sliding_window, attention_mask, value)
     kwargs.pop("output_attentions", None)
     return sdpa_attention_forward(
         module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs
@@ -162,6 +168,12 @@ def add_recorder(record: Recorder) -> None:
     """Call `record` on every attention call from now on (trace.py's, which checks its context)."""
     if record not in _RECORDERS:
         _RECORDERS.append(record)
+
+
+def add_value_hook(hook: Callable[[nn.Module, torch.Tensor], None]) -> None:
+    """Call `hook(module, value)` on every attention call from now on (it checks its own context)."""
+    if hook not in _VALUE_HOOKS:
+        _VALUE_HOOKS.append(hook)
 
 
 @contextmanager

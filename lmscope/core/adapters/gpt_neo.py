@@ -20,7 +20,7 @@ def _attn(module: nn.Module, window: int | None, query, key, value, attention_ma
     if module.config._attn_implementation == "eager":
         return type(module)._attn(module, query, key, value, attention_mask)
     query, key = query.float(), key.float()  # GPT-Neo scores in float32
-    attention.keep(module, query, key, 1.0, window, attention_mask)
+    attention.keep(module, query, key, 1.0, window, attention_mask, value)
     allowed = None
     if window is not None or attention_mask is not None:
         size = key.shape[-2]

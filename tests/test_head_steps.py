@@ -1,0 +1,85 @@
+"""The step view's numbers: softmax(q . k * scaling, causal mask) is the head's pattern row, and the
+weighted sum of the values is the head's output; checked against transformers' own eager pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmscope.core import attention
+from lmscope.core.analysis import analyze
+from lmscope.core.errors import RequestError
+from lmscope.core.head_steps import head_steps
+
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+def eager_rows(model, ids: list[int]) -> tuple:
+    """transformers' own eager attention patterns `(layers)(1, H, T, T)`."""
+    with torch.no_grad(), attention.eager(model):
+        return model(torch.tensor([ids]), output_attentions=True).attentions
+
+
+def check(analysis, eager, layer: int, head: int, position: int) -> None:
+    steps = head_steps(analysis, layer, head, position)
+    row = analysis.pattern(layer, head)[position]
+    torch.testing.assert_close(steps.weights, row, atol=1e-5, rtol=0)
+    torch.testing.assert_close(steps.weights, eager[layer][0, head, position], atol=1e-5, rtol=0)
+    # the weighted sum of the values is what the head wrote (z, before the output projection)
+    torch.testing.assert_close(
+        steps.output, analysis.z[layer, position, head], atol=1e-4, rtol=1e-4
+    )
+    # each step follows from the one before
+    shown = steps.allowed.nonzero().flatten()
+    assert shown.tolist() == list(range(position + 1))
+    torch.testing.assert_close(steps.dots[shown], steps.keys[shown] @ steps.query)
+    assert torch.isneginf(steps.scores[position + 1 :]).all()
+    assert float(steps.weights[position + 1 :].sum()) == 0
+    top = steps.top(3)
+    assert steps.weights[top[0]] == steps.weights.max()
+
+
+@pytest.mark.parametrize("position", [0, 5, -1])
+def test_step_view_row_is_the_gpt2_pattern_row(tiny_gpt2, position):
+    analysis = analyze(tiny_gpt2, PROMPT)
+    eager = eager_rows(tiny_gpt2.model, [t.id for t in analysis.tokens])
+    check(analysis, eager, 1, 3, position % len(analysis.tokens))
+    steps = head_steps(analysis, 1, 3, position)
+    assert steps.kv_heads == steps.heads and steps.group_heads == [3]
+    assert steps.standard_scaling
+
+
+def test_step_view_names_the_shared_key_value_group_under_gqa(tiny_llama):
+    analysis = analyze(tiny_llama, PROMPT)
+    eager = eager_rows(tiny_llama.model, [t.id for t in analysis.tokens])
+    for layer in range(2):
+        for head in range(4):
+            check(analysis, eager, layer, head, len(analysis.tokens) - 2)
+    steps = head_steps(analysis, 1, 3)
+    assert (steps.kv_heads, steps.kv_head, steps.group_heads) == (2, 1, [2, 3])
+    # heads of one group read the same keys after rotary, but not the same queries
+    other = head_steps(analysis, 1, 2)
+    torch.testing.assert_close(steps.keys, other.keys)
+    assert not torch.allclose(steps.query, other.query)
+
+
+def test_step_view_row_is_smollm2s_own_eager_row(smollm2, smollm2_hf):
+    model, tokenizer = smollm2_hf
+    analysis = analyze(smollm2, PROMPT)
+    ids = [t.id for t in analysis.tokens]
+    assert ids == tokenizer(PROMPT)["input_ids"]
+    eager = eager_rows(model, ids)
+    last = len(ids) - 1
+    for layer, head in [(0, 0), (5, 4), (17, 8), (29, 2)]:
+        check(analysis, eager, layer, head, last)
+    check(analysis, eager, 12, 7, 4)
+    steps = head_steps(analysis, 17, 8)
+    assert (steps.kv_heads, steps.kv_head, steps.group_heads) == (3, 2, [6, 7, 8])
+
+
+def test_step_view_refuses_heads_and_tokens_that_do_not_exist(tiny_gpt2):
+    analysis = analyze(tiny_gpt2, "The cat sat")
+    with pytest.raises(RequestError, match="No head"):
+        head_steps(analysis, 9, 0)
+    with pytest.raises(RequestError, match="No token"):
+        head_steps(analysis, 0, 0, 3)
