@@ -191,9 +191,14 @@ class Analysis:
             )
         return torch.stack([self.layer_patterns(layer) for layer in range(len(self.keys))])
 
-    def top_predictions(self, k: int = TOP_K) -> list[Prediction]:
-        """The model's k most likely next tokens."""
-        return self._top(self.logits.unsqueeze(0), k)[0]
+    def top_predictions(self, k: int = TOP_K, position: int | None = None) -> list[Prediction]:
+        """The model's k most likely next tokens after the token at `position` (default: the
+        last); other positions are read off the final residual stream, as the model does."""
+        if position is None or position % len(self.tokens) == len(self.tokens) - 1:
+            return self._top(self.logits.unsqueeze(0), k)[0]
+        with torch.inference_mode():
+            logits = self.lm.unembed(self.residual[-1, position % len(self.tokens)])
+        return self._top(logits.float().unsqueeze(0), k)[0]
 
     def logit_lens(self, position: int = -1, k: int = 5) -> list[list[Prediction]]:
         """Top-k next tokens read off the residual stream at `position` after each layer.
@@ -246,6 +251,32 @@ def analyze(lm: LoadedModel, prompt: str) -> Analysis:
     """Tokenize, run one traced forward pass, and score every head."""
     check_prompt(prompt)
     tokens, notices = fit_context(tokenize(lm.tokenizer, prompt), lm.card.context_length)
+    return _analyze_tokens(lm, prompt, tokens, notices)
+
+
+def analyze_continuation(lm: LoadedModel, prompt: str, new_ids: list[int]) -> Analysis:
+    """Analyze the prompt followed by `new_ids` exactly (generated tokens, which re-tokenizing
+    the joined text could merge differently), in one pass; the text is the pieces laid end to end."""
+    check_prompt(prompt)
+    room = lm.card.context_length - len(new_ids)
+    tokens, notices = fit_context(tokenize(lm.tokenizer, prompt), max(room, 1))
+    text, start = prompt, len(prompt)
+    for token_id in new_ids:
+        piece = lm.token_text(token_id)
+        tokens.append(
+            Token(
+                len(tokens), token_id, lm.tokenizer.convert_ids_to_tokens(token_id), piece,
+                display(piece), start, start + len(piece),
+            )
+        )  # fmt: skip
+        text, start = text + piece, start + len(piece)
+    return _analyze_tokens(lm, text, tokens, notices)
+
+
+def _analyze_tokens(
+    lm: LoadedModel, prompt: str, tokens: list[Token], notices: list[str]
+) -> Analysis:
+    """The traced pass over `tokens` (already cut to the model's context)."""
     if not tokens:
         raise PromptError("The prompt gave no tokens to analyze.")
     check_analysis(lm, len(tokens))

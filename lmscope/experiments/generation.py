@@ -105,6 +105,18 @@ class GenerationSettings:
             warpers.append(TopPLogitsWarper(self.top_p))
         return warpers
 
+    def distribution(self, logits: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """What sampling draws from: softmax of the warped `logits` `(..., vocab)`, float32.
+
+        The one place sampling's filtering happens: `generate` draws from it and the dashboard
+        draws it, so the two cannot disagree. `ids` are the tokens so far (these warpers ignore
+        them; transformers' interface asks for them).
+        """
+        logits = logits.float()
+        rows = logits.reshape(-1, logits.shape[-1])
+        seen = ids if ids is not None else torch.zeros(rows.shape[0], 0, dtype=torch.long)
+        return self.warpers()(seen, rows).softmax(-1).reshape(logits.shape)
+
     def to_dict(self) -> dict:
         return {
             "method": self.method,
@@ -178,7 +190,6 @@ def _decode(
 ) -> list[int]:
     """Greedy or sampled continuation of `ids` `(1, T)` with the KV cache; stops at end-of-text."""
     eos = lm.tokenizer.eos_token_id
-    warpers = settings.warpers()
     new: list[int] = []
     cache, step, seq = None, ids, ids
     for _ in range(settings.max_new_tokens):
@@ -188,7 +199,7 @@ def _decode(
         if settings.method == "greedy":
             token = logits.argmax(-1, keepdim=True)
         else:
-            probs = warpers(seq, logits).softmax(-1)
+            probs = settings.distribution(logits, seq)
             token = torch.multinomial(probs, 1, generator=generator)
         new.append(int(token))
         if new[-1] == eos:
@@ -245,7 +256,7 @@ def generate(
     with torch.inference_mode():
         logits, _ = run(lm, full[:, :-1], capture=False, patches=patches, logits_to_keep=len(new))
         logits = logits[0].float()
-        sampled = settings.warpers()(full[:, :-1], logits).softmax(-1)
+        sampled = settings.distribution(logits)
     top = top_predictions(lm, logits, alternatives)
     probs = logits.softmax(-1)
     steps = []
