@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 
-from ...api.service import Service
-from ...core.errors import LmscopeError
-from ...core.heads import CATEGORIES as HEAD_CATEGORIES
-from ...core.heads import (
+from ....api.service import Service
+from ....core.errors import LmscopeError
+from ....core.heads import CATEGORIES as HEAD_CATEGORIES
+from ....core.heads import (
     CHANCE_MULTIPLE,
     LABELS,
     MIN_EVIDENCE,
@@ -19,9 +19,9 @@ from ...core.heads import (
     head_name,
     passes,
 )
-from ...core.model import LoadedModel
-from .. import figures
-from . import HIDDEN, SHOWN, graph, ready, section, stored
+from ....core.model import LoadedModel
+from ... import figures
+from .. import HIDDEN, SHOWN, graph, ready, section, stored
 
 EXPLAIN = (
     "Attention is how a token gathers information from the tokens before it. Each layer has "
