@@ -16,6 +16,7 @@ from lmscope.api.http import create_app
 from lmscope.api.service import Service
 from lmscope.core import trace
 from lmscope.core.model_cache import ModelCache
+from lmscope.core.slots import FairSlots
 
 PROMPTS = [
     "The cat sat on the mat",
@@ -75,10 +76,11 @@ def test_sixteen_concurrent_clients_get_the_sequential_answers(server) -> None:
 def test_concurrent_clients_never_run_more_forward_passes_at_once_than_there_are_slots(
     server, monkeypatch, slots
 ) -> None:
-    """Each pass already uses every core (torch's intra-op threads), so passes take turns."""
+    """Each pass already uses every core (torch's intra-op threads), so passes take turns (a long
+    pass may give way between its blocks: no two blocks run at once beyond the slots)."""
     base, service = server
-    monkeypatch.setattr(trace, "_SLOTS", threading.BoundedSemaphore(slots))
-    model = service.model("gpt2").model
+    monkeypatch.setattr(trace, "_SLOTS", FairSlots(slots))
+    lm = service.model("gpt2")
     running, peak, lock = [0], [0], threading.Lock()
 
     def enter(*_) -> None:
@@ -90,7 +92,9 @@ def test_concurrent_clients_never_run_more_forward_passes_at_once_than_there_are
         with lock:
             running[0] -= 1
 
-    hooks = [model.register_forward_pre_hook(enter), model.register_forward_hook(leave)]
+    blocks = lm.adapter.block_list(lm.model)
+    hooks = [b.register_forward_pre_hook(enter) for b in blocks]
+    hooks += [b.register_forward_hook(leave) for b in blocks]
     try:
         mix = requests()
         with ThreadPoolExecutor(8) as pool:

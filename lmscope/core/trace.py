@@ -15,7 +15,6 @@ import ctypes
 import functools
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,23 +23,45 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from . import attention
+from . import attention, jobs
 from .attention import LayerKeys
 from .heads import ScoreSums
 from .model import LoadedModel
+from .slots import FairSlots, Turn
 
 _ACTIVE: ContextVar[Recorder | None] = ContextVar("lmscope_recorder", default=None)
 _STEER: ContextVar[Steer | None] = ContextVar("lmscope_steer", default=None)
 # Each forward pass already runs on torch's intra-op threads; more passes at once than
-# cores / threads only oversubscribe the CPU, so concurrent requests take turns per pass.
-_SLOTS = threading.BoundedSemaphore(max(1, (os.cpu_count() or 1) // torch.get_num_threads()))
+# cores / threads only oversubscribe the CPU, so concurrent requests take turns per pass, in the
+# order they asked, and a long pass gives way at a layer boundary to a waiting one (core/slots.py).
+_SLOTS = FairSlots(max(1, (os.cpu_count() or 1) // torch.get_num_threads()))
+_TURN: ContextVar[Turn | None] = ContextVar("lmscope_turn", default=None)
 
 
 @contextmanager
 def pass_slot() -> Iterator[None]:
-    """Hold one of the process's forward-pass slots (wait for one if all are taken)."""
-    with _SLOTS:
-        yield
+    """Hold one of the process's forward-pass slots (wait for one if all are taken); a cancelled
+    job (core/jobs.py) stops here, also while it waits."""
+    jobs.check()
+    with _SLOTS.turn(jobs.check) as turn:
+        token = _TURN.set(turn)
+        try:
+            yield
+        finally:
+            _TURN.reset(token)
+
+
+def _between_layers(layer: int, layers: int):
+    """Entering a block: the active job's progress and a cancel point, and the slot given up to
+    a waiting pass if this one has held it long enough (`Turn.give_way`)."""
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        jobs.layer(layer, layers)
+        turn = _TURN.get()
+        if turn is not None:
+            turn.give_way(jobs.check)
+
+    return hook
 
 
 @dataclass
@@ -338,6 +359,7 @@ def install_hooks(lm: LoadedModel) -> None:
         module.register_forward_hook(_save("hook_pos_embed"))
     for layer, block in enumerate(adapter.block_list(model)):
         block.register_forward_pre_hook(_steer(layer), with_kwargs=True)  # before it is recorded
+        block.register_forward_pre_hook(_between_layers(layer, lm.layers))
         block.register_forward_pre_hook(_save_resid_pre(layer), with_kwargs=True)
         block.get_submodule(adapter.attention).register_forward_hook(_save_attention(layer))
         block.get_submodule(adapter.out_proj).register_forward_pre_hook(_patch_z(layer, lm.heads))

@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 
+from ..core import jobs
 from ..core.analysis import Prediction, top_predictions
 from ..core.budget import check_ablation, check_scan
 from ..core.errors import RequestError
@@ -260,10 +261,10 @@ def ablation_scan(
     with torch.inference_mode():
         z = clean_run(lm, ids, mode)[1] if mode == "mean" else None  # mean ablation needs z
         values = replacements(lm, mode, z)
-        passes = [
-            scan_pass(lm, ids, heads, values)
-            for heads in scan_passes(lm, ids.shape[1], batch_tokens)
-        ]
+        plan, passes = scan_passes(lm, ids.shape[1], batch_tokens), []
+        for done, heads in enumerate(plan):
+            jobs.report(done, len(plan))  # progress, and a cancel point between passes
+            passes.append(scan_pass(lm, ids, heads, values))
     clean = passes[0][0]
     target = target_id(lm, target, clean)
     logprobs = torch.cat([logits[1:] for logits in passes]).log_softmax(-1)[:, target]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core import jobs
 from ..core.analysis import Analysis, analyze
 from ..core.budget import check_comparison
 from ..core.heads import LABELS
@@ -66,4 +67,7 @@ def compare(first: LoadedModel, second: LoadedModel, prompt: str) -> Comparison:
     check_comparison(
         first, second, (len(prompt_ids(first, prompt)[0]), len(prompt_ids(second, prompt)[0]))
     )
-    return Comparison(prompt, (analyze(first, prompt), analyze(second, prompt)))
+    jobs.report(0, 2, "model")
+    one = analyze(first, prompt)
+    jobs.report(1, 2, "model")
+    return Comparison(prompt, (one, analyze(second, prompt)))
