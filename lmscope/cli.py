@@ -263,6 +263,58 @@ def _steer(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("patch")
+def _patch(args: argparse.Namespace) -> int:
+    from .experiments.patching import patch
+
+    result = patch(
+        load(args.model),
+        args.clean,
+        args.corrupt,
+        args.answer,
+        args.wrong,
+        component=args.component,
+        direction=args.direction,
+        scan=args.scan,
+        check=args.check,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print_patching(result)
+    return 0
+
+
+def print_patching(result) -> None:
+    p = result.pair
+    for notice in p.notices:
+        print(f"note: {notice}")
+    print(
+        f"{result.direction} {result.component} patching of {p.metric.label}: clean "
+        f"{p.clean_metric:.4f}, corrupted {p.corrupt_metric:.4f} (shown as 1 and 0)"
+    )
+    columns = result.columns()
+    axis = "heads" if result.component == "heads" else "tokens"
+    for name, values in (("exact", result.exact), ("AtP estimate", result.atp)):
+        if values is None:
+            continue
+        print(f"\n{name} (rows: layers; columns: {axis})")
+        print("      " + " ".join(f"{c[:8]:>8s}" for c in columns))
+        for layer, row in enumerate(values.tolist()):
+            print(f"  L{layer:<3d}" + " ".join(f"{v:8.3f}" for v in row))
+    if result.checked:
+        print("\nAtP's strongest cells, patched exactly:")
+        for item in result.checked:
+            name = result.cell_name(tuple(item["cell"]))
+            print(f"  {name:28s} AtP {item['atp']:8.3f}   exact {item['exact']:8.3f}")
+    agreement = result.agreement()
+    if agreement is not None:
+        print(
+            f"\nagreement: Spearman {agreement['spearman']}, top-{agreement['top_k']} overlap "
+            f"{agreement['top_k_overlap']}/{agreement['top_k']}"
+        )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="lmscope", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -316,6 +368,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="the unit unembedding direction of this token, e.g. ' love'")
     p.add_argument("--position", type=int, help="steer from this position on (default: all)")
     p.add_argument("--new-tokens", type=int, default=20, help="greedy continuation length")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = sub.add_parser("patch", help="activation patching between a clean and a corrupted prompt")
+    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
+    p.add_argument("--clean", required=True, help="the clean prompt")
+    p.add_argument("--corrupt", required=True, help="the corrupted prompt (same token count)")
+    p.add_argument("--answer", help="the clean answer token (default: the clean top prediction)")
+    p.add_argument("--wrong", help="metric logit(answer) - logit(wrong) (default: log p(answer))")
+    p.add_argument("--scan", choices=("atp", "exact", "both"), default="atp")
+    p.add_argument("--component", choices=("resid", "attn", "mlp", "heads"), default="resid")
+    p.add_argument("--direction", choices=("denoising", "noising"), default="denoising")
+    p.add_argument("--check", type=int, default=10, help="AtP's strongest cells patched exactly")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return top
 

@@ -10,6 +10,8 @@ POST /api/token-attribution {"model", "prompt", "target", "steps"}
 POST /api/compare {"models": [first, second], "prompt"}
 POST /api/steer {"model", "prompt", "layer", "coefficient", "from_prompts": [A, B] | "token",
 "position", "new_tokens"}
+POST /api/patch {"model", "clean", "corrupt", "answer", "wrong", "component", "direction", "scan",
+"check"} (see docs/api.md)
 `target` is a token id, a single-token text, or left out for the top prediction.
 """
 
@@ -23,6 +25,7 @@ from ..experiments.ablation import ablate, ablation_scan
 from ..experiments.attribution import DEFAULT_STEPS, direct_logit_attribution, token_attribution
 from ..experiments.comparison import compare
 from ..experiments.generation import GenerationSettings, generate
+from ..experiments.patching import CHECK_TOP, patch
 from ..experiments.steering import STEER_TOKENS, steer
 from .http import _body
 from .service import Service
@@ -109,3 +112,20 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             )
         first, second = (service.model(m) for m in models)
         return jsonify(compare(first, second, body.get("prompt")).to_dict())
+
+    @api.post("/patch")
+    def patch_route():
+        body = _body()
+        lm = service.model(body.get("model"))
+        result = patch(
+            lm,
+            body.get("clean"),
+            body.get("corrupt"),
+            body.get("answer"),
+            body.get("wrong"),
+            component=body.get("component", "resid"),
+            direction=body.get("direction", "denoising"),
+            scan=body.get("scan", "atp"),
+            check=_int(body, "check", CHECK_TOP),
+        )
+        return jsonify(result.to_dict())

@@ -295,3 +295,32 @@ def check_comparison(
             f"{SECONDS_ENV} (or {SPEED_ENV} on a faster machine)."
         )
     return a, b
+
+
+def patching(lm: LoadedModel, tokens: int, component: str, scan: str, checked: int) -> Estimate:
+    """Activation patching: the runs of both prompts (and the run that reads the source's
+    activations); the exact scan's layer rows, one row per cell from its layer on (cells per layer:
+    positions, or heads); AtP's backward pass (twice a forward) and its `checked` cells, at most a
+    whole pass each."""
+    per_layer = lm.heads if component == "heads" else tokens
+    flop = 2 * pass_flop(lm, tokens)
+    calls = 2
+    if scan in ("exact", "both"):
+        layer_rows = sum(1 + per_layer * (layer + 1) for layer in range(lm.layers))
+        flop += pass_flop(lm, tokens) + layer_rows * layer_flop(lm, tokens)
+        flop += (1 + lm.layers * per_layer) * unembed_flop(lm)
+        calls += 2
+    if scan in ("atp", "both"):
+        flop += 4 * pass_flop(lm, tokens) + checked * pass_flop(lm, tokens)
+        calls += 3
+    return Estimate(lm, f"This patching scan ({component}, {scan})", tokens, flop, calls=calls)
+
+
+def check_patching(
+    lm: LoadedModel, tokens: int, component: str, scan: str, checked: int = 0
+) -> Estimate:
+    return check(
+        patching(lm, tokens, component, scan, checked),
+        lambda t: patching(lm, t, component, scan, checked),
+        "the AtP scan (scan 'atp')" if scan != "atp" else "fewer checked cells",
+    )

@@ -76,11 +76,30 @@ class HeadPatch:
 
 
 @dataclass
+class StreamPatch:
+    """Replace some positions of one `(B, T, d)` activation by another run's: `where(mask, source, x)`.
+
+    mask: `(T,)` or `(batch, T)` of 0/1 (which positions of which row); source: `(T, d)`.
+    """
+
+    mask: torch.Tensor
+    source: torch.Tensor
+
+    def apply(self, value: torch.Tensor) -> torch.Tensor:
+        tokens, width = self.source.shape
+        split = value.reshape(-1, tokens, width)  # OPT's fc2 flattens (batch, T) into one axis
+        mask = self.mask.to(torch.bool).reshape(-1, tokens, 1)
+        return torch.where(mask, self.source.to(value.dtype), split).reshape(value.shape)
+
+
+@dataclass
 class Recorder:
     """What one forward pass records (if `capture`) and which heads it patches."""
 
     capture: bool = True
     patches: dict[int, HeadPatch] = field(default_factory=dict)
+    # {hook name: patch} for `blocks.{l}.hook_resid_pre`, `.hook_attn_out` and `.hook_mlp_out`.
+    stream_patches: dict[str, StreamPatch] = field(default_factory=dict)
     acts: dict[str, torch.Tensor] = field(default_factory=dict)
     # {layer: n}: n copies of batch row 0 are appended to the stream entering block `layer`, so
     # interventions that only differ from that layer on share one run of the layers before it.
@@ -222,8 +241,11 @@ def _save(name: str):
 
 
 def _save_attention(layer: int):
-    def hook(module: nn.Module, args: tuple, output: tuple) -> None:
+    def hook(module: nn.Module, args: tuple, output: tuple) -> tuple | None:
         rec = _ACTIVE.get()
+        patch = rec.stream_patches.get(f"blocks.{layer}.hook_attn_out") if rec else None
+        if patch is not None:
+            output = (patch.apply(output[0]), *output[1:])
         if rec is not None and rec.capture:
             out = output[0]
             if rec.keep_attn_out:
@@ -232,19 +254,25 @@ def _save_attention(layer: int):
                 norms = rec.stacked("hook_attn_out_norm", layer, out.norm(dim=-1), rec.layers)
                 rec.acts[f"blocks.{layer}.hook_attn_out_norm"] = norms
             rec.acts[f"blocks.{layer}.hook_attn_out"] = out
+        return output if patch is not None else None
 
     return hook
 
 
 def _save_mlp(layer: int):
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         rec = _ACTIVE.get()
+        patch = rec.stream_patches.get(f"blocks.{layer}.hook_mlp_out") if rec else None
+        if patch is not None:
+            output = patch.apply(output)
         if rec is not None and rec.capture:  # OPT's fc2 flattens (batch, T) into one axis
             shape = rec.acts[f"blocks.{layer}.hook_attn_out"].shape
-            kept = rec.stacked("hook_mlp_out", layer, output.reshape(shape), rec.layers)
+            out = output if output.shape == shape else output.reshape(shape)  # keeps gradients
+            kept = rec.stacked("hook_mlp_out", layer, out, rec.layers)
             rec.acts[f"blocks.{layer}.hook_mlp_out"] = kept
             if not rec.keep_attn_out:
                 del rec.acts[f"blocks.{layer}.hook_attn_out"]
+        return output if patch is not None else None
 
     return hook
 
@@ -258,6 +286,9 @@ def _save_resid_pre(layer: int):
         copies = rec.grow.get(layer, 0)
         if copies:
             hidden = torch.cat([hidden, hidden[:1].expand(copies, *hidden.shape[1:])])
+        patch = rec.stream_patches.get(f"blocks.{layer}.hook_resid_pre")
+        if patch is not None:
+            hidden = patch.apply(hidden)
         if rec.capture:
             if layer == 0:
                 hidden_kept = rec.stacked("residual", 0, hidden, rec.layers + 1)
@@ -266,7 +297,7 @@ def _save_resid_pre(layer: int):
             else:
                 hidden_kept = hidden
             rec.acts[f"blocks.{layer}.hook_resid_pre"] = hidden_kept
-        if not copies:
+        if not copies and patch is None:
             return None
         if args:
             return (hidden, *args[1:]), kwargs
@@ -375,6 +406,7 @@ def run(
     *,
     capture: bool = True,
     patches: dict[int, HeadPatch] | None = None,
+    stream_patches: dict[str, StreamPatch] | None = None,
     logits_to_keep: int = 1,
     inputs_embeds: torch.Tensor | None = None,
     grow: dict[int, int] | None = None,
@@ -389,10 +421,12 @@ def run(
     entering `layer` (see `Recorder.grow`); the logits then have B + sum(n) rows. `score` scores
     every head on `input_ids` during the pass (`Recorder.scores`); `keep_keys` keeps what rebuilds
     the patterns (`Recorder.keys`); without `keep_attn_out` only its norms are kept.
+    `stream_patches` replace positions of the residual stream or a sublayer's output (`StreamPatch`).
     """
     recorder = Recorder(
         capture=capture,
         patches=patches or {},
+        stream_patches=stream_patches or {},
         grow=grow or {},
         keep_keys=keep_keys,
         score_ids=input_ids if score and capture else None,

@@ -1,0 +1,324 @@
+"""Activation patching between a clean and a corrupted prompt of the same token count.
+
+"denoising" runs the corrupted prompt with one clean activation patched in (does that activation
+suffice to restore the clean answer?); "noising" runs the clean prompt with one corrupted activation
+(is it necessary?). A cell is the residual stream entering a layer at one position (`resid`), an
+attention or MLP sublayer's output at one position (`attn`, `mlp`), or one head's output z at every
+position (`heads`). Results are normalized, `(m - m_corrupted) / (m_clean - m_corrupted)`: 0 is the
+corrupted run's metric, 1 the clean run's. Patching layer l leaves layers < l unchanged, so the
+exact scan batches its rows like the ablation scan: each row joins the pass at its own layer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from ..core.budget import check_patching
+from ..core.errors import RequestError
+from ..core.heads import head_name
+from ..core.model import LoadedModel
+from ..core.tokens import Token
+from ..core.trace import HeadPatch, StreamPatch, run
+from .ablation import BATCH_TOKENS, PATTERN_FLOATS, scan_pass
+from .atp import (
+    COMPONENTS,
+    HOOKS,
+    Component,
+    activations,
+    agreement,
+    first_order,
+    gradients,
+    strongest,
+)
+from .inputs import as_ids, prompt_ids
+from .metric import Metric, make_metric
+
+Direction = Literal["denoising", "noising"]
+DIRECTIONS: tuple[Direction, ...] = ("denoising", "noising")
+Scan = Literal["exact", "atp", "both"]
+SCANS: tuple[Scan, ...] = ("exact", "atp", "both")
+CHECK_TOP = 10  # cells the AtP scan checks exactly by default
+Cell = tuple[int, int]  # (layer, position) or (layer, head)
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise RequestError(f"'{name}' must be one of {', '.join(allowed)}; got {value!r}.")
+    return value  # type: ignore[return-value]
+
+
+@dataclass
+class Pair:
+    """A clean and a corrupted prompt as ids `(1, T)`, the metric, and its value on each run."""
+
+    lm: LoadedModel
+    clean: torch.Tensor
+    corrupt: torch.Tensor
+    clean_tokens: list[Token]
+    corrupt_tokens: list[Token]
+    metric: Metric
+    clean_metric: float
+    corrupt_metric: float
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return self.clean.shape[1]
+
+    def normalize(self, metric: torch.Tensor) -> torch.Tensor:
+        """0 = the corrupted run's metric, 1 = the clean run's."""
+        return (metric - self.corrupt_metric) / (self.clean_metric - self.corrupt_metric)
+
+    def runs(self, direction: Direction) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the run patched into, the run its activations come from)."""
+        return (
+            (self.corrupt, self.clean) if direction == "denoising" else (self.clean, self.corrupt)
+        )
+
+    def cells(self, component: Component) -> list[Cell]:
+        columns = self.lm.heads if component == "heads" else self.tokens
+        return [(layer, c) for layer in range(self.lm.layers) for c in range(columns)]
+
+
+def pair(lm: LoadedModel, clean: object, corrupt: object, answer: object, wrong: object) -> Pair:
+    """Both prompts tokenized (same count, else a `RequestError` naming both), the metric, and its
+    value on each run; `answer` None follows the clean run's top prediction."""
+    clean_tokens, notices = prompt_ids(lm, clean)
+    corrupt_tokens, more = prompt_ids(lm, corrupt)
+    if len(clean_tokens) != len(corrupt_tokens):
+        raise RequestError(
+            f"The clean prompt is {len(clean_tokens)} tokens and the corrupted prompt "
+            f"{len(corrupt_tokens)}: patching pairs their positions, so both need the same count."
+        )
+    clean_ids, corrupt_ids = as_ids(clean_tokens), as_ids(corrupt_tokens)
+    with torch.inference_mode():
+        logits = run(lm, torch.cat([clean_ids, corrupt_ids]), capture=False)[0][:, -1].float()
+    metric, targets = make_metric(lm, answer, wrong, logits[0])
+    values = metric(logits)
+    if abs(float(values[0] - values[1])) < 1e-6:
+        raise RequestError(
+            f"{metric.label} is {float(values[0]):.4g} on both prompts: there is no difference for "
+            "patching to restore. Pick a corruption that changes the answer."
+        )
+    return Pair(
+        lm, clean_ids, corrupt_ids, clean_tokens, corrupt_tokens, metric,
+        float(values[0]), float(values[1]), notices + more + targets,
+    )  # fmt: skip
+
+
+def _sources(p: Pair, component: Component, direction: Direction) -> torch.Tensor:
+    return activations(p.lm, p.runs(direction)[1], component)
+
+
+def _position_pass(
+    p: Pair, base: torch.Tensor, component: Component, cells: list[Cell], sources: torch.Tensor
+) -> torch.Tensor:
+    """Last-position logits `(1 + len(cells), vocab)`: row 0 unpatched, row 1 + i with `cells[i]`
+    (in layer order) patched. Each row joins the pass at its cell's layer (`trace.run(grow=)`)."""
+    grow = Counter(layer for layer, _ in cells)
+    patches, rows = {}, 1
+    for layer, count in sorted(grow.items()):
+        rows += count
+        mask = torch.zeros(rows, p.tokens)
+        for row, (_, position) in enumerate(c for c in cells if c[0] == layer):
+            mask[rows - count + row, position] = 1
+        patches[f"blocks.{layer}.{HOOKS[component]}"] = StreamPatch(mask, sources[layer])
+    logits, _ = run(p.lm, base, capture=False, stream_patches=patches, grow=dict(grow))
+    return logits[:, -1].float()
+
+
+def rows_per_pass(lm: LoadedModel, tokens: int, batch_tokens: int = BATCH_TOKENS) -> int:
+    """Cells per batched pass beside the unpatched row, bounded as `ablation.scan_passes` is."""
+    rows = min(batch_tokens // tokens, PATTERN_FLOATS // (lm.heads * tokens * tokens))
+    return max(1, rows - 1)
+
+
+def in_layer_order(
+    cells: list[Cell], size: int, measure: Callable[[list[Cell]], torch.Tensor]
+) -> torch.Tensor:
+    """`measure` (one value per cell of a chunk) over `cells` cut into chunks of `size` in layer
+    order, as the batched passes need them; the values come back in the order of `cells`."""
+    order = sorted(range(len(cells)), key=lambda i: cells[i][0])  # stable
+    ordered = [cells[i] for i in order]
+    chunks = [measure(ordered[s : s + size]) for s in range(0, len(ordered), size)]
+    values = torch.cat(chunks) if chunks else torch.zeros(0)
+    result = torch.empty_like(values)
+    result[torch.tensor(order, dtype=torch.long)] = values
+    return result
+
+
+def exact(
+    p: Pair,
+    component: Component,
+    direction: Direction,
+    cells: list[Cell] | None = None,
+    batch_tokens: int = BATCH_TOKENS,
+) -> torch.Tensor:
+    """The normalized metric with each of `cells` (default all) patched alone, in their order."""
+    cells = p.cells(component) if cells is None else cells
+    base, _ = p.runs(direction)
+    sources = _sources(p, component, direction)
+
+    def measure(chunk: list[Cell]) -> torch.Tensor:
+        if component == "heads":  # the ablation scan's pass, the other run's z as replacement
+            logits = scan_pass(p.lm, base, chunk, sources)
+        else:
+            logits = _position_pass(p, base, component, chunk, sources)
+        return p.normalize(p.metric(logits[1:]))
+
+    with torch.inference_mode():
+        return in_layer_order(cells, rows_per_pass(p.lm, p.tokens, batch_tokens), measure)
+
+
+def patched_together(
+    p: Pair, component: Component, direction: Direction, cells: list[Cell]
+) -> float:
+    """The normalized metric with all of `cells` patched at once, in one pass."""
+    base, _ = p.runs(direction)
+    sources = _sources(p, component, direction)
+    if component == "heads":
+        keep = torch.ones(p.lm.layers, p.lm.heads)
+        for layer, head in cells:
+            keep[layer, head] = 0
+        patches = {layer: HeadPatch(keep[layer], sources[layer]) for layer in range(p.lm.layers)}
+        streams = {}
+    else:
+        mask = torch.zeros(p.lm.layers, p.tokens)
+        for layer, position in cells:
+            mask[layer, position] = 1
+        name = HOOKS[component]
+        patches = {}
+        streams = {
+            f"blocks.{l}.{name}": StreamPatch(mask[l], sources[l]) for l in range(p.lm.layers)
+        }
+    with torch.inference_mode():
+        logits, _ = run(p.lm, base, capture=False, patches=patches, stream_patches=streams)
+    return float(p.normalize(p.metric(logits[0, -1].float())))
+
+
+def estimate(p: Pair, component: Component, direction: Direction) -> torch.Tensor:
+    """AtP: the normalized metric of every cell to first order, `(layers, T)` or `(layers, heads)`,
+    from one forward pass of each prompt and one backward pass of the run patched into."""
+    base, _ = p.runs(direction)
+    grad = gradients(p.lm, base, p.metric, component)
+    change = first_order(grad, _sources(p, component, direction), component)
+    unpatched = 0.0 if direction == "denoising" else 1.0
+    return unpatched + change / (p.clean_metric - p.corrupt_metric)
+
+
+@dataclass
+class Patching:
+    """A patching heatmap, exact and/or estimated (AtP), normalized 0 = corrupted, 1 = clean."""
+
+    pair: Pair
+    component: Component
+    direction: Direction
+    exact: torch.Tensor | None  # (layers, T) or (layers, heads)
+    atp: torch.Tensor | None
+    checked: list[dict]  # the AtP's strongest cells, measured exactly
+
+    @property
+    def unpatched(self) -> float:
+        return 0.0 if self.direction == "denoising" else 1.0
+
+    def agreement(self, k: int = CHECK_TOP) -> dict | None:
+        if self.exact is None or self.atp is None:
+            return None
+        return agreement(self.atp - self.unpatched, self.exact - self.unpatched, k)
+
+    def columns(self) -> list[str]:
+        """The heatmap's column labels: each position's clean token (and the corrupted one where
+        it differs), or the head names of a layer."""
+        if self.component == "heads":
+            return [f"H{h}" for h in range(self.pair.lm.heads)]
+        return [
+            c.display if c.id == x.id else f"{c.display} / {x.display}"
+            for c, x in zip(self.pair.clean_tokens, self.pair.corrupt_tokens, strict=True)
+        ]
+
+    def cell_name(self, cell: Cell) -> str:
+        layer, column = cell
+        if self.component == "heads":
+            return head_name(layer, column)
+        return f"L{layer} @ {column} {self.pair.clean_tokens[column].display!r}"
+
+    def to_dict(self) -> dict:
+        p = self.pair
+        return {
+            "component": self.component,
+            "direction": self.direction,
+            "metric": p.metric.to_dict(),
+            "notices": p.notices,
+            "clean_metric": round(p.clean_metric, 6),
+            "corrupt_metric": round(p.corrupt_metric, 6),
+            "clean_tokens": [t.to_dict() for t in p.clean_tokens],
+            "corrupt_tokens": [t.to_dict() for t in p.corrupt_tokens],
+            "rows": [f"L{layer}" for layer in range(p.lm.layers)],
+            "columns": self.columns(),
+            "exact": _rounded(self.exact),
+            "atp": _rounded(self.atp),
+            "checked": self.checked,
+            "agreement": self.agreement(),
+        }
+
+
+def _rounded(values: torch.Tensor | None) -> list | None:
+    return None if values is None else values.round(decimals=6).tolist()
+
+
+def check_top(
+    p: Pair, component: Component, direction: Direction, atp: torch.Tensor, k: int = CHECK_TOP
+) -> list[dict]:
+    """Exact patching of the `k` cells AtP ranks strongest, beside their estimate."""
+    unpatched = 0.0 if direction == "denoising" else 1.0
+    cells = strongest(atp - unpatched, k)
+    values = exact(p, component, direction, cells) if cells else torch.zeros(0)
+    return [
+        {
+            "cell": [layer, column],
+            "atp": round(float(atp[layer, column]), 6),
+            "exact": round(float(v), 6),
+        }
+        for (layer, column), v in zip(cells, values, strict=True)
+    ]
+
+
+def patch(
+    lm: LoadedModel,
+    clean: object,
+    corrupt: object,
+    answer: object = None,
+    wrong: object = None,
+    *,
+    component: object = "resid",
+    direction: object = "denoising",
+    scan: object = "atp",
+    check: object = CHECK_TOP,
+    batch_tokens: int = BATCH_TOKENS,
+) -> Patching:
+    """Patch every cell of `component` between the two prompts: `scan` 'exact' (every cell, batched),
+    'atp' (the estimate, with its `check` strongest cells measured exactly) or 'both' (and their
+    agreement)."""
+    component = _choice("component", component, COMPONENTS)
+    direction = _choice("direction", direction, DIRECTIONS)
+    scan = _choice("scan", scan, SCANS)
+    if not isinstance(check, int) or isinstance(check, bool) or check < 0:
+        raise RequestError(f"'check' must be a whole number of cells (0 or more), got {check!r}.")
+    clean_tokens, _ = prompt_ids(lm, clean)
+    check_patching(lm, len(clean_tokens), component, scan, check)
+    p = pair(lm, clean, corrupt, answer, wrong)
+    shape = (lm.layers, lm.heads if component == "heads" else p.tokens)
+    exact_values = atp = None
+    if scan in ("exact", "both"):
+        exact_values = exact(p, component, direction, batch_tokens=batch_tokens).reshape(shape)
+    checked: list[dict] = []
+    if scan in ("atp", "both"):
+        atp = estimate(p, component, direction)
+        if check:
+            checked = check_top(p, component, direction, atp, check)
+    return Patching(p, component, direction, exact_values, atp, checked)
