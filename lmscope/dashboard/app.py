@@ -21,7 +21,7 @@ from ..core.catalog import DEFAULT_MODEL_ID, DEMO_ID, SMOLLM2_ID
 from ..core.errors import LmscopeError
 from ..core.loading import gib, inspect_model, load_model, memory_needed
 from ..core.model_cache import ModelCache
-from . import layout
+from . import glossary, layout, tour
 from .figures import graph_config
 from .stages import attention, embeddings, investigate, mlp, output, stored, tokens
 
@@ -117,6 +117,8 @@ def create_app(
     progress: dict[str, str] = {}
     for stage in STAGES:
         stage.register(app, service)
+    glossary.register(app, service)
+    tour.register(app, service)
     _register_controls(app, service, progress, {})
     install(app.server, service, allowed_hosts, script_sources=app.csp_hashes)
     return app

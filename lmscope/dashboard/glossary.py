@@ -1,141 +1,419 @@
-"""The glossary: the words the stages use, each in one or two plain sentences."""
+"""The glossary: the words the stages use, each in one or two plain sentences, written for the
+loaded model (its norm, positions, MLP, attention and sizes come from its model card).
+
+Stage texts link their terms with `[[term]]` or `[[shown words|term]]` markers in our own
+constant strings; `linked` turns them into in-page links to `#glossary-<slug>`. Text from a model
+or a user never goes through it.
+"""
 
 from __future__ import annotations
 
-from dash import html
+import re
+from dataclasses import dataclass
 
-TERMS: tuple[tuple[str, str], ...] = (
-    (
-        "token",
-        "A piece of text the model reads as one unit: a word, part of a word, a space and "
-        "a word, or a punctuation mark.",
-    ),
-    ("token id", "The token's number in the vocabulary; the model only ever sees these numbers."),
-    ("vocabulary", "The fixed list of every token the model knows (50,257 for GPT-2)."),
-    ("embedding", "The learned vector (list of numbers) a token id is turned into before layer 0."),
-    (
-        "position embedding",
-        "A learned vector per position, added to the token's embedding so the "
-        "model knows word order (GPT-2). Rotary models encode position inside attention instead.",
-    ),
-    (
-        "cosine similarity",
-        "How closely two vectors point the same way: 1 = same direction, "
-        "0 = unrelated, -1 = opposite.",
-    ),
-    ("layer", "One block of the network: attention, then an MLP. GPT-2 Small stacks 12."),
-    (
-        "residual stream",
-        "The running vector of each token that every layer reads from and adds its output to.",
-    ),
-    (
-        "attention head",
-        "One of the parallel attention units of a layer; each learns its own rule "
-        "for which earlier tokens to read.",
-    ),
-    (
-        "attention pattern",
-        "A head's weights: for each token, how much it reads from each earlier "
-        "token. Each row adds up to 1.",
-    ),
-    (
-        "query, key, value",
-        "Each token asks (query), advertises (key) and offers (value); the "
-        "match between a query and the keys sets the attention weights.",
-    ),
-    ("previous-token head", "A head that mostly reads the token just before."),
-    (
-        "attention sink",
-        "The first token, where many heads park attention when they have nothing "
-        "better to do; the grid shows each head's share there as a bar and names the "
-        "head after what it does with the rest.",
-    ),
-    ("duplicate-token head", "A head that looks back at earlier copies of the current token."),
-    (
-        "induction head",
-        "A head that finds the earlier copy of the current token and reads the "
-        "token that followed it, so the model can continue a repeated pattern.",
-    ),
-    (
-        "not applicable",
-        "A score that this prompt cannot measure, e.g. induction when no token "
-        "repeats. It is not evidence that the head lacks the behaviour.",
-    ),
-    (
-        "MLP",
-        "Multi-layer perceptron: a small feed-forward network applied to each token "
-        "separately; it widens the vector, applies a non-linearity, and narrows it back.",
-    ),
-    ("activation function", "The non-linearity inside the MLP (GELU for GPT-2)."),
-    (
-        "LayerNorm",
-        "Rescales a vector to a standard size before each sublayer, which keeps training stable.",
-    ),
-    ("logit", "The raw score the model gives each possible next token."),
-    ("softmax", "Turns logits into probabilities that add up to 1."),
-    (
-        "logit lens",
-        "Reading the residual stream of an intermediate layer with the model's final "
-        "read-out, to see what it would predict if it stopped there.",
-    ),
-    (
-        "ablation",
-        "Removing part of the model (here: attention heads, by replacing their output with zeros "
-        "or with their average) to see what it was doing.",
-    ),
-    (
-        "KL divergence",
-        "How different two probability distributions are, in nats: 0 when they are the same, "
-        "larger the more the second one moved away from the first.",
-    ),
-    (
-        "logit attribution",
-        "Splitting a token's logit into what each head and MLP wrote directly into the residual "
-        "stream; the parts add up to the logit.",
-    ),
-    (
-        "integrated gradients",
-        "Scores each input token by fading its embedding in from zero and adding up the gradients "
-        "along the way; the scores add up to the change in the output.",
-    ),
-    (
-        "gradient x input",
-        "A quick token score: the gradient of the output times the token's embedding.",
-    ),
-    (
-        "greedy decoding",
-        "Generating by always taking the single most likely next token.",
-    ),
-    (
-        "beam search",
-        "Generating by keeping the few most likely partial continuations (beams) at every step "
-        "and returning the most likely whole one.",
-    ),
-    (
-        "temperature",
-        "Divides the logits before sampling: below 1 the likely tokens win more often, above 1 "
-        "the choice becomes more random.",
-    ),
-    (
-        "top-k / top-p",
-        "Sampling only among the k most likely tokens (top-k), or among the fewest likely tokens "
-        "whose probabilities add up to p (top-p, nucleus sampling).",
-    ),
-    ("parameters", "The learned numbers of the model; GPT-2 Small has 124 million."),
-    ("context length", "The most tokens the model can read at once (1,024 for GPT-2)."),
-)
+from dash import Dash, Input, Output, html
+
+from ..api.service import Service
+from ..core.card import ModelCard
+from ..core.errors import LmscopeError
+from ..core.heads import SINK_MARK, HeadReport
+
+_MARKER = re.compile(r"\[\[([^\[\]|]+)(?:\|([^\[\]|]+))?\]\]")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One glossary entry; `concept` names its anchor, stable across models (`glossary-<concept>`),
+    while `term` is what this model calls it (RMSNorm or LayerNorm under `normalization`)."""
+
+    concept: str
+    term: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the card does not say but the glossary needs: read off the loaded model and, where one
+    is shown, the analysis of the prompt."""
+
+    gated_mlp: bool = False
+    tied_embeddings: bool | None = None
+    sink_heads: int | None = None  # heads parking >= SINK_MARK on the first token, this prompt
+    total_heads: int | None = None
+
+
+def slug(term: str) -> str:
+    """The anchor name of a term: lower case, words joined by dashes (`attention-sink`)."""
+    return re.sub(r"[^a-z0-9]+", "-", term.lower()).strip("-")
+
+
+def linked(text: str) -> list:
+    """Our own stage text with `[[term]]` / `[[words|term]]` markers as in-page glossary links."""
+    parts: list = []
+    last = 0
+    for match in _MARKER.finditer(text):
+        parts.append(text[last : match.start()])
+        shown, term = match.group(1), match.group(2) or match.group(1)
+        parts.append(html.A(shown, href=f"#glossary-{slug(term)}", className="term-link"))
+        last = match.end()
+    parts.append(text[last:])
+    return [p for p in parts if p != ""]
+
+
+def plain(text: str) -> str:
+    """The same text with its markers removed (for tooltips and tests)."""
+    return _MARKER.sub(lambda m: m.group(1), text)
+
+
+def _positions(card: ModelCard) -> Entry:
+    kind = card.positional_encoding.lower()
+    if kind.startswith("rotary"):
+        return Entry(
+            "positions",
+            "RoPE (rotary position embedding)",
+            f"How {card.name} knows word order: no position vector is added to the tokens; "
+            "inside attention each query and key is rotated by an angle that grows with its "
+            "position, so a query-key match depends on how far apart the two tokens are. "
+            "(GPT-2 instead adds a learned vector per position.)",
+        )
+    if kind.startswith("learned"):
+        return Entry(
+            "positions",
+            "position embedding (learned)",
+            f"A learned vector per position, added to the token's embedding before layer 0 so "
+            f"{card.name} knows word order; it has {card.context_length:,} of them, one per "
+            "position it can read. (Rotary models such as Llama rotate queries and keys instead.)",
+        )
+    return Entry(
+        "positions",
+        f"positions ({card.positional_encoding})",
+        f"How {card.name} tells the model where each token sits: {card.positional_encoding}.",
+    )
+
+
+def _normalization(card: ModelCard) -> Entry:
+    if card.normalization == "RMSNorm":
+        return Entry(
+            "normalization",
+            "RMSNorm",
+            "Root-mean-square normalization: before each sublayer, the vector is divided by the "
+            "root of its mean square and scaled by learned weights, keeping its size steady. "
+            "Unlike GPT-2's LayerNorm it does not subtract the mean and has no bias.",
+        )
+    if card.normalization == "LayerNorm":
+        return Entry(
+            "normalization",
+            "LayerNorm",
+            "Before each sublayer, the vector's mean is subtracted and it is divided by its "
+            "standard deviation, then scaled and shifted by learned weights; this keeps training "
+            "stable.",
+        )
+    return Entry(
+        "normalization",
+        card.normalization,
+        "Rescales each token's vector to a steady size before each sublayer.",
+    )
+
+
+def _activation(card: ModelCard, gated: bool) -> Entry:
+    if gated:
+        name = (
+            "SwiGLU (gated MLP)" if card.activation == "SiLU" else f"gated MLP ({card.activation})"
+        )
+        return Entry(
+            "activation",
+            name,
+            f"{card.name}'s MLP widens the vector twice side by side ({card.hidden_size:,} -> "
+            f"{card.mlp_size:,}): one copy, the gate, goes through {card.activation} and "
+            "multiplies the other (up) element by element, so the gate decides how much of each "
+            "feature passes; a third matrix (down) narrows the product back. GPT-2's MLP has no "
+            "gate: one widening, GELU, one narrowing.",
+        )
+    return Entry(
+        "activation",
+        card.activation,
+        f"The non-linearity inside {card.name}'s MLP, applied to each of its {card.mlp_size:,} "
+        "features between the widening and the narrowing; without it the MLP would be one "
+        "matrix.",
+    )
+
+
+def _sink(facts: Facts) -> Entry:
+    text = (
+        "The first token, where many heads park attention when they have nothing better to do; "
+        "the grid shows each head's share there as a bar and names the head after what it does "
+        "with the rest."
+    )
+    if facts.sink_heads is not None and facts.total_heads:
+        if facts.sink_heads:
+            text += (
+                f" On this prompt {facts.sink_heads} of {facts.total_heads} heads park at least "
+                f"{SINK_MARK:.0%} of their attention there."
+            )
+        else:
+            text += (
+                f" On this prompt no head parks {SINK_MARK:.0%} of its attention there: this "
+                "model shows no attention sink here."
+            )
+    return Entry("attention-sink", "attention sink", text)
+
+
+def _tied(card: ModelCard, tied: bool | None) -> Entry | None:
+    if tied is None:
+        return None
+    if tied:
+        text = (
+            f"{card.name} reads out its prediction with the embedding table itself: the same "
+            f"{card.vocab_size:,} x {card.hidden_size:,} matrix turns token ids into vectors at "
+            "the start and vectors into logits at the end."
+        )
+    else:
+        text = (
+            f"{card.name} does not tie its embeddings: the read-out (unembedding) is a matrix of "
+            "its own, separate from the embedding table."
+        )
+    return Entry("tied-embeddings", "tied embeddings", text)
+
+
+def _gqa(card: ModelCard) -> Entry | None:
+    heads, kv = card.heads_per_layer, card.key_value_heads
+    if not kv or kv >= heads:
+        return None
+    return Entry(
+        "grouped-query-attention",
+        "grouped-query attention (GQA)",
+        f"{card.name}'s {heads} query heads per layer share {kv} key/value heads, {heads // kv} "
+        "query heads per group: heads of a group compare their own queries with the same keys "
+        "and read the same values. It saves memory; GPT-2 gives every head its own keys and "
+        "values.",
+    )
+
+
+def entries(card: ModelCard, facts: Facts = Facts()) -> list[Entry]:
+    """Every entry for the model of `card`, in reading order."""
+    name = card.name
+    items: list[Entry | None] = [
+        Entry(
+            "token",
+            "token",
+            "A piece of text the model reads as one unit: a word, part of a word, a space and "
+            "a word, or a punctuation mark.",
+        ),
+        Entry(
+            "token-id",
+            "token id",
+            "The token's number in the vocabulary; the model only ever sees these numbers.",
+        ),
+        Entry(
+            "vocabulary",
+            "vocabulary",
+            f"The fixed list of every token the model knows: {card.vocab_size:,} for {name}.",
+        ),
+        Entry(
+            "embedding",
+            "embedding",
+            f"The learned vector ({card.hidden_size:,} numbers for {name}) a token id is turned "
+            "into before layer 0.",
+        ),
+        _tied(card, facts.tied_embeddings),
+        _positions(card),
+        Entry(
+            "cosine-similarity",
+            "cosine similarity",
+            "How closely two vectors point the same way: 1 = same direction, 0 = unrelated, "
+            "-1 = opposite.",
+        ),
+        Entry(
+            "layer",
+            "layer",
+            f"One block of the network: attention, then an MLP. {name} stacks {card.layers}.",
+        ),
+        _normalization(card),
+        Entry(
+            "residual-stream",
+            "residual stream",
+            "The running vector of each token that every layer reads from and adds its output to.",
+        ),
+        Entry(
+            "attention-head",
+            "attention head",
+            f"One of the parallel attention units of a layer ({card.heads_per_layer} per layer in "
+            f"{name}); each learns its own rule for which earlier tokens to read.",
+        ),
+        _gqa(card),
+        Entry(
+            "attention-pattern",
+            "attention pattern",
+            "A head's weights: for each token, how much it reads from each earlier token. Each "
+            "row adds up to 1.",
+        ),
+        Entry(
+            "query-key-value",
+            "query, key, value",
+            "Each token asks (query), advertises (key) and offers (value); the match between a "
+            "query and the keys sets the attention weights.",
+        ),
+        _sink(facts),
+        Entry(
+            "previous-token-head",
+            "previous-token head",
+            "A head that mostly reads the token just before.",
+        ),
+        Entry(
+            "duplicate-token-head",
+            "duplicate-token head",
+            "A head that looks back at earlier copies of the current token.",
+        ),
+        Entry(
+            "induction-head",
+            "induction head",
+            "A head that finds the earlier copy of the current token and reads the token that "
+            "followed it, so the model can continue a repeated pattern.",
+        ),
+        Entry(
+            "not-applicable",
+            "not applicable",
+            "A score that this prompt cannot measure, e.g. induction when no token repeats. It "
+            "is not evidence that the head lacks the behaviour.",
+        ),
+        Entry(
+            "mlp",
+            "MLP",
+            f"Multi-layer perceptron: a small feed-forward network applied to each token "
+            f"separately; it widens the vector ({card.hidden_size:,} -> {card.mlp_size:,} in "
+            f"{name}), applies a non-linearity, and narrows it back.",
+        ),
+        _activation(card, facts.gated_mlp),
+        Entry("logit", "logit", "The raw score the model gives each possible next token."),
+        Entry("softmax", "softmax", "Turns logits into probabilities that add up to 1."),
+        Entry(
+            "logit-lens",
+            "logit lens",
+            "Reading the residual stream of an intermediate layer with the model's final "
+            "read-out, to see what it would predict if it stopped there.",
+        ),
+        Entry(
+            "ablation",
+            "ablation",
+            "Removing part of the model (here: attention heads, by replacing their output with "
+            "zeros or with their average) to see what it was doing.",
+        ),
+        Entry(
+            "backup-heads",
+            "backup heads",
+            "Heads that take over a job when the heads doing it are removed, so an ablation can "
+            "barely move the prediction even though the removed heads did the work "
+            "('self-repair').",
+        ),
+        Entry(
+            "kl-divergence",
+            "KL divergence",
+            "How different two probability distributions are, in nats: 0 when they are the same, "
+            "larger the more the second one moved away from the first.",
+        ),
+        Entry(
+            "logit-attribution",
+            "logit attribution",
+            "Splitting a token's logit into what each head and MLP wrote directly into the "
+            "residual stream; the parts add up to the logit.",
+        ),
+        Entry(
+            "integrated-gradients",
+            "integrated gradients",
+            "Scores each input token by fading its embedding in from zero and adding up the "
+            "gradients along the way; the scores add up to the change in the output.",
+        ),
+        Entry(
+            "gradient-x-input",
+            "gradient x input",
+            "A quick token score: the gradient of the output times the token's embedding.",
+        ),
+        Entry(
+            "greedy-decoding",
+            "greedy decoding",
+            "Generating by always taking the single most likely next token.",
+        ),
+        Entry(
+            "beam-search",
+            "beam search",
+            "Generating by keeping the few most likely partial continuations (beams) at every "
+            "step and returning the most likely whole one.",
+        ),
+        Entry(
+            "temperature",
+            "temperature",
+            "Divides the logits before sampling: below 1 the likely tokens win more often, above "
+            "1 the choice becomes more random.",
+        ),
+        Entry(
+            "top-k-top-p",
+            "top-k / top-p",
+            "Sampling only among the k most likely tokens (top-k), or among the fewest likely "
+            "tokens whose probabilities add up to p (top-p, nucleus sampling).",
+        ),
+        Entry(
+            "parameters",
+            "parameters",
+            f"The learned numbers of the model; {name} has {card.parameters / 1e6:,.0f} million.",
+        ),
+        Entry(
+            "context-length",
+            "context length",
+            f"The most tokens the model can read at once: {card.context_length:,} for {name}.",
+        ),
+    ]
+    return [item for item in items if item is not None]
+
+
+def sink_facts(report: HeadReport | None) -> dict:
+    """The `Facts` fields an analysis' head report gives: how many heads sink, of how many."""
+    if report is None:
+        return {}
+    total = sum(len(row) for row in report.categories)
+    return {"sink_heads": len(report.sink_heads()), "total_heads": total}
+
+
+def entry_list(items: list[Entry]) -> html.Dl:
+    """The entries as a definition list; each term carries its concept anchor and, where the
+    term's own name differs, an anchor of that name too (`#glossary-rmsnorm`)."""
+    rows = []
+    for item in items:
+        own = slug(item.term)
+        anchor = [html.Span(id=f"glossary-{own}")] if own != item.concept else []
+        rows.append(html.Dt([*anchor, item.term], id=f"glossary-{item.concept}"))
+        rows.append(html.Dd(item.text))
+    return html.Dl(rows, className="glossary")
 
 
 def glossary() -> html.Details:
-    """The glossary as a collapsible definition list."""
+    """The glossary box; its entries are drawn for the loaded model by `register`'s callback."""
     return html.Details(
         [
-            html.Summary("Glossary"),
-            html.Dl(
-                [item for term, text in TERMS for item in (html.Dt(term), html.Dd(text))],
-                className="glossary",
-            ),
+            html.Summary(["Glossary", html.Span(id="glossary-model", className="sub")]),
+            html.Div(id="glossary-body"),
         ],
         id="glossary",
         className="glossary-box",
     )
+
+
+def register(app: Dash, service: Service) -> None:
+    @app.callback(
+        Output("glossary-body", "children"),
+        Output("glossary-model", "children"),
+        Input("model", "data"),
+        Input("analysis", "data"),
+    )
+    def draw(model, data):
+        """The entries for the model the page now shows (and its sink on the analyzed prompt)."""
+        try:
+            lm = service.model(model["id"])
+        except (LmscopeError, KeyError, TypeError):
+            return [], ""
+        from .stages import stored
+        from .stages.output import tied_embeddings
+
+        analysis = stored(service, data)
+        report = analysis.heads if analysis is not None and analysis.lm is lm else None
+        facts = Facts(lm.adapter.gated_mlp, tied_embeddings(lm), **sink_facts(report))
+        return entry_list(entries(lm.card, facts)), f" for {lm.card.name}"

@@ -10,8 +10,29 @@ from dash import dcc, html
 
 from ..core.card import ModelCard
 from ..core.catalog import CATALOG
+from . import tour
 from .glossary import glossary
 from .stages import attention, embeddings, investigate, mlp, output, tokens
+
+# The skip links at the top: each stage's section, by the id `stages.section` gives it.
+SKIP_LINKS = (
+    ("Tokens", "stage-1"),
+    ("Embeddings", "stage-2"),
+    ("Attention", "stage-3"),
+    ("MLP", "stage-4"),
+    ("Output", "stage-5"),
+    ("Investigate", "stage-6"),
+    ("Glossary", "glossary"),
+)
+
+
+def skip_links() -> html.Nav:
+    """The "Skip to:" links between the stages, first on the page for keyboard users."""
+    links = [
+        html.A(label, href=f"#{target}", className="skip-link") for label, target in SKIP_LINKS
+    ]
+    separated = [part for link in links for part in (link, " · ")][:-1]
+    return html.Nav(["Skip to: ", *separated], className="skip-links", **{"aria-label": "Stages"})
 
 
 class Starter(NamedTuple):
@@ -177,6 +198,7 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
             dcc.Store(id="client", data=secrets.token_hex(8)),
             dcc.Interval(id="progress-poll", interval=400, disabled=True),
             dcc.Download(id="download"),
+            skip_links(),
             html.Header(
                 [
                     html.H1("lmscope"),
@@ -185,6 +207,7 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
                 className="masthead",
             ),
             html.Div(notice, id="start-notice", className="notice") if notice else None,
+            tour.controls(),
             controls,
             html.Details(
                 [html.Summary("Model card"), html.Div(card_view(card), id="model-card")],

@@ -8,6 +8,7 @@ from ...api.service import Service
 from ...core.analysis import Analysis
 from ...core.errors import LmscopeError
 from ..figures import graph_config
+from ..glossary import linked
 
 
 def stored(service: Service, data: dict | None) -> Analysis | None:
@@ -31,11 +32,12 @@ def section(
     return html.Section(
         [
             html.H2([html.Span(badge or f"Stage {number}", className="stage-number"), title]),
-            html.P(explain, className="explain"),
+            html.P(linked(explain), className="explain"),
             *children,
         ],
         id=f"stage-{number}",
         className="stage",
+        tabIndex="-1",  # a skip link moves the keyboard focus here
     )
 
 
@@ -44,14 +46,49 @@ def ready(key: str) -> html.Span:
     return html.Span(className="stage-ready", **{"data-analysis": key})
 
 
-def graph(graph_id: str, filename: str) -> dcc.Graph:
-    """A figure slot, hidden until a callback fills it; its export settings follow the page's choice."""
-    return dcc.Graph(
-        id={"kind": "figure", "name": graph_id},
-        config=graph_config(filename),
-        figure={"data": [], "layout": {}},
-        style={"display": "none"},
-        className="figure",
+# What each figure shows, for screen readers (the slot's aria-label); others fall back to a
+# description made from the export file name.
+FIGURE_TEXT = {
+    "token-vector": "Strip of the token's embedding vector: one coloured cell per number.",
+    "position-vector": "Strip of the position's learned embedding vector: one cell per number.",
+    "head-heatmap": "Heatmap of one attention head's pattern: one row per token reading, one "
+    "column per token read; darker cells carry more attention.",
+    "layer-heads": "Small heatmaps of every head's attention pattern in one layer.",
+    "residual-writes": "Heatmaps of how much each attention and MLP layer wrote into the residual "
+    "stream at each token.",
+    "top10": "Bar chart of the ten most likely next tokens and their probabilities.",
+    "logit-lens": "Logit lens table: the top next token read off the residual stream after each "
+    "layer, at each position.",
+    "inv-ablation": "Bar chart of next-token probabilities before and after the ablation.",
+    "inv-scan": "Heatmap over layers and heads of how much removing each head alone changes the "
+    "target's log-probability; red cells helped the target.",
+    "inv-dla-heads": "Heatmap over layers and heads of what each head wrote directly into the "
+    "target's logit.",
+    "inv-dla-mlp": "Bar chart of what each layer's MLP wrote directly into the target's logit.",
+    "inv-compare": "Chart comparing the two models' next-token probabilities on this prompt.",
+    "inv-gen-distribution": "Bar chart of the next-token distribution that sampling draws from, "
+    "after temperature, top-k and top-p.",
+}
+
+
+def graph(graph_id: str, filename: str, label: str | None = None) -> html.Div:
+    """A figure slot, hidden until a callback fills it; its export settings follow the page's
+    choice. The slot is a `figure` region whose aria-label (`label`, else `FIGURE_TEXT`) says what
+    it shows."""
+    text = label or FIGURE_TEXT.get(graph_id)
+    if text is None:
+        text = "Figure: " + filename.removeprefix("lmscope-").replace("-", " ") + "."
+    return html.Div(
+        dcc.Graph(
+            id={"kind": "figure", "name": graph_id},
+            config=graph_config(filename),
+            figure={"data": [], "layout": {}},
+            style={"display": "none"},
+            className="figure",
+        ),
+        role="figure",
+        className="figure-slot",
+        **{"aria-label": text},
     )
 
 

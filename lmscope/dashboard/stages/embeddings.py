@@ -11,12 +11,12 @@ from .. import figures
 from . import HIDDEN, SHOWN, graph, ready, section, stored
 
 EXPLAIN = (
-    "Each token id picks one row of a big table, the embedding matrix: a list of numbers (a "
+    "Each token id picks one row of a big table, the [[embedding]] matrix: a list of numbers (a "
     "vector) that the network learned during training. Tokens used in similar ways end up with "
-    "vectors pointing in similar directions, which is why a token's nearest neighbours by cosine "
-    "similarity are often related words. The model also needs to know where each token sits: "
+    "vectors pointing in similar directions, which is why a token's nearest neighbours by [[cosine "
+    "similarity]] are often related words. The model also needs to know where each token sits: "
     "GPT-2 adds a learned position vector; rotary models instead rotate queries and keys inside "
-    "attention."
+    "attention ([[how this model does it|positions]])."
 )
 
 

@@ -11,10 +11,11 @@ from .. import figures
 from . import HIDDEN, SHOWN, graph, ready, section, stored
 
 EXPLAIN = (
-    "After attention, every token passes through its own small feed-forward network, the MLP: it "
-    "widens the vector (usually 4x), applies a non-linearity, and narrows it back. MLPs are "
+    "After attention, every token passes through its own small feed-forward network, the [[MLP]]: "
+    "it widens the vector (usually 4x), applies a [[non-linearity|activation]], and narrows it "
+    "back. MLPs are "
     "thought to hold much of what the model knows. Attention and MLP do not replace the token's "
-    "vector: each adds its output to a running sum, the residual stream. The heatmaps show how "
+    "vector: each adds its output to a running sum, the [[residual stream]]. The heatmaps show how "
     "much (the length of what was added) each attention and MLP layer wrote at each position. "
     "Real models write a few huge vectors (often at the first token, 'massive activations'); "
     "then the colour switches to a log scale, as the figure's subtitle says, so the rest stays "

@@ -15,9 +15,10 @@ SENTENCE_TOKENS = 60  # the end of the prompt shown before the predicted token
 
 EXPLAIN = (
     "At the end, the last token's vector is compared with every vocabulary entry to give a score "
-    "(logit) per possible next token; softmax turns the scores into probabilities. The model only "
-    "predicts: generating text means picking a token and running again. The logit lens applies "
-    "the same read-out to the residual stream after each layer, showing how the guess forms."
+    "([[logit]]) per possible next token; [[softmax]] turns the scores into probabilities. The "
+    "model only predicts: generating text means picking a token and running again. The "
+    "[[logit lens]] applies the same read-out to the residual stream after each layer, showing "
+    "how the guess forms."
 )
 
 

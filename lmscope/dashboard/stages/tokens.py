@@ -11,10 +11,10 @@ from ...core.tokens import Token
 from . import ready, section, stored
 
 EXPLAIN = (
-    "The model never sees letters. A tokenizer cuts the text into pieces from a fixed vocabulary "
-    "and the model reads each piece as a number, its id. Common words are one token; rare words "
-    "are split. A space usually belongs to the word after it, shown here as ␣. Hover a token to "
-    "find it everywhere on the page; click it to look at its embedding in stage 2."
+    "The model never sees letters. A tokenizer cuts the text into pieces ([[tokens|token]]) from a "
+    "fixed [[vocabulary]] and the model reads each piece as a number, its [[id|token id]]. "
+    "Common words are one token; rare words are split. A space usually belongs to the word after "
+    "it, shown here as ␣. Hover a token to find it everywhere on the page; click it to look at its embedding in stage 2."
 )
 
 

@@ -24,15 +24,15 @@ from ... import figures
 from .. import HIDDEN, SHOWN, graph, ready, section, stored
 
 EXPLAIN = (
-    "Attention is how a token gathers information from the tokens before it. Each layer has "
-    "several heads; each head decides, for every token, how much to read from each earlier token "
-    "(the weights in a row add up to 1). Many heads park a large share on the very first token, "
-    "whatever it is (an attention sink: a place to put attention when there is nothing to read). "
-    "That share is shown apart, as the brown bar under each cell, and each head is named after "
-    "what it does with the rest of its attention: look at the previous token, at itself, spread "
+    "Attention is how a token gathers information from the tokens before it. Each [[layer]] has "
+    "several [[heads|attention head]]; each head decides, for every token, how much to read from "
+    "each earlier token (the weights in a row add up to 1). Many heads park a large share on the "
+    "very first token, whatever it is (an [[attention sink]]: a place to put attention when there "
+    "is nothing to read). That share is shown apart, as the brown bar under each cell, and each "
+    "head is named after what it does with the rest of its attention: look at the previous token, at itself, spread "
     "out evenly, look at earlier copies of the current token (duplicate), or at what followed them "
-    "(induction). Click a head to see its attention pattern, or switch the click to pick heads "
-    "for the Investigate panel's ablation."
+    "([[induction|induction head]]). Click a head to see its [[attention pattern]], or switch the "
+    "click to pick heads for the Investigate panel's ablation."
 )
 CATEGORIES = HEAD_CATEGORIES
 SHOWN_NAMES = 16  # head names listed per category before "and n more"

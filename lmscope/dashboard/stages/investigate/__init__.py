@@ -21,7 +21,8 @@ from .panel import Panel, button
 NUMBER = 6
 PARTS = (ablation, attribution, generation, comparison)
 EXPLAIN = (
-    "The stages above show what the model computes; here you change it and see what happens. "
+    "The stages above show what the model computes; here you change it ([[ablation]]) and see "
+    "what happens. "
     "All experiments use the prompt analyzed above and follow one target token (the top "
     "prediction unless you pick another). Nothing here changes the model for anyone else: every "
     "intervention applies to your request only."

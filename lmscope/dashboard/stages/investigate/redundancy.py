@@ -9,6 +9,14 @@ from dash import html
 from ....core.heads import LABELS, SCORES, HeadReport, head_name
 
 SMALL_EFFECT = 0.1  # |log p_after - log p_before| below this (about 10%) counts as barely moved
+REDUNDANCY = (
+    "Models are redundant: several heads often do the same job, and some heads take "
+    "over when another is removed (the 'backup name mover' heads of GPT-2's "
+    "indirect-object circuit, Wang et al. 2022; 'self-repair', McGrath et al. 2023). "
+    "Removing a few heads of a kind leaves the others doing it. Run the scan below to see "
+    "which single heads this prediction leans on, or remove more heads of the same kind "
+    "together."
+)
 
 
 def barely_moved(p_before: float, p_after: float) -> bool:
@@ -46,12 +54,7 @@ def small_effect_note(
         [
             html.Strong("Why so little? "),
             _named(report, heads),
-            "Models are redundant: several heads often do the same job, and some heads take "
-            "over when another is removed (the 'backup name mover' heads of GPT-2's "
-            "indirect-object circuit, Wang et al. 2022; 'self-repair', McGrath et al. 2023). "
-            "Removing a few heads of a kind leaves the others doing it. Run the scan below to see "
-            "which single heads this prediction leans on, or remove more heads of the same kind "
-            "together.",
+            REDUNDANCY,
         ],
         className="hint",
         id="inv-small-effect",

@@ -1,0 +1,573 @@
+"""The guided tour and the guided experiments: their steps, written for the loaded model.
+
+Each step names an element on the page (`target`, a CSS selector), what to say, what to do for
+the user when the step opens (`do`: click a button, set a control) and whether what it points at
+is there yet (`ready`; `hold` while its actions still lack data). The steps travel as JSON in the
+`data-tour` attribute of `#tour-data`; assets/tour.js shows them (text only through
+`textContent`), scrolls each target into view and highlights it. The page remembers in
+`tour-memory` (localStorage) that a visitor finished or skipped the tour.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+
+import torch
+from dash import Dash, Input, Output, dcc, html
+
+from ..api.service import Service
+from ..core.analysis import Analysis
+from ..core.errors import LmscopeError
+from ..core.heads import LABELS, SCORES, SINK_MARK, HeadReport, head_name
+from ..core.model import LoadedModel
+from ..core.tokens import display
+from ..core.trace import run
+from ..experiments.ablation import head_patches
+from ..experiments.inputs import as_ids, prompt_ids
+from .figures import percent
+from .stages import stored
+from .stages.investigate.redundancy import REDUNDANCY, barely_moved
+
+TOURS = ("tour", "induction", "name-mover")
+TOP_HEADS = 3  # heads the name-mover experiment ablates, from the scan
+INDUCTION_HEADS = 4  # at most this many induction heads are ablated
+SEQUENCE = 12  # random tokens repeated in the induction experiment
+UNSURE = 0.2  # a top prediction below this probability is called a weak guess
+HOW_IT_READS = {
+    "previous_token": "it reads the token just before: a stripe just below the diagonal",
+    "self": "each token reads itself: the diagonal",
+    "diffuse": "its attention is spread over many earlier tokens",
+    "duplicate_token": "it reads earlier copies of the current token",
+    "induction": "it reads the token after the earlier copy of the current token",
+}
+_WORD = re.compile(r"^ [a-z]{4,9}$")
+
+
+def _id(**parts) -> str:
+    """The DOM id Dash gives a component with a dict id (keys sorted, compact JSON)."""
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"))
+
+
+def by_id(**parts) -> str:
+    """A CSS selector for a component with a dict id."""
+    return f"[id='{_id(**parts)}']"
+
+
+def figure(name: str) -> str:
+    return by_id(kind="figure", name=name)
+
+
+IOI = "When Mary and John went to the store, John gave a drink to"  # layout.STARTERS[0]
+STARTER = by_id(index=0, kind="starter")
+_SEQUENCES: dict[str, tuple[int, ...]] = {}
+
+
+def step(title: str, text: str, target: str, **more) -> dict:
+    """One step: `ready` defaults to True, `do` to nothing."""
+    return {"title": title, "text": text, "target": target, "ready": True} | more
+
+
+# ----- the random sequence of the induction experiment -----
+
+
+def _sequence(lm: LoadedModel) -> tuple[int, ...]:
+    """`SEQUENCE` random single-token words of this vocabulary (fixed per model, so a learner and
+    a test see the same prompt), each a token that reads back as itself."""
+    if lm.model_id in _SEQUENCES:
+        return _SEQUENCES[lm.model_id]
+    rng = random.Random(f"lmscope-induction-{lm.model_id}")
+    tokenizer, chosen = lm.tokenizer, []
+    vocab = lm.card.vocab_size
+    for _ in range(50_000):
+        token = rng.randrange(vocab)
+        text = tokenizer.decode([token])
+        if token in chosen or not _WORD.match(text):
+            continue
+        if tokenizer(text, add_special_tokens=False)["input_ids"] != [token]:
+            continue
+        chosen.append(token)
+        if len(chosen) == SEQUENCE:
+            break
+    _SEQUENCES[lm.model_id] = tuple(chosen)
+    return _SEQUENCES[lm.model_id]
+
+
+def induction_prompt(lm: LoadedModel) -> str:
+    """A random word sequence, then the same sequence again without its last word: the model can
+    only predict the second copy by copying the first."""
+    words = [lm.tokenizer.decode([t]) for t in _sequence(lm)]
+    return "".join(words) + "".join(words[:-1])
+
+
+def second_copy_loss(lm: LoadedModel, prompt: str, heads: list[list[int]]) -> tuple[float, float]:
+    """Mean next-token loss (nats) over the second copy, with every head and without `heads`."""
+    ids = as_ids(prompt_ids(lm, prompt)[0])
+    half = (ids.shape[1] + 1) // 2
+    losses = []
+    for patches in (None, head_patches(lm, [tuple(h) for h in heads])):
+        with torch.no_grad():
+            logits, _ = run(lm, ids, capture=False, patches=patches, logits_to_keep=ids.shape[1])
+        logp = logits[0, half - 1 : -1].float().log_softmax(-1)
+        target = ids[0, half:]
+        losses.append(float(-logp.gather(-1, target[:, None]).mean()))
+    return losses[0], losses[1]
+
+
+# ----- what the steps say about the model -----
+
+
+def positions_text(lm: LoadedModel) -> str:
+    card = lm.card
+    if card.positional_encoding.lower().startswith("rotary"):
+        return (
+            f"{card.name} adds nothing for position here: it uses rotary positions (RoPE), which "
+            "rotate each query and key inside attention by an angle that grows with the position. "
+            "So the token's vector below is all that enters layer 0, at any position."
+        )
+    return (
+        f"{card.name} adds a learned position vector to each token's vector "
+        f"({card.context_length:,} positions, one vector each), so the same word at two places "
+        "enters layer 0 as two different vectors. Pick another token in the menu to compare."
+    )
+
+
+def attention_text(lm: LoadedModel, report: HeadReport | None) -> str:
+    card = lm.card
+    text = (
+        f"Each cell is one head: {card.layers} layers x {card.heads_per_layer} heads. Its colour "
+        "says what the head does on this prompt (previous token, self, spread out, duplicate, "
+        "induction); the bar at the bottom is its share on the first token."
+    )
+    if card.key_value_heads < card.heads_per_layer:
+        text += (
+            f" {card.name} uses grouped-query attention: the {card.heads_per_layer} query heads of "
+            f"a layer share {card.key_value_heads} key/value heads (the thin gaps in the grid)."
+        )
+    if report is not None:
+        sinks, total = len(report.sink_heads()), report.layers * len(report.categories[0])
+        if sinks:
+            text += (
+                f" Attention sink: on this prompt {sinks} of {total} heads park at least "
+                f"{SINK_MARK:.0%} of their attention on the first token, whatever it is."
+            )
+        else:
+            text += (
+                f" No head parks {SINK_MARK:.0%} of its attention on the first token here: "
+                "this model shows no attention sink on this prompt."
+            )
+    return text
+
+
+def best_head(report: HeadReport, category: str | None = None) -> tuple[int, int] | None:
+    """The head with the highest score of its category (of `category` only, if given)."""
+    best, value = None, -1.0
+    for layer, row in enumerate(report.categories):
+        for head, cat in enumerate(row):
+            if cat not in SCORES or (category and cat != category):
+                continue
+            score = report.strength(layer, head) or 0.0
+            if score > value:
+                best, value = (layer, head), score
+    return best
+
+
+def mlp_text(lm: LoadedModel) -> str:
+    card = lm.card
+    if lm.adapter.gated_mlp:
+        return (
+            f"Each layer's MLP is gated (SwiGLU): the {card.hidden_size:,} numbers are widened "
+            f"twice to {card.mlp_size:,}, one copy goes through {card.activation} and multiplies "
+            "the other, and the product is narrowed back. The boxes' heights follow the widths."
+        )
+    return (
+        f"Each layer's MLP widens the {card.hidden_size:,} numbers to {card.mlp_size:,}, applies "
+        f"{card.activation}, and narrows them back. The heatmap below shows how much each "
+        "attention and MLP layer wrote at each position."
+    )
+
+
+def output_text(analysis: Analysis | None) -> str:
+    if analysis is None:
+        return "The last token's vector becomes one score per vocabulary entry."
+    best = analysis.top_predictions(1)[0]
+    text = (
+        f"The model's guess for the next token: {display(best.text)} at "
+        f"{percent(best.probability)}. The bars show the top 10; the logit lens beside them "
+        "shows, layer by layer, what the model would predict if it stopped there."
+    )
+    if best.probability < UNSURE:
+        text += (
+            f" {analysis.lm.card.name} is far from sure here: a small model trained for its "
+            "attention heads rather than for language guesses weakly; a trained model such as "
+            "GPT-2 or SmolLM2 answers ␣Mary with high probability."
+        )
+    return text
+
+
+def _meaning(
+    result: dict, heads: list[list[int]], second: tuple[float, float] | None, job: str
+) -> str:
+    """What an ablation's result means, in words; backup heads when it barely moved."""
+    target = result["target"]
+    before, after = target["probability_before"], target["probability_after"]
+    names = ", ".join(head_name(*h) for h in heads)
+    text = (
+        f"Without {names}, p({display(target['text'])}) went from {percent(before)} to "
+        f"{percent(after)}. "
+    )
+    if second is not None:
+        text += (
+            f"Over the whole second copy, the loss per token went from {second[0]:.2f} to "
+            f"{second[1]:.2f} nats. "
+        )
+    if barely_moved(before, after):
+        return text + "That barely moved. " + REDUNDANCY
+    if after < before:
+        text += f"The prediction leaned on these heads: {job}"
+        if before < UNSURE:
+            text += (
+                " (This model was unsure of its answer to begin with, so read the drop as what "
+                "these heads add to a weak guess.)"
+            )
+        return text
+    return text + "Removing them made the target more likely: these heads worked against it."
+
+
+# ----- the tours -----
+
+
+def _scan_heads(results: dict, prompt: str) -> list[list[int]] | None:
+    scan = results.get("ablation_scan")
+    if not scan or scan.get("prompt") != prompt:
+        return None
+    effect = torch.tensor(scan["effect"])
+    order = effect.flatten().argsort()[:TOP_HEADS]
+    return [list(divmod(int(i), effect.shape[1])) for i in order]
+
+
+def _ablated(results: dict, prompt: str, heads: list[list[int]] | None) -> dict | None:
+    result = results.get("ablation")
+    if not heads or not result or result.get("prompt") != prompt:
+        return None
+    return result if sorted(result["heads"]) == sorted(heads) else None
+
+
+def ablation_steps(
+    lm: LoadedModel, results: dict, prompt: str, heads, why: str, job: str, second: bool = False
+) -> list[dict]:
+    """Set the heads, run the ablation, and say what it means."""
+    names = ", ".join(head_name(*h) for h in heads or [])
+    result = _ablated(results, prompt, heads)
+    ran = result is not None
+    loss = second_copy_loss(lm, prompt, heads) if ran and second else None
+    return [
+        step(
+            "Ablate them",
+            f"Next puts {names or 'the heads'} in the ablation set ({why}) and presses Run "
+            "ablation: their outputs are replaced by zeros for this prompt only.",
+            "#inv-ablate",
+            do=[
+                ["set", "inv-heads", {"data": heads}],
+                ["set", "inv-mode", {"value": "zero"}],
+                ["click", "#inv-ablate"],
+            ]
+            if heads
+            else None,
+            hold=not heads,
+            ready=bool(heads),
+        ),
+        step(
+            "What changed",
+            _meaning(result, heads, loss, job) if ran else "Running the ablation…",
+            "#inv-small-effect" if ran and _barely(result) else "#inv-target-change",
+            ready=ran,
+        ),
+    ]
+
+
+def _barely(result: dict) -> bool:
+    target = result["target"]
+    return barely_moved(target["probability_before"], target["probability_after"])
+
+
+def name_mover_steps(
+    lm: LoadedModel, analysis: Analysis | None, results: dict, intro: bool
+) -> list[dict]:
+    """The IOI prompt, the scan, the top heads ablated, and what it means."""
+    on_ioi = analysis is not None and analysis.prompt == IOI
+    steps = []
+    if intro:
+        steps.append(
+            step(
+                "The name-mover experiment",
+                f'Next loads the prompt "{IOI}" and analyzes it. A trained model answers the '
+                "name that appeared once (Mary): some heads must move that name to the end.",
+                STARTER,
+            )
+        )
+        steps.append(
+            step(
+                "The prediction",
+                output_text(analysis if on_ioi else None),
+                "#output-body .prediction",
+                do=[["click", STARTER]],
+                ready=on_ioi,
+            )
+        )
+    heads = _scan_heads(results, IOI) if on_ioi else None
+    scan_text = (
+        "The scan removes every head alone and records how much log p(target) drops. Red cells "
+        "are heads the prediction needs."
+    )
+    if heads:
+        scan_text += " Removing " + ", ".join(head_name(*h) for h in heads) + " hurts it most."
+    steps.append(
+        step(
+            "Scan every head",
+            scan_text,
+            figure("inv-scan"),
+            do=[["set", "inv-mode", {"value": "zero"}], ["click", "#inv-scan-run"]],
+            hold=not on_ioi,
+            ready=heads is not None,
+            wait="Scanning every head, one at a time…",
+        )
+    )
+    steps += ablation_steps(
+        lm,
+        results,
+        IOI,
+        heads,
+        "the three the scan ranks first",
+        "without them the name that appeared once no longer reaches the last position. Heads "
+        "that copy a name from earlier in the text to the end are called name movers.",
+    )
+    return steps
+
+
+def main_tour(lm: LoadedModel, analysis: Analysis | None, results: dict) -> list[dict]:
+    """One prompt (the IOI starter) through the five stages, then the name-mover experiment."""
+    card = lm.card
+    on_ioi = analysis is not None and analysis.prompt == IOI
+    shown = analysis if on_ioi else None
+    report = shown.heads if shown is not None else None
+    head = best_head(report) if report is not None else None
+    tokens = (f"The prompt became {len(shown.tokens)} tokens. " if shown is not None else "") + (
+        f"{card.name} knows {card.vocab_size:,} tokens; each piece of text is one of them, with "
+        "its id underneath. A space belongs to the word after it (␣). Hover a token to find it "
+        "everywhere on the page."
+    )
+    steps = [
+        step(
+            "Start here",
+            f"This tour takes one prompt through {card.name}: {card.layers} layers of "
+            f"{card.heads_per_layer} attention heads and an MLP each. Next puts the name-mover "
+            "prompt in this box and presses Analyze for you.",
+            "#prompt",
+        ),
+        step("1. Tokens", tokens, "#token-chips", do=[["click", STARTER]], ready=on_ioi),
+        step(
+            "2. Embeddings",
+            "Each token id picks a row of the embedding table: the strip shows the numbers of "
+            "one token's vector. " + positions_text(lm),
+            figure("token-vector"),
+            ready=on_ioi,
+        ),
+        step(
+            "3. Attention", attention_text(lm, report), "#head-grid-body .head-grid", ready=on_ioi
+        ),
+    ]
+    if head is not None:
+        category = report.categories[head[0]][head[1]]
+        steps.append(
+            step(
+                "3. One head",
+                f"This is {head_name(*head)}, the head with the clearest role on this prompt "
+                f"({LABELS[category]}): {HOW_IT_READS.get(category, 'see its pattern')}. Each "
+                "row of the pattern is a token reading; each column, a token it reads from.",
+                figure("head-heatmap"),
+                do=[
+                    ["set", "grid-mode", {"value": "inspect"}],
+                    ["click", f'.head-cell[data-head="{head_name(*head)}"]'],
+                ],
+            )
+        )
+    steps += [
+        step("4. MLP", mlp_text(lm), "#mlp-shape-diagram", ready=on_ioi),
+        step("5. Output", output_text(shown), "#output-body .prediction", ready=on_ioi),
+        *name_mover_steps(lm, analysis, results, intro=False),
+        step(
+            "Words and experiments",
+            f"The glossary says what each word means for {card.name}; the stage texts link to "
+            "it. The two guided experiments at the top of the page (induction heads, name "
+            "movers) each end with what their result means.",
+            "#glossary",
+            do=[["open", "#glossary"]],
+        ),
+    ]
+    return steps
+
+
+def induction_steps(lm: LoadedModel, analysis: Analysis | None, results: dict) -> list[dict]:
+    """A repeated random sequence, its induction heads, their ablation, the second copy's loss."""
+    prompt = induction_prompt(lm)
+    on_it = analysis is not None and analysis.prompt == prompt
+    report = analysis.heads if on_it else None
+    heads = induction_heads(report) if report is not None else None
+    found = (
+        "Induction heads on this prompt: " + ", ".join(head_name(*h) for h in heads) + "."
+        if heads
+        else "Finding the heads…"
+    )
+    if report is not None and heads and not report.summary()["induction"]:
+        found = (
+            "No head passes the induction threshold here; the ones scoring highest are "
+            + ", ".join(head_name(*h) for h in heads)
+            + "."
+        )
+    steps = [
+        step(
+            "The induction experiment",
+            f"Next types {SEQUENCE} random words into the prompt, then the same words again "
+            "without the last one, and presses Analyze. Nothing in language predicts the second "
+            "copy: only copying the first does.",
+            "#prompt",
+        ),
+        step(
+            "Two copies",
+            "Here is the sequence twice. In the second copy every next token can be read off "
+            "the first: find the earlier copy of the current token, take the one after it.",
+            "#token-chips",
+            do=[["set", "prompt", {"value": prompt}], ["click", "#analyze"]],
+            ready=on_it,
+        ),
+        step(
+            "Find the heads",
+            found + " An induction head reads the token just after the earlier copy of the "
+            "current token.",
+            "#head-categories table",
+            ready=on_it,
+        ),
+    ]
+    if heads:
+        steps.append(
+            step(
+                "One induction head",
+                f"This is {head_name(*heads[0])}'s pattern: in the second copy, each row reads one "
+                "step right of where the same token stood the first time, a stripe beside the "
+                "diagonal of repeats.",
+                figure("head-heatmap"),
+                do=[
+                    ["set", "grid-mode", {"value": "inspect"}],
+                    ["click", f'.head-cell[data-head="{head_name(*heads[0])}"]'],
+                ],
+            )
+        )
+    steps += ablation_steps(
+        lm,
+        results,
+        prompt,
+        heads,
+        "the induction heads found above",
+        "the second copy got harder to predict, because the heads that copy from the first "
+        "copy are gone. That is what an induction head is for.",
+        second=True,
+    )
+    return steps
+
+
+def induction_heads(report: HeadReport) -> list[list[int]]:
+    """The heads filed as induction, strongest first (or the best induction scores if none)."""
+    scores = report.scores["induction"]
+    ranked = sorted(
+        (
+            (float(scores[l][h]), l, h)
+            for l in range(report.layers)
+            for h in range(len(report.categories[l]))
+            if not math.isnan(float(scores[l][h]))
+        ),
+        reverse=True,
+    )
+    filed = [[l, h] for _, l, h in ranked if report.categories[l][h] == "induction"]
+    return (filed or [[l, h] for _, l, h in ranked])[:INDUCTION_HEADS]
+
+
+def tours(lm: LoadedModel, analysis: Analysis | None, results: dict | None) -> dict[str, list]:
+    """Every tour's steps for this model, the analysis shown and the experiments' results."""
+    results = results or {}
+    return {
+        "tour": main_tour(lm, analysis, results),
+        "induction": induction_steps(lm, analysis, results),
+        "name-mover": name_mover_steps(lm, analysis, results, intro=True),
+    }
+
+
+# ----- the page -----
+
+
+def controls() -> html.Div:
+    """The tour's bar near the top: the start button, the guided experiments, and its data."""
+    return html.Div(
+        [
+            html.Button(
+                "Start here: take the tour",
+                id="tour-start",
+                className="button primary tour-start",
+                **{"data-tour-start": "tour"},
+            ),
+            html.Span("Guided experiments:", className="field-label"),
+            html.Button(
+                "Induction heads",
+                id="tour-induction",
+                className="button secondary",
+                **{"data-tour-start": "induction"},
+            ),
+            html.Button(
+                "Name movers",
+                id="tour-name-mover",
+                className="button secondary",
+                **{"data-tour-start": "name-mover"},
+            ),
+            html.Span(id="tour-remembered", className="hint"),
+            dcc.Store(id="tour-memory", storage_type="local"),
+            html.Div(id="tour-data", hidden=True),
+        ],
+        className="row tour-bar",
+        id="tour-bar",
+    )
+
+
+def register(app: Dash, service: Service) -> None:
+    @app.callback(
+        Output("tour-data", "children"),
+        Input("model", "data"),
+        Input("analysis", "data"),
+        Input("inv-results", "data"),
+    )
+    def steps(model, data, results):
+        """The tours, rewritten when the model, the analysis or an experiment's result changes."""
+        try:
+            lm = service.model(model["id"])
+        except (LmscopeError, KeyError, TypeError):
+            return []
+        analysis = stored(service, data)
+        if analysis is not None and analysis.lm.model_id != lm.model_id:
+            analysis = None
+        document = json.dumps(tours(lm, analysis, results), ensure_ascii=False)
+        return html.Div(**{"data-tour": document, "data-model": lm.card.name})
+
+    @app.callback(
+        Output("tour-start", "children"),
+        Output("tour-remembered", "children"),
+        Input("tour-memory", "data"),
+    )
+    def remembered(memory):
+        """A visitor who finished or skipped the tour is not invited again (but may retake it)."""
+        ended = (memory or {}).get("ended")
+        if ended == "finished":
+            return "Take the tour again", "You finished the tour."
+        if ended == "skipped":
+            return "Take the tour again", "You skipped the tour."
+        return "Start here: take the tour", ""
