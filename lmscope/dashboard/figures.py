@@ -13,11 +13,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..core.analysis import OVERVIEW, Analysis
-from ..core.heads import head_name
+from ..core.analysis import Analysis
 
 FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=14)
-LAYER_VIEW_WINDOW = 48  # the layer view draws at most this many (last) tokens per head
 MAX_TICKS = 48  # token labels per axis; longer prompts label every n-th token
 
 
@@ -85,81 +83,6 @@ def _style(fig: go.Figure, height: int, **layout) -> go.Figure:
         layout["title"] = plot_text(layout["title"])
     fig.update_layout(template="plotly_white", font=FONT, height=height, **layout)
     return fig
-
-
-def attention_heatmap(analysis: Analysis, layer: int, head: int) -> go.Figure:
-    """One head's attention: rows are the reading (query) token, columns the token read (key).
-
-    Past `OVERVIEW` tokens the head is shown max-pooled (`Analysis.pattern_overview`): each cell is
-    the strongest weight of its tile, on token-index axes.
-    """
-    count = len(analysis.tokens)
-    title = f"Attention of head {head_name(layer, head)}"
-    if count <= OVERVIEW:
-        z, coords, ticks = analysis.pattern(layer, head), {}, token_ticks(analysis)
-        hover = "query %{y} reads key %{x}<br>weight %{z:.4f}<extra></extra>"
-    else:
-        z = analysis.pattern_overview(layer, head)
-        factor = -(-count // z.shape[0])
-        tiles = list(range(0, count, factor))
-        coords, ticks = {"x": tiles, "y": tiles}, {}
-        hover = f"queries %{{y}}+ read keys %{{x}}+ ({factor} x {factor} tile)<br>"
-        hover += "largest weight %{z:.4f}<extra></extra>"
-        title += f" (max over {factor} x {factor} token tiles)"
-    fig = go.Figure(
-        go.Heatmap(
-            z=z.numpy(),  # float32, sent as a binary array
-            **coords,
-            colorscale="Blues",
-            zmin=0,
-            zmax=1,
-            colorbar=dict(title="weight"),
-            hovertemplate=hover,
-        )
-    )
-    size = min(900, 260 + 18 * count)
-    fig.update_yaxes(autorange="reversed", title="query (reading) token", **ticks)
-    fig.update_xaxes(title="key (read) token", tickangle=-45, **ticks)
-    return _style(fig, size, title=title)
-
-
-def layer_heads(analysis: Analysis, layer: int, window: int = LAYER_VIEW_WINDOW) -> go.Figure:
-    """Every head of one layer side by side (the last `window` tokens when the prompt is longer)."""
-    heads = analysis.heads_per_layer
-    start = max(0, len(analysis.tokens) - window)
-    shown = analysis.layer_patterns(layer, rows=slice(start, None))[:, :, start:]
-    labels = token_labels(analysis, start)
-    cols = min(heads, 4)
-    rows = -(-heads // cols)
-    fig = make_subplots(
-        rows=rows,
-        cols=cols,
-        subplot_titles=[head_name(layer, h) for h in range(heads)],
-        horizontal_spacing=0.03,
-        vertical_spacing=0.06 if rows > 1 else 0.1,
-    )
-    for h in range(heads):
-        fig.add_trace(
-            go.Heatmap(
-                z=_rounded(shown[h], 3),
-                x=labels,
-                y=labels,
-                coloraxis="coloraxis",
-                hovertemplate=f"{head_name(layer, h)}: %{{y}} → %{{x}}<br>%{{z:.3f}}<extra></extra>",
-            ),
-            row=h // cols + 1,
-            col=h % cols + 1,
-        )
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False, autorange="reversed")
-    fig.update_layout(coloraxis=dict(colorscale="Blues", cmin=0, cmax=float(shown.max()) or 1.0))
-    fig.update_annotations(font_size=13)
-    return _style(
-        fig,
-        90 + 230 * rows,
-        title=f"Layer {layer}: all {heads} heads",
-        margin=dict(l=10, r=10, t=80, b=10),
-    )
 
 
 LOG_SCALE_RATIO = 20  # colour by log10(norm) once the largest cell is this many times the median

@@ -1,8 +1,9 @@
-"""Stage 3, attention: every head at a glance, its category on this input, and its pattern."""
+"""The head grid: every head at a glance, coloured by its category on this input, one Tab stop
+(arrow keys move within it: assets/roving.js); clicking a head opens it (writes `focus.head`)."""
 
 from __future__ import annotations
 
-from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 
 from ....api.service import Service
 from ....core.errors import LmscopeError
@@ -21,7 +22,7 @@ from ....core.heads import (
 )
 from ....core.model import LoadedModel
 from ... import figures
-from .. import HIDDEN, SHOWN, graph, ready, section, stored
+from .. import ready, stored
 
 EXPLAIN = (
     "Attention is how a token gathers information from the tokens before it. Each [[layer]] has "
@@ -123,7 +124,8 @@ def head_grid(report: HeadReport, kv_heads: int | None = None) -> html.Div:
                 html.Button(
                     text,
                     id={"kind": "head", "layer": layer, "head": head},
-                    className=f"head-cell cat-{category}{group}",
+                    className=f"head-cell roving-cell cat-{category}{group}",
+                    tabIndex=0 if layer == head == 0 else -1,
                     title=f"{head_name(layer, head)}: {describe(report, layer, head)}",
                     style=figures.head_cell_style(category, score, report.sink(layer, head)),
                     **{"data-head": head_name(layer, head), "data-category": category},
@@ -131,7 +133,12 @@ def head_grid(report: HeadReport, kv_heads: int | None = None) -> html.Div:
             )
     return html.Div(
         cells,
-        className="head-grid",
+        className="head-grid roving-grid",
+        role="group",
+        **{
+            "aria-label": f"{layers} x {heads} attention heads: arrow keys move, Enter opens",
+            "data-cols": str(heads),
+        },
         style={"gridTemplateColumns": f"2.6rem repeat({heads}, minmax(1.9rem, 1fr))"},
     )
 
@@ -275,62 +282,39 @@ def category_table(report: HeadReport, profile: HeadReport | None) -> html.Table
     )
 
 
-def layout() -> html.Section:
-    return section(
-        3,
-        "Attention",
-        EXPLAIN,
-        html.Div(
-            [
-                html.Span("Clicking a head ", className="field-label"),
-                dcc.RadioItems(
-                    id="grid-mode",
-                    options=[
-                        {"label": "shows its pattern", "value": "inspect"},
-                        {
-                            "label": "adds it to / removes it from the ablation set",
-                            "value": "select",
-                        },
-                    ],
-                    value="inspect",
-                    inline=True,
-                ),
-            ],
-            className="row",
-        ),
-        html.Div(id="head-grid-body"),
-        html.Div(id="head-categories"),
-        html.H3("One head"),
-        html.P("Click a head in the grid to see its attention pattern.", id="head-detail"),
-        graph("head-heatmap", "lmscope-attention-head"),
-        html.H3("One layer, all heads"),
-        html.Label(["Layer ", dcc.Dropdown(id="layer-select", clearable=False)]),
-        html.P(
-            f"Each small square is one head's pattern; prompts longer than "
-            f"{figures.LAYER_VIEW_WINDOW} tokens show how their last {figures.LAYER_VIEW_WINDOW} "
-            "tokens read each other. The colour scale runs up to the largest weight shown.",
-            className="hint",
-        ),
-        graph("layer-heads", "lmscope-attention-layer"),
+def controls() -> html.Div:
+    """What a click on a head does: open it, or pick it for the Investigate panel's ablation."""
+    return html.Div(
+        [
+            html.Span("Clicking a head ", className="field-label"),
+            dcc.RadioItems(
+                id="grid-mode",
+                options=[
+                    {"label": "opens it", "value": "inspect"},
+                    {"label": "adds it to / removes it from the ablation set", "value": "select"},
+                ],
+                value="inspect",
+                inline=True,
+            ),
+        ],
+        className="row",
     )
 
 
 def register(app: Dash, service: Service) -> None:
     @app.callback(
+        Output("head-legend", "children"),
         Output("head-grid-body", "children"),
-        Output("layer-select", "options"),
-        Output("layer-select", "value"),
         Input("analysis", "data"),
     )
     def draw(data):
         analysis = stored(service, data)
         if analysis is None:
-            return html.P("Press Analyze to see the heads.", className="empty"), [], None
-        layers = [{"label": f"Layer {l}", "value": l} for l in range(analysis.lm.layers)]
+            return [], html.P("Press Analyze to see the heads.", className="empty")
         card = analysis.lm.card
         kv = getattr(card, "key_value_heads", None)
-        body = [legend(analysis.heads, card.heads_per_layer, kv), head_grid(analysis.heads, kv)]
-        return [*body, ready(data["id"])], layers, 0
+        grid = head_grid(analysis.heads, kv)
+        return legend(analysis.heads, card.heads_per_layer, kv), [grid, ready(data["id"])]
 
     @app.callback(Output("head-categories", "children"), Input("analysis", "data"))
     def categories(data):
@@ -341,41 +325,22 @@ def register(app: Dash, service: Service) -> None:
         return category_table(analysis.heads, head_profile(analysis.lm))
 
     @app.callback(
-        Output({"kind": "figure", "name": "head-heatmap"}, "figure"),
-        Output({"kind": "figure", "name": "head-heatmap"}, "style"),
-        Output("head-detail", "children"),
+        Output("focus", "data", allow_duplicate=True),
         Input({"kind": "head", "layer": ALL, "head": ALL}, "n_clicks"),
-        State("analysis", "data"),
         State("grid-mode", "value"),
+        prevent_initial_call=True,
     )
-    def open_head(clicks, data, mode):
+    def pick(_clicks, mode):
+        """A click in the grid (in "opens it" mode) makes that head the one the page follows."""
         trigger = ctx.triggered_id
-        if mode == "select" and any(clicks):  # the click picks heads (investigate panel)
-            return no_update, no_update, no_update
-        if not isinstance(trigger, dict) or not any(clicks):
-            return no_update, HIDDEN, "Click a head in the grid to see its attention pattern."
-        analysis = stored(service, data)
-        if analysis is None:
-            return no_update, HIDDEN, no_update
-        layer, head = trigger["layer"], trigger["head"]
-        report = analysis.heads
-        detail = [
-            html.Strong(head_name(layer, head)),
-            f": on this input {describe(report, layer, head)}. Hover a cell for the exact weight.",
-        ]
-        profile = head_profile(analysis.lm)
-        if profile is not None:
-            detail.append(f" General role (profile): {LABELS[profile.categories[layer][head]]}.")
-        return figures.attention_heatmap(analysis, layer, head), SHOWN, detail
+        if mode == "select" or not isinstance(trigger, dict) or not ctx.triggered[0]["value"]:
+            return no_update
+        return focus_head(trigger["layer"], trigger["head"])
 
-    @app.callback(
-        Output({"kind": "figure", "name": "layer-heads"}, "figure"),
-        Output({"kind": "figure", "name": "layer-heads"}, "style"),
-        Input("layer-select", "value"),
-        State("analysis", "data"),
-    )
-    def open_layer(layer, data):
-        analysis = stored(service, data)
-        if analysis is None or layer is None:
-            return no_update, HIDDEN
-        return figures.layer_heads(analysis, layer), SHOWN
+
+def focus_head(layer: int, head: int) -> Patch:
+    """The focus store's change that opens head `layer`-`head` (its layer too)."""
+    focus = Patch()
+    focus["head"] = [layer, head]
+    focus["layer"] = layer
+    return focus

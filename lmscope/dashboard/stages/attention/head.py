@@ -1,0 +1,161 @@
+"""One head: its pattern beside the grid, opened by whoever sets `focus.head` (a grid cell, a
+thumbnail, the layer view, a shared link). Past `OVERVIEW` tokens it is drawn max-pooled; zooming
+in redraws the window at full resolution. A click on a row makes that query token the focus."""
+
+from __future__ import annotations
+
+import math
+
+from dash import Dash, Input, Output, Patch, State, html, no_update
+
+from ....api.service import Service
+from ....core.analysis import OVERVIEW, Analysis
+from ....core.heads import LABELS, head_name
+from .. import HIDDEN, SHOWN, graph, stored
+from .grid import describe, head_profile
+from .plots import attention_heatmap
+
+PROMPT = "Click a head in the grid (or Tab to the grid and use the arrow keys, then Enter)."
+HEATMAP = {"kind": "figure", "name": "head-heatmap"}
+
+
+def layout() -> html.Div:
+    return html.Div(
+        [
+            html.H3("One head"),
+            html.P(PROMPT, id="head-detail"),
+            graph("head-heatmap", "lmscope-attention-head"),
+            html.P(id="head-zoom-note", className="hint", hidden=True),
+        ],
+        id="head-view",
+        className="head-view",
+        role="region",
+        **{"aria-label": "the open head's attention pattern"},
+    )
+
+
+def focused_head(analysis: Analysis, focus: dict | None) -> tuple[int, int] | None:
+    """The head `focus` names, if this model has it."""
+    head = (focus or {}).get("head")
+    if not isinstance(head, list | tuple) or len(head) != 2:
+        return None
+    layer, index = head
+    if not all(isinstance(x, int) for x in head):
+        return None
+    if 0 <= layer < len(analysis.keys) and 0 <= index < analysis.heads_per_layer:
+        return layer, index
+    return None
+
+
+def window_of(relayout: dict | None, tokens: int) -> tuple[int, int, int, int] | bool | None:
+    """The rows and keys a zoom shows, `(r0, r1, k0, k1)`; False for "back to the whole head";
+    None when the event is no zoom (or the window is still too large for full resolution)."""
+    if not relayout:
+        return None
+    if relayout.get("xaxis.autorange") or relayout.get("yaxis.autorange"):
+        return False
+    try:
+        x0, x1 = sorted((relayout["xaxis.range[0]"], relayout["xaxis.range[1]"]))
+        y0, y1 = sorted((relayout["yaxis.range[0]"], relayout["yaxis.range[1]"]))
+    except (KeyError, TypeError):
+        return None
+
+    def span(a: float, b: float) -> tuple[int, int]:
+        return max(0, math.floor(a + 0.5)), min(tokens, math.ceil(b + 0.5))
+
+    (k0, k1), (r0, r1) = span(x0, x1), span(y0, y1)
+    if k1 <= k0 or r1 <= r0 or r1 - r0 > OVERVIEW or k1 - k0 > OVERVIEW:
+        return None
+    return r0, r1, k0, k1
+
+
+def register(app: Dash, service: Service) -> None:
+    @app.callback(
+        Output(HEATMAP, "figure"),
+        Output(HEATMAP, "style"),
+        Output("head-detail", "children"),
+        Output("head-zoom-note", "children"),
+        Output("head-zoom-note", "hidden"),
+        Output("head-shown", "data"),
+        Input("focus", "data"),
+        Input("analysis", "data"),
+        State("head-shown", "data"),
+    )
+    def open_head(focus, data, shown):
+        analysis = stored(service, data)
+        if analysis is None:
+            return no_update, HIDDEN, PROMPT, "", True, None
+        chosen = focused_head(analysis, focus)
+        if chosen is None:
+            return no_update, HIDDEN, PROMPT, "", True, None
+        key = [data["id"], *chosen]
+        if shown == key:  # focus changed elsewhere (position, target): the head stays as drawn
+            return (no_update,) * 6
+        layer, head = chosen
+        report = analysis.heads
+        detail = [
+            html.Strong(head_name(layer, head)),
+            f": on this input {describe(report, layer, head)}. Hover a cell for the tokens and "
+            "the exact weight; click a row to follow that query token in the step and token "
+            "views below.",
+        ]
+        profile = head_profile(analysis.lm)
+        if profile is not None:
+            detail.append(f" General role (profile): {LABELS[profile.categories[layer][head]]}.")
+        count = len(analysis.tokens)
+        note = (
+            f"{count:,} tokens: each cell is the largest weight of a tile of tokens. Drag a box "
+            f"over the part you want (at most {OVERVIEW} tokens a side) to see every token in it; "
+            "double-click to go back."
+        )
+        figure = attention_heatmap(analysis, layer, head)
+        return figure, SHOWN, detail, note, count <= OVERVIEW, key
+
+    @app.callback(
+        Output(HEATMAP, "figure", allow_duplicate=True),
+        Input(HEATMAP, "relayoutData"),
+        State("head-shown", "data"),
+        State("analysis", "data"),
+        prevent_initial_call=True,
+    )
+    def zoom(relayout, shown, data):
+        """Past `OVERVIEW` tokens: a zoom redraws its window at full resolution."""
+        analysis = stored(service, data)
+        if analysis is None or not shown or shown[0] != data["id"]:
+            return no_update
+        count = len(analysis.tokens)
+        window = window_of(relayout, count)
+        if count <= OVERVIEW or window is None:
+            return no_update
+        layer, head = shown[1:]
+        return attention_heatmap(analysis, layer, head, window=window or None)
+
+    @app.callback(
+        Output("focus", "data", allow_duplicate=True),
+        Input(HEATMAP, "clickData"),
+        prevent_initial_call=True,
+    )
+    def follow_row(click):
+        """A click on a cell makes its query (row) token the one the views follow."""
+        try:
+            row = int(click["points"][0]["y"])
+        except (TypeError, KeyError, IndexError, ValueError):
+            return no_update
+        focus = Patch()
+        focus["position"] = row
+        return focus
+
+    app.clientside_callback(
+        """function (_detail, shown) {
+            const view = document.getElementById("head-view");
+            if (!shown || !view) return window.dash_clientside.no_update;
+            const box = view.getBoundingClientRect();
+            if (box.top < 0 || box.top > window.innerHeight * 0.6) {
+                view.scrollIntoView({block: "start"});
+            }
+            return shown.join("/");
+        }""",
+        Output("head-scrolled", "data"),
+        Input("head-detail", "children"),
+        State("head-shown", "data"),
+    )

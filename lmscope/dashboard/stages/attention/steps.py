@@ -1,0 +1,301 @@
+"""Why a head attends: the step view. For the open head and the followed query token, the query
+and key vectors, each dot product, the scaling, the mask, the softmax and the weighted sum of the
+values, with this prompt's numbers (core/head_steps.py computes them; only the top keys are listed).
+"""
+
+from __future__ import annotations
+
+from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
+
+from ....api.service import Service
+from ....core.analysis import Analysis
+from ....core.errors import LmscopeError
+from ....core.head_steps import HeadSteps, head_steps
+from ....core.heads import head_name
+from .. import stored
+from .head import focused_head
+
+TOP = 8  # keys listed (by weight); the rest are summed up in one row
+SHOWN_DIMS = 6  # vector entries written out; the whole vector is in the tooltip
+EMPTY = "Open a head to see, step by step, why it attends where it does."
+
+
+def layout() -> html.Div:
+    return html.Div(
+        [
+            html.H3("Why this head attends there: step by step"),
+            html.Div(
+                [
+                    html.Label("Query token (position) ", htmlFor="attn-query"),
+                    dcc.Input(
+                        id="attn-query",
+                        type="number",
+                        min=0,
+                        step=1,
+                        debounce=True,
+                        className="query-input",
+                    ),
+                    html.Span(
+                        " or click a row of the pattern, or a token in the token view.",
+                        className="hint",
+                    ),
+                ],
+                className="row",
+            ),
+            html.Div(html.P(EMPTY, className="empty"), id="head-steps"),
+        ],
+        id="head-steps-view",
+        className="steps-view",
+    )
+
+
+def followed(analysis: Analysis, focus: dict | None) -> int:
+    """The query token the views follow (`focus.position`), else the last one."""
+    position = (focus or {}).get("position")
+    if isinstance(position, int) and 0 <= position < len(analysis.tokens):
+        return position
+    return len(analysis.tokens) - 1
+
+
+def token(analysis: Analysis, position: int) -> html.Span:
+    """A token as an inline chip: its text (whitespace visible), never parsed as markup."""
+    return html.Span(analysis.tokens[position].display, className="chip-inline")
+
+
+def vector(values, dims: int = SHOWN_DIMS) -> html.Span:
+    """The first entries of a vector, its length and norm; every entry in the tooltip."""
+    numbers = [f"{v:.3f}" for v in values.tolist()]
+    head = ", ".join(numbers[:dims]) + (", …" if len(numbers) > dims else "")
+    return html.Span(
+        [html.Span(f"[{head}]", className="mono"), f" ({len(numbers)} numbers, norm "
+         f"{float(values.norm()):.3f})"],
+        title="[" + ", ".join(numbers) + "]",
+    )  # fmt: skip
+
+
+def _key_rows(analysis: Analysis, steps: HeadSteps, top: list[int]) -> list[html.Tr]:
+    """One row per listed key: its token, key vector, q . k, the scaled score, its weight."""
+    best = float(steps.scores.max())
+    rows = []
+    for j in top:
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(f"{j}"),
+                    html.Td(token(analysis, j)),
+                    html.Td(vector(steps.keys[j], 3)),
+                    html.Td(f"{float(steps.dots[j]):.4f}", className="num"),
+                    html.Td(f"{float(steps.scores[j]):.4f}", className="num"),
+                    html.Td(f"{float((steps.scores[j] - best).exp()):.6f}", className="num"),
+                    html.Td(f"{float(steps.weights[j]):.6f}", className="num weight"),
+                ],
+                **{"data-key": str(j)},
+            )
+        )
+    return rows
+
+
+def _summary_row(steps: HeadSteps, top: list[int]) -> html.Tr | None:
+    """The keys not listed, summed (on long prompts thousands of them)."""
+    readable = int(steps.allowed.sum())
+    rest = readable - len(top)
+    if rest <= 0:
+        return None
+    weight = float(steps.weights.sum()) - float(steps.weights[top].sum())
+    return html.Tr(
+        [
+            html.Td(f"the other {rest:,} readable keys", colSpan=6),
+            html.Td(f"{weight:.6f} in all", className="num"),
+        ],
+        className="rest",
+    )
+
+
+def _scaling(steps: HeadSteps) -> str:
+    if steps.standard_scaling:
+        return (
+            f"Step 3, scale: multiply each dot product by 1/√{steps.d_head} = "
+            f"{steps.scaling:.4f} (d_head = {steps.d_head}), so that scores do not grow with the "
+            "vector length."
+        )
+    return (
+        f"Step 3, scale: this model multiplies each dot product by {steps.scaling:g} (not the "
+        f"usual 1/√{steps.d_head})."
+    )
+
+
+def _mask(steps: HeadSteps) -> str:
+    tokens, readable = steps.allowed.shape[0], int(steps.allowed.sum())
+    later = tokens - steps.position - 1
+    text = (
+        f"Step 4, mask: a token may read only itself and the tokens before it (a causal mask), "
+        f"so the scores of the {later:,} later tokens are set to −∞ and get weight 0"
+    )
+    hidden = steps.position + 1 - readable
+    if hidden:
+        text += f"; {hidden:,} earlier tokens are outside this layer's local window and hidden too"
+    return text + f". {readable:,} keys remain."
+
+
+def _gqa(steps: HeadSteps) -> str | None:
+    if steps.group == 1:
+        return None
+    others = [h for h in steps.group_heads if h != steps.head]
+    return (
+        f"Grouped-query attention: this query head reads key/value head {steps.kv_head} of "
+        f"{steps.kv_heads}, shared with heads "
+        + ", ".join(head_name(steps.layer, h) for h in others)
+        + ". They see the same keys and values below; only their queries differ."
+    )
+
+
+def explain(analysis: Analysis, steps: HeadSteps, top: int = TOP) -> list:
+    """The step view of one head and query token."""
+    listed = steps.top(top)
+    card = analysis.lm.card
+    rotary = "rotary" in card.positional_encoding.lower() or "rope" in card.positional_encoding
+    where = (
+        "after the rotary position rotation, as the model used it"
+        if rotary
+        else "as the model used it"
+    )
+    best = float(steps.scores.max())
+    total = float((steps.scores - best).exp().sum())
+    parts = [
+        html.P(
+            [
+                html.Strong(head_name(steps.layer, steps.head)),
+                f", query token {steps.position} ",
+                token(analysis, steps.position),
+                ": where does it read from, and why?",
+            ],
+            className="steps-title",
+        ),
+        html.Ol(
+            [
+                html.Li(
+                    [
+                        f"Step 1, query: the query vector q of this token ({where}): ",
+                        vector(steps.query),
+                        ". Each earlier token j has a key vector k_j made the same way.",
+                    ]
+                ),
+                html.Li(
+                    "Step 2, match: the dot product q · k_j of the query with every key: large "
+                    "when they point the same way (column q · k below)."
+                ),
+                html.Li(_scaling(steps)),
+                html.Li(_mask(steps)),
+                html.Li(
+                    [
+                        "Step 5, softmax: weight_j = exp(score_j − max) / Σ exp(score − max), "
+                        f"with max = {best:.4f} and Σ = {total:.4f} over the readable keys; the "
+                        "weights add up to ",
+                        html.Span(f"{float(steps.weights.sum()):.6f}", className="mono"),
+                        ". This row is the head's pattern row for this token.",
+                    ]
+                ),
+                html.Li(
+                    [
+                        "Step 6, read: the head's output is the weighted sum Σ weight_j · v_j of "
+                        "the value vectors: ",
+                        vector(steps.output),
+                        f". The {len(listed)} keys listed carry "
+                        f"{float(steps.weights[listed].sum()):.1%} of the weight.",
+                    ]
+                ),
+            ],
+            className="steps",
+        ),
+    ]
+    gqa = _gqa(steps)
+    if gqa:
+        parts.append(html.P(gqa, className="hint gqa"))
+    header = ["position", "key token", "key k_j", "q · k_j", "score (scaled)", "exp(score − max)"]
+    rows = _key_rows(analysis, steps, listed)
+    rest = _summary_row(steps, listed)
+    parts.append(
+        html.P(
+            f"Steps 2 to 5 for each key, the {len(listed)} largest weights first:",
+            className="table-caption",
+        )
+    )
+    parts.append(
+        html.Table(
+            [
+                html.Thead(html.Tr([html.Th(h) for h in [*header, "weight"]])),
+                html.Tbody(rows + ([rest] if rest else [])),
+            ],
+            className="table steps-table",
+            id="steps-table",
+        )
+    )
+    values = [
+        html.Tr(
+            [
+                html.Td(token(analysis, j)),
+                html.Td(f"{float(steps.weights[j]):.4f}", className="num"),
+                html.Td(vector(steps.values[j], 4)),
+                html.Td(vector(steps.weights[j] * steps.values[j], 4)),
+            ]
+        )
+        for j in listed[:4]
+    ]
+    parts.append(
+        html.P(
+            "Step 6 for the keys read most: each value vector v_j, scaled by its weight; the sum "
+            "over every readable key is the output above.",
+            className="table-caption",
+        )
+    )
+    parts.append(
+        html.Table(
+            [
+                html.Thead(
+                    html.Tr(
+                        [html.Th(h) for h in ["key token", "weight", "value v_j", "weight · v_j"]]
+                    )
+                ),
+                html.Tbody(values),
+            ],
+            className="table values-table",
+        )
+    )
+    return parts
+
+
+def register(app: Dash, service: Service) -> None:
+    @app.callback(
+        Output("head-steps", "children"),
+        Output("attn-query", "value"),
+        Output("attn-query", "max"),
+        Input("focus", "data"),
+        Input("analysis", "data"),
+    )
+    def draw(focus, data):
+        analysis = stored(service, data)
+        if analysis is None:
+            return html.P(EMPTY, className="empty"), None, None
+        position = followed(analysis, focus)
+        chosen = focused_head(analysis, focus)
+        last = len(analysis.tokens) - 1
+        if chosen is None:
+            return html.P(EMPTY, className="empty"), position, last
+        try:
+            steps = head_steps(analysis, *chosen, position)
+        except LmscopeError as error:
+            return html.P(str(error), className="message error"), position, last
+        return explain(analysis, steps), position, last
+
+    @app.callback(
+        Output("focus", "data", allow_duplicate=True),
+        Input("attn-query", "value"),
+        State("focus", "data"),
+        prevent_initial_call=True,
+    )
+    def pick(position, focus):
+        if not isinstance(position, int) or (focus or {}).get("position") == position:
+            return no_update
+        change = Patch()
+        change["position"] = position
+        return change
