@@ -206,12 +206,15 @@ def _ablate(args: argparse.Namespace) -> int:
         heads,
         args.mode,
         target=args.target,
+        wrong=args.wrong,
         new_tokens=args.new_tokens,
     )
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return 0
     doc = result.to_dict()
+    for notice in doc["notices"]:
+        print(f"note: {notice}")
     print(f"{args.mode} ablation of {', '.join(doc['head_names'])}\n")
     print(f"  {'before':>28s}   {'after':>28s}")
     for b, a in zip(result.top("before"), result.top("after"), strict=True):
@@ -221,6 +224,8 @@ def _ablate(args: argparse.Namespace) -> int:
         f"\ntarget {t['text']!r}: {t['probability_before']:.2%} -> {t['probability_after']:.2%}; "
         f"KL(before || after) = {doc['kl_divergence']:.4f} nats"
     )
+    m = doc["metric"]
+    print(f"{m['label']}: {m['before']:.4f} -> {m['after']:.4f} (change {m['change']:+.4f})")
     if result.generation_before and result.generation_after:
         print(f"\ncontinuation before: {result.generation_before.text!r}")
         print(f"continuation after:  {result.generation_after.text!r}")
@@ -354,6 +359,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", required=True, help="LAYER.HEAD, comma separated: 0.1,3.5")
     p.add_argument("--mode", choices=("zero", "mean"), default="zero")
     p.add_argument("--target", help="token to follow (default: the top prediction)")
+    p.add_argument("--wrong", help="metric logit(target) - logit(wrong), e.g. --wrong ' John'")
     p.add_argument("--new-tokens", type=int, default=10, help="greedy continuation length")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser(

@@ -3,16 +3,18 @@
 POST /api/generate {"model", "prompt", "method": "greedy"|"sample"|"beam", "max_new_tokens",
 "beams", "temperature", "top_k", "top_p", "seed"}
 POST /api/ablate {"model", "prompt", "heads": [[layer, head], ...], "mode": "zero"|"mean",
-"target", "new_tokens"}
-POST /api/ablation-scan {"model", "prompt", "mode", "target"}
-POST /api/logit-attribution {"model", "prompt", "target"}
-POST /api/token-attribution {"model", "prompt", "target", "steps"}
+"target", "wrong", "new_tokens"}
+POST /api/ablation-scan {"model", "prompt", "mode", "target", "wrong"}
+POST /api/logit-attribution {"model", "prompt", "target", "wrong"}
+POST /api/token-attribution {"model", "prompt", "target", "wrong", "steps"}
 POST /api/compare {"models": [first, second], "prompt"}
 POST /api/steer {"model", "prompt", "layer", "coefficient", "from_prompts": [A, B] | "token",
 "position", "new_tokens"}
 POST /api/patch {"model", "clean", "corrupt", "answer", "wrong", "component", "direction", "scan",
 "check"} (see docs/api.md)
-`target` is a token id, a single-token text, or left out for the top prediction.
+`target` is a token id, a single-token text, or left out for the top prediction; with `wrong`
+(same forms) the metric is logit(target) - logit(wrong), else log p(target). Each answers its
+`metric` (`label`, `answer`, `wrong`) and `notices` (a target typed without its leading space).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             body.get("heads"),
             body.get("mode", "zero"),
             target=body.get("target"),
+            wrong=body.get("wrong"),
             new_tokens=_int(body, "new_tokens", 10),
         )
         return jsonify(result.to_dict())
@@ -68,7 +71,11 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
         body = _body()
         lm = service.model(body.get("model"))
         scan = ablation_scan(
-            lm, body.get("prompt"), body.get("mode", "zero"), target=body.get("target")
+            lm,
+            body.get("prompt"),
+            body.get("mode", "zero"),
+            target=body.get("target"),
+            wrong=body.get("wrong"),
         )
         return jsonify(scan.to_dict())
 
@@ -76,14 +83,17 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
     def logit_attribution_route():
         body = _body()
         analysis = analyze(service.model(body.get("model")), body.get("prompt"))
-        return jsonify(direct_logit_attribution(analysis, body.get("target")).to_dict())
+        result = direct_logit_attribution(analysis, body.get("target"), body.get("wrong"))
+        return jsonify(result.to_dict())
 
     @api.post("/token-attribution")
     def token_attribution_route():
         body = _body()
         lm = service.model(body.get("model"))
         steps = _int(body, "steps", DEFAULT_STEPS)
-        result = token_attribution(lm, body.get("prompt"), body.get("target"), steps=steps)
+        result = token_attribution(
+            lm, body.get("prompt"), body.get("target"), wrong=body.get("wrong"), steps=steps
+        )
         return jsonify(result.to_dict())
 
     @api.post("/steer")

@@ -24,7 +24,8 @@ from ..core.model import LoadedModel
 from ..core.tokens import Token
 from ..core.trace import HeadPatch, run
 from .generation import Generation, GenerationSettings, generate
-from .inputs import Head, as_ids, check_heads, prompt_ids, target_id
+from .inputs import Head, as_ids, check_heads, prompt_ids
+from .metric import Metric, make_metric
 
 Mode = Literal["zero", "mean"]
 MODES: tuple[Mode, ...] = ("zero", "mean")
@@ -94,6 +95,7 @@ class Ablation:
     after: torch.Tensor
     generation_before: Generation | None
     generation_after: Generation | None
+    metric: Metric | None = None  # what "effect" means; the target's log p when None
 
     def top(self, which: Literal["before", "after"], k: int = TOP_K) -> list[Prediction]:
         logits = self.before if which == "before" else self.after
@@ -111,11 +113,25 @@ class Ablation:
     def kl(self) -> float:
         return kl_divergence(self.before, self.after)
 
+    @property
+    def metric_values(self) -> tuple[float, float]:
+        """The metric before and after (log p(target) unless a wrong token was given)."""
+        metric = self.metric or Metric(self.target, self.target_text)
+        return float(metric(self.before)), float(metric(self.after))
+
     def to_dict(self) -> dict:
         p_before, p_after = self.target_probability
+        m_before, m_after = self.metric_values
+        metric = self.metric or Metric(self.target, self.target_text)
         return {
             "prompt": self.prompt,
             "notices": self.notices,
+            "metric": metric.to_dict()
+            | {
+                "before": round(m_before, 6),
+                "after": round(m_after, 6),
+                "change": round(m_after - m_before, 6),
+            },
             "heads": [[layer, head] for layer, head in self.heads],
             "head_names": [head_name(layer, head) for layer, head in self.heads],
             "mode": self.mode,
@@ -146,11 +162,13 @@ def ablate(
     mode: object = "zero",
     *,
     target: object = None,
+    wrong: object = None,
     new_tokens: int = 10,
 ) -> Ablation:
     """Remove `heads` ([(layer, head), ...]); compare the next token and a greedy continuation.
 
-    `target` (default: the clean top prediction) is the token whose probability change is reported.
+    `target` (default: the clean top prediction) is the token whose probability change is reported;
+    the metric is its log-probability, or logit(target) - logit(wrong) with `wrong`.
     """
     mode = check_mode(mode)
     heads = check_heads(lm, heads)
@@ -162,16 +180,17 @@ def ablate(
         before, z = clean_run(lm, ids, mode)
         patches = head_patches(lm, heads, mode, z)
         after, _ = run(lm, ids, capture=False, patches=patches)
-    target = target_id(lm, target, before)
+    metric, targets = make_metric(lm, target, wrong, before)
     return Ablation(
         lm=lm,
         prompt=prompt,
         tokens=tokens,
-        notices=notices,
+        notices=notices + targets,
         heads=heads,
         mode=mode,
-        target=target,
-        target_text=lm.token_text(target),
+        target=metric.answer,
+        target_text=metric.answer_text,
+        metric=metric,
         before=before,
         after=after[0, -1].float(),
         generation_before=generate(lm, prompt, settings) if settings else None,
@@ -181,27 +200,36 @@ def ablate(
 
 @dataclass
 class AblationScan:
-    """The effect of removing each head alone on the target's log-probability, [layer][head]."""
+    """The effect of removing each head alone on the metric, [layer][head]: the target's
+    log-probability, or logit(target) - logit(wrong) when `metric` is contrastive."""
 
     prompt: str
     notices: list[str]
     mode: Mode
     target: int
     target_text: str
-    clean_logprob: float
+    clean_logprob: float  # log p(target), whatever the metric
     ablated_logprob: torch.Tensor  # (layers, heads)
+    metric: Metric | None = None
+    clean_metric: float | None = None  # the metric's value, when contrastive
+    ablated_metric: torch.Tensor | None = None
 
     @property
     def effect(self) -> torch.Tensor:
-        """log p_ablated(target) - log p_clean(target): negative = the head helped the target."""
+        """metric_ablated - metric_clean: negative = the head helped the target (over `wrong`)."""
+        if self.ablated_metric is not None and self.clean_metric is not None:
+            return self.ablated_metric - self.clean_metric
         return self.ablated_logprob - self.clean_logprob
 
     def to_dict(self) -> dict:
+        metric = self.metric or Metric(self.target, self.target_text)
+        clean = self.clean_metric if self.clean_metric is not None else self.clean_logprob
         return {
             "prompt": self.prompt,
             "notices": self.notices,
             "mode": self.mode,
             "target": {"id": self.target, "text": self.target_text},
+            "metric": metric.to_dict() | {"clean": round(clean, 6)},
             "clean_logprob": round(self.clean_logprob, 6),
             "effect": self.effect.round(decimals=6).tolist(),
             "ablated_logprob": self.ablated_logprob.round(decimals=6).tolist(),
@@ -249,6 +277,7 @@ def ablation_scan(
     mode: object = "zero",
     *,
     target: object = None,
+    wrong: object = None,
     batch_tokens: int = BATCH_TOKENS,
 ) -> AblationScan:
     """Ablate every head alone, all heads of the model in a few batched forward passes
@@ -266,16 +295,21 @@ def ablation_scan(
             jobs.report(done, len(plan))  # progress, and a cancel point between passes
             passes.append(scan_pass(lm, ids, heads, values))
     clean = passes[0][0]
-    target = target_id(lm, target, clean)
-    logprobs = torch.cat([logits[1:] for logits in passes]).log_softmax(-1)[:, target]
+    metric, targets = make_metric(lm, target, wrong, clean)
+    ablated = torch.cat([logits[1:] for logits in passes])
+    logprobs = ablated.log_softmax(-1)[:, metric.answer]
+    contrastive = metric.contrastive
     return AblationScan(
         prompt=prompt,
-        notices=notices,
+        notices=notices + targets,
         mode=mode,
-        target=target,
-        target_text=lm.token_text(target),
-        clean_logprob=float(clean.log_softmax(-1)[target]),
+        target=metric.answer,
+        target_text=metric.answer_text,
+        clean_logprob=float(clean.log_softmax(-1)[metric.answer]),
         ablated_logprob=logprobs.reshape(lm.layers, lm.heads),
+        metric=metric,
+        clean_metric=float(metric(clean)) if contrastive else None,
+        ablated_metric=metric(ablated).reshape(lm.layers, lm.heads) if contrastive else None,
     )
 
 

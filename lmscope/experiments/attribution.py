@@ -13,14 +13,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.analysis import Analysis
 from ..core import jobs
+from ..core.analysis import Analysis
 from ..core.budget import check_token_attribution
 from ..core.errors import RequestError, UnsupportedModelError
 from ..core.model import LoadedModel
 from ..core.tokens import Token
 from ..core.trace import run
-from .inputs import as_ids, prompt_ids, target_id
+from .inputs import as_ids, prompt_ids
+from .metric import Metric, make_metric
 
 DEFAULT_STEPS = 512  # the most path points one attribution may evaluate (it stops earlier)
 FIRST_PANELS = 8  # Simpson panels of the first, uniform rule, each halved once (33 points)
@@ -101,25 +102,37 @@ def head_writes(lm: LoadedModel, z: torch.Tensor, layer: int) -> tuple[torch.Ten
 
 @dataclass
 class DirectLogitAttribution:
-    """The target's logit split by component: heads [layer][head], MLPs and attention biases per
-    layer, embeddings, and the constant (final norm bias + unembedding bias). They sum to `logit`.
+    """The target's logit (or, with a `wrong` token, logit(target) - logit(wrong)) split by
+    component: heads [layer][head], MLPs and attention biases per layer, embeddings, and the
+    constant (final norm bias + unembedding bias). They sum to `logit`.
     """
 
     target: int
     target_text: str
-    logit: float
+    logit: float  # the value split: the target's logit, or the logit difference
     heads: torch.Tensor  # (layers, heads)
     attention_bias: torch.Tensor  # (layers,)
     mlps: torch.Tensor  # (layers,)
     embeddings: float
     constant: float
+    metric: Metric | None = None
+    notices: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """What is split: `logit(' Paris')` or `logit(' Mary') - logit(' John')`."""
+        if self.metric is not None and self.metric.contrastive:
+            return self.metric.label
+        return f"logit({self.target_text!r})"
 
     METHOD = (
         "Each head's output z at the last position is pushed through its layer's output projection "
         "alone (other heads zeroed, projection bias removed). Every component is then read through "
         "the final normalization with its scale frozen at the value on the full residual stream "
         "(divide by that scale, centre for LayerNorm, multiply by the norm weight) and dotted with "
-        "the target's unembedding column. Components sum to the target's logit exactly."
+        "the target's unembedding column. Components sum to the target's logit exactly. For "
+        "logit(A) - logit(B), each component's value is its value for A minus its value for B "
+        "(the readout is linear), and they sum to the logit difference."
     )
 
     @property
@@ -130,6 +143,9 @@ class DirectLogitAttribution:
     def to_dict(self) -> dict:
         return {
             "target": {"id": self.target, "text": self.target_text},
+            "metric": self.metric.to_dict() if self.metric is not None else None,
+            "attributes": self.label,
+            "notices": list(self.notices),
             "logit": round(self.logit, 5),
             "heads": self.heads.round(decimals=5).tolist(),
             "attention_bias": self.attention_bias.round(decimals=5).tolist(),
@@ -140,14 +156,17 @@ class DirectLogitAttribution:
         }
 
 
-def direct_logit_attribution(analysis: Analysis, target: object = None) -> DirectLogitAttribution:
-    """Split the target's last-position logit (default: the top prediction) by component.
+def direct_logit_attribution(
+    analysis: Analysis, target: object = None, wrong: object = None
+) -> DirectLogitAttribution:
+    """Split the target's last-position logit (default: the top prediction) by component, or with
+    `wrong` the logit difference logit(target) - logit(wrong) (the difference of the two splits).
 
     Needs a pre-norm model, where the residual stream is the sum of the embeddings and every
     sublayer's output; a model where it is not (post-norm) is refused.
     """
     lm = analysis.lm
-    target = target_id(lm, target, analysis.logits)
+    metric, notices = make_metric(lm, target, wrong, analysis.logits)
     final = analysis.residual[-1, -1]
     embeddings = analysis.residual[0, -1]
     summed = embeddings + analysis.attn_out[:, -1].sum(0) + analysis.mlp_out[:, -1].sum(0)
@@ -157,28 +176,37 @@ def direct_logit_attribution(analysis: Analysis, target: object = None) -> Direc
             "final stream is not a sum of component outputs: direct logit attribution does not apply."
         )
     with torch.inference_mode():
-        g, constant = readout(lm, final, target)
+        g, constant = readout(lm, final, metric.answer)
+        if metric.wrong is not None:  # the readout is linear: the split of A minus that of B
+            g_wrong, c_wrong = readout(lm, final, metric.wrong)
+            g, constant = g - g_wrong, constant - c_wrong
         writes = [head_writes(lm, analysis.z[layer, -1], layer) for layer in range(lm.layers)]
         heads = torch.stack([w for w, _ in writes]) @ g
         biases = torch.stack([b for _, b in writes]) @ g
         mlps = analysis.mlp_out[:, -1] @ g
+    logit = float(analysis.logits[metric.answer])
+    if metric.wrong is not None:
+        logit -= float(analysis.logits[metric.wrong])
     return DirectLogitAttribution(
-        target=target,
-        target_text=lm.token_text(target),
-        logit=float(analysis.logits[target]),
+        target=metric.answer,
+        target_text=metric.answer_text,
+        logit=logit,
         heads=heads,
         attention_bias=biases,
         mlps=mlps,
         embeddings=float(embeddings @ g),
         constant=constant,
+        metric=metric,
+        notices=tuple(notices),
     )
 
 
 @dataclass
 class TokenAttribution:
-    """Per input token: integrated gradients and gradient x input of the target's log-probability.
+    """Per input token: integrated gradients and gradient x input of the metric: the target's
+    log-probability, or logit(target) - logit(wrong) (`metric`).
 
-    `f_input`, `f_baseline` are log p(target) at the prompt and at the baseline; integrated
+    `f_input`, `f_baseline` are the metric at the prompt and at the baseline; integrated
     gradients sum to `f_input - f_baseline` up to `completeness_error`. `converged` says the scores
     have an error estimate of at most `tolerance` (`token_change`), `complete` that the
     completeness error is within `COMPLETENESS`; only when both hold (`valid`) are the integrated
@@ -198,10 +226,12 @@ class TokenAttribution:
     f_baseline: float
     token_change: float  # max over tokens of the summed per-panel error estimates
     tolerance: float
+    metric: Metric | None = None
 
     METHOD = (
-        "f = log-probability of the target at the last position, as a function of the token "
-        "embeddings (position embeddings unchanged). Integrated gradients: the straight path from a "
+        "f = log-probability of the target at the last position (or logit(A) - logit(B) when a "
+        "second token is given), as a function of the token embeddings (position embeddings "
+        "unchanged). Integrated gradients: the straight path from a "
         "baseline b to the prompt's embeddings x; b = all-zero token embeddings where a learned "
         "position vector is added (GPT-2, GPT-Neo, OPT), and the vocabulary's mean embedding at "
         "every position for rotary models (Llama-style, GPT-NeoX), whose first normalization makes "
@@ -238,6 +268,7 @@ class TokenAttribution:
             "tokens": [t.to_dict() for t in self.tokens],
             "notices": self.notices,
             "target": {"id": self.target, "text": self.target_text},
+            "metric": self.metric.to_dict() if self.metric is not None else None,
             "steps": self.steps,
             "max_steps": self.max_steps,
             "baseline": self.baseline,
@@ -276,10 +307,10 @@ class _Path:
         ids: torch.Tensor,
         x: torch.Tensor,
         base: torch.Tensor,
-        target: int,
+        metric: Metric,
         batch_tokens: int,
     ) -> None:
-        self.lm, self.ids, self.x, self.base, self.target = lm, ids, x, base, target
+        self.lm, self.ids, self.x, self.base, self.metric = lm, ids, x, base, metric
         length = ids.shape[1]
         self.size = max(1, min(batch_tokens // length, BATCH_CELLS // length**2))
 
@@ -290,20 +321,20 @@ class _Path:
         with torch.inference_mode(False), torch.enable_grad():
             for chunk in alphas.split(self.size):
                 embeds = self.base + chunk.view(-1, 1, 1) * delta
-                f, grad = _logprob_and_grad(self.lm, self.ids, embeds, self.target)
+                f, grad = _metric_and_grad(self.lm, self.ids, embeds, self.metric)
                 values.append(f)
                 along.append((grad * delta).sum(-1))
                 times_x.append((grad * self.x).sum(-1))
         return torch.cat(values), torch.cat(along), torch.cat(times_x)
 
 
-def _logprob_and_grad(
-    lm: LoadedModel, ids: torch.Tensor, embeds: torch.Tensor, target: int
+def _metric_and_grad(
+    lm: LoadedModel, ids: torch.Tensor, embeds: torch.Tensor, metric: Metric
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(target) at the last position for each row of `embeds` `(B, T, d)`, and its gradient."""
+    """The metric at the last position for each row of `embeds` `(B, T, d)`, and its gradient."""
     embeds = embeds.detach().requires_grad_(True)
     logits, _ = run(lm, ids.expand(len(embeds), -1), capture=False, inputs_embeds=embeds)
-    f = logits[:, -1].float().log_softmax(-1)[:, target]
+    f = metric(logits[:, -1])
     (grad,) = torch.autograd.grad(f.sum(), embeds)
     return f.detach(), grad
 
@@ -364,11 +395,13 @@ def token_attribution(
     prompt: str,
     target: object = None,
     *,
+    wrong: object = None,
     steps: int = DEFAULT_STEPS,
     tolerance: float = TOKEN_TOLERANCE,
     batch_tokens: int = BATCH_TOKENS,
 ) -> TokenAttribution:
-    """Score each prompt token for the target (default: the top prediction); see `METHOD`.
+    """Score each prompt token for the target (default: the top prediction), or with `wrong` for
+    logit(target) - logit(wrong); see `METHOD`.
 
     IG_i = integral over [0, 1] of g_i(alpha) = sum_d (x_id - b_id) df/dx_id(b + alpha (x - b)).
     `steps` is the most path points evaluated (f and the gradient at each). Each Simpson panel
@@ -389,8 +422,8 @@ def token_attribution(
     with torch.inference_mode(False), torch.no_grad():
         x = embedding(ids).float()  # (1, T, d)
         clean, _ = run(lm, ids, capture=False)
-    target = target_id(lm, target, clean[0, -1])
-    path = _Path(lm, ids, x, baseline_embeddings(lm, x), target, batch_tokens)
+    metric, targets = make_metric(lm, target, wrong, clean[0, -1])
+    path = _Path(lm, ids, x, baseline_embeddings(lm, x), metric, batch_tokens)
     first = min(FIRST_PANELS, (steps - 1) // 4)
     store = _Panels(path)
     jobs.report(0, steps, "path point", at_most=True)
@@ -417,9 +450,9 @@ def token_attribution(
         store.split([int(p) for p in order if score[p] >= score[order[0]] / 4])
     return TokenAttribution(
         tokens=tokens,
-        notices=notices,
-        target=target,
-        target_text=lm.token_text(target),
+        notices=notices + targets,
+        target=metric.answer,
+        target_text=metric.answer_text,
         steps=len(store.alphas),
         max_steps=steps,
         baseline=lm.adapter.attribution_baseline,
@@ -429,4 +462,5 @@ def token_attribution(
         f_baseline=store.f[0],
         token_change=change,
         tolerance=tolerance,
+        metric=metric,
     )
