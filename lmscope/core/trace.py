@@ -155,23 +155,23 @@ class Recorder:
         )
 
 
-def _keep_keys(module: nn.Module, make) -> None:
-    """attention.py's recorder: keep the layer's queries and keys and score its heads, if asked."""
+def _keep_keys(module: nn.Module, make) -> attention.Scorer | None:
+    """attention.py's recorder: keep the layer's queries and keys; where the pass scores heads,
+    the scorer that attention.py hands every block of the layer's pattern."""
     rec = _ACTIVE.get()
     layer = getattr(module, "_lmscope_layer", None)
     if rec is None or not rec.capture or layer is None:
-        return
+        return None
     keys = make()
     if rec.keep_keys:
         query = rec.stacked("attn.query", layer, keys.query, rec.layers)
         key = rec.stacked("attn.key", layer, keys.key, rec.layers)
         rec.keys[layer] = replace(keys, query=query.contiguous(), key=key.contiguous())
     ids = rec.score_ids
-    if ids is not None and ids.shape == (keys.query.shape[0], keys.tokens) and not rec.grow:
-        sums = ScoreSums.start(ids, keys.heads)
-        for start, block in keys.blocks():
-            sums.add(block, start)
-        rec.sums[layer] = sums
+    if ids is None or ids.shape != (keys.query.shape[0], keys.tokens) or rec.grow:
+        return None
+    sums = rec.sums[layer] = ScoreSums.start(ids, keys.heads)
+    return sums.add
 
 
 attention.add_recorder(_keep_keys)

@@ -20,7 +20,9 @@ def _attn(module: nn.Module, window: int | None, query, key, value, attention_ma
     if module.config._attn_implementation == "eager":
         return type(module)._attn(module, query, key, value, attention_mask)
     query, key = query.float(), key.float()  # GPT-Neo scores in float32
-    attention.keep(module, query, key, 1.0, window, attention_mask, value)
+    scored = attention.keep(module, query, key, 1.0, window, attention_mask, value)
+    if scored is not None:  # made from the pattern that scored the heads
+        return scored.to(value.dtype), None
     allowed = None
     if window is not None or attention_mask is not None:
         size = key.shape[-2]
