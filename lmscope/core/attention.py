@@ -29,7 +29,7 @@ BLOCK_ELEMENTS = 1 << 22  # ... and fewer on long prompts: ~16 MB of float32 per
 # Called with (module, a maker of the layer's LayerKeys) on every attention call; trace.py adds the
 # one that records (it builds the keys only while a traced pass is capturing). A recorder that
 # scores the layer's heads returns a `Scorer`, handed every block of the layer's pattern.
-Scorer = Callable[[torch.Tensor, int, "torch.Tensor | None"], None]  # (block, start, entropy)
+Scorer = Callable[[torch.Tensor, int], None]  # (block of query rows, its first row)
 Recorder = Callable[[nn.Module, Callable[[], "LayerKeys"]], "Scorer | None"]
 _RECORDERS: list[Recorder] = []
 # Called with (module, value) where a caller asked for values (core/head_steps.py's on-demand pass).
@@ -72,16 +72,6 @@ class LayerKeys:
         Each row equals eager attention's own; with `keys < T` only causal rows are complete
         (`keys >= stop`), which is all a causal model reads.
         """
-        return self.logits(start, stop, keys, heads).softmax(-1)
-
-    def logits(
-        self,
-        start: int = 0,
-        stop: int | None = None,
-        keys: int | None = None,
-        heads: slice | list[int] | None = None,
-    ) -> torch.Tensor:
-        """`rows` before the softmax: `q k^T * scaling`, masked keys at float32's lowest."""
         size = self.tokens
         stop = size if stop is None else stop
         keys = size if keys is None or self.mask is not None else keys  # masked rows may spill
@@ -110,7 +100,7 @@ class LayerKeys:
             if self.mask is not None:
                 allowed = allowed & self.mask[:, :, start:stop, :keys]
             scores.masked_fill_(~allowed, lowest)
-        return scores
+        return scores.softmax(-1)
 
     def blocks(self, rows: int | None = None, **kwargs) -> Iterator[tuple[int, torch.Tensor]]:
         """The causal rows of the layer, `rows` (`ROW_BLOCK`) at a time: `(start, (B, h, r, stop))`."""
@@ -131,30 +121,18 @@ class LayerKeys:
 
     def attend(self, value: torch.Tensor, score: Scorer) -> torch.Tensor:
         """The layer's output `(B, H, T, d)` float32 from its pattern, a block of query rows at a
-        time, each block and its rows' entropies handed to `score` on the way: one pass over
-        q k^T both attends and scores, where sdpa and then a rebuilt pattern would take two."""
+        time, each block handed to `score` on the way: one pass over q k^T both attends and
+        scores, where sdpa and then a rebuilt pattern would take two."""
         kv = value.shape[1]
         value = value.float()
         out = value.new_empty(value.shape[0], self.heads, self.tokens, value.shape[-1])
         for start, stop in self.spans(self.heads):
-            block, entropy = softmax_entropy(self.logits(start, stop, keys=stop))
-            score(block, start, entropy)
+            block = self.rows(start, stop, keys=stop)
+            score(block, start)
             read = value[:, :, : block.shape[-1]].unsqueeze(2)  # (B, KV, 1, keys, d)
             grouped = block.unflatten(1, (kv, self.heads // kv))  # query head h reads h // groups
             out[:, :, start:stop] = torch.matmul(grouped, read).flatten(1, 2)
         return out
-
-
-def softmax_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax over the last axis, and each row's entropy from the logits, `log Z - sum p (s - m)`
-    (s shifted by its row maximum m, Z = sum exp(s - m)): a dot product per row instead of a log
-    of every weight, 15x cheaper on a block. `logits` is overwritten."""
-    shifted = logits.sub_(logits.amax(-1, keepdim=True))
-    weights = shifted.exp()
-    total = weights.sum(-1, keepdim=True)
-    weights.div_(total)
-    entropy = total.squeeze(-1).log() - torch.einsum("...k,...k->...", weights, shifted)
-    return weights, entropy
 
 
 def keep(
@@ -179,13 +157,13 @@ def keep(
     if not scorers:
         return None
 
-    def score(block: torch.Tensor, start: int, entropy: torch.Tensor | None) -> None:
+    def score(block: torch.Tensor, start: int) -> None:
         for scorer in scorers:
-            scorer(block, start, entropy)
+            scorer(block, start)
 
     if value is None:
         for start, block in make().blocks():
-            score(block, start, None)
+            score(block, start)
         return None
     return make().attend(value, score)
 

@@ -164,10 +164,9 @@ class ScoreSums:
             zero.new_zeros(()),
         )
 
-    def add(self, block: torch.Tensor, start: int, entropy: torch.Tensor | None = None) -> None:
+    def add(self, block: torch.Tensor, start: int) -> None:
         """Add query rows `start:start + R` of a pattern: block `(N, M, R, K)` over keys `0:K`, every
-        key those rows read (`K >= start + R` for a causal pattern); `entropy` `(N, M, R)` of its
-        rows where the caller has it (computed here otherwise)."""
+        key those rows read (`K >= start + R` for a causal pattern)."""
         items, heads, rows, keys = block.shape
         block = block.float()
         position = torch.arange(start, start + rows, device=block.device)
@@ -178,8 +177,7 @@ class ScoreSums:
         own = block.gather(-1, at).squeeze(-1)
         previous = block.gather(-1, (at - 1).clamp_min(0)).squeeze(-1) * (position >= 1)
         # r_i * H(A[i, 1:] / r_i) = H_raw(A[i, 1:]) + r_i log r_i: no division by a tiny r_i
-        if entropy is None:
-            entropy = -torch.xlogy(block, block).sum(-1)
+        entropy = -torch.xlogy(block, block).sum(-1)
         spread = entropy - torch.special.entr(sink) - torch.special.entr(rest)
         diffuse = spread / position.clamp_min(2).to(block.dtype).log()
         duplicate, induction = repeat_targets(self.ids, start, start + rows, keys)
