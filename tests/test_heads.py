@@ -16,6 +16,7 @@ from lmscope.core.heads import (
     HeadReport,
     chance_scores,
     depth_bin,
+    entropy_from_logits,
     primary_category,
     row_entropy,
     score_heads,
@@ -376,3 +377,11 @@ def test_grid_cells_carry_score_sink_share_and_evidence_in_colour_and_tooltip() 
     text = kv_groups(9, 3)
     assert "heads 0-2 share group 0" in text and "heads 6-8 share group 2" in text
     assert kv_groups(12, 12) is None
+
+
+def test_entropy_from_logits_equals_the_entropy_of_the_weights() -> None:
+    logits = torch.randn(2, 3, 5, 40) * 6
+    logits[..., 30:] = torch.finfo(torch.float32).min  # masked keys
+    weights = logits.softmax(-1)
+    expected = -torch.xlogy(weights.double(), weights.double()).sum(-1)
+    assert torch.allclose(entropy_from_logits(weights, logits).double(), expected, atol=1e-5)

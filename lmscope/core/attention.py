@@ -23,13 +23,16 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from .heads import entropy_from_logits
+
 IMPLEMENTATION = "lmscope"
 ROW_BLOCK = 256  # query rows rebuilt at once when a whole layer is scored or pooled, at most...
 BLOCK_ELEMENTS = 1 << 22  # ... and fewer on long prompts: ~16 MB of float32 per block of heads
 # Called with (module, a maker of the layer's LayerKeys) on every attention call; trace.py adds the
 # one that records (it builds the keys only while a traced pass is capturing). A recorder that
 # scores the layer's heads returns a `Scorer`, handed every block of the layer's pattern.
-Scorer = Callable[[torch.Tensor, int], None]  # (block of query rows, its first row)
+# (block of query rows, its first row, the rows' entropies)
+Scorer = Callable[[torch.Tensor, int, "torch.Tensor | None"], None]
 Recorder = Callable[[nn.Module, Callable[[], "LayerKeys"]], "Scorer | None"]
 _RECORDERS: list[Recorder] = []
 # Called with (module, value) where a caller asked for values (core/head_steps.py's on-demand pass).
@@ -72,6 +75,16 @@ class LayerKeys:
         Each row equals eager attention's own; with `keys < T` only causal rows are complete
         (`keys >= stop`), which is all a causal model reads.
         """
+        return self.logits(start, stop, keys, heads).softmax(-1)
+
+    def logits(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        keys: int | None = None,
+        heads: slice | list[int] | None = None,
+    ) -> torch.Tensor:
+        """`rows` before the softmax: `q k^T * scaling`, masked keys at float32's lowest."""
         size = self.tokens
         stop = size if stop is None else stop
         keys = size if keys is None or self.mask is not None else keys  # masked rows may spill
@@ -100,7 +113,7 @@ class LayerKeys:
             if self.mask is not None:
                 allowed = allowed & self.mask[:, :, start:stop, :keys]
             scores.masked_fill_(~allowed, lowest)
-        return scores.softmax(-1)
+        return scores
 
     def blocks(self, rows: int | None = None, **kwargs) -> Iterator[tuple[int, torch.Tensor]]:
         """The causal rows of the layer, `rows` (`ROW_BLOCK`) at a time: `(start, (B, h, r, stop))`."""
@@ -121,14 +134,15 @@ class LayerKeys:
 
     def attend(self, value: torch.Tensor, score: Scorer) -> torch.Tensor:
         """The layer's output `(B, H, T, d)` float32 from its pattern, a block of query rows at a
-        time, each block handed to `score` on the way: one pass over q k^T both attends and
+        time, each block (and its rows' entropies) handed to `score` on the way: one pass over q k^T both attends and
         scores, where sdpa and then a rebuilt pattern would take two."""
         kv = value.shape[1]
         value = value.float()
         out = value.new_empty(value.shape[0], self.heads, self.tokens, value.shape[-1])
         for start, stop in self.spans(self.heads):
-            block = self.rows(start, stop, keys=stop)
-            score(block, start)
+            logits = self.logits(start, stop, keys=stop)
+            block = logits.softmax(-1)
+            score(block, start, entropy_from_logits(block, logits))
             read = value[:, :, : block.shape[-1]].unsqueeze(2)  # (B, KV, 1, keys, d)
             grouped = block.unflatten(1, (kv, self.heads // kv))  # query head h reads h // groups
             out[:, :, start:stop] = torch.matmul(grouped, read).flatten(1, 2)
@@ -157,9 +171,9 @@ def keep(
     if not scorers:
         return None
 
-    def score(block: torch.Tensor, start: int) -> None:
+    def score(block: torch.Tensor, start: int, entropy: torch.Tensor | None = None) -> None:
         for scorer in scorers:
-            scorer(block, start)
+            scorer(block, start, entropy)
 
     if value is None:
         for start, block in make().blocks():

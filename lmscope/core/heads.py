@@ -120,6 +120,17 @@ def row_entropy(pattern: torch.Tensor) -> torch.Tensor:
     return out.reshape(pattern.shape[:-1])
 
 
+def entropy_from_logits(weights: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Each row's entropy `-sum_j A_j log A_j` for `A = softmax(logits)` `(..., K)`, from the logits:
+    `log A_j = s_j - lse` and `lse - m = -log max_j A_j` (m the row's largest logit) give
+    `H = -log max_j A_j - sum_j A_j (s_j - m)`, a dot product per row instead of a log of every
+    weight (half the time on a block, as precise: both terms are small). Masked keys hold
+    float32's lowest logit and weight 0. `logits` is overwritten."""
+    shifted = logits.sub_(logits.amax(-1, keepdim=True))
+    dot = torch.einsum("...k,...k->...", weights, shifted)
+    return -weights.amax(-1).log() - dot
+
+
 def _mass_on(pattern: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per row, the attention mass on the target keys: `(N, M, R)` from pattern `(N, M, R, T)`.
 
@@ -164,9 +175,10 @@ class ScoreSums:
             zero.new_zeros(()),
         )
 
-    def add(self, block: torch.Tensor, start: int) -> None:
+    def add(self, block: torch.Tensor, start: int, entropy: torch.Tensor | None = None) -> None:
         """Add query rows `start:start + R` of a pattern: block `(N, M, R, K)` over keys `0:K`, every
-        key those rows read (`K >= start + R` for a causal pattern)."""
+        key those rows read (`K >= start + R` for a causal pattern); `entropy` `(N, M, R)` of those
+        rows where the caller has it (`entropy_from_logits`), else computed here."""
         items, heads, rows, keys = block.shape
         block = block.float()
         position = torch.arange(start, start + rows, device=block.device)
@@ -177,7 +189,8 @@ class ScoreSums:
         own = block.gather(-1, at).squeeze(-1)
         previous = block.gather(-1, (at - 1).clamp_min(0)).squeeze(-1) * (position >= 1)
         # r_i * H(A[i, 1:] / r_i) = H_raw(A[i, 1:]) + r_i log r_i: no division by a tiny r_i
-        entropy = -torch.xlogy(block, block).sum(-1)
+        if entropy is None:
+            entropy = -torch.xlogy(block, block).sum(-1)
         spread = entropy - torch.special.entr(sink) - torch.special.entr(rest)
         diffuse = spread / position.clamp_min(2).to(block.dtype).log()
         duplicate, induction = repeat_targets(self.ids, start, start + rows, keys)

@@ -1,4 +1,5 @@
-"""What the Investigation panel's parts share: form controls, the target field, and `Panel`,
+"""What the Investigation panel's parts share: form controls, the target fields (a token, and
+optionally a second one for logit(A) - logit(B)), the metric line, and `Panel`,
 which finds the analyzed prompt and keeps each tab's results to the analysis it shows."""
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def parse_target(text: str | None) -> int | str | None:
 def button(label: str, button_id: str, primary: bool = False) -> html.Button:
     return html.Button(
         label, id=button_id, className=f"button {'primary' if primary else 'secondary'}"
+def metric_line(metric: dict, notices: list[str], element_id: str) -> html.Div:
+    """Which metric a result shows (`metric.to_dict()`), and the notices about its tokens (a
+    target typed without its leading space), as text."""
+    items = [html.Div(n, className="notice target-notice") for n in notices]
+    items.append(html.P(["Metric: ", html.Strong(metric["label"], className="mono")],
+                        className="hint metric-label"))  # fmt: skip
+    return html.Div(items, id=element_id)
+
+
     )
 
 
