@@ -1,9 +1,9 @@
-"""The Investigation panel: intervene (ablate heads), attribute, generate, and compare models.
+"""The Investigation panel: intervene (ablate heads, steer), attribute, generate, compare models.
 
-One module per experiment (`ablation`, `attribution`, `generation`, `comparison`), each with its
-`layout()`, its callbacks and the ids of its result views; `panel` holds what they share. Every
-result comes from `lmscope.experiments` on the analyzed prompt: these modules only read the
-page's controls, call the library, and draw what it returns. Results (small JSON) are kept in the
+One module per experiment (`ablation`, `attribution`, `steering`, `generation`, `comparison`,
+...), each with its `layout()`, its callbacks and the ids of its result views; `panel` holds what
+they share. Every result comes from `lmscope.experiments` on the analyzed prompt: these modules
+only read the page's controls, call the library, and draw what it returns. Results (small JSON) are kept in the
 browser for the "Download results" button; tensors stay on the server.
 """
 
@@ -15,16 +15,18 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from ....api.service import Service
 from .. import HIDDEN, section
-from . import ablation, attribution, comparison, generation
+from . import ablation, attribution, comparison, generation, steering
 from .panel import Panel, button
 
 NUMBER = 6
-PARTS = (ablation, attribution, generation, comparison)
+PARTS = (ablation, attribution, steering, generation, comparison)
 EXPLAIN = (
     "The stages above show what the model computes; here you change it ([[ablation]]) and see "
     "what happens. "
     "All experiments use the prompt analyzed above and follow one target token (the top "
-    "prediction unless you pick another). Nothing here changes the model for anyone else: every "
+    "prediction unless you pick another): its log-probability, or, with a second token after "
+    "'minus', the logit difference logit(A) - logit(B) (e.g. ␣Mary minus ␣John). Nothing here "
+    "changes the model for anyone else: every "
     "intervention applies to your request only."
 )
 
@@ -44,6 +46,13 @@ def layout() -> html.Section:
                     id="inv-target",
                     type="text",
                     placeholder="top prediction",
+                    className="model-custom",
+                ),
+                html.Label("minus", htmlFor="inv-wrong", className="field-label"),
+                dcc.Input(
+                    id="inv-wrong",
+                    type="text",
+                    placeholder="nothing: log p(target)",
                     className="model-custom",
                 ),
                 html.Span("e.g. ␣Paris (␣ is a space) or 6342", className="hint"),

@@ -14,7 +14,7 @@ from ....experiments.ablation import MODES, ablate, ablation_scan
 from ....experiments.inputs import check_heads, parse_heads
 from ... import figures
 from .. import SHOWN, graph, stored
-from .panel import Panel, button, keep, message, parse_target
+from .panel import Panel, button, keep, message, metric_line, parse_target
 from .redundancy import small_effect_note
 
 ABLATION_TOKENS = 20  # greedy continuation shown before and after an ablation
@@ -28,8 +28,9 @@ EXPLAIN_ABLATION = (
     "(0 = not at all)."
 )
 EXPLAIN_SCAN = (
-    "The scan removes each head alone, one at a time, and records how the target's "
-    "log-probability changes. Red cells: the head helped the target (removing it hurt); blue: it "
+    "The scan removes each head alone, one at a time, and records how the metric (the target's "
+    "log-probability, or logit(A) - logit(B) with a 'minus' token) changes. Red cells: the head "
+    "helped the target (removing it hurt); blue: it "
     "worked against it. Click a cell to add that head to the ablation set."
 )
 
@@ -155,19 +156,20 @@ def register(app: Dash, panel: Panel) -> None:
         State("inv-heads", "data"),
         State("inv-mode", "value"),
         State("inv-target", "value"),
+        State("inv-wrong", "value"),
         State("analysis", "data"),
         State("client", "data"),
         running=[(Output("inv-ablate", "disabled"), True, False)],
         prevent_initial_call=True,
     )
     @panel.current_only
-    def run_ablation(_clicks, heads, mode, target, data):
+    def run_ablation(_clicks, heads, mode, target, wrong, data):
         try:
             lm, prompt = panel.model_and_prompt(data)
             if not heads:
                 raise RequestError("Pick at least one head to ablate.")
             result = ablate(lm, prompt, heads, mode, target=parse_target(target),
-                            new_tokens=ABLATION_TOKENS)  # fmt: skip
+                            wrong=parse_target(wrong), new_tokens=ABLATION_TOKENS)  # fmt: skip
         except LmscopeError as error:
             return no_update, no_update, no_update, message(str(error)), no_update
         p_before, p_after = result.target_probability
@@ -185,7 +187,14 @@ def register(app: Dash, panel: Panel) -> None:
             if p_before > 0 and p_after > 0
             else ""
         )
+        doc = result.to_dict()
+        m = doc["metric"]
         body = [
+            metric_line(m, result.notices, "inv-ablation-metric"),
+            html.P(
+                f"{m['label']}: {m['before']:.4f} → {m['after']:.4f} (change {m['change']:+.4f}).",
+                id="inv-metric-change",
+            ),
             html.P(
                 [
                     f"{result.mode.capitalize()} ablation of {names}. Top token before: ",
@@ -226,7 +235,7 @@ def register(app: Dash, panel: Panel) -> None:
             figures.before_after(rows, title),
             SHOWN,
             "",
-            keep("ablation", result.to_dict()),
+            keep("ablation", doc),
         )
 
     @app.callback(
@@ -238,34 +247,41 @@ def register(app: Dash, panel: Panel) -> None:
         Input("inv-scan-run", "n_clicks"),
         State("inv-mode", "value"),
         State("inv-target", "value"),
+        State("inv-wrong", "value"),
         State("analysis", "data"),
         State("client", "data"),
         running=[(Output("inv-scan-run", "disabled"), True, False)],
         prevent_initial_call=True,
     )
     @panel.current_only
-    def run_scan(_clicks, mode, target, data):
+    def run_scan(_clicks, mode, target, wrong, data):
         try:
             lm, prompt = panel.model_and_prompt(data)
-            scan = ablation_scan(lm, prompt, mode, target=parse_target(target))
+            scan = ablation_scan(lm, prompt, mode, target=parse_target(target),
+                                 wrong=parse_target(wrong))  # fmt: skip
         except LmscopeError as error:
             return no_update, no_update, no_update, message(str(error)), no_update
-        shown = display(scan.target_text)
+        doc = scan.to_dict()
+        label, clean = doc["metric"]["label"], doc["metric"]["clean"]
         effect = scan.effect
         worst = divmod(int(effect.argmin()), effect.shape[1])
-        body = html.P(
-            [
-                f"{scan.mode.capitalize()} ablation of each head alone; target ",
-                html.Strong(shown, className="mono"),
-                f" (clean log-probability {scan.clean_logprob:.3f}). Removing ",
-                html.Strong(head_name(*worst)),
-                f" hurts it most ({float(effect.min()):+.3f}).",
-            ]
-        )
+        body = [
+            metric_line(doc["metric"], scan.notices, "inv-scan-metric"),
+            html.P(
+                [
+                    f"{scan.mode.capitalize()} ablation of each head alone; target ",
+                    html.Strong(display(scan.target_text), className="mono"),
+                    f" ({label} = {clean:.3f} on the clean prompt). Removing ",
+                    html.Strong(head_name(*worst)),
+                    f" lowers it most ({float(effect.min()):+.3f}).",
+                ]
+            ),
+        ]
+        contrastive = scan.metric is not None and scan.metric.contrastive
         fig = figures.head_map(
             effect,
-            f"Change in log p({shown}) when one head is removed",
-            "Δ log p",
-            "change in log-probability",
+            f"Change in {label} when one head is removed",
+            "Δ logit diff" if contrastive else "Δ log p",
+            "change in the logit difference" if contrastive else "change in log-probability",
         )
-        return body, fig, SHOWN, "", keep("ablation_scan", scan.to_dict())
+        return body, fig, SHOWN, "", keep("ablation_scan", doc)

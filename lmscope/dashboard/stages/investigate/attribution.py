@@ -16,7 +16,7 @@ from ....experiments.attribution import (
 from ... import figures
 from .. import SHOWN, graph, stored
 from ..tokens import chips
-from .panel import NO_ANALYSIS, Panel, button, keep, message, parse_target
+from .panel import NO_ANALYSIS, Panel, button, keep, message, metric_line, parse_target
 
 BODIES = ("inv-dla-body", "inv-attr-body")
 FIGURES = ("inv-dla-heads", "inv-dla-mlp")
@@ -126,7 +126,7 @@ def token_rows(result: TokenAttribution) -> list:
             f"{gap:.4f} (relative error {result.completeness_error:.2%}, {result.steps} path "
             f"points, largest per-token error estimate {result.token_change:.4f}, "
             f"{BASELINES.get(result.baseline, result.baseline)} baseline; {'converged' if valid else 'NOT converged'}). "
-            f"f = log p({display(result.target_text)}).",
+            f"f = {result.metric.label if result.metric else f'log p({display(result.target_text)})'}.",
             id="inv-completeness",
             className="hint",
         )
@@ -145,36 +145,40 @@ def register(app: Dash, panel: Panel) -> None:
         Output("inv-results", "data", allow_duplicate=True),
         Input("inv-dla-run", "n_clicks"),
         State("inv-target", "value"),
+        State("inv-wrong", "value"),
         State("analysis", "data"),
         State("client", "data"),
         running=[(Output("inv-dla-run", "disabled"), True, False)],
         prevent_initial_call=True,
     )
     @panel.current_only
-    def run_dla(_clicks, target, data):
+    def run_dla(_clicks, target, wrong, data):
         failed = (no_update,) * 5
         analysis = stored(panel.service, data)
         if analysis is None:
             return *failed, message(NO_ANALYSIS), no_update
         try:
-            dla = direct_logit_attribution(analysis, parse_target(target))
+            dla = direct_logit_attribution(analysis, parse_target(target), parse_target(wrong))
         except LmscopeError as error:
             return *failed, message(str(error)), no_update
-        shown = display(dla.target_text)
-        body = html.P(
-            [
-                "Target ",
-                html.Strong(shown, className="mono"),
-                f": logit {dla.logit:.3f} = heads {float(dla.heads.sum()):+.3f} + MLPs "
-                f"{float(dla.mlps.sum()):+.3f} + embeddings {dla.embeddings:+.3f} + biases "
-                f"{float(dla.attention_bias.sum()) + dla.constant:+.3f}.",
-            ]
-        )
+        doc = dla.to_dict()
+        shown = dla.label
+        body = [
+            metric_line({"label": shown}, doc["notices"], "inv-dla-metric"),
+            html.P(
+                [
+                    html.Strong(shown, className="mono"),
+                    f" = {dla.logit:.3f} = heads {float(dla.heads.sum()):+.3f} + MLPs "
+                    f"{float(dla.mlps.sum()):+.3f} + embeddings {dla.embeddings:+.3f} + biases "
+                    f"{float(dla.attention_bias.sum()) + dla.constant:+.3f}.",
+                ]
+            ),
+        ]
         heads = figures.head_map(
-            dla.heads, f"Each head's direct effect on the logit of {shown}", "logit", "logit"
+            dla.heads, f"Each head's direct effect on {shown}", "logit", "logit"
         )
         mlps = figures.layer_bars(dla.mlps, f"Each MLP's direct effect on {shown}", "logit")
-        return body, heads, SHOWN, mlps, SHOWN, "", keep("logit_attribution", dla.to_dict())
+        return body, heads, SHOWN, mlps, SHOWN, "", keep("logit_attribution", doc)
 
     @app.callback(
         Output("inv-attr-body", "children"),
@@ -182,16 +186,19 @@ def register(app: Dash, panel: Panel) -> None:
         Output("inv-results", "data", allow_duplicate=True),
         Input("inv-attr-run", "n_clicks"),
         State("inv-target", "value"),
+        State("inv-wrong", "value"),
         State("analysis", "data"),
         State("client", "data"),
         running=[(Output("inv-attr-run", "disabled"), True, False)],
         prevent_initial_call=True,
     )
     @panel.current_only
-    def run_attribution(_clicks, target, data):
+    def run_attribution(_clicks, target, wrong, data):
         try:
             lm, prompt = panel.model_and_prompt(data)
-            result = token_attribution(lm, prompt, parse_target(target))
+            result = token_attribution(lm, prompt, parse_target(target), wrong=parse_target(wrong))
         except LmscopeError as error:
             return no_update, message(str(error)), no_update
-        return token_rows(result), "", keep("token_attribution", result.to_dict())
+        doc = result.to_dict()
+        head = metric_line(doc["metric"], result.notices, "inv-attr-metric")
+        return [head, *token_rows(result)], "", keep("token_attribution", doc)

@@ -31,9 +31,6 @@ def parse_target(text: str | None) -> int | str | None:
     return text.replace("␣", " ")
 
 
-def button(label: str, button_id: str, primary: bool = False) -> html.Button:
-    return html.Button(
-        label, id=button_id, className=f"button {'primary' if primary else 'secondary'}"
 def metric_line(metric: dict, notices: list[str], element_id: str) -> html.Div:
     """Which metric a result shows (`metric.to_dict()`), and the notices about its tokens (a
     target typed without its leading space), as text."""
@@ -43,6 +40,9 @@ def metric_line(metric: dict, notices: list[str], element_id: str) -> html.Div:
     return html.Div(items, id=element_id)
 
 
+def button(label: str, button_id: str, primary: bool = False) -> html.Button:
+    return html.Button(
+        label, id=button_id, className=f"button {'primary' if primary else 'secondary'}"
     )
 
 

@@ -1,0 +1,160 @@
+"""Steering: add a direction to the residual stream at one layer (from two prompts, or one token's
+unembedding) and compare the next token and a greedy continuation without and with it."""
+
+from __future__ import annotations
+
+from dash import Dash, Input, Output, State, dcc, html, no_update
+
+from ....core.errors import LmscopeError
+from ....core.tokens import display
+from ....experiments.steering import Steering, steer
+from ... import figures
+from .. import SHOWN, graph
+from .panel import Panel, button, keep, message, number, parse_target
+
+STEER_TOKENS = 20  # greedy continuation shown without and with the vector
+BODIES = ("inv-steer-body",)
+FIGURES = ("inv-steer",)
+
+EXPLAIN_STEERING = (
+    "Steering adds a vector to the residual stream entering one layer, at every position (or "
+    "from one position on; generated tokens are always steered), times a coefficient. "
+    "Activation addition takes the vector from two prompts: the first prompt's mean activation "
+    "at that layer minus the second's (e.g. ␣Love minus ␣Hate), in the stream's own units. A "
+    "token's unembedding direction is the direction that raises that token's logit, normalized "
+    "to length 1, so the coefficient is the length added; compare it with the stream's length, "
+    "shown with the result. Coefficient 0 changes nothing."
+)
+KINDS = [
+    {"label": "two prompts (activation addition)", "value": "prompts"},
+    {"label": "one token's unembedding direction", "value": "token"},
+]
+
+
+def text_input(input_id: str, label: str, placeholder: str, value: str = "") -> html.Label:
+    return html.Label(
+        [f"{label} ", dcc.Input(id=input_id, type="text", value=value, placeholder=placeholder,
+                                className="model-custom")],
+        className="field-label",
+    )  # fmt: skip
+
+
+def layout() -> list:
+    return [
+        html.H3("Steering: add a direction to the residual stream"),
+        html.P(EXPLAIN_STEERING, className="explain"),
+        html.Div(
+            [
+                dcc.RadioItems(id="inv-steer-kind", options=KINDS, value="prompts", inline=True),
+                text_input("inv-steer-a", "prompt A", "e.g. Love", "Love"),
+                text_input("inv-steer-b", "minus prompt B", "e.g. Hate", "Hate"),
+                text_input("inv-steer-token", "token", "e.g. ␣love", "␣love"),
+            ],
+            className="row",
+        ),
+        html.Div(
+            [
+                number("inv-steer-layer", 0, "layer", step=1, min=0),
+                number("inv-steer-coefficient", 4.0, "coefficient", step=0.5),
+                number("inv-steer-position", None, "from position (empty = all)", step=1, min=0),
+                button("Steer", "inv-steer-run", True),
+            ],
+            className="row actions",
+        ),
+        html.Div(id="inv-steer-body"),
+        graph("inv-steer", "lmscope-steering"),
+    ]
+
+
+def steering_view(result: Steering) -> list:
+    """What was added and how long it is beside the stream, the top token without and with it,
+    the KL divergence and both continuations; all model and user text as text."""
+    doc = result.to_dict()
+    before, after = result.top("before", 1)[0], result.top("after", 1)[0]
+    where = "every position" if result.position is None else f"position {result.position} on"
+    return [
+        *(html.Div(n, className="notice target-notice") for n in result.notices),
+        html.P(
+            [
+                f"Added {doc['coefficient']:g} x {result.vector.description}, entering layer "
+                f"{doc['layer']} at {where}: length {doc['added_norm']:.4g} (the stream there is "
+                f"{doc['stream_norm']:.4g} long on average on this prompt).",
+            ],
+            id="inv-steer-what",
+            className="hint",
+        ),
+        html.P(
+            [
+                "Top token without: ",
+                html.Strong(display(before.text), className="mono", id="inv-steer-top-before"),
+                f" {figures.percent(before.probability)}; with the vector: ",
+                html.Strong(display(after.text), className="mono", id="inv-steer-top-after"),
+                f" {figures.percent(after.probability)}. KL divergence (without ‖ with): ",
+                html.Strong(f"{result.kl:.4f}", id="inv-steer-kl"),
+                " nats.",
+            ],
+            className="prediction",
+        ),
+        html.P([html.Span("Greedy continuation without: ", className="field-label"),
+                html.Span(result.generation_before.text, className="continuation",
+                          id="inv-steer-continuation-before")]),
+        html.P([html.Span("with the vector: ", className="field-label"),
+                html.Span(result.generation_after.text, className="continuation",
+                          id="inv-steer-continuation-after")]),
+    ]  # fmt: skip
+
+
+def chart(result: Steering):
+    """Next-token probabilities without and with the vector (the top 10 of each)."""
+    lm = result.lm
+    before, after = result.before.softmax(-1), result.after.softmax(-1)
+    top_before = [p.id for p in result.top("before")]
+    ids = top_before + [p.id for p in result.top("after") if p.id not in top_before]
+    rows = [(i, display(lm.token_text(i)), float(before[i]), float(after[i])) for i in ids]
+    title = "Next-token probabilities without (before) and with (after) the steering vector"
+    return figures.before_after(rows, title)
+
+
+def whole(value: object) -> object:
+    """A number field's value as an int when it is one (the page may send 2.0)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def register(app: Dash, panel: Panel) -> None:
+    @app.callback(
+        Output("inv-steer-body", "children"),
+        Output({"kind": "figure", "name": "inv-steer"}, "figure"),
+        Output({"kind": "figure", "name": "inv-steer"}, "style"),
+        Output("inv-message", "children", allow_duplicate=True),
+        Output("inv-results", "data", allow_duplicate=True),
+        Input("inv-steer-run", "n_clicks"),
+        State("inv-steer-kind", "value"),
+        State("inv-steer-a", "value"),
+        State("inv-steer-b", "value"),
+        State("inv-steer-token", "value"),
+        State("inv-steer-layer", "value"),
+        State("inv-steer-coefficient", "value"),
+        State("inv-steer-position", "value"),
+        State("analysis", "data"),
+        State("client", "data"),
+        running=[(Output("inv-steer-run", "disabled"), True, False)],
+        prevent_initial_call=True,
+    )
+    @panel.current_only
+    def run_steering(_clicks, kind, a, b, token, layer, coefficient, position, data):
+        source = {"prompts": [a or "", b or ""]} if kind == "prompts" else {}
+        if kind == "token":
+            source = {"token": parse_target(token) or ""}
+        try:
+            lm, prompt = panel.model_and_prompt(data)
+            result = steer(lm, prompt, whole(layer), 0.0 if coefficient is None else coefficient,
+                           position=whole(position), new_tokens=STEER_TOKENS, **source)  # fmt: skip
+        except LmscopeError as error:
+            return no_update, no_update, no_update, message(str(error)), no_update
+        return (
+            steering_view(result),
+            chart(result),
+            SHOWN,
+            "",
+            keep("steering", result.to_dict()),
+        )
