@@ -202,3 +202,21 @@ def test_cli_steer_refuses_two_sources_in_one_line(tiny_gpt2_folder, capsys):
             "--coefficient", "3", "--from-prompts", LOVE, HATE, "--token", " love"]  # fmt: skip
     assert main(args) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("lmscope: Steer either")
+
+
+@pytest.mark.parametrize("long_part", ["prompt", "from_prompts"])
+def test_api_steer_over_the_cost_limit_is_a_413(client, tiny_gpt2, monkeypatch, long_part):
+    """The steered prompt is costed as an ablation, each steering prompt as an analysis."""
+    from lmscope.core import budget
+
+    long = "the cat sat on the mat and " * 10
+    short = {"model": "demo", "prompt": PROMPT, "layer": 1, "coefficient": 1.0,
+             "from_prompts": [LOVE, HATE], "new_tokens": 0}  # fmt: skip
+    body = short | ({"prompt": long} if long_part == "prompt" else {"from_prompts": [long, HATE]})
+    monkeypatch.setenv(budget.SPEED_ENV, "1e-6")  # flop, not the per-call overhead, decides
+    cheap = budget.ablation(tiny_gpt2, len(ids_of(tiny_gpt2, PROMPT)[0]), 0).seconds
+    monkeypatch.setenv(budget.SECONDS_ENV, str(cheap * 4))
+    response = client.post("/api/steer", json=body)
+    assert response.status_code == 413
+    assert "\n" not in response.get_json()["error"]
+    assert client.post("/api/steer", json=short).status_code == 200

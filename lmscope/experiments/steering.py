@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from ..core.analysis import Prediction, top_predictions
-from ..core.budget import check_ablation
+from ..core.budget import check_ablation, check_analysis
 from ..core.errors import PromptError, RequestError
 from ..core.model import LoadedModel
 from ..core.tokens import Token
@@ -98,6 +98,7 @@ def check_coefficient(coefficient: object) -> float:
 def mean_activation(lm: LoadedModel, prompt: object, layer: int) -> torch.Tensor:
     """The residual stream entering block `layer`, averaged over the prompt's positions `(d,)`."""
     tokens, _ = prompt_ids(lm, prompt)
+    check_analysis(lm, len(tokens))  # one traced pass, as an analysis of that prompt
     with torch.inference_mode():
         _, rec = run(lm, as_ids(tokens), keep_keys=False, keep_attn_out=False)
     return rec.acts[f"blocks.{layer}.hook_resid_pre"][0].float().mean(0)
