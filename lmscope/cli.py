@@ -216,9 +216,7 @@ def _ablate(args: argparse.Namespace) -> int:
     for notice in doc["notices"]:
         print(f"note: {notice}")
     print(f"{args.mode} ablation of {', '.join(doc['head_names'])}\n")
-    print(f"  {'before':>28s}   {'after':>28s}")
-    for b, a in zip(result.top("before"), result.top("after"), strict=True):
-        print(f"  {b.text!r:>19s} {b.probability:7.2%}   {a.text!r:>19s} {a.probability:7.2%}")
+    print_side_by_side(result, "before", "after")
     t = doc["target"]
     print(
         f"\ntarget {t['text']!r}: {t['probability_before']:.2%} -> {t['probability_after']:.2%}; "
@@ -226,10 +224,22 @@ def _ablate(args: argparse.Namespace) -> int:
     )
     m = doc["metric"]
     print(f"{m['label']}: {m['before']:.4f} -> {m['after']:.4f} (change {m['change']:+.4f})")
-    if result.generation_before and result.generation_after:
-        print(f"\ncontinuation before: {result.generation_before.text!r}")
-        print(f"continuation after:  {result.generation_after.text!r}")
+    print_continuations(result, "before", "after")
     return 0
+
+
+def print_side_by_side(result, before: str, after: str) -> None:
+    """An intervention's top next tokens, before and after it, in two columns."""
+    print(f"  {before:>28s}   {after:>28s}")
+    for b, a in zip(result.top("before"), result.top("after"), strict=True):
+        print(f"  {b.text!r:>19s} {b.probability:7.2%}   {a.text!r:>19s} {a.probability:7.2%}")
+
+
+def print_continuations(result, before: str, after: str) -> None:
+    if result.generation_before and result.generation_after:
+        width = max(len(before), len(after)) + 1
+        print(f"\ncontinuation {before + ':':{width}s} {result.generation_before.text!r}")
+        print(f"continuation {after + ':':{width}s} {result.generation_after.text!r}")
 
 
 @command("steer")
@@ -258,13 +268,9 @@ def _steer(args: argparse.Namespace) -> int:
     print(
         f"  added length {doc['added_norm']:g}; the stream there is {doc['stream_norm']:g} long\n"
     )
-    print(f"  {'without':>28s}   {'with the vector':>28s}")
-    for b, a in zip(result.top("before"), result.top("after"), strict=True):
-        print(f"  {b.text!r:>19s} {b.probability:7.2%}   {a.text!r:>19s} {a.probability:7.2%}")
+    print_side_by_side(result, "without", "with the vector")
     print(f"\nKL(without || with) = {doc['kl_divergence']:.4f} nats")
-    if result.generation_before and result.generation_after:
-        print(f"\ncontinuation without: {result.generation_before.text!r}")
-        print(f"continuation with:    {result.generation_after.text!r}")
+    print_continuations(result, "without", "with")
     return 0
 
 

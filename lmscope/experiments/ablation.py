@@ -79,8 +79,33 @@ def kl_divergence(clean: torch.Tensor, ablated: torch.Tensor) -> float:
     return float((p_log.exp() * (p_log - q_log)).sum())
 
 
+class Compared:
+    """What an intervention's result shares (ablation, steering): the last-position logits
+    `before` and `after` it `(vocab,)`, the model `lm`, and the greedy continuations
+    `generation_before` / `generation_after` (None when not asked for)."""
+
+    def top(self, which: Literal["before", "after"], k: int = TOP_K) -> list[Prediction]:
+        logits = self.before if which == "before" else self.after
+        return top_predictions(self.lm, logits.unsqueeze(0), k)[0]
+
+    @property
+    def kl(self) -> float:
+        return kl_divergence(self.before, self.after)
+
+    def compared(self) -> dict:
+        """KL divergence, the top tokens before and after, and both continuations, as JSON."""
+        before, after = self.generation_before, self.generation_after
+        return {
+            "kl_divergence": significant(self.kl),
+            "before": [p.to_dict() for p in self.top("before")],
+            "after": [p.to_dict() for p in self.top("after")],
+            "generation_before": before.to_dict() if before else None,
+            "generation_after": after.to_dict() if after else None,
+        }
+
+
 @dataclass
-class Ablation:
+class Ablation(Compared):
     """The next-token distribution and the continuation, with and without some heads."""
 
     lm: LoadedModel
@@ -97,10 +122,6 @@ class Ablation:
     generation_after: Generation | None
     metric: Metric | None = None  # what "effect" means; the target's log p when None
 
-    def top(self, which: Literal["before", "after"], k: int = TOP_K) -> list[Prediction]:
-        logits = self.before if which == "before" else self.after
-        return top_predictions(self.lm, logits.unsqueeze(0), k)[0]
-
     @property
     def target_probability(self) -> tuple[float, float]:
         """The target token's probability before and after."""
@@ -108,10 +129,6 @@ class Ablation:
             float(self.before.softmax(-1)[self.target]),
             float(self.after.softmax(-1)[self.target]),
         )
-
-    @property
-    def kl(self) -> float:
-        return kl_divergence(self.before, self.after)
 
     @property
     def metric_values(self) -> tuple[float, float]:
@@ -145,13 +162,7 @@ class Ablation:
                 if p_after > 0 and p_before > 0
                 else None,
             },
-            "kl_divergence": significant(self.kl),
-            "before": [p.to_dict() for p in self.top("before")],
-            "after": [p.to_dict() for p in self.top("after")],
-            "generation_before": self.generation_before.to_dict()
-            if self.generation_before
-            else None,
-            "generation_after": self.generation_after.to_dict() if self.generation_after else None,
+            **self.compared(),
         }
 
 

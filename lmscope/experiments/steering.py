@@ -17,13 +17,12 @@ from typing import Literal
 
 import torch
 
-from ..core.analysis import Prediction, top_predictions
 from ..core.budget import check_ablation, check_analysis
 from ..core.errors import PromptError, RequestError
 from ..core.model import LoadedModel
 from ..core.tokens import Token
 from ..core.trace import Steer, run, steering
-from .ablation import kl_divergence, significant
+from .ablation import Compared, significant
 from .attribution import unembedding_column
 from .generation import MAX_NEW_TOKENS, Generation, GenerationSettings, generate
 from .inputs import as_ids, prompt_ids, target_id
@@ -143,7 +142,7 @@ def steering_vector(
 
 
 @dataclass
-class Steering:
+class Steering(Compared):
     """The next-token distribution and a greedy continuation, without and with the vector."""
 
     lm: LoadedModel
@@ -159,14 +158,6 @@ class Steering:
     generation_before: Generation | None
     generation_after: Generation | None
 
-    def top(self, which: Literal["before", "after"], k: int = TOP_K) -> list[Prediction]:
-        logits = self.before if which == "before" else self.after
-        return top_predictions(self.lm, logits.unsqueeze(0), k)[0]
-
-    @property
-    def kl(self) -> float:
-        return kl_divergence(self.before, self.after)
-
     def to_dict(self) -> dict:
         added = abs(self.coefficient) * float(self.vector.vector.norm())
         return {
@@ -178,13 +169,7 @@ class Steering:
             "position": self.position,
             "added_norm": significant(added),
             "stream_norm": significant(self.stream_norm),
-            "kl_divergence": significant(self.kl),
-            "before": [p.to_dict() for p in self.top("before")],
-            "after": [p.to_dict() for p in self.top("after")],
-            "generation_before": self.generation_before.to_dict()
-            if self.generation_before
-            else None,
-            "generation_after": self.generation_after.to_dict() if self.generation_after else None,
+            **self.compared(),
         }
 
 
