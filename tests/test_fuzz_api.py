@@ -58,6 +58,12 @@ FIELDS = {  # what the experiment routes read
     "mode": mostly(st.sampled_from(["zero", "mean"])),
     "target": mostly(st.integers(min_value=-2, max_value=60_000) | st.text(max_size=6)),
     "new_tokens": mostly(small_ints),
+    "wrong": mostly(st.integers(min_value=-2, max_value=60_000) | st.text(max_size=6)),
+    "layer": mostly(st.integers(min_value=-2, max_value=4)),
+    "coefficient": mostly(st.floats(min_value=-2e4, max_value=2e4)),
+    "from_prompts": mostly(st.lists(st.text(max_size=12), max_size=3)),
+    "token": mostly(st.text(max_size=6)),
+    "position": mostly(small_ints),
     "steps": mostly(st.integers(min_value=-2, max_value=24)),
     "models": mostly(st.lists(st.sampled_from(["demo", "gpt2", "x" * 300]), max_size=3)),
 }
@@ -78,6 +84,7 @@ POST_ROUTES = [
     "/api/ablation-scan",
     "/api/logit-attribution",
     "/api/token-attribution",
+    "/api/steer",
     "/api/compare",
 ]
 
