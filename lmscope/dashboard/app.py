@@ -23,6 +23,8 @@ from ..core.loading import gib, inspect_model, load_model, memory_needed
 from ..core.model_cache import ModelCache
 from . import glossary, layout, tour
 from .figures import graph_config
+from .share import export_name
+from .share import register as register_share
 from .stages import attention, embeddings, investigate, mlp, output, stored, tokens
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -120,6 +122,7 @@ def create_app(
     glossary.register(app, service)
     tour.register(app, service)
     _register_controls(app, service, progress, {})
+    register_share(app, service)
     install(app.server, service, allowed_hosts, script_sources=app.csp_hashes)
     return app
 
@@ -161,7 +164,7 @@ def _register_controls(
         trigger = ctx.triggered_id
         target, text, new_prompt = model["id"], None, no_update
         set_props("confirm-load", {"hidden": True})
-        if trigger != "model-picker":
+        if trigger not in ("model-picker", "url"):  # a URL the page itself writes keeps it
             set_props("starter-hint", {"hidden": True})
         if trigger is None or trigger == "url":
             query = _query(search)
@@ -283,13 +286,22 @@ def _register_controls(
         Output({"kind": "figure", "name": ALL}, "config"),
         Output({"kind": "figure", "name": ALL}, "figure"),
         Input("export-format", "value"),
+        Input("focus", "data"),
+        Input("analysis", "data"),
+        State({"kind": "figure", "name": ALL}, "config"),
         prevent_initial_call=True,
     )
-    def export_format(fmt):
-        """New export settings; a one-field patch makes each drawn figure pick them up."""
+    def export_format(fmt, focus, data, current):
+        """New export settings or a new view (files are named after what they show, see
+        share.export_name); a one-field patch makes each changed figure pick them up."""
         configs, touches = [], []
-        for slot in ctx.outputs_list[0]:
-            configs.append(graph_config(f"lmscope-{slot['id']['name']}", fmt))
+        for slot, old in zip(ctx.outputs_list[0], current, strict=True):
+            config = graph_config(export_name(slot["id"]["name"], data, focus), fmt)
+            if config == old:
+                configs.append(no_update)
+                touches.append(no_update)
+                continue
+            configs.append(config)
             touch = Patch()
             touch["layout"]["meta"] = fmt
             touches.append(touch)

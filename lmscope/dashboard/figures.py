@@ -157,9 +157,9 @@ def residual_writes(analysis: Analysis) -> go.Figure:
     )
 
 
-def top_predictions(analysis: Analysis, k: int = 10) -> go.Figure:
-    """The k most likely next tokens, most likely first (top bar)."""
-    preds = analysis.top_predictions(k)
+def top_predictions(analysis: Analysis, k: int = 10, position: int | None = None) -> go.Figure:
+    """The k most likely next tokens after `position` (default the last), most likely first."""
+    preds = analysis.top_predictions(k, position)
     fig = go.Figure(
         go.Bar(
             x=[round(p.probability, 6) for p in preds],
@@ -176,12 +176,23 @@ def top_predictions(analysis: Analysis, k: int = 10) -> go.Figure:
     top = preds[0].probability if preds else 1.0
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title="probability", tickformat=probability_format(top), range=[0, top * 1.25])
-    return _style(fig, 420, title="Top 10 next tokens", margin=dict(l=10, r=30, t=40, b=10))
+    title = f"Top {k} next tokens{_after(analysis, position)}"
+    return _style(fig, 420, title=title, margin=dict(l=10, r=30, t=40, b=10))
 
 
-def logit_lens(analysis: Analysis, k: int = 5) -> go.Figure:
+def _after(analysis: Analysis, position: int | None) -> str:
+    """' after token 7' in a title, when a figure reads a position other than the last."""
+    last = len(analysis.tokens) - 1
+    return (
+        ""
+        if position is None or position % len(analysis.tokens) == last
+        else f" after token {position}"
+    )
+
+
+def logit_lens(analysis: Analysis, k: int = 5, position: int = -1) -> go.Figure:
     """The next-token guess read off the residual stream after each layer (bottom: embeddings)."""
-    rows = analysis.logit_lens(k=k)
+    rows = analysis.logit_lens(position, k=k)
     names = ["embeddings"] + [f"after L{l}" for l in range(len(rows) - 1)]
     fig = go.Figure(
         go.Heatmap(
@@ -199,7 +210,8 @@ def logit_lens(analysis: Analysis, k: int = 5) -> go.Figure:
             hovertemplate="%{y}, rank %{x}: %{customdata}<br>probability %{z:.4f}<extra></extra>",
         )
     )
-    return _style(fig, 120 + 34 * len(rows), title="Logit lens: the guess, layer by layer")
+    title = f"Logit lens: the guess, layer by layer{_after(analysis, position)}"
+    return _style(fig, 120 + 34 * len(rows), title=title)
 
 
 def vector_strip(values: torch.Tensor, title: str) -> go.Figure:

@@ -12,6 +12,7 @@ from ..core.card import ModelCard
 from ..core.catalog import CATALOG
 from . import tour
 from .glossary import glossary
+from .share import layout as share_layout
 from .stages import attention, embeddings, investigate, mlp, output, tokens
 
 # The skip links at the top: each stage's section, by the id `stages.section` gives it.
@@ -195,6 +196,7 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
             # {"head": [layer, head], "layer": int, "position": int (the token the stages
             # follow; absent = the last), "target": str}. Writers use allow_duplicate=True.
             dcc.Store(id="focus", data={}),
+            *share_layout(),
             dcc.Store(id="client", data=secrets.token_hex(8)),
             dcc.Interval(id="progress-poll", interval=400, disabled=True),
             dcc.Download(id="download"),

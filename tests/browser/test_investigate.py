@@ -214,9 +214,9 @@ def test_bad_head_shows_a_message_and_the_panel_keeps_working(page, dashboard_ur
 
     # Bad generation settings are refused with a message.
     page.get_by_label("sampling").check()
-    page.fill("#inv-gen-top-p", "5")
+    page.fill("#inv-gen-seed", "-1")
     page.click("#inv-gen-run")
-    expect(error).to_contain_text("'top_p' must be above 0 and at most 1")
+    expect(error).to_contain_text("'seed' must be between 0 and 2**63 - 1")
 
     # A target that is not one token is refused with a message; the panel stays usable.
     page.fill("#inv-target", "no such single token")

@@ -36,11 +36,11 @@ def tied_embeddings(lm: LoadedModel) -> bool:
     return out is not None and embed is not None and out.weight is embed.weight
 
 
-def lens_note(analysis: Analysis) -> html.P | None:
+def lens_note(analysis: Analysis, position: int = -1) -> html.P | None:
     """The logit lens's embeddings row explained, where the embeddings are tied."""
     if not tied_embeddings(analysis.lm):
         return None
-    token = analysis.tokens[-1].display
+    token = analysis.tokens[position].display
     return html.P(
         TIED_NOTE.format(name=analysis.lm.card.name, token=repr(token)),
         className="hint",
@@ -69,15 +69,17 @@ def register(app: Dash, service: Service) -> None:
         Output({"kind": "figure", "name": "logit-lens"}, "figure"),
         Output({"kind": "figure", "name": "logit-lens"}, "style"),
         Input("analysis", "data"),
+        Input("focus", "data"),
     )
-    def draw(data):
+    def draw(data, focus):
         analysis = stored(service, data)
         if analysis is None:
             empty = html.P("Press Analyze to see the prediction.", className="empty")
             return empty, no_update, HIDDEN, no_update, HIDDEN
-        best = analysis.top_predictions(1)[0]
+        position = focused_position(analysis, focus)
+        best = analysis.top_predictions(1, position)[0]
         shown = best.to_dict()["display"]
-        tail = analysis.tokens[-SENTENCE_TOKENS:]
+        tail = analysis.tokens[max(0, position + 1 - SENTENCE_TOKENS) : position + 1]
         predicted = {
             "id": "predicted-token",
             "text": shown,
@@ -101,13 +103,42 @@ def register(app: Dash, service: Service) -> None:
                 className="prediction",
             ),
             sentence,
-            lens_note(analysis),
+            followed(analysis, position),
+            lens_note(analysis, position),
             ready(data["id"]),
         ]
         return (
             body,
-            figures.top_predictions(analysis),
+            figures.top_predictions(analysis, position=position),
             SHOWN,
-            figures.logit_lens(analysis),
+            figures.logit_lens(analysis, position=position),
             SHOWN,
         )
+
+
+def focused_position(analysis: Analysis, focus: dict | None) -> int:
+    """The token the page follows (`focus.position`), else the last one."""
+    position = (focus or {}).get("position")
+    last = len(analysis.tokens) - 1
+    if isinstance(position, int) and not isinstance(position, bool) and 0 <= position <= last:
+        return position
+    return last
+
+
+def followed(analysis: Analysis, position: int) -> html.P | None:
+    """Where the stage reads from when it is not the last token, and what the text has next."""
+    if position == len(analysis.tokens) - 1:
+        return None
+    token, after = analysis.tokens[position], analysis.tokens[position + 1]
+    return html.P(
+        [
+            f"Predictions after token {position} ",
+            html.Span(token.display, className="mono"),
+            " (the token picked on the page). The text goes on with ",
+            html.Span(after.display, className="mono"),
+            ".",
+        ],
+        className="hint",
+        id="output-position",
+        **{"data-position": str(position)},
+    )

@@ -57,8 +57,10 @@ def layout() -> html.Section:
 
 
 def register(app: Dash, service: Service) -> None:
-    @app.callback(Output("tokens-body", "children"), Input("analysis", "data"))
-    def draw(data):
+    @app.callback(
+        Output("tokens-body", "children"), Input("analysis", "data"), Input("focus", "data")
+    )
+    def draw(data, focus):
         analysis = stored(service, data)
         if analysis is None:
             return html.P("Press Analyze to see the tokens.", className="empty")
@@ -69,6 +71,17 @@ def register(app: Dash, service: Service) -> None:
                 className="token-count",
             ),
             *[html.P(n, className="notice") for n in analysis.notices],
-            chips(analysis.tokens, id="token-chips"),
+            chips(analysis.tokens, styles=focused(len(analysis.tokens), focus), id="token-chips"),
             ready(data["id"]),
         ]
+
+
+FOCUSED = "#ffd54f"  # the chip of the token the page follows (`focus.position`)
+
+
+def focused(count: int, focus: dict | None) -> list[str] | None:
+    """Chip colours that mark the followed token, or None when the page follows the last one."""
+    position = (focus or {}).get("position")
+    if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position < count:
+        return None
+    return [FOCUSED if i == position else "" for i in range(count)]

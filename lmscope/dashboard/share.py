@@ -1,0 +1,173 @@
+"""The page's state in its URL, so that a link reopens exactly the view it was copied from.
+
+The control callback (app.py) owns `?model=&prompt=` and ignores other keys. Here: what the user
+looks at (`focus`: head, layer, token position, target) and the generation settings join them as
+`head=3.5&layer=3&pos=12&target=+Mary&gen=sample&temp=0.7...`; a link's keys are read once when
+the page opens (assets/share.js) and applied to the focus store when its analysis arrives. Exported figures are
+named after what they show (`export_name`).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlencode
+
+from dash import ClientsideFunction, Dash, Input, Output, Patch, State, dcc, no_update, set_props
+
+from ..api.service import Service
+from .stages import stored
+from .stages.investigate.generation import URL_SETTINGS
+
+MAX_TARGET = 200  # characters of a target a link may carry
+
+
+def layout() -> list:
+    """`share-pending`: the URL the page was opened with, until its analysis takes its keys."""
+    return [dcc.Store(id="share-pending", data=None)]
+
+
+def query(search: str | None) -> dict[str, str]:
+    parsed = parse_qs((search or "").lstrip("?"), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def _int(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() and len(text) < 10 else None
+
+
+def focus_from(keys: dict[str, str], layers: int, heads: int, tokens: int) -> dict:
+    """The link's focus, each key kept only if it names something this analysis has."""
+    focus: dict = {}
+    layer, _, head = (keys.get("head") or "").partition(".")
+    layer, head = _int(layer), _int(head)
+    if layer is not None and head is not None and layer < layers and head < heads:
+        focus["head"] = [layer, head]
+    if (value := _int(keys.get("layer"))) is not None and value < layers:
+        focus["layer"] = value
+    if (value := _int(keys.get("pos"))) is not None and value < tokens:
+        focus["position"] = value
+    if keys.get("target") and len(keys["target"]) <= MAX_TARGET:
+        focus["target"] = keys["target"]
+    return focus
+
+
+def settings_from(keys: dict[str, str]) -> dict[str, object]:
+    """Generation controls a link sets: control id -> value (unreadable values left out)."""
+    values: dict[str, object] = {}
+    for key, (control, kind, _default) in URL_SETTINGS.items():
+        if key not in keys:
+            continue
+        try:
+            value = kind(keys[key])
+        except ValueError:
+            continue
+        if kind is str and value not in ("greedy", "sample", "beam"):
+            continue
+        values[control] = value
+    return values
+
+
+def search_for(data: dict, focus: dict | None, settings: dict[str, object]) -> str:
+    """The URL query of this view: model and prompt first (as app.py writes them), then the focus,
+    then the generation settings that differ from the page's defaults."""
+    keys: dict[str, object] = {"model": data["model"], "prompt": data["prompt"]}
+    focus = focus or {}
+    if isinstance(focus.get("head"), list | tuple) and len(focus["head"]) == 2:
+        keys["head"] = f"{focus['head'][0]}.{focus['head'][1]}"
+    if isinstance(focus.get("layer"), int):
+        keys["layer"] = focus["layer"]
+    if isinstance(focus.get("position"), int):
+        keys["pos"] = focus["position"]
+    if isinstance(focus.get("target"), str) and focus["target"]:
+        keys["target"] = focus["target"]
+    for key, (control, _kind, default) in URL_SETTINGS.items():
+        value = settings.get(control)
+        if value is not None and value != default:
+            keys[key] = value
+    return "?" + urlencode(keys)
+
+
+def export_name(name: str, data: dict | None, focus: dict | None) -> str:
+    """A figure's download name, after what it shows: `lmscope-smollm2-135m-instruct-L3H5-head-
+    heatmap` for a head's view, `-pos12-top10` for a position's, the model always."""
+    model = (data or {}).get("model")
+    parts = ["lmscope"] + ([model.replace("/", "_").replace(":", "_")] if model else [])
+    focus = focus or {}
+    head, layer, position = focus.get("head"), focus.get("layer"), focus.get("position")
+    if name.startswith("head") and isinstance(head, list | tuple) and len(head) == 2:
+        parts.append(f"L{head[0]}H{head[1]}")
+    elif name.startswith("layer") and isinstance(layer, int):
+        parts.append(f"L{layer}")
+    elif name in ("top10", "logit-lens") and isinstance(position, int):
+        parts.append(f"pos{position}")
+    return "-".join([*parts, name])
+
+
+def register(app: Dash, service: Service) -> None:
+    controls = [control for control, _, _ in URL_SETTINGS.values()]
+
+    # Read at load from the browser (assets/share.js): "client" is never written by a callback, so
+    # this runs before the control callback's answer rewrites the URL to ?model=&prompt=.
+    app.clientside_callback(
+        ClientsideFunction("lmscope_share", "opened_with"),
+        Output("share-pending", "data"),
+        Input("client", "data"),
+    )
+
+    @app.callback(
+        Output("focus", "data", allow_duplicate=True),
+        Output("share-pending", "data", allow_duplicate=True),
+        Input("analysis", "data"),
+        State("share-pending", "data"),
+        State("focus", "data"),
+        prevent_initial_call=True,
+    )
+    def apply_link(data, pending, focus):
+        """The first analysis takes the link's focus; a new prompt drops the old position."""
+        analysis = stored(service, data)
+        if analysis is None:
+            return no_update, no_update
+        if pending is None or not pending.get("done"):
+            keys = query((pending or {}).get("search"))
+            for control, value in settings_from(keys).items():
+                set_props(control, {"value": value})
+            found = focus_from(keys, analysis.lm.layers, analysis.lm.heads, len(analysis.tokens))
+            if found.get("target"):
+                set_props("inv-target", {"value": found["target"].replace(" ", "␣")})
+            patch = Patch()
+            for key, value in found.items():
+                patch[key] = value
+            return patch, {"search": "", "done": True}
+        if data.get("generation") or "position" not in (focus or {}):
+            return no_update, no_update  # a generated token's analysis sets its own position
+        patch = Patch()
+        del patch["position"]
+        return patch, no_update
+
+    @app.callback(
+        Output("url", "search", allow_duplicate=True),
+        Input("focus", "data"),
+        Input("analysis", "data"),
+        *(Input(control, "value") for control in controls),
+        State("share-pending", "data"),
+        State("url", "search"),
+        prevent_initial_call=True,
+    )
+    def write_link(focus, data, *rest):
+        """The URL follows the view (once the link's own keys have been applied)."""
+        *values, pending, search = rest
+        if not data or not data.get("prompt") or not (pending or {}).get("done"):
+            return no_update
+        search_now = search_for(data, focus, dict(zip(controls, values, strict=True)))
+        return search_now if search_now != search else no_update
+
+    @app.callback(
+        Output("focus", "data", allow_duplicate=True),
+        Input("inv-target", "value"),
+        prevent_initial_call=True,
+    )
+    def follow_target(text):
+        """The Investigation panel's target is the page's `focus.target` (␣ stands for a space)."""
+        patch = Patch()
+        patch["target"] = (text or "").replace("␣", " ")
+        return patch

@@ -1,0 +1,112 @@
+"""A shared link reopens the view it was copied from: the focus (head, layer, token, target) and
+the generation settings travel in the URL, and exported figures are named after what they show."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from playwright.sync_api import Page, expect
+from test_dashboard import analyze, open_demo, wait_for_stages
+
+pytestmark = pytest.mark.browser
+expect.set_options(timeout=30_000)  # a loaded machine: the first page load also loads SmolLM2
+
+PROMPT = "The cat sat on the mat. The cat sat on the"
+TOP10 = '{"kind":"figure","name":"top10"}'
+
+
+def focus(page: Page) -> dict:
+    """The page's shared `focus` store, as the browser holds it."""
+    return page.evaluate("() => window.dash_component_api.getLayout('focus').props.data")
+
+
+def url_keys(page: Page) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+
+def export_filename(page: Page, graph_id: str) -> str:
+    return page.evaluate(
+        "id => document.getElementById(id).querySelector('.js-plotly-plot')"
+        "._context.toImageButtonOptions.filename",
+        graph_id,
+    )
+
+
+def test_a_link_reopens_its_focus_and_generation_settings(page, dashboard_url, artifacts):
+    link = (
+        f"{dashboard_url}/?model=demo&prompt=The+cat+sat+on+the+mat.&head=1.2&layer=1&pos=3"
+        "&target=+sat&gen=sample&temp=0.7&topk=5&seed=7"
+    )
+    page.goto(link)
+    wait_for_stages(page)
+    page.wait_for_function(
+        "() => (window.dash_component_api.getLayout('focus').props.data || {}).position === 3"
+    )
+    assert focus(page) == {"head": [1, 2], "layer": 1, "position": 3, "target": " sat"}
+    expect(page.locator("#output-position")).to_have_attribute("data-position", "3")
+    expect(page.locator("#inv-target")).to_have_value("␣sat")
+    expect(page.get_by_label("sampling")).to_be_checked()
+    expect(page.locator("#inv-gen-temperature [role=slider]")).to_have_attribute(
+        "aria-valuenow", "0.7"
+    )
+    expect(page.locator("#inv-gen-top-k [role=slider]")).to_have_attribute("aria-valuenow", "5")
+    expect(page.locator("#inv-gen-seed")).to_have_value("7")
+    # The URL keeps every key of the link (the page writes them back as it shows them).
+    page.wait_for_function("() => location.search.includes('head=1.2')")
+    assert url_keys(page) == {
+        "model": "demo", "prompt": "The cat sat on the mat.", "head": "1.2", "layer": "1",
+        "pos": "3", "target": " sat", "gen": "sample", "temp": "0.7", "topk": "5", "seed": "7",
+    }  # fmt: skip
+    # Exported figures are named after what they show.
+    assert export_filename(page, TOP10) == "lmscope-demo-pos3-top10"
+    page.screenshot(path=str(artifacts / "share-link-opened.png"), full_page=True)
+
+
+def test_keys_that_name_nothing_are_ignored(page, dashboard_url):
+    page.goto(f"{dashboard_url}/?model=demo&prompt=Two+plus+two&head=99.1&pos=abc&temp=hot&layer=7")
+    wait_for_stages(page)
+    expect(page.locator("#output-body .prediction")).to_be_visible()
+    assert focus(page) == {}
+    expect(page.locator("#output-position")).to_have_count(0)
+    expect(page.locator("#inv-gen-temperature [role=slider]")).to_have_attribute(
+        "aria-valuenow", "1"
+    )
+
+
+def test_the_view_round_trips_through_its_url(page, browser, dashboard_url):
+    open_demo(page, dashboard_url)
+    analyze(page, PROMPT)
+    # Pick a token (a generated one) and sampling settings, as a teacher would before sharing.
+    page.fill("#inv-gen-tokens", "4")
+    page.click("#inv-gen-run")
+    tokens = page.locator("#inv-gen-tokens-row .gen-token")
+    expect(tokens).to_have_count(4)
+    before = page.evaluate("() => document.querySelector('.stage-ready').dataset.analysis")
+    tokens.nth(1).click()
+    wait_for_stages(page, before)
+    expect(page.locator("#output-position")).to_be_visible()
+    position = focus(page)["position"]
+    page.get_by_label("sampling").check()
+    page.locator("#inv-gen-top-k [role=slider]").press("ArrowRight")
+    page.wait_for_function(f"() => location.search.includes('pos={position}')"
+                           " && location.search.includes('topk=1')")  # fmt: skip
+    link, shown = page.url, focus(page)
+    predictions = page.locator("#output-body .prediction").inner_text()
+
+    other = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    again = other.new_page()
+    again.set_default_timeout(60_000)
+    again.goto(link)
+    wait_for_stages(again)
+    again.wait_for_function(
+        f"() => (window.dash_component_api.getLayout('focus').props.data || {{}}).position"
+        f" === {position}"
+    )
+    assert focus(again) == shown
+    expect(again.locator("#output-position")).to_have_attribute("data-position", str(position))
+    expect(again.locator("#output-body .prediction")).to_have_text(predictions)
+    expect(again.get_by_label("sampling")).to_be_checked()
+    expect(again.locator("#inv-gen-top-k [role=slider]")).to_have_attribute("aria-valuenow", "1")
+    assert url_keys(again) == url_keys(page)
+    other.close()
