@@ -83,3 +83,10 @@ def test_step_view_refuses_heads_and_tokens_that_do_not_exist(tiny_gpt2):
         head_steps(analysis, 9, 0)
     with pytest.raises(RequestError, match="No token"):
         head_steps(analysis, 0, 0, 3)
+
+
+def test_steps_without_values_skip_only_the_values(tiny_llama):
+    analysis = analyze(tiny_llama, PROMPT)
+    fast, full = head_steps(analysis, 1, 1, 4, with_values=False), head_steps(analysis, 1, 1, 4)
+    assert fast.values is None and fast.output is None
+    torch.testing.assert_close(fast.weights, full.weights, atol=0, rtol=0)

@@ -87,8 +87,8 @@ class HeadSteps:
     allowed: torch.Tensor  # (T,) bool: keys this query may read
     scores: torch.Tensor  # (T,) scaled, -inf where masked
     weights: torch.Tensor  # (T,) the softmax: the pattern row
-    values: torch.Tensor  # (T, d_head)
-    output: torch.Tensor  # (d_head,)
+    values: torch.Tensor | None  # (T, d_head); None when not asked for (`with_values=False`)
+    output: torch.Tensor | None  # (d_head,)
 
     @property
     def d_head(self) -> int:
@@ -115,8 +115,12 @@ class HeadSteps:
         return self.weights.topk(count).indices.tolist()
 
 
-def head_steps(analysis: Analysis, layer: int, head: int, position: int = -1) -> HeadSteps:
-    """Head `head` of layer `layer` for the query token at `position` (negative: from the end)."""
+def head_steps(
+    analysis: Analysis, layer: int, head: int, position: int = -1, with_values: bool = True
+) -> HeadSteps:
+    """Head `head` of layer `layer` for the query token at `position` (negative: from the end).
+
+    `with_values=False` skips the values (they cost a partial forward pass; steps 1-5 do not)."""
     tokens = len(analysis.tokens)
     if not 0 <= layer < len(analysis.keys) or not 0 <= head < analysis.heads_per_layer:
         raise RequestError(f"No head L{layer}-H{head} in this model.")
@@ -137,7 +141,7 @@ def head_steps(analysis: Analysis, layer: int, head: int, position: int = -1) ->
         allowed &= keys.mask[0, 0, position]
     scores = (dots * keys.scaling).masked_fill(~allowed, -math.inf)
     weights = scores.softmax(-1)
-    values = layer_values(analysis, layer)[kv_head]
+    values = layer_values(analysis, layer)[kv_head] if with_values else None
     return HeadSteps(
         layer=layer,
         head=head,
@@ -153,5 +157,5 @@ def head_steps(analysis: Analysis, layer: int, head: int, position: int = -1) ->
         scores=scores,
         weights=weights,
         values=values,
-        output=weights @ values,
+        output=None if values is None else weights @ values,
     )

@@ -78,6 +78,7 @@ def test_attention_views_follow_the_learner_on_the_demo(
     z = torch.tensor(figure(page, "head-heatmap")["z"])
     assert torch.allclose(z, analysis.pattern(1, 2), atol=1e-6)
     check_steps(page, analysis, 1, 2, last)
+    expect(page.locator("#values-table tbody tr").first).to_contain_text("0.")
     page.locator("#stage-3").screenshot(path=str(artifacts / "attention-demo-stage3.png"))
 
     # Scrolled away, a click on another head brings its pattern back into view.
@@ -116,15 +117,17 @@ def test_attention_views_follow_the_learner_on_the_demo(
 
 
 def test_a_4096_token_prompt_on_smollm2_opens_and_zooms(
-    page, dashboard_url, dashboard_service, artifacts
+    page, dashboard_url, dashboard_service, artifacts, monkeypatch
 ):
+    # 4,096 tokens estimate above the default 90 s per request: the operator's limit is raised
+    monkeypatch.setenv("LMSCOPE_MAX_REQUEST_SECONDS", "1200")
     words = "the river keeps a slow map of every town it passes and".split()
     prompt = " ".join(words[i % len(words)] for i in range(4096))
     page.goto(dashboard_url)  # offline with no GPT-2: the page opens on SmolLM2
     expect(page.locator("#model-card-body h2")).to_contain_text("SmolLM2 135M Instruct")
     page.fill("#prompt", prompt)
     page.click("#analyze")
-    page.set_default_timeout(240_000)
+    page.set_default_timeout(420_000)  # ~170 s on 2 busy cores
     wait_for_stages(page)
     key = shown_analysis(page)
     expect(page.locator("#stage-1 .token-count")).to_contain_text("4,096 tokens")
@@ -145,7 +148,7 @@ def test_a_4096_token_prompt_on_smollm2_opens_and_zooms(
         " 'yaxis.range[0]': 4031.5, 'yaxis.range[1]': 3999.5})",
         graph_id("head-heatmap"),
     )
-    expect(heat.locator(".gtitle")).to_contain_text("full resolution")
+    expect(heat.locator(".gtitle")).to_contain_text("every token")
     zoomed = figure(page, "head-heatmap")
     assert zoomed["y"][0] == 4000 and len(zoomed["y"]) == 32 and len(zoomed["x"]) == 62
     page.locator("#head-view").screenshot(path=str(artifacts / "attention-4k-zoomed.png"))

@@ -344,3 +344,10 @@ def focus_head(layer: int, head: int) -> Patch:
     focus["head"] = [layer, head]
     focus["layer"] = layer
     return focus
+
+
+def focus_position(position: int) -> Patch:
+    """The focus store's change that makes the token at `position` the one the views follow."""
+    focus = Patch()
+    focus["position"] = position
+    return focus

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import math
 
-from dash import Dash, Input, Output, Patch, State, html, no_update
+from dash import Dash, Input, Output, State, html, no_update
 
 from ....api.service import Service
 from ....core.analysis import OVERVIEW, Analysis
 from ....core.heads import LABELS, head_name
 from .. import HIDDEN, SHOWN, graph, stored
-from .grid import describe, head_profile
+from .grid import describe, focus_position, head_profile
 from .plots import attention_heatmap
 
 PROMPT = "Click a head in the grid (or Tab to the grid and use the arrow keys, then Enter)."
@@ -141,9 +141,7 @@ def register(app: Dash, service: Service) -> None:
             row = int(click["points"][0]["y"])
         except (TypeError, KeyError, IndexError, ValueError):
             return no_update
-        focus = Patch()
-        focus["position"] = row
-        return focus
+        return focus_position(row)
 
     app.clientside_callback(
         """function (_detail, shown) {

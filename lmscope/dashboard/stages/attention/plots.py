@@ -52,7 +52,7 @@ def attention_heatmap(
         z = analysis.pattern(layer, head, slice(r0, r1))[:, k0:k1]
         rows, keys = range(r0, r1), range(k0, k1)
         coords = {"x": list(keys), "y": list(rows)}
-        title += f", queries {r0}-{r1 - 1} x keys {k0}-{k1 - 1} (full resolution)"
+        title = f"{head_name(layer, head)}: queries {r0}-{r1 - 1}, keys {k0}-{k1 - 1}, every token"
     elif count <= OVERVIEW:
         z, coords = analysis.pattern(layer, head), {}
         rows = keys = range(count)
@@ -95,12 +95,12 @@ def _window_ticks(analysis: Analysis, rows: range, keys: range) -> tuple[dict, d
         return whole, whole
     labels = token_labels(analysis)
 
-    def ticks(span: range) -> dict:
-        step = max(1, -(-len(span) // 32))
+    def ticks(span: range, most: int) -> dict:
+        step = max(1, -(-len(span) // most))
         shown = list(span)[::step]
         return dict(tickmode="array", tickvals=shown, ticktext=[labels[i] for i in shown])
 
-    return ticks(rows), ticks(keys)
+    return ticks(rows, 32), ticks(keys, 16)  # key labels run slanted: fewer of them
 
 
 def layer_heads(analysis: Analysis, layer: int, window: int = LAYER_VIEW_WINDOW) -> go.Figure:

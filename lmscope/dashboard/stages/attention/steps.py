@@ -5,7 +5,7 @@ values, with this prompt's numbers (core/head_steps.py computes them; only the t
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
+from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from ....api.service import Service
 from ....core.analysis import Analysis
@@ -13,6 +13,7 @@ from ....core.errors import LmscopeError
 from ....core.head_steps import HeadSteps, head_steps
 from ....core.heads import head_name
 from .. import stored
+from .grid import focus_position
 from .head import focused_head
 
 TOP = 8  # keys listed (by weight); the rest are summed up in one row
@@ -43,6 +44,7 @@ def layout() -> html.Div:
                 className="row",
             ),
             html.Div(html.P(EMPTY, className="empty"), id="head-steps"),
+            html.Div(id="head-steps-values"),
         ],
         id="head-steps-view",
         className="steps-view",
@@ -127,9 +129,11 @@ def _scaling(steps: HeadSteps) -> str:
 def _mask(steps: HeadSteps) -> str:
     tokens, readable = steps.allowed.shape[0], int(steps.allowed.sum())
     later = tokens - steps.position - 1
-    text = (
-        f"Step 4, mask: a token may read only itself and the tokens before it (a causal mask), "
+    text = "Step 4, mask: a token may read only itself and the tokens before it (a causal mask), "
+    text += (
         f"so the scores of the {later:,} later tokens are set to −∞ and get weight 0"
+        if later
+        else "and this is the last token, so no key is masked here"
     )
     hidden = steps.position + 1 - readable
     if hidden:
@@ -199,7 +203,7 @@ def explain(analysis: Analysis, steps: HeadSteps, top: int = TOP) -> list:
                     [
                         "Step 6, read: the head's output is the weighted sum Σ weight_j · v_j of "
                         "the value vectors: ",
-                        vector(steps.output),
+                        vector(analysis.z[steps.layer, steps.position, steps.head]),
                         f". The {len(listed)} keys listed carry "
                         f"{float(steps.weights[listed].sum()):.1%} of the weight.",
                     ]
@@ -230,7 +234,13 @@ def explain(analysis: Analysis, steps: HeadSteps, top: int = TOP) -> list:
             id="steps-table",
         )
     )
-    values = [
+    return parts
+
+
+def values_table(analysis: Analysis, steps: HeadSteps, top: int = TOP) -> list:
+    """Step 6 for the keys read most: their value vectors, weighted."""
+    listed = steps.top(top)
+    rows = [
         html.Tr(
             [
                 html.Td(token(analysis, j)),
@@ -241,27 +251,20 @@ def explain(analysis: Analysis, steps: HeadSteps, top: int = TOP) -> list:
         )
         for j in listed[:4]
     ]
-    parts.append(
+    head = ["key token", "weight", "value v_j", "weight · v_j"]
+    return [
         html.P(
             "Step 6 for the keys read most: each value vector v_j, scaled by its weight; the sum "
-            "over every readable key is the output above.",
+            "over every readable key is the output above (computed here: "
+            f"{float(steps.output.norm()):.3f} long).",
             className="table-caption",
-        )
-    )
-    parts.append(
+        ),
         html.Table(
-            [
-                html.Thead(
-                    html.Tr(
-                        [html.Th(h) for h in ["key token", "weight", "value v_j", "weight · v_j"]]
-                    )
-                ),
-                html.Tbody(values),
-            ],
+            [html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(rows)],
             className="table values-table",
-        )
-    )
-    return parts
+            id="values-table",
+        ),
+    ]
 
 
 def register(app: Dash, service: Service) -> None:
@@ -282,10 +285,28 @@ def register(app: Dash, service: Service) -> None:
         if chosen is None:
             return html.P(EMPTY, className="empty"), position, last
         try:
-            steps = head_steps(analysis, *chosen, position)
+            steps = head_steps(analysis, *chosen, position, with_values=False)
         except LmscopeError as error:
             return html.P(str(error), className="message error"), position, last
         return explain(analysis, steps), position, last
+
+    @app.callback(
+        Output("head-steps-values", "children"),
+        Input("head-steps", "children"),
+        State("focus", "data"),
+        State("analysis", "data"),
+    )
+    def draw_values(_steps, focus, data):
+        """After steps 1-5: the values cost a forward pass up to the head's layer."""
+        analysis = stored(service, data)
+        chosen = None if analysis is None else focused_head(analysis, focus)
+        if chosen is None:
+            return []
+        try:
+            steps = head_steps(analysis, *chosen, followed(analysis, focus))
+        except LmscopeError as error:
+            return html.P(str(error), className="message error")
+        return values_table(analysis, steps)
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),
@@ -296,6 +317,4 @@ def register(app: Dash, service: Service) -> None:
     def pick(position, focus):
         if not isinstance(position, int) or (focus or {}).get("position") == position:
             return no_update
-        change = Patch()
-        change["position"] = position
-        return change
+        return focus_position(position)

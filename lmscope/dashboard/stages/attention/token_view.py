@@ -4,13 +4,14 @@ Clicking a chip follows that token instead (assets/roving.js sets `attn-pick`)."
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, Patch, dcc, html, no_update
+from dash import Dash, Input, Output, dcc, html, no_update
 
 from ....api.service import Service
 from ....core.heads import head_name
 from ...figures import mix
 from .. import stored
 from ..tokens import chips
+from .grid import focus_position
 from .head import focused_head
 from .steps import followed, token
 
@@ -119,6 +120,4 @@ def register(app: Dash, service: Service) -> None:
     def pick(position):
         if not isinstance(position, int):
             return no_update
-        focus = Patch()
-        focus["position"] = position
-        return focus
+        return focus_position(position)

@@ -15,11 +15,11 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from ....api.service import Service
 from .. import HIDDEN, section
-from . import ablation, attribution, comparison, generation, steering
+from . import ablation, attribution, comparison, generation, patching, steering
 from .panel import Panel, button
 
 NUMBER = 6
-PARTS = (ablation, attribution, steering, generation, comparison)
+PARTS = (ablation, attribution, patching, steering, generation, comparison)
 EXPLAIN = (
     "The stages above show what the model computes; here you change it ([[ablation]]) and see "
     "what happens. "

@@ -1,0 +1,233 @@
+"""Activation patching: the analyzed prompt as the clean run against a corrupted prompt typed here,
+as layer x position or layer x head heatmaps; attribution patching (AtP) beside the exact scan,
+with their agreement, and AtP's strongest cells checked exactly."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import torch
+from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+
+from ....core.errors import LmscopeError
+from ....experiments.patching import CHECK_TOP, Patching, patch
+from ... import figures
+from .. import HIDDEN, SHOWN, graph
+from .panel import Panel, button, keep, message, metric_line, number, parse_target
+
+BODIES = ("inv-patch-body",)
+FIGURES = ("inv-patch-atp", "inv-patch-exact")
+
+EXPLAIN = (
+    "Activation patching runs two prompts of the same token count: the analyzed (clean) prompt "
+    "and a corrupted one that changes the answer (e.g. swap which name repeats). Denoising puts "
+    "one clean activation into the corrupted run (is it enough to bring the clean answer back?); "
+    "noising puts one corrupted activation into the clean run (is it needed?). 1 is the clean "
+    "run's metric, 0 the corrupted run's. The metric is the target token's logit minus the "
+    "'minus' token's (both fields above), or the target's log-probability. AtP estimates every "
+    "cell at once from one gradient; the exact scan patches each cell alone. Click a cell to "
+    "focus its layer, position or head in the stages above."
+)
+COMPONENTS = [
+    {"label": "residual stream", "value": "resid"},
+    {"label": "attention output", "value": "attn"},
+    {"label": "MLP output", "value": "mlp"},
+    {"label": "heads", "value": "heads"},
+]
+DIRECTIONS = [{"label": d, "value": d} for d in ("denoising", "noising")]
+
+
+def layout() -> list:
+    return [
+        html.H3("Activation patching: which parts carry the answer?"),
+        html.P(EXPLAIN, className="explain"),
+        html.Div(
+            [
+                html.Label(
+                    "Corrupted prompt", htmlFor="inv-patch-corrupt", className="field-label"
+                ),
+                dcc.Input(
+                    id="inv-patch-corrupt",
+                    type="text",
+                    className="model-custom",
+                    placeholder="same token count as the analyzed prompt",
+                    style={"minWidth": "28rem"},
+                ),
+            ],
+            className="row",
+        ),
+        html.Div(
+            [
+                dcc.RadioItems(
+                    id="inv-patch-component", options=COMPONENTS, value="resid", inline=True
+                ),
+                dcc.RadioItems(
+                    id="inv-patch-direction", options=DIRECTIONS, value="denoising", inline=True
+                ),
+                number("inv-patch-k", CHECK_TOP, "check top", step=1, min=0),
+                button("Estimate (AtP)", "inv-patch-atp-run", True),
+                button("Exact scan", "inv-patch-exact-run"),
+            ],
+            className="row actions",
+        ),
+        html.Div(id="inv-patch-body"),
+        graph("inv-patch-atp", "lmscope-patching-atp"),
+        graph("inv-patch-exact", "lmscope-patching-exact"),
+    ]
+
+
+def heatmap(result: Patching, values: torch.Tensor, title: str) -> go.Figure:
+    """Layers down, positions (their tokens) or heads across; white = unpatched."""
+    columns = result.columns()
+    layers, width = values.shape
+    base = result.unpatched
+    limit = max(float((values - base).abs().max()), 1e-6)
+    fig = go.Figure(
+        go.Heatmap(
+            z=values.round(decimals=4).tolist(),
+            x=list(range(width)),
+            y=list(range(layers)),
+            customdata=[[figures.plot_text(c) for c in columns] for _ in range(layers)],
+            colorscale="RdBu",
+            zmid=base,
+            zmin=base - limit,
+            zmax=base + limit,
+            xgap=1,
+            ygap=1,
+            colorbar=dict(title="restored" if result.direction == "denoising" else "kept"),
+            hovertemplate="L%{y} · %{customdata}<br>%{z:.4f}<extra></extra>",
+        )
+    )
+    ticks = [
+        figures.plot_text(f"{i}·{c}" if result.component != "heads" else c)
+        for i, c in enumerate(columns)
+    ]
+    fig.update_xaxes(
+        tickmode="array",
+        tickvals=list(range(width)),
+        ticktext=ticks,
+        title="head" if result.component == "heads" else "position (clean / corrupted)",
+    )
+    fig.update_yaxes(title="layer", autorange="reversed", dtick=1 if layers <= 48 else None)
+    fig.update_layout(
+        template="plotly_white",
+        height=min(760, max(280, 180 + 22 * layers)),
+        margin=dict(l=10, r=10, t=40, b=10),
+        title=figures.plot_text(title),
+    )
+    return fig
+
+
+def summary(result: Patching) -> list:
+    """The metric, the two runs' values, the agreement, and AtP's strongest cells checked."""
+    p = result.pair
+    body = [
+        metric_line(p.metric.to_dict(), p.notices, "inv-patch-metric"),
+        html.P(
+            f"{result.direction.capitalize()} patching of the {result.component}: metric "
+            f"{p.clean_metric:.4f} on the clean prompt (1), {p.corrupt_metric:.4f} on the "
+            "corrupted one (0).",
+            id="inv-patch-runs",
+        ),
+    ]
+    agreement = result.agreement()
+    if agreement is not None:
+        rho = agreement["spearman"]
+        body.append(
+            html.P(
+                f"AtP against exact: Spearman {'n/a' if rho is None else f'{rho:.3f}'}, "
+                f"top-{agreement['top_k']} overlap {agreement['top_k_overlap']}/{agreement['top_k']}.",
+                id="inv-patch-agreement",
+            )
+        )
+    if result.checked:
+        rows = [html.Tr([html.Th("cell"), html.Th("AtP"), html.Th("exact")])]
+        rows += [
+            html.Tr(
+                [
+                    html.Td(result.cell_name(tuple(c["cell"])), className="mono"),
+                    html.Td(f"{c['atp']:.3f}"),
+                    html.Td(f"{c['exact']:.3f}"),
+                ]
+            )
+            for c in result.checked
+        ]
+        body += [
+            html.P("AtP's strongest cells, patched exactly:", className="hint"),
+            html.Table(rows, id="inv-patch-checked", className="table"),
+        ]
+    return body
+
+
+def register(app: Dash, panel: Panel) -> None:
+    @app.callback(
+        Output("inv-patch-body", "children"),
+        Output({"kind": "figure", "name": "inv-patch-atp"}, "figure"),
+        Output({"kind": "figure", "name": "inv-patch-atp"}, "style"),
+        Output({"kind": "figure", "name": "inv-patch-exact"}, "figure"),
+        Output({"kind": "figure", "name": "inv-patch-exact"}, "style"),
+        Output("inv-message", "children", allow_duplicate=True),
+        Output("inv-results", "data", allow_duplicate=True),
+        Input("inv-patch-atp-run", "n_clicks"),
+        Input("inv-patch-exact-run", "n_clicks"),
+        State("inv-patch-corrupt", "value"),
+        State("inv-patch-component", "value"),
+        State("inv-patch-direction", "value"),
+        State("inv-patch-k", "value"),
+        State("inv-target", "value"),
+        State("inv-wrong", "value"),
+        State("analysis", "data"),
+        State("client", "data"),
+        running=[
+            (Output("inv-patch-atp-run", "disabled"), True, False),
+            (Output("inv-patch-exact-run", "disabled"), True, False),
+        ],
+        prevent_initial_call=True,
+    )
+    @panel.current_only
+    def run_patching(_atp, _exact, corrupt, component, direction, k, target, wrong, data):
+        scan = "both" if ctx.triggered_id == "inv-patch-exact-run" else "atp"
+        try:
+            lm, prompt = panel.model_and_prompt(data)
+            result = patch(
+                lm,
+                prompt,
+                corrupt or "",
+                parse_target(target),
+                parse_target(wrong),
+                component=component,
+                direction=direction,
+                scan=scan,
+                check=CHECK_TOP if k is None else int(k),
+            )
+        except LmscopeError as error:
+            return (no_update,) * 5 + (message(str(error)), no_update)
+        atp = heatmap(
+            result, result.atp, "AtP estimate (one forward pass of each prompt, one backward)"
+        )
+        if result.exact is None:
+            exact, shown = no_update, HIDDEN
+        else:
+            exact, shown = heatmap(result, result.exact, "Exact: each cell patched alone"), SHOWN
+        return summary(result), atp, SHOWN, exact, shown, "", keep("patching", result.to_dict())
+
+    @app.callback(
+        Output("focus", "data", allow_duplicate=True),
+        Input({"kind": "figure", "name": "inv-patch-atp"}, "clickData"),
+        Input({"kind": "figure", "name": "inv-patch-exact"}, "clickData"),
+        State("inv-patch-component", "value"),
+        prevent_initial_call=True,
+    )
+    def focus(atp_click, exact_click, component):
+        """A clicked cell becomes the page's focus: its layer and position, or its head."""
+        click = atp_click if ctx.triggered_id["name"] == "inv-patch-atp" else exact_click
+        if not click or not click.get("points"):
+            return no_update
+        point = click["points"][0]
+        layer, column = int(point["y"]), int(point["x"])
+        update = Patch()
+        update["layer"] = layer
+        if component == "heads":
+            update["head"] = [layer, column]
+        else:
+            update["position"] = column
+        return update
