@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+from dash import ALL, Dash, Input, Output, Patch, State, dcc, html
 
 from ....api.service import Service
 from ....core.errors import LmscopeError
@@ -324,18 +324,23 @@ def register(app: Dash, service: Service) -> None:
             return []
         return category_table(analysis.heads, head_profile(analysis.lm))
 
-    @app.callback(
+    app.clientside_callback(  # in the browser: one round trip less before the head opens
+        """function (_clicks, mode, focus) {
+            const context = window.dash_clientside.callback_context;
+            const trigger = context.triggered_id;
+            const fired = context.triggered.length && context.triggered[0].value;
+            if (mode === "select" || !trigger || typeof trigger !== "object" || !fired) {
+                return window.dash_clientside.no_update;
+            }
+            return Object.assign({}, focus || {},
+                {head: [trigger.layer, trigger.head], layer: trigger.layer});
+        }""",
         Output("focus", "data", allow_duplicate=True),
         Input({"kind": "head", "layer": ALL, "head": ALL}, "n_clicks"),
         State("grid-mode", "value"),
+        State("focus", "data"),
         prevent_initial_call=True,
     )
-    def pick(_clicks, mode):
-        """A click in the grid (in "opens it" mode) makes that head the one the page follows."""
-        trigger = ctx.triggered_id
-        if mode == "select" or not isinstance(trigger, dict) or not ctx.triggered[0]["value"]:
-            return no_update
-        return focus_head(trigger["layer"], trigger["head"])
 
 
 def focus_head(layer: int, head: int) -> Patch:
