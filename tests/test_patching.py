@@ -13,7 +13,9 @@ import lmscope
 from lmscope.api.http import create_app
 from lmscope.api.service import Service
 from lmscope.cli import main
+from lmscope.core import jobs
 from lmscope.core.errors import RequestError
+from lmscope.core.jobs import Cancelled, Job
 from lmscope.core.model_cache import ModelCache
 from lmscope.core.profile import head_profile
 from lmscope.experiments.ablation import ablate
@@ -305,3 +307,14 @@ def test_api_patch_answers_the_library_result_and_refuses_bad_input_with_400(cli
         assert response.status_code == 400, bad
         error = response.get_json()["error"]
         assert message in error and "\n" not in error
+
+
+def test_the_exact_scan_reports_its_passes_and_stops_when_cancelled(tiny_gpt2):
+    p = pair(tiny_gpt2, CLEAN, CORRUPT, ANSWER, WRONG)
+    with jobs.running(Job("patching")) as job:
+        exact(p, "resid", "denoising", batch_tokens=64)  # 28 cells, 3 per pass
+    assert job.total == 10 and job.what == "pass"
+    cancelled = Job("patching")
+    cancelled.cancel()
+    with jobs.running(cancelled), pytest.raises(Cancelled):
+        exact(p, "resid", "denoising", batch_tokens=64)

@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 
+from ..core import jobs
 from ..core.budget import check_patching
 from ..core.errors import RequestError
 from ..core.heads import head_name
@@ -145,7 +146,11 @@ def in_layer_order(
     order, as the batched passes need them; the values come back in the order of `cells`."""
     order = sorted(range(len(cells)), key=lambda i: cells[i][0])  # stable
     ordered = [cells[i] for i in order]
-    chunks = [measure(ordered[s : s + size]) for s in range(0, len(ordered), size)]
+    starts = range(0, len(ordered), size)
+    chunks = []
+    for done, start in enumerate(starts):
+        jobs.report(done, len(starts))  # progress, and a cancel point between passes
+        chunks.append(measure(ordered[start : start + size]))
     values = torch.cat(chunks) if chunks else torch.zeros(0)
     result = torch.empty_like(values)
     result[torch.tensor(order, dtype=torch.long)] = values
