@@ -5,6 +5,7 @@ shows the numbers of the stored pattern row, and a 4,096-token prompt on SmolLM2
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 import torch
@@ -158,3 +159,12 @@ def test_a_4096_token_prompt_on_smollm2_opens_and_zooms(
     check_steps(page, dashboard_service.store.get(key), 3, 4, 4095)
     assert len(step_weights(page)) == 8
     page.locator("#head-steps-view").screenshot(path=str(artifacts / "attention-4k-steps.png"))
+
+
+def test_a_shared_link_opens_its_head_and_query_token(page, dashboard_url):
+    prompt = "The cat sat on the mat"
+    page.goto(f"{dashboard_url}/?model=demo&prompt={quote(prompt)}&head=1.3&pos=2")
+    wait_for_stages(page)
+    expect(page.locator("#head-detail")).to_contain_text("L1-H3")
+    expect(page.locator(HEAT)).to_be_visible()
+    expect(page.locator("#head-steps .steps-title")).to_contain_text("L1-H3, query token 2")
