@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 
 import pytest
 import torch
 
+from lmscope.api import experiment_routes
+from lmscope.api.http import create_app
+from lmscope.api.server import make_server
+from lmscope.api.service import Service
 from lmscope.core import jobs, slots, trace
 from lmscope.core.analysis import analyze
 from lmscope.core.jobs import Cancelled, Job
+from lmscope.core.model_cache import ModelCache
 from lmscope.core.slots import FairSlots
 from lmscope.experiments.ablation import ablation_scan, scan_passes
 from lmscope.experiments.inputs import prompt_ids
@@ -178,3 +185,37 @@ def test_a_short_analysis_is_served_while_a_long_scan_runs(small_gpt2, monkeypat
         scan_job.cancel()
         thread.join(60)
     assert outcome == ["scan cancelled"]
+
+
+def test_an_api_scan_stops_when_its_client_hangs_up(small_gpt2, monkeypatch) -> None:
+    """Under waitress (as `lmscope serve` runs), closing the connection cancels the request."""
+    service = Service(ModelCache(budget=2**34))
+    key = service.models.add(small_gpt2)
+    outcome, running = [], threading.Event()
+    plain = experiment_routes.ablation_scan
+
+    def scan(*args, **kwargs):
+        running.set()
+        try:
+            return plain(*args, **kwargs)
+        except Cancelled as error:
+            outcome.append(str(error))
+            raise
+
+    monkeypatch.setattr(experiment_routes, "ablation_scan", scan)
+    server = make_server(create_app(service), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        body = json.dumps({"model": key, "prompt": long_prompt(300)}).encode()
+        client = socket.create_connection(("127.0.0.1", server.effective_port))
+        client.sendall(
+            b"POST /api/ablation-scan HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        assert running.wait(60)
+        client.close()
+        wait_until(lambda: outcome, timeout=30)
+        assert outcome == [jobs.GONE]
+    finally:
+        server.close()

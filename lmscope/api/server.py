@@ -11,7 +11,10 @@ import os
 
 from waitress.server import BaseWSGIServer, create_server
 
+from .disconnect import cancel_on_disconnect
+
 DEFAULTS = {"threads": 8, "channel_timeout": 60}
+LOOKAHEAD = 1  # requests read ahead per connection: lets waitress see a client hang up mid-request
 CONNECTION_LIMIT = 100
 MAX_BODY_BYTES = 2_000_000  # the API refuses bodies over 1 MB itself (413); this caps the rest
 MAX_HEADER_BYTES = 64_000
@@ -26,6 +29,7 @@ def settings() -> dict:
     return found | {
         "cleanup_interval": max(1, min(30, found["channel_timeout"] // 2)),  # idle sockets checked
         "connection_limit": CONNECTION_LIMIT,
+        "channel_request_lookahead": LOOKAHEAD,
         "max_request_body_size": MAX_BODY_BYTES,
         "max_request_header_size": MAX_HEADER_BYTES,
         "ident": "",  # no Server header: no version banner
@@ -37,4 +41,4 @@ def settings() -> dict:
 def make_server(app, host: str, port: int) -> BaseWSGIServer:
     """A waitress server for the WSGI `app` on host:port (0 = a free port); `.run()` serves,
     `.close()` stops, `.effective_port` is the port bound."""
-    return create_server(app, host=host, port=port, **settings())
+    return create_server(cancel_on_disconnect(app), host=host, port=port, **settings())

@@ -19,17 +19,19 @@ from ..api.http import install
 from ..api.service import Service
 from ..core.catalog import DEFAULT_MODEL_ID, DEMO_ID, SMOLLM2_ID
 from ..core.errors import LmscopeError
+from ..core.jobs import Cancelled
 from ..core.loading import gib, inspect_model, load_model, memory_needed
 from ..core.model_cache import ModelCache
-from . import glossary, layout, tour
+from . import glossary, layout, progress, tour
 from .figures import graph_config
+from .progress import BUSY_POLL_MS
 from .share import export_name
 from .share import register as register_share
 from .stages import attention, embeddings, investigate, mlp, output, stored, tokens
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 STAGES = (tokens, embeddings, attention, mlp, output, investigate)
-_MAX_CLIENTS = 1000  # progress lines kept, one per open page
+_MAX_CLIENTS = 1000  # tabs whose newest request number is kept
 
 
 def start_model(service: Service, requested: str | None = None) -> tuple[str, str | None]:
@@ -116,22 +118,21 @@ def create_app(
         return layout.page(ModelCache.key(lm.model_id), lm.card, notice)
 
     app.layout = page
-    progress: dict[str, str] = {}
     for stage in STAGES:
         stage.register(app, service)
     glossary.register(app, service)
     tour.register(app, service)
-    _register_controls(app, service, progress, {})
+    _register_controls(app, service, {})
     register_share(app, service)
     install(app.server, service, allowed_hosts, script_sources=app.csp_hashes)
     return app
 
 
-def _register_controls(
-    app: Dash, service: Service, progress: dict[str, str], latest: dict[str, int]
-) -> None:
+def _register_controls(app: Dash, service: Service, latest: dict[str, int]) -> None:
     """The page's controls; `latest` holds each tab's newest request number, so that a request
-    superseded while it ran (Analyze pressed again) returns nothing and the newest one wins."""
+    superseded while it ran (Analyze pressed again: the older one is cancelled, see progress.py)
+    returns nothing and the newest one wins."""
+    registry = progress.register(app)
 
     @app.callback(
         Output("model", "data"),
@@ -156,7 +157,7 @@ def _register_controls(
         State("model-picker", "options"),
         State("client", "data"),
         State("pending-load", "data"),
-        running=[(Output("progress-poll", "disabled"), False, True)],
+        running=[(Output("progress-poll", "interval"), BUSY_POLL_MS, BUSY_POLL_MS)],
     )
     def control(search, picked, _load, _submit, _analyze, starters, _confirm, custom, prompt,
                 model, shown, options, client, pending):  # fmt: skip
@@ -204,22 +205,27 @@ def _register_controls(
         if len(latest) > _MAX_CLIENTS:
             latest.clear()
         ticket = latest[client] = latest.get(client, 0) + 1
+        with registry.job(client, "analyze", replaces_all=True) as job:  # older work is cancelled
+            try:
+                result = load_and_analyze(target, text, new_prompt, model, options, job)
+            except Cancelled as cancelled:  # by the Cancel button: the page keeps what it shows
+                result = (no_update, no_update, _message(str(cancelled), False)) + (no_update,) * 5
+        if latest.get(client, ticket) != ticket:  # a newer request from this tab runs or won
+            return (no_update,) * 8
+        return result
 
-        def superseded() -> bool:
-            return latest.get(client, ticket) != ticket
+    def load_and_analyze(target, text, new_prompt, model, options, job) -> tuple:
+        """Load `target` (reporting its progress as the job's label), analyze `text` if given."""
 
         def report(line: str) -> None:
-            if superseded():
-                return
-            if len(progress) > _MAX_CLIENTS:
-                progress.clear()
-            progress[client] = line
+            job.label = line
 
         started = time.perf_counter()
         try:
             lm = service.models.get(target, report)
+        except Cancelled:
+            raise
         except LmscopeError as error:
-            report("")
             return (no_update, no_update, _message(str(error), False), no_update, model["id"]) + (
                 no_update,
             ) * 3
@@ -241,6 +247,8 @@ def _register_controls(
             report(f"Analyzing the prompt with {lm.card.name}")
             try:
                 analysis_id, analysis = service.analyze(key, text, report)
+            except Cancelled:
+                raise
             except LmscopeError as error:
                 result[2] = _message(str(error), False)
             else:
@@ -252,20 +260,7 @@ def _register_controls(
                     True,
                 )
                 result[3] = "?" + urlencode({"model": key, "prompt": text})
-        if superseded():  # a newer request from this tab is running or done: it wins
-            return (no_update,) * 8
-        report("")
         return tuple(result)
-
-    @app.callback(
-        Output("status", "children"),
-        Input("progress-poll", "n_intervals"),
-        Input("message", "children"),
-        State("client", "data"),
-    )
-    def status(_tick, _message, client):
-        line = progress.get(client, "")
-        return f"… {line}" if line else ""
 
     @app.callback(
         Output("download", "data"),

@@ -10,7 +10,7 @@ from dash import dcc, html
 
 from ..core.card import ModelCard
 from ..core.catalog import CATALOG
-from . import tour
+from . import progress, tour
 from .glossary import glossary
 from .share import layout as share_layout
 from .stages import attention, embeddings, investigate, mlp, output, tokens
@@ -134,7 +134,7 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
                 ],
                 className="row",
             ),
-            html.Div(id="status", className="status", role="status"),
+            progress.status_line(),
             html.Div(id="message", role="alert"),
             html.Div(
                 [
@@ -198,7 +198,7 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
             dcc.Store(id="focus", data={}),
             *share_layout(),
             dcc.Store(id="client", data=secrets.token_hex(8)),
-            dcc.Interval(id="progress-poll", interval=400, disabled=True),
+            progress.poll(),
             dcc.Download(id="download"),
             skip_links(),
             html.Header(

@@ -14,6 +14,7 @@ import json
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from ....api.service import Service
+from ...progress import tabs
 from .. import HIDDEN, section
 from . import ablation, attribution, comparison, generation, patching, steering
 from .panel import Panel, button
@@ -67,7 +68,7 @@ def layout() -> html.Section:
 
 
 def register(app: Dash, service: Service) -> None:
-    panel = Panel(service)
+    panel = Panel(service, tabs(app))
     for part in PARTS:
         part.register(app, panel)
     bodies = [name for part in PARTS for name in part.BODIES]

@@ -12,8 +12,11 @@ from dash import Patch, dcc, html, no_update
 from ....api.service import Service
 from ....core.errors import RequestError
 from ....core.model import LoadedModel
+from ...progress import Tabs
 
 NO_ANALYSIS = "Press Analyze first: the experiments work on the analyzed prompt."
+JOB_LABELS = {"run_scan": "Ablation scan", "run_attribution": "Token attribution",
+              "run_compare": "Comparison", "run_dla": "Logit attribution"}  # fmt: skip
 TABS_KEPT = 1000  # open tabs whose current analysis the server remembers
 
 
@@ -64,8 +67,9 @@ def keep(name: str, result: dict) -> Patch:
 class Panel:
     """The server side of the panel: the service, and per tab the analysis it now belongs to."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, tabs: Tabs | None = None) -> None:
         self.service = service
+        self.tabs = tabs  # each tab's running jobs: progress, Cancel, newer replaces older
         self.shown: dict[str, str] = {}  # client id -> analysis id
 
     def model_and_prompt(self, data: dict | None) -> tuple[LoadedModel, str]:
@@ -84,10 +88,16 @@ class Panel:
         """Drop a result computed for an analysis the tab has since replaced (Analyze pressed
         again while it ran). The callback's last two arguments are the analysis and the client."""
 
+        label = JOB_LABELS.get(run.__name__) or run.__name__.removeprefix("run_").capitalize()
+
         @functools.wraps(run)
         def checked(*args):
             *args, client = args
-            result = run(*args)
+            if self.tabs is None or not isinstance(client, str):
+                result = run(*args)
+            else:  # the tab's job: its progress line and Cancel (Cancelled is an LmscopeError)
+                with self.tabs.job(client, run.__name__, label):
+                    result = run(*args)
             data = args[-1] or {}
             if self.shown.get(client, data.get("id")) != data.get("id"):
                 return (no_update,) * len(result)
