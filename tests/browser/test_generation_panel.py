@@ -70,12 +70,12 @@ def test_sliders_reshape_the_distribution_as_they_move(page, dashboard_url, gpt2
     (model,) = bars(page)
     assert model["ids"] == logits.topk(len(model["ids"])).indices.tolist()
     assert model["p"] == pytest.approx(logits.softmax(-1)[model["ids"]].tolist(), abs=1e-5)
-    page.get_by_label("beam search").check()
+    page.get_by_role("radio", name="beam search").check()
     expect(page.locator("#inv-gen-beams")).to_be_enabled()
     expect_disabled(page, "inv-gen-temperature", True)
 
     # Sampling: the sliders come alive; the drawn distribution is the one sampling uses.
-    page.get_by_label("sampling").check()
+    page.get_by_role("radio", name="sampling").check()
     for slider in ("inv-gen-temperature", "inv-gen-top-k", "inv-gen-top-p"):
         expect_disabled(page, slider, False)
     expect(page.locator("#inv-gen-beams")).to_be_disabled()
