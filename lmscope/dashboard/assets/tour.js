@@ -125,11 +125,15 @@
   }
 
   function point(el) {
-    if (lit !== el) {
+    const fresh = lit !== el;
+    if (fresh) {
       unlight();
       lit = el;
-      el.classList.add("tour-highlight");
-      el.setAttribute("data-tour-step", String(state.index));
+    }
+    // Every tick: a Dash re-render of the target resets its className.
+    el.classList.add("tour-highlight");
+    el.setAttribute("data-tour-step", String(state.index));
+    if (fresh) {
       const tall = el.getBoundingClientRect().height > window.innerHeight * 0.6;
       el.scrollIntoView({ block: tall ? "start" : "center", behavior: "instant" });
     } else if (!inView(el)) {
