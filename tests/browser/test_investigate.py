@@ -213,7 +213,7 @@ def test_bad_head_shows_a_message_and_the_panel_keeps_working(page, dashboard_ur
     )
 
     # Bad generation settings are refused with a message.
-    page.get_by_label("sampling").check()
+    page.get_by_label("sampling", exact=True).check()
     page.fill("#inv-gen-seed", "-1")
     page.click("#inv-gen-run")
     expect(error).to_contain_text("'seed' must be between 0 and 2**63 - 1")
