@@ -149,7 +149,9 @@ def test_a_4096_token_prompt_on_smollm2_opens_and_zooms(
         " 'yaxis.range[0]': 4031.5, 'yaxis.range[1]': 3999.5})",
         graph_id("head-heatmap"),
     )
-    expect(heat.locator(".gtitle")).to_contain_text("every token")
+    expect(heat.locator(".gtitle")).to_contain_text(
+        "queries 4000-4031, keys 3970-4031, every token"
+    )
     zoomed = figure(page, "head-heatmap")
     assert zoomed["y"][0] == 4000 and len(zoomed["y"]) == 32 and len(zoomed["x"]) == 62
     page.locator("#head-view").screenshot(path=str(artifacts / "attention-4k-zoomed.png"))
