@@ -104,9 +104,9 @@ def register(app: Dash, service: Service) -> None:
             detail.append(f" General role (profile): {LABELS[profile.categories[layer][head]]}.")
         count = len(analysis.tokens)
         note = (
-            f"{count:,} tokens: each cell is the largest weight of a tile of tokens. Drag a box "
-            f"over the part you want (at most {OVERVIEW} tokens a side) to see every token in it; "
-            "double-click to go back."
+            f"{count:,} tokens: the overview shows in each cell the largest weight of a tile of "
+            f"tokens. Drag a box over the part you want (at most {OVERVIEW} tokens a side) to see "
+            "every token in it (the title says which you are looking at); double-click to go back."
         )
         figure = attention_heatmap(analysis, layer, head)
         return figure, SHOWN, detail, note, count <= OVERVIEW, key
