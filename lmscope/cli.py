@@ -209,12 +209,9 @@ def _ablate(args: argparse.Namespace) -> int:
         wrong=args.wrong,
         new_tokens=args.new_tokens,
     )
-    if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    doc = json_or_notes(result, args.json)
+    if doc is None:
         return 0
-    doc = result.to_dict()
-    for notice in doc["notices"]:
-        print(f"note: {notice}")
     print(f"{args.mode} ablation of {', '.join(doc['head_names'])}\n")
     print_side_by_side(result, "before", "after")
     t = doc["target"]
@@ -226,6 +223,17 @@ def _ablate(args: argparse.Namespace) -> int:
     print(f"{m['label']}: {m['before']:.4f} -> {m['after']:.4f} (change {m['change']:+.4f})")
     print_continuations(result, "before", "after")
     return 0
+
+
+def json_or_notes(result, as_json: bool) -> dict | None:
+    """Print `result` as JSON (and answer None), or print its notices and answer its document."""
+    doc = result.to_dict()
+    if as_json:
+        print(json.dumps(doc, ensure_ascii=False))
+        return None
+    for notice in doc["notices"]:
+        print(f"note: {notice}")
+    return doc
 
 
 def print_side_by_side(result, before: str, after: str) -> None:
@@ -256,12 +264,9 @@ def _steer(args: argparse.Namespace) -> int:
         position=args.position,
         new_tokens=args.new_tokens,
     )
-    if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    doc = json_or_notes(result, args.json)
+    if doc is None:
         return 0
-    doc = result.to_dict()
-    for notice in doc["notices"]:
-        print(f"note: {notice}")
     print(
         f"steering at layer {doc['layer']} with {doc['coefficient']:g} x {result.vector.description}"
     )
@@ -307,23 +312,62 @@ def print_patching(result) -> None:
     columns = result.columns()
     axis = "heads" if result.component == "heads" else "tokens"
     for name, values in (("exact", result.exact), ("AtP estimate", result.atp)):
-        if values is None:
-            continue
-        print(f"\n{name} (rows: layers; columns: {axis})")
-        print("      " + " ".join(f"{c[:8]:>8s}" for c in columns))
-        for layer, row in enumerate(values.tolist()):
-            print(f"  L{layer:<3d}" + " ".join(f"{v:8.3f}" for v in row))
-    if result.checked:
-        print("\nAtP's strongest cells, patched exactly:")
-        for item in result.checked:
-            name = result.cell_name(tuple(item["cell"]))
-            print(f"  {name:28s} AtP {item['atp']:8.3f}   exact {item['exact']:8.3f}")
-    agreement = result.agreement()
+        print_grid(f"{name} (rows: layers; columns: {axis})", columns, values)
+    checked = [(result.cell_name(tuple(c["cell"])), c["atp"], c["exact"]) for c in result.checked]
+    print_checked("AtP's strongest cells, patched exactly:", checked)
+    print_agreement(result.agreement())
+
+
+def print_grid(title: str, columns: list[str], values) -> None:
+    """A `(layers, columns)` tensor as rows of numbers under a title (nothing when None)."""
+    if values is None:
+        return
+    print(f"\n{title}")
+    print("      " + " ".join(f"{c[:8]:>8s}" for c in columns))
+    for layer, row in enumerate(values.tolist()):
+        print(f"  L{layer:<3d}" + " ".join(f"{v:8.3f}" for v in row))
+
+
+def print_checked(title: str, rows: list[tuple[str, float, float]]) -> None:
+    """AtP's strongest cells beside their exact values: (name, AtP, exact) per row."""
+    if rows:
+        print(f"\n{title}")
+    for name, atp, exact in rows:
+        print(f"  {name:28s} AtP {atp:8.3f}   exact {exact:8.3f}")
+
+
+def print_agreement(agreement: dict | None) -> None:
     if agreement is not None:
         print(
             f"\nagreement: Spearman {agreement['spearman']}, top-{agreement['top_k']} overlap "
             f"{agreement['top_k_overlap']}/{agreement['top_k']}"
         )
+
+
+@command("ablation-scan")
+def _ablation_scan(args: argparse.Namespace) -> int:
+    from .experiments.ablation_atp import AblationEstimate, head_scan
+
+    lm = load(args.model)
+    result = head_scan(lm, args.prompt, args.mode, args.target, args.wrong, method=args.method,
+                       check=args.check)  # fmt: skip
+    doc = json_or_notes(result, args.json)
+    if doc is None:
+        return 0
+    metric = doc["metric"]["label"]
+    heads = [f"H{h}" for h in range(lm.heads)]
+    title = f"{args.mode} ablation of each head alone, change in {metric}"
+    if not isinstance(result, AblationEstimate):
+        print(f"{title}: {doc['metric']['clean']:.4f} on the prompt")
+        print_grid("exact (rows: layers; columns: heads)", heads, result.effect)
+        return 0
+    print(f"{title}: {result.base_metric:.4f} on the prompt")
+    print_grid("exact (rows: layers; columns: heads)", heads, result.exact)
+    print_grid("AtP estimate (rows: layers; columns: heads)", heads, result.atp)
+    checked = [(c["name"], c["atp"], c["exact"]) for c in result.checked]
+    print_checked("AtP's strongest heads, ablated exactly:", checked)
+    print_agreement(result.agreement())
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -367,6 +411,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="token to follow (default: the top prediction)")
     p.add_argument("--wrong", help="metric logit(target) - logit(wrong), e.g. --wrong ' John'")
     p.add_argument("--new-tokens", type=int, default=10, help="greedy continuation length")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = sub.add_parser("ablation-scan", help="remove each head alone: exact, or estimated by AtP")
+    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--mode", choices=("zero", "mean"), default="zero")
+    p.add_argument("--target", help="token to follow (default: the top prediction)")
+    p.add_argument("--wrong", help="metric logit(target) - logit(wrong), e.g. --wrong ' John'")
+    p.add_argument("--method", choices=("atp", "exact", "both"), default="atp",
+                   help="atp: one gradient estimates every head; exact: each removed; both")  # fmt: skip
+    p.add_argument("--check", type=int, default=10, help="AtP's strongest heads ablated exactly")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser(
         "steer", help="add a vector to the residual stream; predictions with and without"

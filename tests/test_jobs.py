@@ -10,7 +10,6 @@ import time
 import pytest
 import torch
 
-from lmscope.api import experiment_routes
 from lmscope.api.http import create_app
 from lmscope.api.server import make_server
 from lmscope.api.service import Service
@@ -19,6 +18,7 @@ from lmscope.core.analysis import analyze
 from lmscope.core.jobs import Cancelled, Job
 from lmscope.core.model_cache import ModelCache
 from lmscope.core.slots import FairSlots
+from lmscope.experiments import ablation_atp
 from lmscope.experiments.ablation import ablation_scan, scan_passes
 from lmscope.experiments.inputs import prompt_ids
 
@@ -192,7 +192,7 @@ def test_an_api_scan_stops_when_its_client_hangs_up(small_gpt2, monkeypatch) -> 
     service = Service(ModelCache(budget=2**34))
     key = service.models.add(small_gpt2)
     outcome, running = [], threading.Event()
-    plain = experiment_routes.ablation_scan
+    plain = ablation_atp.ablation_scan  # what the route's exact method runs
 
     def scan(*args, **kwargs):
         running.set()
@@ -202,7 +202,7 @@ def test_an_api_scan_stops_when_its_client_hangs_up(small_gpt2, monkeypatch) -> 
             outcome.append(str(error))
             raise
 
-    monkeypatch.setattr(experiment_routes, "ablation_scan", scan)
+    monkeypatch.setattr(ablation_atp, "ablation_scan", scan)
     server = make_server(create_app(service), "127.0.0.1", 0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -4,7 +4,8 @@ POST /api/generate {"model", "prompt", "method": "greedy"|"sample"|"beam", "max_
 "beams", "temperature", "top_k", "top_p", "seed"}
 POST /api/ablate {"model", "prompt", "heads": [[layer, head], ...], "mode": "zero"|"mean",
 "target", "wrong", "new_tokens"}
-POST /api/ablation-scan {"model", "prompt", "mode", "target", "wrong"}
+POST /api/ablation-scan {"model", "prompt", "mode", "target", "wrong", "method": "exact"|"atp"|
+"both", "check"} (see docs/api.md)
 POST /api/logit-attribution {"model", "prompt", "target", "wrong"}
 POST /api/token-attribution {"model", "prompt", "target", "wrong", "steps"}
 POST /api/compare {"models": [first, second], "prompt"}
@@ -23,7 +24,8 @@ from flask import Blueprint, jsonify
 
 from ..core.analysis import analyze
 from ..core.errors import RequestError
-from ..experiments.ablation import ablate, ablation_scan
+from ..experiments.ablation import ablate
+from ..experiments.ablation_atp import head_scan
 from ..experiments.attribution import DEFAULT_STEPS, direct_logit_attribution, token_attribution
 from ..experiments.comparison import compare
 from ..experiments.generation import GenerationSettings, generate
@@ -70,12 +72,14 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
     def scan_route():
         body = _body()
         lm = service.model(body.get("model"))
-        scan = ablation_scan(
+        scan = head_scan(
             lm,
             body.get("prompt"),
             body.get("mode", "zero"),
-            target=body.get("target"),
-            wrong=body.get("wrong"),
+            body.get("target"),
+            body.get("wrong"),
+            method=body.get("method", "exact"),
+            check=_int(body, "check", CHECK_TOP),
         )
         return jsonify(scan.to_dict())
 

@@ -322,5 +322,5 @@ def check_patching(
     return check(
         patching(lm, tokens, component, scan, checked),
         lambda t: patching(lm, t, component, scan, checked),
-        "the AtP scan (scan 'atp')" if scan != "atp" else "fewer checked cells",
+        "the AtP estimate ('atp')" if scan != "atp" else "fewer checked cells",
     )

@@ -236,6 +236,7 @@ class AblationScan:
         metric = self.metric or Metric(self.target, self.target_text)
         clean = self.clean_metric if self.clean_metric is not None else self.clean_logprob
         return {
+            "method": "exact",
             "prompt": self.prompt,
             "notices": self.notices,
             "mode": self.mode,

@@ -4,6 +4,7 @@ from one forward and one backward pass, and the strongest ones checked by exact 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -11,11 +12,22 @@ from ..core.budget import check_patching
 from ..core.heads import head_name
 from ..core.model import LoadedModel
 from ..core.trace import run
-from .ablation import BATCH_TOKENS, Mode, check_mode, replacements, scan_pass
+from .ablation import (
+    BATCH_TOKENS,
+    AblationScan,
+    Mode,
+    ablation_scan,
+    check_mode,
+    replacements,
+    scan_pass,
+)
 from .atp import agreement, first_order, gradients, strongest
-from .inputs import Head, as_ids, prompt_ids
+from .inputs import Head, as_ids, check_count, choice, prompt_ids
 from .metric import Metric, make_metric
 from .patching import CHECK_TOP, in_layer_order, rows_per_pass
+
+Method = Literal["exact", "atp", "both"]
+METHODS: tuple[Method, ...] = ("exact", "atp", "both")
 
 
 @dataclass
@@ -36,6 +48,7 @@ class AblationEstimate:
 
     def to_dict(self) -> dict:
         return {
+            "method": "atp" if self.exact is None else "both",
             "prompt": self.prompt,
             "notices": self.notices,
             "mode": self.mode,
@@ -84,6 +97,7 @@ def ablation_estimate(
     """AtP of the head-ablation scan: `grad_z(metric) . (replacement - z)` for every head at once;
     with `exact` the full exact scan beside it, and the `check` strongest heads ablated exactly."""
     mode = check_mode(mode)
+    check = check_count(check)
     tokens, notices = prompt_ids(lm, prompt)
     check_patching(lm, len(tokens), "heads", "both" if exact else "atp", check)
     ids = as_ids(tokens)
@@ -96,7 +110,10 @@ def ablation_estimate(
     all_heads = [(layer, head) for layer in range(lm.layers) for head in range(lm.heads)]
     full = exact_ablation(lm, ids, metric, values, all_heads)[1] if exact else None
     top = strongest(atp, check)
-    measured = exact_ablation(lm, ids, metric, values, top)[1] if top else []
+    if full is not None:  # the full scan has measured them already
+        measured = [full[layer * lm.heads + head] for layer, head in top]
+    else:
+        measured = exact_ablation(lm, ids, metric, values, top)[1] if top else []
     checked = [
         {"head": [layer, head], "name": head_name(layer, head), "atp": round(float(atp[layer, head]), 6),
          "exact": round(float(v), 6)}
@@ -112,3 +129,21 @@ def ablation_estimate(
         exact=None if full is None else full.reshape(lm.layers, lm.heads),
         checked=checked,
     )
+
+
+def head_scan(
+    lm: LoadedModel,
+    prompt: object,
+    mode: object = "zero",
+    target: object = None,
+    wrong: object = None,
+    *,
+    method: object = "exact",
+    check: object = CHECK_TOP,
+) -> AblationScan | AblationEstimate:
+    """The head-ablation scan by `method`: 'exact' (every head removed alone, batched), 'atp' (the
+    estimate, its `check` strongest heads ablated exactly) or 'both' (and their agreement)."""
+    method = choice("method", method, METHODS)
+    if method == "exact":
+        return ablation_scan(lm, prompt, mode, target=target, wrong=wrong)  # type: ignore[arg-type]
+    return ablation_estimate(lm, prompt, mode, target, wrong, exact=method == "both", check=check)

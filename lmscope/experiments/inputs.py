@@ -22,6 +22,20 @@ def prompt_ids(lm: LoadedModel, prompt: object, reserve: int = 0) -> tuple[list[
     return tokens, notices
 
 
+def choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    """`value` if it is one of `allowed`, else a `RequestError` naming them."""
+    if value not in allowed:
+        raise RequestError(f"'{name}' must be one of {', '.join(allowed)}; got {value!r}.")
+    return value  # type: ignore[return-value]
+
+
+def check_count(check: object) -> int:
+    """How many of AtP's strongest cells to measure exactly: a whole number, 0 or more."""
+    if not isinstance(check, int) or isinstance(check, bool) or check < 0:
+        raise RequestError(f"'check' must be a whole number of cells (0 or more), got {check!r}.")
+    return check
+
+
 def as_ids(tokens: list[Token]) -> torch.Tensor:
     """`(1, T)` input ids."""
     return torch.tensor([[t.id for t in tokens]])

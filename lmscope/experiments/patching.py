@@ -36,7 +36,7 @@ from .atp import (
     gradients,
     strongest,
 )
-from .inputs import as_ids, prompt_ids
+from .inputs import as_ids, check_count, choice, prompt_ids
 from .metric import Metric, make_metric
 
 Direction = Literal["denoising", "noising"]
@@ -45,12 +45,6 @@ Scan = Literal["exact", "atp", "both"]
 SCANS: tuple[Scan, ...] = ("exact", "atp", "both")
 CHECK_TOP = 10  # cells the AtP scan checks exactly by default
 Cell = tuple[int, int]  # (layer, position) or (layer, head)
-
-
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise RequestError(f"'{name}' must be one of {', '.join(allowed)}; got {value!r}.")
-    return value  # type: ignore[return-value]
 
 
 @dataclass
@@ -309,11 +303,10 @@ def patch(
     """Patch every cell of `component` between the two prompts: `scan` 'exact' (every cell, batched),
     'atp' (the estimate, with its `check` strongest cells measured exactly) or 'both' (and their
     agreement)."""
-    component = _choice("component", component, COMPONENTS)
-    direction = _choice("direction", direction, DIRECTIONS)
-    scan = _choice("scan", scan, SCANS)
-    if not isinstance(check, int) or isinstance(check, bool) or check < 0:
-        raise RequestError(f"'check' must be a whole number of cells (0 or more), got {check!r}.")
+    component = choice("component", component, COMPONENTS)
+    direction = choice("direction", direction, DIRECTIONS)
+    scan = choice("scan", scan, SCANS)
+    check = check_count(check)
     clean_tokens, _ = prompt_ids(lm, clean)
     check_patching(lm, len(clean_tokens), component, scan, check)
     p = pair(lm, clean, corrupt, answer, wrong)
