@@ -7,6 +7,7 @@ import re
 
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_dashboard import open_demo
 
 pytestmark = pytest.mark.browser
@@ -15,9 +16,49 @@ TOUR_TIMEOUT = 180_000  # one step may wait for an analysis or a 270-head scan o
 expect.set_options(timeout=60_000)  # the page's callbacks queue behind others on 2 busy cores
 
 
+# The box's and the target's rectangles, and whether the box lies inside the viewport and apart
+# from the target (sharing at most an edge).
+RECTS = """index => {
+  const box = document.getElementById('tour-box');
+  const lit = document.querySelector(`.tour-highlight[data-tour-step="${index}"]`);
+  if (!box || !lit) return null;
+  const a = box.getBoundingClientRect(), b = lit.getBoundingClientRect();
+  const rect = r => [r.left, r.top, r.right, r.bottom].map(Math.round);
+  return {
+    box: rect(a), target: rect(b), viewport: [innerWidth, innerHeight],
+    apart: a.right <= b.left || b.right <= a.left || a.bottom <= b.top || b.bottom <= a.top,
+    inside: a.left >= 0 && a.top >= 0 && a.right <= innerWidth && a.bottom <= innerHeight,
+  };
+}"""
+
+
+def overlap(a: dict, b: dict) -> float:
+    """The area two Playwright bounding boxes share (0 when they are apart)."""
+    width = min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"])
+    height = min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"])
+    return max(0.0, width) * max(0.0, height)
+
+
+def box_clear_of_target(page: Page, index: int) -> None:
+    """The tour's box must settle inside the viewport without covering the step's target."""
+    try:
+        page.wait_for_function(
+            f"index => {{ const r = ({RECTS})(index); return r && r.apart && r.inside; }}",
+            arg=index,
+            timeout=10_000,
+        )
+    except PlaywrightTimeout:
+        rects = page.evaluate(RECTS, index)
+        raise AssertionError(f"step {index}: the tour's box covers its target: {rects}") from None
+    box = page.locator("#tour-box").bounding_box()
+    target = page.locator(f'.tour-highlight[data-tour-step="{index}"]').bounding_box()
+    assert overlap(box, target) < 1.0, (index, box, target)
+
+
 def walk(page: Page, start: str, shots=None, prefix: str = "") -> dict[str, str]:
     """Run a tour from its start button to its end; at every step the highlighted element must be
-    the step's target and lie in the viewport. Returns each step's title and text, in order."""
+    the step's target and lie in the viewport, and the box must not cover it. Returns each step's
+    title and text, in order."""
     page.click(start)
     box = page.locator("#tour-box")
     expect(box).to_be_visible()
@@ -28,6 +69,7 @@ def walk(page: Page, start: str, shots=None, prefix: str = "") -> dict[str, str]
         lit = page.locator(f'.tour-highlight[data-tour-step="{index}"]')
         expect(lit).to_have_count(1)
         expect(lit).to_be_in_viewport()
+        box_clear_of_target(page, index)
         steps[box.locator(".tour-title").inner_text()] = box.locator(".tour-text").inner_text()
         if shots is not None:
             page.screenshot(path=str(shots / f"{prefix}step{index:02d}.png"))

@@ -9,6 +9,7 @@
   let box = null;
   let timer = null;
   let lit = null;
+  let lastRect = null; // the size of the target when the box was last placed
 
   function tours() {
     const holder = document.querySelector("#tour-data [data-tour]");
@@ -82,6 +83,7 @@
   function unlight() {
     if (lit) lit.classList.remove("tour-highlight");
     lit = null;
+    lastRect = null;
   }
 
   function end(how) {
@@ -124,6 +126,86 @@
     box.setAttribute("data-ready", ready ? "true" : "false");
   }
 
+  // The box sits beside, below or above its target, never on it: GAP clears the highlight's
+  // ring (4px outline + 4px offset + 8px shadow). `place` runs every tick, so the box follows the
+  // target when the page re-lays out or the user scrolls.
+  const GAP = 18;
+
+  function clamp(value, low, high) {
+    return Math.max(low, Math.min(value, high));
+  }
+
+  function spot(r, w, h) {
+    // Where a w x h box fits in the viewport clear of rect r (viewport coordinates), or null.
+    const W = document.documentElement.clientWidth;
+    const H = window.innerHeight;
+    const y = clamp(r.top, GAP, H - h - GAP);
+    const x = clamp(r.left, GAP, W - w - GAP);
+    if (h + 2 * GAP <= H && r.right + GAP + w + GAP <= W) return { x: r.right + GAP, y: y };
+    if (h + 2 * GAP <= H && r.left - GAP - w >= GAP) return { x: r.left - GAP - w, y: y };
+    if (r.bottom + GAP + h + GAP <= H) return { x: x, y: r.bottom + GAP };
+    if (r.top - GAP - h >= GAP) return { x: x, y: r.top - GAP - h };
+    return null;
+  }
+
+  function scrollFor(el, w, h) {
+    // Scroll so that the target and the box both fit: the target centred with the box beside
+    // it, or the pair stacked and centred, or (a tall, wide target) the box above its top.
+    el.scrollIntoView({ block: "nearest", inline: "nearest", behavior: "instant" });
+    const r = el.getBoundingClientRect();
+    const W = document.documentElement.clientWidth;
+    const H = window.innerHeight;
+    const beside = r.right + 2 * GAP + w <= W || r.left - GAP - w >= GAP;
+    let top;
+    if (beside) top = r.height + 2 * GAP <= H ? (H - r.height) / 2 : GAP;
+    else if (r.height + h + 3 * GAP <= H) top = (H - r.height - GAP - h) / 2;
+    else top = h + 2 * GAP;
+    window.scrollBy({ top: r.top - top, left: 0, behavior: "instant" });
+  }
+
+  // Widths the box may take when its own does not fit clear of the target: wide and short
+  // below or above a wide target, or as wide as the room beside it (the open head's pattern,
+  // kept in sight by a sticky column, cannot be scrolled up to make room below it).
+  const WIDE = "min(48rem, calc(100vw - 3rem))";
+  const NARROWEST = 224; // px: narrower, the text would be a column of single words
+
+  function fitted(r) {
+    // The first width, the box's current one first, at which the box fits clear of rect r.
+    const W = document.documentElement.clientWidth;
+    const room = Math.floor(Math.max(r.left, W - r.right) - 2 * GAP);
+    const widths = [box.style.width, "", WIDE];
+    if (room >= NARROWEST) widths.push(room + "px");
+    for (let i = 0; i < widths.length; i++) {
+      box.style.width = widths[i];
+      const b = box.getBoundingClientRect();
+      const where = spot(r, b.width, b.height);
+      if (where) return where;
+    }
+    box.style.width = "";
+    return null;
+  }
+
+  function place(el, fresh) {
+    let r = el.getBoundingClientRect();
+    const grew = !lastRect || Math.abs(lastRect.height - r.height) > 2 ||
+      Math.abs(lastRect.width - r.width) > 2;
+    // A new step, a target that changed size or left the viewport: scroll. A user who scrolled
+    // on their own is not pulled back while the target is still in sight.
+    if (fresh || grew || !inView(el)) {
+      box.style.width = "";
+      const b = box.getBoundingClientRect();
+      scrollFor(el, b.width, b.height);
+      r = el.getBoundingClientRect();
+    }
+    lastRect = { width: r.width, height: r.height };
+    const where = fitted(r);
+    if (!where) return;
+    box.style.left = where.x + "px";
+    box.style.top = where.y + "px";
+    box.style.right = "auto";
+    box.style.bottom = "auto";
+  }
+
   function point(el) {
     const fresh = lit !== el;
     if (fresh) {
@@ -133,12 +215,7 @@
     // Every tick: a Dash re-render of the target resets its className.
     el.classList.add("tour-highlight");
     el.setAttribute("data-tour-step", String(state.index));
-    if (fresh) {
-      const tall = el.getBoundingClientRect().height > window.innerHeight * 0.6;
-      el.scrollIntoView({ block: tall ? "start" : "center", behavior: "instant" });
-    } else if (!inView(el)) {
-      el.scrollIntoView({ block: "start", behavior: "instant" });
-    }
+    place(el, fresh);
   }
 
   function tick() {
