@@ -21,7 +21,7 @@ from dash import Dash, Input, Output, dcc, html
 from ..api.service import Service
 from ..core.analysis import Analysis
 from ..core.errors import LmscopeError
-from ..core.heads import LABELS, SCORES, SINK_MARK, HeadReport, head_name
+from ..core.heads import LABELS, SINK_MARK, HeadReport, head_name
 from ..core.model import LoadedModel
 from ..core.tokens import display
 from ..core.trace import run
@@ -37,8 +37,8 @@ INDUCTION_HEADS = 4  # at most this many induction heads are ablated
 SEQUENCE = 12  # random tokens repeated in the induction experiment
 UNSURE = 0.2  # a top prediction below this probability is called a weak guess
 HOW_IT_READS = {
-    "previous_token": "it reads the token just before: a stripe just below the diagonal",
-    "self": "each token reads itself: the diagonal",
+    "previous_token": "it reads the token just before (a stripe just below the diagonal)",
+    "self": "each token reads itself (the diagonal)",
     "diffuse": "its attention is spread over many earlier tokens",
     "duplicate_token": "it reads earlier copies of the current token",
     "induction": "it reads the token after the earlier copy of the current token",
@@ -161,17 +161,55 @@ def attention_text(lm: LoadedModel, report: HeadReport | None) -> str:
     return text
 
 
-def best_head(report: HeadReport, category: str | None = None) -> tuple[int, int] | None:
-    """The head with the highest score of its category (of `category` only, if given)."""
-    best, value = None, -1.0
-    for layer, row in enumerate(report.categories):
-        for head, cat in enumerate(row):
-            if cat not in SCORES or (category and cat != category):
-                continue
-            score = report.strength(layer, head) or 0.0
-            if score > value:
-                best, value = (layer, head), score
-    return best
+# The categories whose pattern a learner can see at a glance, the most telling first; a diffuse
+# head (attention spread thin) shows nothing to point at.
+CLEAR = ("induction", "duplicate_token", "previous_token", "self")
+
+
+def visible_share(report: HeadReport, layer: int, head: int) -> float:
+    """The share of ALL the head's attention (the sink included) its category's score describes:
+    what the heatmap shows. A head parking 90% on the first token draws a sink column, however
+    high its score on the rest."""
+    return (report.strength(layer, head) or 0.0) * (1.0 - (report.sink(layer, head) or 0.0))
+
+
+def clear_head(report: HeadReport) -> tuple[int, int] | None:
+    """The head to show a learner: of the first category in `CLEAR` that any head is filed under,
+    the head whose pattern shows it most (`visible_share`); None if no head has a clear role."""
+    for category in CLEAR:
+        heads = [
+            (layer, head)
+            for layer, row in enumerate(report.categories)
+            for head, cat in enumerate(row)
+            if cat == category
+        ]
+        if heads:
+            return max(heads, key=lambda h: (visible_share(report, *h), -h[0], -h[1]))
+    return None
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def head_text(analysis: Analysis, layer: int, head: int) -> str:
+    """What the tour says of the head it opens: its role and score on this prompt, its share on
+    the first token, and where the last token reads most, in this prompt's numbers."""
+    report = analysis.heads
+    category = report.categories[layer][head]
+    score, sink = report.strength(layer, head) or 0.0, report.sink(layer, head) or 0.0
+    last = analysis.pattern(layer, head, slice(-1, None))[0]
+    key = int(last.argmax())
+    tokens = analysis.tokens
+    return (
+        f"This is {head_name(layer, head)}, {article(LABELS[category])} {LABELS[category]} head "
+        f"on this prompt: "
+        f"{HOW_IT_READS[category]}. {percent(score)} of the attention it does not park on the "
+        f"first token goes there ({percent(sink)} sits on the first token). In the bottom row, "
+        f"the last token {display(tokens[-1].text)} gives {percent(float(last[key]))} to "
+        f"{display(tokens[key].text)}. Each row of the pattern is a token reading; each column, "
+        "a token it reads from."
+    )
 
 
 def mlp_text(lm: LoadedModel) -> str:
@@ -353,7 +391,7 @@ def main_tour(lm: LoadedModel, analysis: Analysis | None, results: dict) -> list
     on_ioi = analysis is not None and analysis.prompt == IOI
     shown = analysis if on_ioi else None
     report = shown.heads if shown is not None else None
-    head = best_head(report) if report is not None else None
+    head = clear_head(report) if report is not None else None
     tokens = (f"The prompt became {len(shown.tokens)} tokens. " if shown is not None else "") + (
         f"{card.name} knows {card.vocab_size:,} tokens; each piece of text is one of them, with "
         "its id underneath. A space belongs to the word after it (␣). Hover a token to find it "
@@ -380,13 +418,10 @@ def main_tour(lm: LoadedModel, analysis: Analysis | None, results: dict) -> list
         ),
     ]
     if head is not None:
-        category = report.categories[head[0]][head[1]]
         steps.append(
             step(
                 "3. One head",
-                f"This is {head_name(*head)}, the head with the clearest role on this prompt "
-                f"({LABELS[category]}): {HOW_IT_READS.get(category, 'see its pattern')}. Each "
-                "row of the pattern is a token reading; each column, a token it reads from.",
+                head_text(shown, *head),
                 figure("head-heatmap"),
                 do=[
                     ["set", "grid-mode", {"value": "inspect"}],
