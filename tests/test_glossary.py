@@ -123,3 +123,15 @@ def test_each_term_has_an_anchor_of_its_own_name_too():
 
 def test_the_tour_uses_the_pages_name_mover_starter():
     assert tour.IOI == layout.STARTERS[0].prompt
+
+
+@pytest.mark.parametrize("card", [gpt2_card(), llama_card()], ids=["gpt2", "llama"])
+def test_the_glossary_names_the_model_once_in_its_heading_not_in_every_entry(card):
+    items = entries(card, Facts(gated_mlp=True, tied_embeddings=True, sink_heads=3, total_heads=9))
+    naming = [e.concept for e in items if card.name in e.term + " " + e.text]
+    assert naming == []  # the heading says "Glossary for <model>"; entries say "the model"
+    # ... and still give this model's own numbers.
+    text = everything(items)
+    for number in (card.vocab_size, card.hidden_size, card.mlp_size, card.context_length):
+        assert f"{number:,}" in text
+    assert f"{card.layers}." in by_concept(items)["layer"].text

@@ -71,7 +71,7 @@ def _positions(card: ModelCard) -> Entry:
         return Entry(
             "positions",
             "RoPE (rotary position embedding)",
-            f"How {card.name} knows word order: no position vector is added to the tokens; "
+            "How this model knows word order: no position vector is added to the tokens; "
             "inside attention each query and key is rotated by an angle that grows with its "
             "position, so a query-key match depends on how far apart the two tokens are. "
             "(GPT-2 instead adds a learned vector per position.)",
@@ -80,14 +80,14 @@ def _positions(card: ModelCard) -> Entry:
         return Entry(
             "positions",
             "position embedding (learned)",
-            f"A learned vector per position, added to the token's embedding before layer 0 so "
-            f"{card.name} knows word order; it has {card.context_length:,} of them, one per "
+            "A learned vector per position, added to the token's embedding before layer 0 so "
+            f"the model knows word order; it has {card.context_length:,} of them, one per "
             "position it can read. (Rotary models such as Llama rotate queries and keys instead.)",
         )
     return Entry(
         "positions",
         f"positions ({card.positional_encoding})",
-        f"How {card.name} tells the model where each token sits: {card.positional_encoding}.",
+        f"How the model is told where each token sits: {card.positional_encoding}.",
     )
 
 
@@ -123,7 +123,7 @@ def _activation(card: ModelCard, gated: bool) -> Entry:
         return Entry(
             "activation",
             name,
-            f"{card.name}'s MLP widens the vector twice side by side ({card.hidden_size:,} -> "
+            f"This model's MLP widens the vector twice side by side ({card.hidden_size:,} -> "
             f"{card.mlp_size:,}): one copy, the gate, goes through {card.activation} and "
             "multiplies the other (up) element by element, so the gate decides how much of each "
             "feature passes; a third matrix (down) narrows the product back. GPT-2's MLP has no "
@@ -132,7 +132,7 @@ def _activation(card: ModelCard, gated: bool) -> Entry:
     return Entry(
         "activation",
         card.activation,
-        f"The non-linearity inside {card.name}'s MLP, applied to each of its {card.mlp_size:,} "
+        f"The non-linearity inside the MLP, applied to each of its {card.mlp_size:,} "
         "features between the widening and the narrowing; without it the MLP would be one "
         "matrix.",
     )
@@ -163,13 +163,13 @@ def _tied(card: ModelCard, tied: bool | None) -> Entry | None:
         return None
     if tied:
         text = (
-            f"{card.name} reads out its prediction with the embedding table itself: the same "
+            "The model reads out its prediction with the embedding table itself: the same "
             f"{card.vocab_size:,} x {card.hidden_size:,} matrix turns token ids into vectors at "
             "the start and vectors into logits at the end."
         )
     else:
         text = (
-            f"{card.name} does not tie its embeddings: the read-out (unembedding) is a matrix of "
+            "This model does not tie its embeddings: the read-out (unembedding) is a matrix of "
             "its own, separate from the embedding table."
         )
     return Entry("tied-embeddings", "tied embeddings", text)
@@ -182,7 +182,7 @@ def _gqa(card: ModelCard) -> Entry | None:
     return Entry(
         "grouped-query-attention",
         "grouped-query attention (GQA)",
-        f"{card.name}'s {heads} query heads per layer share {kv} key/value heads, {heads // kv} "
+        f"The model's {heads} query heads per layer share {kv} key/value heads, {heads // kv} "
         "query heads per group: heads of a group compare their own queries with the same keys "
         "and read the same values. It saves memory; GPT-2 gives every head its own keys and "
         "values.",
@@ -190,8 +190,8 @@ def _gqa(card: ModelCard) -> Entry | None:
 
 
 def entries(card: ModelCard, facts: Facts = Facts()) -> list[Entry]:
-    """Every entry for the model of `card`, in reading order."""
-    name = card.name
+    """Every entry for the model of `card`, in reading order. The glossary's heading names the
+    model once; the entries say "the model" and give its numbers."""
     items: list[Entry | None] = [
         Entry(
             "token",
@@ -207,13 +207,13 @@ def entries(card: ModelCard, facts: Facts = Facts()) -> list[Entry]:
         Entry(
             "vocabulary",
             "vocabulary",
-            f"The fixed list of every token the model knows: {card.vocab_size:,} for {name}.",
+            f"The fixed list of every token the model knows: {card.vocab_size:,} of them.",
         ),
         Entry(
             "embedding",
             "embedding",
-            f"The learned vector ({card.hidden_size:,} numbers for {name}) a token id is turned "
-            "into before layer 0.",
+            f"The learned vector ({card.hidden_size:,} numbers here) a token id is turned into "
+            "before layer 0.",
         ),
         _tied(card, facts.tied_embeddings),
         _positions(card),
@@ -226,7 +226,7 @@ def entries(card: ModelCard, facts: Facts = Facts()) -> list[Entry]:
         Entry(
             "layer",
             "layer",
-            f"One block of the network: attention, then an MLP. {name} stacks {card.layers}.",
+            f"One block of the network: attention, then an MLP. The model stacks {card.layers}.",
         ),
         _normalization(card),
         Entry(
@@ -237,8 +237,8 @@ def entries(card: ModelCard, facts: Facts = Facts()) -> list[Entry]:
         Entry(
             "attention-head",
             "attention head",
-            f"One of the parallel attention units of a layer ({card.heads_per_layer} per layer in "
-            f"{name}); each learns its own rule for which earlier tokens to read.",
+            f"One of the parallel attention units of a layer ({card.heads_per_layer} per layer "
+            "here); each learns its own rule for which earlier tokens to read.",
         ),
         _gqa(card),
         Entry(
@@ -280,8 +280,8 @@ def entries(card: ModelCard, facts: Facts = Facts()) -> list[Entry]:
             "mlp",
             "MLP",
             f"Multi-layer perceptron: a small feed-forward network applied to each token "
-            f"separately; it widens the vector ({card.hidden_size:,} -> {card.mlp_size:,} in "
-            f"{name}), applies a non-linearity, and narrows it back.",
+            f"separately; it widens the vector ({card.hidden_size:,} -> {card.mlp_size:,} here), "
+            "applies a non-linearity, and narrows it back.",
         ),
         _activation(card, facts.gated_mlp),
         Entry("logit", "logit", "The raw score the model gives each possible next token."),
@@ -354,12 +354,12 @@ def entries(card: ModelCard, facts: Facts = Facts()) -> list[Entry]:
         Entry(
             "parameters",
             "parameters",
-            f"The learned numbers of the model; {name} has {card.parameters / 1e6:,.0f} million.",
+            f"The learned numbers of the model: {card.parameters / 1e6:,.0f} million of them.",
         ),
         Entry(
             "context-length",
             "context length",
-            f"The most tokens the model can read at once: {card.context_length:,} for {name}.",
+            f"The most tokens the model can read at once: {card.context_length:,}.",
         ),
     ]
     return [item for item in items if item is not None]
