@@ -1,25 +1,40 @@
 """Ablation: pick heads (typed, from the attention grid or the scan), remove them, compare; and
-the scan that removes every head alone."""
+the scan that removes every head alone, exactly or estimated by attribution patching (AtP) with
+its strongest heads checked exactly and its agreement with the exact scan once both are known."""
 
 from __future__ import annotations
 
 import math
 
+import torch
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ....core.errors import LmscopeError, RequestError
 from ....core.heads import head_name
 from ....core.tokens import display
 from ....experiments.ablation import MODES, ablate, ablation_scan
+from ....experiments.ablation_atp import ablation_estimate
+from ....experiments.atp import agreement
 from ....experiments.inputs import check_heads, parse_heads
+from ....experiments.patching import CHECK_TOP
 from ... import figures
 from .. import SHOWN, graph, stored
-from .panel import Panel, button, keep, message, metric_line, parse_target
+from .panel import (
+    Panel,
+    agreement_line,
+    button,
+    checked_table,
+    keep,
+    message,
+    metric_line,
+    number,
+    parse_target,
+)
 from .redundancy import small_effect_note
 
 ABLATION_TOKENS = 20  # greedy continuation shown before and after an ablation
-BODIES = ("inv-ablation-body", "inv-scan-body")
-FIGURES = ("inv-ablation", "inv-scan")
+BODIES = ("inv-ablation-body", "inv-scan-body", "inv-scan-atp-body", "inv-scan-agreement")
+FIGURES = ("inv-ablation", "inv-scan", "inv-scan-atp")
 
 EXPLAIN_ABLATION = (
     "Ablation removes heads: their output is replaced by zeros (zero) or by their average over "
@@ -31,7 +46,10 @@ EXPLAIN_SCAN = (
     "The scan removes each head alone, one at a time, and records how the metric (the target's "
     "log-probability, or logit(A) - logit(B) with a 'minus' token) changes. Red cells: the head "
     "helped the target (removing it hurt); blue: it "
-    "worked against it. Click a cell to add that head to the ablation set."
+    "worked against it. Click a cell to add that head to the ablation set. Estimate (AtP) "
+    "estimates every cell at once from one gradient (about 4 passes instead of one per layer of "
+    "heads) and removes its strongest heads exactly to check it; run the exact scan too to see "
+    "how well the two agree."
 )
 
 
@@ -71,6 +89,8 @@ def layout() -> list:
                 ),
                 button("Run ablation", "inv-ablate", True),
                 button("Scan every head", "inv-scan-run"),
+                button("Estimate (AtP)", "inv-scan-atp-run"),
+                number("inv-scan-k", CHECK_TOP, "check top", step=1, min=0),
             ],
             className="row actions",
         ),
@@ -80,6 +100,9 @@ def layout() -> list:
         html.P(EXPLAIN_SCAN, className="explain"),
         html.Div(id="inv-scan-body"),
         graph("inv-scan", "lmscope-ablation-scan"),
+        html.Div(id="inv-scan-agreement"),
+        html.Div(id="inv-scan-atp-body"),
+        graph("inv-scan-atp", "lmscope-ablation-scan-atp"),
     ]
 
 
@@ -97,6 +120,7 @@ def register(app: Dash, panel: Panel) -> None:
         Output("inv-message", "children", allow_duplicate=True),
         Input({"kind": "head", "layer": ALL, "head": ALL}, "n_clicks"),
         Input({"kind": "figure", "name": "inv-scan"}, "clickData"),
+        Input({"kind": "figure", "name": "inv-scan-atp"}, "clickData"),
         Input("inv-heads-add", "n_clicks"),
         Input("inv-heads-text", "n_submit"),
         Input("inv-heads-clear", "n_clicks"),
@@ -106,7 +130,7 @@ def register(app: Dash, panel: Panel) -> None:
         State("analysis", "data"),
         prevent_initial_call=True,
     )
-    def select(_cells, scan_click, _add, _submit, _clear, mode, heads, text, data):
+    def select(_cells, _scan, _atp, _add, _submit, _clear, mode, heads, text, data):
         """Grid clicks (in select mode) toggle a head; scan clicks and the text field add heads."""
         trigger, heads = ctx.triggered_id, [list(h) for h in heads or []]
         if not ctx.triggered or not ctx.triggered[0]["value"]:
@@ -118,8 +142,8 @@ def register(app: Dash, panel: Panel) -> None:
                 return no_update, no_update
             head = [trigger["layer"], trigger["head"]]
             return ([h for h in heads if h != head] if head in heads else [*heads, head]), ""
-        if isinstance(trigger, dict):  # a scan cell
-            point = scan_click["points"][0]
+        if isinstance(trigger, dict):  # a cell of the exact or the AtP scan
+            point = ctx.triggered[0]["value"]["points"][0]
             new = [(int(point["y"]), int(point["x"]))]
         else:
             try:
@@ -242,25 +266,27 @@ def register(app: Dash, panel: Panel) -> None:
         Output("inv-scan-body", "children"),
         Output({"kind": "figure", "name": "inv-scan"}, "figure"),
         Output({"kind": "figure", "name": "inv-scan"}, "style"),
+        Output("inv-scan-agreement", "children", allow_duplicate=True),
         Output("inv-message", "children", allow_duplicate=True),
         Output("inv-results", "data", allow_duplicate=True),
         Input("inv-scan-run", "n_clicks"),
         State("inv-mode", "value"),
         State("inv-target", "value"),
         State("inv-wrong", "value"),
+        State("inv-results", "data"),
         State("analysis", "data"),
         State("client", "data"),
         running=[(Output("inv-scan-run", "disabled"), True, False)],
         prevent_initial_call=True,
     )
     @panel.current_only
-    def run_scan(_clicks, mode, target, wrong, data):
+    def run_scan(_clicks, mode, target, wrong, results, data):
         try:
             lm, prompt = panel.model_and_prompt(data)
             scan = ablation_scan(lm, prompt, mode, target=parse_target(target),
                                  wrong=parse_target(wrong))  # fmt: skip
         except LmscopeError as error:
-            return no_update, no_update, no_update, message(str(error)), no_update
+            return (no_update,) * 4 + (message(str(error)), no_update)
         doc = scan.to_dict()
         label, clean = doc["metric"]["label"], doc["metric"]["clean"]
         effect = scan.effect
@@ -284,4 +310,67 @@ def register(app: Dash, panel: Panel) -> None:
             "Δ logit diff" if contrastive else "Δ log p",
             "change in the logit difference" if contrastive else "change in log-probability",
         )
-        return body, fig, SHOWN, "", keep("ablation_scan", doc)
+        agreed = scan_agreement(doc, (results or {}).get("ablation_atp"))
+        return body, fig, SHOWN, agreed, "", keep("ablation_scan", doc)
+
+    @app.callback(
+        Output("inv-scan-atp-body", "children"),
+        Output({"kind": "figure", "name": "inv-scan-atp"}, "figure"),
+        Output({"kind": "figure", "name": "inv-scan-atp"}, "style"),
+        Output("inv-scan-agreement", "children", allow_duplicate=True),
+        Output("inv-message", "children", allow_duplicate=True),
+        Output("inv-results", "data", allow_duplicate=True),
+        Input("inv-scan-atp-run", "n_clicks"),
+        State("inv-mode", "value"),
+        State("inv-target", "value"),
+        State("inv-wrong", "value"),
+        State("inv-scan-k", "value"),
+        State("inv-results", "data"),
+        State("analysis", "data"),
+        State("client", "data"),
+        running=[(Output("inv-scan-atp-run", "disabled"), True, False)],
+        prevent_initial_call=True,
+    )
+    @panel.current_only
+    def run_scan_atp(_clicks, mode, target, wrong, k, results, data):
+        try:
+            lm, prompt = panel.model_and_prompt(data)
+            result = ablation_estimate(lm, prompt, mode, parse_target(target), parse_target(wrong),
+                                       check=CHECK_TOP if k is None else int(k))  # fmt: skip
+        except LmscopeError as error:
+            return (no_update,) * 4 + (message(str(error)), no_update)
+        doc = result.to_dict()
+        label = doc["metric"]["label"]
+        top = divmod(int(result.atp.abs().argmax()), result.atp.shape[1])
+        body = [
+            metric_line(doc["metric"], result.notices, "inv-scan-atp-metric"),
+            html.P(
+                f"AtP estimate of {result.mode} ablating each head alone ({label} = "
+                f"{result.base_metric:.3f} on the prompt), from one forward and one backward "
+                f"pass: {head_name(*top)} matters most (estimated {float(result.atp[top]):+.3f}).",
+                id="inv-scan-atp-summary",
+            ),
+            *checked_table([(c["name"], c["atp"], c["exact"]) for c in result.checked],
+                           "AtP's strongest heads, ablated exactly:", "inv-scan-checked", "head"),
+        ]  # fmt: skip
+        contrastive = result.metric.contrastive
+        fig = figures.head_map(
+            result.atp,
+            f"AtP estimate of the change in {label} when one head is removed",
+            "Δ logit diff" if contrastive else "Δ log p",
+            "estimated change",
+        )
+        agreed = scan_agreement((results or {}).get("ablation_scan"), doc)
+        return body, fig, SHOWN, agreed, "", keep("ablation_atp", doc)
+
+
+def scan_agreement(exact: dict | None, atp: dict | None) -> list:
+    """AtP against the exact scan (their `to_dict()` documents), when both measured the same
+    thing: the same ablation mode and metric."""
+    if not exact or not atp or exact["mode"] != atp["mode"]:
+        return []
+    same = all(exact["metric"][key] == atp["metric"][key] for key in ("label", "answer", "wrong"))
+    if not same:
+        return []
+    estimate, measured = torch.tensor(atp["atp"]), torch.tensor(exact["effect"])
+    return agreement_line(agreement(estimate, measured, CHECK_TOP), "inv-scan-agreement-line")

@@ -15,7 +15,8 @@ from ....core.model import LoadedModel
 from ...progress import Tabs
 
 NO_ANALYSIS = "Press Analyze first: the experiments work on the analyzed prompt."
-JOB_LABELS = {"run_scan": "Ablation scan", "run_attribution": "Token attribution",
+JOB_LABELS = {"run_scan": "Ablation scan", "run_scan_atp": "Ablation scan (AtP)",
+              "run_attribution": "Token attribution",
               "run_compare": "Comparison", "run_dla": "Logit attribution"}  # fmt: skip
 TABS_KEPT = 1000  # open tabs whose current analysis the server remembers
 
@@ -41,6 +42,28 @@ def metric_line(metric: dict, notices: list[str], element_id: str) -> html.Div:
     items.append(html.P(["Metric: ", html.Strong(metric["label"], className="mono")],
                         className="hint metric-label"))  # fmt: skip
     return html.Div(items, id=element_id)
+
+
+def agreement_line(agreement: dict | None, element_id: str) -> list:
+    """AtP against the exact scan (`atp.agreement`): Spearman and top-k overlap, as one line."""
+    if agreement is None:
+        return []
+    rho, k = agreement["spearman"], agreement["top_k"]
+    return [html.P(f"AtP against exact: Spearman {'n/a' if rho is None else f'{rho:.3f}'}, "
+                   f"top-{k} overlap {agreement['top_k_overlap']}/{k}.", id=element_id)]  # fmt: skip
+
+
+def checked_table(
+    rows: list[tuple[str, float, float]], caption: str, element_id: str, what: str = "cell"
+) -> list:
+    """AtP's strongest cells beside their exact values, (name, AtP, exact) per row, as a table."""
+    if not rows:
+        return []
+    header = html.Tr([html.Th(what), html.Th("AtP"), html.Th("exact")])
+    cells = [html.Tr([html.Td(name, className="mono"), html.Td(f"{atp:.3f}"),
+                      html.Td(f"{exact:.3f}")]) for name, atp, exact in rows]  # fmt: skip
+    return [html.P(caption, className="hint"),
+            html.Table([header, *cells], id=element_id, className="table")]  # fmt: skip
 
 
 def button(label: str, button_id: str, primary: bool = False) -> html.Button:

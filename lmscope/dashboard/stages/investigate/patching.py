@@ -12,7 +12,17 @@ from ....core.errors import LmscopeError
 from ....experiments.patching import CHECK_TOP, Patching, patch
 from ... import figures
 from .. import HIDDEN, SHOWN, graph
-from .panel import Panel, button, keep, message, metric_line, number, parse_target
+from .panel import (
+    Panel,
+    agreement_line,
+    button,
+    checked_table,
+    keep,
+    message,
+    metric_line,
+    number,
+    parse_target,
+)
 
 BODIES = ("inv-patch-body",)
 FIGURES = ("inv-patch-atp", "inv-patch-exact")
@@ -129,33 +139,12 @@ def summary(result: Patching) -> list:
             id="inv-patch-runs",
         ),
     ]
-    agreement = result.agreement()
-    if agreement is not None:
-        rho = agreement["spearman"]
-        body.append(
-            html.P(
-                f"AtP against exact: Spearman {'n/a' if rho is None else f'{rho:.3f}'}, "
-                f"top-{agreement['top_k']} overlap {agreement['top_k_overlap']}/{agreement['top_k']}.",
-                id="inv-patch-agreement",
-            )
-        )
-    if result.checked:
-        rows = [html.Tr([html.Th("cell"), html.Th("AtP"), html.Th("exact")])]
-        rows += [
-            html.Tr(
-                [
-                    html.Td(result.cell_name(tuple(c["cell"])), className="mono"),
-                    html.Td(f"{c['atp']:.3f}"),
-                    html.Td(f"{c['exact']:.3f}"),
-                ]
-            )
-            for c in result.checked
-        ]
-        body += [
-            html.P("AtP's strongest cells, patched exactly:", className="hint"),
-            html.Table(rows, id="inv-patch-checked", className="table"),
-        ]
-    return body
+    checked = [(result.cell_name(tuple(c["cell"])), c["atp"], c["exact"]) for c in result.checked]
+    return [
+        *body,
+        *agreement_line(result.agreement(), "inv-patch-agreement"),
+        *checked_table(checked, "AtP's strongest cells, patched exactly:", "inv-patch-checked"),
+    ]
 
 
 def register(app: Dash, panel: Panel) -> None:
