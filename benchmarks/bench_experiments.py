@@ -30,13 +30,15 @@ from lmscope.experiments.generation import GenerationSettings, generate
 
 
 def paired_times(
-    fn: Callable[[], object], plain: Callable[[], object], repeats: int
+    fn: Callable[[], object], plain: Callable[[], object], repeats: int, warm_up: bool = True
 ) -> tuple[float, float]:
-    """Median time of `fn` and median ratio to a plain pass timed right before each run.
+    """Median time of `fn` and median ratio to a plain pass timed right before each run (after
+    one warm-up run of `fn` unless `warm_up` is False).
 
     Pairing keeps the ratio honest on a shared machine whose load changes minute to minute.
     """
-    fn()
+    if warm_up:
+        fn()
     times, ratios = [], []
     for _ in range(repeats):
         start = time.perf_counter()
