@@ -1,9 +1,11 @@
 """Steering: add a direction to the residual stream at one layer (from two prompts, or one token's
-unembedding) and compare the next token and a greedy continuation without and with it."""
+unembedding) and compare the next token and a greedy continuation without and with it. The layer
+and the position follow the page's focus (a clicked layer, head or token) until the user types
+their own."""
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ....core.errors import LmscopeError
 from ....core.tokens import display
@@ -25,6 +27,11 @@ EXPLAIN_STEERING = (
     "to length 1, so the coefficient is the length added; compare it with the stream's length, "
     "shown with the result. Coefficient 0 changes nothing."
 )
+FIELDS = {"inv-steer-layer": "layer", "inv-steer-position": "position"}  # field -> focus key
+FOLLOWS = (
+    "Layer and position follow the page's focus (the layer or head, and the token, last clicked "
+    "above) until you type your own."
+)
 KINDS = [
     {"label": "two prompts (activation addition)", "value": "prompts"},
     {"label": "one token's unembedding direction", "value": "token"},
@@ -43,6 +50,8 @@ def layout() -> list:
     return [
         html.H3("Steering: add a direction to the residual stream"),
         html.P(EXPLAIN_STEERING, className="explain"),
+        dcc.Store(id="inv-steer-followed", data={"layer": 0, "position": None}),
+        dcc.Store(id="inv-steer-own", data={}),
         html.Div(
             [
                 dcc.RadioItems(id="inv-steer-kind", options=KINDS, value="prompts", inline=True),
@@ -61,6 +70,7 @@ def layout() -> list:
             ],
             className="row actions",
         ),
+        html.P(FOLLOWS, className="hint", id="inv-steer-follows"),
         html.Div(id="inv-steer-body"),
         graph("inv-steer", "lmscope-steering"),
     ]
@@ -120,7 +130,55 @@ def whole(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def followed(focus: dict | None, own: dict | None, shown: dict) -> dict:
+    """The layer and position the fields take from `focus`, for each field the user has not set
+    (`own`): the focused layer when there is one, the focused position or none (every position)."""
+    focus, own, update = focus or {}, own or {}, {}
+    if not own.get("layer") and isinstance(focus.get("layer"), int):
+        update["layer"] = focus["layer"]
+    if not own.get("position"):
+        update["position"] = focus.get("position")
+    return {key: value for key, value in update.items() if value != shown.get(key)}
+
+
 def register(app: Dash, panel: Panel) -> None:
+    @app.callback(
+        Output("inv-steer-layer", "value"),
+        Output("inv-steer-position", "value"),
+        Output("inv-steer-followed", "data"),
+        Input("focus", "data"),
+        State("inv-steer-own", "data"),
+        State("inv-steer-followed", "data"),
+        prevent_initial_call=True,
+    )
+    def follow_focus(focus, own, shown):
+        """The fields the user has not typed show the focused layer and position."""
+        update = followed(focus, own, shown or {})
+        if not update:
+            return no_update, no_update, no_update
+        return (update.get("layer", no_update), update.get("position", no_update),
+                (shown or {}) | update)  # fmt: skip
+
+    @app.callback(
+        Output("inv-steer-own", "data"),
+        Input("inv-steer-layer", "value"),
+        Input("inv-steer-position", "value"),
+        State("inv-steer-followed", "data"),
+        State("inv-steer-own", "data"),
+        prevent_initial_call=True,
+    )
+    def typed(layer, position, shown, own):
+        """A field whose value is not the one the focus put there was typed by the user: it
+        stops following the focus."""
+        key = FIELDS.get(ctx.triggered_id)
+        if key is None:
+            return no_update
+        value = {"layer": layer, "position": position}[key]
+        mine = value != (shown or {}).get(key)
+        if bool((own or {}).get(key)) == mine:
+            return no_update
+        return (own or {}) | {key: mine}
+
     @app.callback(
         Output("inv-steer-body", "children"),
         Output({"kind": "figure", "name": "inv-steer"}, "figure"),
