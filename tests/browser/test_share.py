@@ -33,10 +33,6 @@ def export_filename(page: Page, graph_id: str) -> str:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (issue 14, open): a link's pos= is overwritten after load; see the session note",
-)
 def test_a_link_reopens_its_focus_and_generation_settings(page, dashboard_url, artifacts):
     link = (
         f"{dashboard_url}/?model=demo&prompt=The+cat+sat+on+the+mat.&head=1.2&layer=1&pos=3"

@@ -43,6 +43,8 @@ def layout() -> html.Div:
                 ],
                 className="row",
             ),
+            # The position `draw` put in the box: only a user's own change of it moves `focus`.
+            dcc.Store(id="attn-query-shown"),
             html.Div(html.P(EMPTY, className="empty"), id="head-steps"),
             html.Div(id="head-steps-values"),
         ],
@@ -272,23 +274,24 @@ def register(app: Dash, service: Service) -> None:
         Output("head-steps", "children"),
         Output("attn-query", "value"),
         Output("attn-query", "max"),
+        Output("attn-query-shown", "data"),
         Input("focus", "data"),
         Input("analysis", "data"),
     )
     def draw(focus, data):
         analysis = stored(service, data)
         if analysis is None:
-            return html.P(EMPTY, className="empty"), None, None
+            return html.P(EMPTY, className="empty"), None, None, None
         position = followed(analysis, focus)
         chosen = focused_head(analysis, focus)
         last = len(analysis.tokens) - 1
         if chosen is None:
-            return html.P(EMPTY, className="empty"), position, last
+            return html.P(EMPTY, className="empty"), position, last, position
         try:
             steps = head_steps(analysis, *chosen, position, with_values=False)
         except LmscopeError as error:
-            return html.P(str(error), className="message error"), position, last
-        return explain(analysis, steps), position, last
+            return html.P(str(error), className="message error"), position, last, position
+        return explain(analysis, steps), position, last, position
 
     @app.callback(
         Output("head-steps-values", "children"),
@@ -311,10 +314,13 @@ def register(app: Dash, service: Service) -> None:
     @app.callback(
         Output("focus", "data", allow_duplicate=True),
         Input("attn-query", "value"),
+        State("attn-query-shown", "data"),
         State("focus", "data"),
         prevent_initial_call=True,
     )
-    def pick(position, focus):
-        if not isinstance(position, int) or (focus or {}).get("position") == position:
+    def pick(position, shown, focus):
+        """A position typed into the box becomes the page's; the one `draw` wrote there does not
+        (it would overwrite a position a link or another view set meanwhile)."""
+        if not isinstance(position, int) or position in (shown, (focus or {}).get("position")):
             return no_update
         return focus_position(position)
