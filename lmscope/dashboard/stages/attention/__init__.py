@@ -12,6 +12,7 @@ from dash import Dash, dcc, html
 from ....api.service import Service
 from .. import section
 from . import grid, head, layer, model_view, steps, token_view
+from .cells import pick_store
 from .grid import EXPLAIN, head_grid, kv_groups
 
 
@@ -26,6 +27,7 @@ def layout() -> html.Section:
             [html.Div(id="head-grid-body", className="attn-grid-side"), head.layout()],
             className="attn-split",
         ),
+        pick_store("head-pick"),
         dcc.Store(id="head-shown"),
         dcc.Store(id="head-scrolled"),
         steps.layout(),

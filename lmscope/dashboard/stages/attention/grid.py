@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dash import ALL, Dash, Input, Output, Patch, State, dcc, html
+from dash import Dash, Input, Output, Patch, State, dcc, html
 
 from ....api.service import Service
 from ....core.errors import LmscopeError
@@ -23,6 +23,7 @@ from ....core.heads import (
 from ....core.model import LoadedModel
 from ... import figures
 from .. import ready, stored
+from .cells import Cell, cell_grid
 
 EXPLAIN = (
     "Attention is how a token gathers information from the tokens before it. Each [[layer]] has "
@@ -107,39 +108,38 @@ def kv_groups(heads: int, kv_heads: int | None) -> str | None:
 
 
 def head_grid(report: HeadReport, kv_heads: int | None = None) -> html.Div:
-    """One button per head: hue by category, depth by score, the sink share as a bar beneath."""
+    """One button per head: hue by category, depth by score, the sink share as a bar beneath;
+    drawn in the browser (cells.py), clicks land in `head-pick`."""
     layers, heads = len(report.categories), len(report.categories[0])
     size = heads // kv_heads if kv_groups(heads, kv_heads) else 0
-    cells = [html.Div("", className="grid-corner")]
-    cells += [html.Div(f"H{h}", className="grid-label") for h in range(heads)]
+    rows = []
     for layer in range(layers):
-        cells.append(html.Div(f"L{layer}", className="grid-label"))
+        row = []
         for head in range(heads):
             category = report.categories[layer][head]
             score = _score(report, layer, head)
             text = "?" if category == "insufficient" else ""
             text = text if score is None else f"{score:.2f}".lstrip("0")
             group = " group-start" if size and head and head % size == 0 else ""
-            cells.append(
-                html.Button(
+            name = head_name(layer, head)
+            row.append(
+                Cell(
+                    layer,
+                    head,
                     text,
-                    id={"kind": "head", "layer": layer, "head": head},
-                    className=f"head-cell roving-cell cat-{category}{group}",
-                    tabIndex=0 if layer == head == 0 else -1,
-                    title=f"{head_name(layer, head)}: {describe(report, layer, head)}",
-                    style=figures.head_cell_style(category, score, report.sink(layer, head)),
-                    **{"data-head": head_name(layer, head), "data-category": category},
+                    f"head-cell cat-{category}{group}",
+                    f"{name}: {describe(report, layer, head)}",
+                    figures.head_cell_style(category, score, report.sink(layer, head)),
+                    {"head": name, "category": category},
                 )
             )
-    return html.Div(
-        cells,
-        className="head-grid roving-grid",
-        role="group",
-        **{
-            "aria-label": f"{layers} x {heads} attention heads: arrow keys move, Enter opens",
-            "data-cols": str(heads),
-        },
-        style={"gridTemplateColumns": f"2.6rem repeat({heads}, minmax(1.9rem, 1fr))"},
+        rows.append(row)
+    return cell_grid(
+        rows,
+        pick="head-pick",
+        label=f"{layers} x {heads} attention heads: arrow keys move, Enter opens",
+        classes="head-grid",
+        columns=f"2.6rem repeat({heads}, minmax(1.9rem, 1fr))",
     )
 
 
@@ -325,18 +325,15 @@ def register(app: Dash, service: Service) -> None:
         return category_table(analysis.heads, head_profile(analysis.lm))
 
     app.clientside_callback(  # in the browser: one round trip less before the head opens
-        """function (_clicks, mode, focus) {
-            const context = window.dash_clientside.callback_context;
-            const trigger = context.triggered_id;
-            const fired = context.triggered.length && context.triggered[0].value;
-            if (mode === "select" || !trigger || typeof trigger !== "object" || !fired) {
+        """function (pick, mode, focus) {
+            if (mode === "select" || !pick) {
                 return window.dash_clientside.no_update;
             }
             return Object.assign({}, focus || {},
-                {head: [trigger.layer, trigger.head], layer: trigger.layer});
+                {head: [pick.layer, pick.head], layer: pick.layer});
         }""",
         Output("focus", "data", allow_duplicate=True),
-        Input({"kind": "head", "layer": ALL, "head": ALL}, "n_clicks"),
+        Input("head-pick", "data"),
         State("grid-mode", "value"),
         State("focus", "data"),
         prevent_initial_call=True,

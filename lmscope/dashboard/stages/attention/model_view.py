@@ -3,11 +3,12 @@ BertViz show models this way); a click opens that head. One Tab stop, arrow keys
 
 from __future__ import annotations
 
-from dash import ALL, Dash, Input, Output, ctx, html, no_update
+from dash import Dash, Input, Output, html, no_update
 
 from ....api.service import Service
 from ....core.heads import LABELS, head_name
 from .. import stored
+from .cells import Cell, cell_grid, pick_store
 from .grid import focus_head
 from .plots import THUMB, thumbnails
 
@@ -19,6 +20,7 @@ def layout() -> html.Details:
             html.Div(
                 html.P("Press Analyze to see every head.", className="empty"), id="model-view"
             ),
+            pick_store("thumb-pick"),
         ],
         id="model-view-box",
         className="model-view-box",
@@ -26,30 +28,35 @@ def layout() -> html.Details:
 
 
 def register(app: Dash, service: Service) -> None:
-    @app.callback(Output("model-view", "children"), Input("analysis", "data"))
-    def draw(data):
+    @app.callback(
+        Output("model-view", "children"),
+        Input("analysis", "data"),
+        Input("model-view-box", "open"),
+    )
+    def draw(data, opened):
+        """Built when the view is open: a model's thumbnails cost time nobody asked for."""
         analysis = stored(service, data)
         if analysis is None:
             return html.P("Press Analyze to see every head.", className="empty")
+        if not opened:
+            return html.P("Open to draw every head.", className="empty")
         count = len(analysis.tokens)
-        images, report = thumbnails(analysis), analysis.heads
-        heads = analysis.heads_per_layer
-        cells = [html.Div("", className="grid-corner")]
-        cells += [html.Div(f"H{h}", className="grid-label") for h in range(heads)]
-        for layer, row in enumerate(images):
-            cells.append(html.Div(f"L{layer}", className="grid-label"))
-            for head, src in enumerate(row):
-                name = head_name(layer, head)
-                cells.append(
-                    html.Button(
-                        html.Img(src=src, alt=f"pattern of {name}"),
-                        id={"kind": "thumb", "layer": layer, "head": head},
-                        className="thumb roving-cell",
-                        tabIndex=0 if layer == head == 0 else -1,
-                        title=f"{name}: {LABELS[report.categories[layer][head]]}; click to open",
-                        **{"data-thumb": name},
-                    )
+        report = analysis.heads
+        rows = [
+            [
+                Cell(
+                    layer,
+                    head,
+                    classes="thumb",
+                    title=f"{head_name(layer, head)}: "
+                    f"{LABELS[report.categories[layer][head]]}; click to open",
+                    data={"thumb": head_name(layer, head)},
+                    image=(src, f"pattern of {head_name(layer, head)}"),
                 )
+                for head, src in enumerate(row)
+            ]
+            for layer, row in enumerate(thumbnails(analysis))
+        ]
         window = (
             "the whole prompt"
             if count <= THUMB
@@ -62,22 +69,21 @@ def register(app: Dash, service: Service) -> None:
                 "the arrow keys and Enter, to open that head above.",
                 className="hint",
             ),
-            html.Div(
-                cells,
-                className="thumb-grid roving-grid",
-                role="group",
-                style={"gridTemplateColumns": f"2.6rem repeat({heads}, 3.2rem)"},
-                **{"aria-label": "every head as a thumbnail", "data-cols": str(heads)},
+            cell_grid(
+                rows,
+                pick="thumb-pick",
+                label="every head as a thumbnail",
+                classes="thumb-grid",
+                columns=f"2.6rem repeat({analysis.heads_per_layer}, 3.2rem)",
             ),
         ]
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),
-        Input({"kind": "thumb", "layer": ALL, "head": ALL}, "n_clicks"),
+        Input("thumb-pick", "data"),
         prevent_initial_call=True,
     )
-    def pick(_clicks):
-        trigger = ctx.triggered_id
-        if not isinstance(trigger, dict) or not ctx.triggered[0]["value"]:
+    def pick(chosen):
+        if not chosen:
             return no_update
-        return focus_head(trigger["layer"], trigger["head"])
+        return focus_head(chosen["layer"], chosen["head"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import torch
-from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ....core.errors import LmscopeError, RequestError
 from ....core.heads import head_name
@@ -118,7 +118,7 @@ def register(app: Dash, panel: Panel) -> None:
     @app.callback(
         Output("inv-heads", "data"),
         Output("inv-message", "children", allow_duplicate=True),
-        Input({"kind": "head", "layer": ALL, "head": ALL}, "n_clicks"),
+        Input("head-pick", "data"),
         Input({"kind": "figure", "name": "inv-scan"}, "clickData"),
         Input({"kind": "figure", "name": "inv-scan-atp"}, "clickData"),
         Input("inv-heads-add", "n_clicks"),
@@ -137,10 +137,10 @@ def register(app: Dash, panel: Panel) -> None:
             return no_update, no_update
         if trigger == "inv-heads-clear":
             return [], ""
-        if isinstance(trigger, dict) and trigger.get("kind") == "head":
+        if trigger == "head-pick":
             if mode != "select":
                 return no_update, no_update
-            head = [trigger["layer"], trigger["head"]]
+            head = [ctx.triggered[0]["value"]["layer"], ctx.triggered[0]["value"]["head"]]
             return ([h for h in heads if h != head] if head in heads else [*heads, head]), ""
         if isinstance(trigger, dict):  # a cell of the exact or the AtP scan
             point = ctx.triggered[0]["value"]["points"][0]
@@ -157,9 +157,10 @@ def register(app: Dash, panel: Panel) -> None:
     def show_heads(heads):
         return head_chips(heads or [])
 
-    app.clientside_callback(
+    app.clientside_callback(  # cellgrid.js marks cells of grids drawn later from lmscopeMarks
         """function (heads, _grid) {
             const chosen = new Set((heads || []).map(h => `L${h[0]}-H${h[1]}`));
+            window.lmscopeMarks = chosen;
             document.querySelectorAll(".head-cell").forEach(cell => {
                 cell.classList.toggle("selected", chosen.has(cell.dataset.head));
             });
