@@ -138,7 +138,7 @@ def rows(lm: LoadedModel, tokens: int, repeats: int, only: set[str] | None) -> l
 
 
 def main() -> None:
-    args = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     args.add_argument("--repeats", type=int, default=5)
     args.add_argument("--threads", type=int, default=1)
     args.add_argument("--cases", default="gpt2:32,smollm2:14,smollm2:256",
