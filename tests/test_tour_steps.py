@@ -9,7 +9,9 @@ import torch
 
 from lmscope.core.analysis import analyze
 from lmscope.core.heads import HeadReport
-from lmscope.dashboard.tour import IOI, clear_head, head_text
+from lmscope.dashboard.figures import percent
+from lmscope.dashboard.tour import IOI, clear_head, head_text, mover_job
+from lmscope.experiments.ablation import ablate
 
 
 def report(categories, strength, sink) -> HeadReport:
@@ -57,3 +59,62 @@ def test_on_smollm2_and_the_ioi_prompt_the_tour_opens_a_previous_token_head_and_
     assert abs(float(sink) / 100 - float(pattern[rows, 0].mean())) < 0.002
     last = re.search(r"the last token ␣to gives ([\d.]+)% to ␣drink", text).group(1)
     assert abs(float(last) / 100 - float(pattern[-1, -2])) < 0.002
+
+
+def hf_last_row_on(model, ids, position: int) -> torch.Tensor:
+    """transformers' own attention from the last token to `position`, `(layers, heads)`."""
+    with torch.no_grad():
+        attentions = model(ids, output_attentions=True).attentions
+    return torch.stack([a[0, :, -1, position] for a in attentions])
+
+
+def hf_p_without(model, ids, heads, token: int) -> float:
+    """p(token) next with `heads` zeroed: a hook zeroes their slice of o_proj's input."""
+    size = model.config.hidden_size // model.config.num_attention_heads
+    hooks = []
+    for layer, head in heads:
+
+        def zero(module, args, head=head):
+            x = args[0].clone()
+            x[..., head * size : (head + 1) * size] = 0
+            return (x,)
+
+        o_proj = model.model.layers[layer].self_attn.o_proj
+        hooks.append(o_proj.register_forward_pre_hook(zero))
+    try:
+        with torch.no_grad():
+            logits = model(ids).logits[0, -1]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return float(logits.softmax(-1)[token])
+
+
+def test_the_name_mover_result_says_whether_the_heads_read_the_name_and_which_heads_do(
+    smollm2, smollm2_hf
+):
+    model, tokenizer = smollm2_hf
+    ids = tokenizer(IOI, return_tensors="pt")["input_ids"]
+    mary = tokenizer.encode(" Mary")[0]
+    assert int(ids[0, 1]) == mary  # the name that appears once, at position 1
+    reads = hf_last_row_on(model, ids, 1)
+    analysis = analyze(smollm2, IOI)
+    # Heads that give ␣Mary almost nothing from the last token: the text says they do not move it.
+    quiet = [list(divmod(int(i), reads.shape[1])) for i in reads.flatten().argsort()[:3]]
+    result = ablate(smollm2, IOI, quiet, new_tokens=0).to_dict()
+    text = mover_job(analysis, result, quiet)
+    most = float(max(reads[l, h] for l, h in quiet))
+    assert f"none of them gives ␣Mary more than {percent(most)}" in text
+    # ... and names the three heads reading it most, and what removing them does.
+    top = reads.flatten().argsort(descending=True)[:3]
+    candidates = [divmod(int(i), reads.shape[1]) for i in top]
+    named = ", ".join(f"L{l}-H{h} ({percent(float(reads[l, h]))})" for l, h in candidates)
+    assert f"read ␣Mary most from the last position are {named}" in text
+    before = hf_p_without(model, ids, [], mary)
+    after = hf_p_without(model, ids, candidates, mary)
+    assert f"goes from {percent(before)} to {percent(after)}" in text
+    # A head that does read it is called what it is.
+    l, h = candidates[0]
+    mixed = [[l, h], quiet[0]]
+    text = mover_job(analysis, ablate(smollm2, IOI, mixed, new_tokens=0).to_dict(), mixed)
+    assert text.startswith(f"L{l}-H{h} ({percent(float(reads[l, h]))}) read ␣Mary from the last")

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import re
+from collections.abc import Callable
 
 import torch
 from dash import Dash, Input, Output, dcc, html
@@ -25,7 +26,7 @@ from ..core.heads import LABELS, SINK_MARK, HeadReport, head_name
 from ..core.model import LoadedModel
 from ..core.tokens import display
 from ..core.trace import run
-from ..experiments.ablation import head_patches
+from ..experiments.ablation import ablate, head_patches
 from ..experiments.inputs import as_ids, prompt_ids
 from .figures import percent
 from .stages import stored
@@ -36,6 +37,7 @@ TOP_HEADS = 3  # heads the name-mover experiment ablates, from the scan
 INDUCTION_HEADS = 4  # at most this many induction heads are ablated
 SEQUENCE = 12  # random tokens repeated in the induction experiment
 UNSURE = 0.2  # a top prediction below this probability is called a weak guess
+READS_NAME = 0.3  # a head giving the name this share from the last token reads it, as movers do
 HOW_IT_READS = {
     "previous_token": "it reads the token just before (a stripe just below the diagonal)",
     "self": "each token reads itself (the diagonal)",
@@ -62,6 +64,7 @@ def figure(name: str) -> str:
 
 IOI = "When Mary and John went to the store, John gave a drink to"  # layout.STARTERS[0]
 STARTER = by_id(index=0, kind="starter")
+OUTPUT = "#stage-5 .two-col"  # the top-10 bars and the logit lens that the output steps speak of
 _SEQUENCES: dict[str, tuple[int, ...]] = {}
 
 
@@ -125,7 +128,7 @@ def positions_text(lm: LoadedModel) -> str:
         return (
             f"{card.name} adds nothing for position here: it uses rotary positions (RoPE), which "
             "rotate each query and key inside attention by an angle that grows with the position. "
-            "So the token's vector below is all that enters layer 0, at any position."
+            "So the token's own vector is all that enters layer 0, at any position."
         )
     return (
         f"{card.name} adds a learned position vector to each token's vector "
@@ -274,6 +277,72 @@ def _meaning(
     return text + "Removing them made the target more likely: these heads worked against it."
 
 
+def name_readers(analysis: Analysis, name_id: int) -> list[tuple[float, int, int]]:
+    """Every head's attention from the last token to the earlier copies of the token `name_id`
+    (what a name mover does: it copies the name to the end), most first."""
+    last = len(analysis.tokens) - 1
+    positions = [t.index for t in analysis.tokens[:last] if t.id == name_id]
+    if not positions:
+        return []
+    readers = []
+    for layer in range(analysis.lm.card.layers):
+        rows = analysis.layer_patterns(layer, slice(last, None))[:, 0]  # (heads, T)
+        readers += [(float(w), layer, h) for h, w in enumerate(rows[:, positions].sum(-1))]
+    return sorted(readers, reverse=True)
+
+
+def _weights(readers: list[tuple[float, int, int]], heads) -> str:
+    shares = {(layer, head): w for w, layer, head in readers}
+    return ", ".join(f"{head_name(*h)} ({percent(shares[tuple(h)])})" for h in heads)
+
+
+def mover_job(analysis: Analysis, result: dict, heads: list[list[int]]) -> str:
+    """What the name-mover ablation means on this model: whether the heads the scan ranks first
+    read the name from the last token, and, if not, which heads do and what removing them does."""
+    target = result["target"]
+    name = display(target["text"])
+    readers = name_readers(analysis, target["id"])
+    if not readers:
+        return "the scan finds which heads this answer needs."
+    shares = {(layer, head): w for w, layer, head in readers}
+    movers = [h for h in heads if shares[tuple(h)] >= READS_NAME]
+    others = [h for h in heads if shares[tuple(h)] < READS_NAME]
+    if movers:
+        text = (
+            f"{_weights(readers, movers)} read {name} from the last token, as a name mover "
+            "does (it copies a name from earlier in the text to the end)."
+        )
+        if others:
+            text += (
+                f" {_weights(readers, others)} barely read it: they do other work this answer "
+                "needs."
+            )
+        return text
+    most = max(shares[tuple(h)] for h in heads)
+    text = (
+        f"they matter, but none of them gives {name} more than {percent(most)} of the last "
+        "token's attention, so they are not name movers (heads that copy a name from earlier in "
+        "the text to the end): the scan finds what the answer needs, not which heads carry the "
+        "name."
+    )
+    candidates = [[layer, head] for w, layer, head in readers[:TOP_HEADS] if w >= READS_NAME]
+    if not candidates:
+        return text
+    removed = ablate(analysis.lm, analysis.prompt, candidates, target=target["id"], new_tokens=0)
+    before, after = removed.target_probability
+    text += (
+        f" The heads that read {name} most from the last position are "
+        f"{_weights(readers, candidates)}: the name-mover candidates. Without them, "
+        f"p({name}) goes from {percent(before)} to {percent(after)}"
+    )
+    if barely_moved(before, after):
+        return text + (
+            ": it barely moves. Other heads do the same job or take over when they are gone, "
+            "as backup heads do."
+        )
+    return text + "."
+
+
 # ----- the tours -----
 
 
@@ -294,9 +363,16 @@ def _ablated(results: dict, prompt: str, heads: list[list[int]] | None) -> dict 
 
 
 def ablation_steps(
-    lm: LoadedModel, results: dict, prompt: str, heads, why: str, job: str, second: bool = False
+    lm: LoadedModel,
+    results: dict,
+    prompt: str,
+    heads,
+    why: str,
+    job: str | Callable[[dict], str],
+    second: bool = False,
 ) -> list[dict]:
-    """Set the heads, run the ablation, and say what it means."""
+    """Set the heads, run the ablation, and say what it means (`job`: what the heads were doing
+    when removing them hurt, or a function of the ablation's result that says so)."""
     names = ", ".join(head_name(*h) for h in heads or [])
     result = _ablated(results, prompt, heads)
     ran = result is not None
@@ -319,7 +395,9 @@ def ablation_steps(
         ),
         step(
             "What changed",
-            _meaning(result, heads, loss, job) if ran else "Running the ablation…",
+            _meaning(result, heads, loss, job(result) if callable(job) else job)
+            if ran
+            else "Running the ablation…",
             "#inv-small-effect" if ran and _barely(result) else "#inv-target-change",
             ready=ran,
         ),
@@ -350,7 +428,7 @@ def name_mover_steps(
             step(
                 "The prediction",
                 output_text(analysis if on_ioi else None),
-                "#output-body .prediction",
+                OUTPUT,
                 do=[["click", STARTER]],
                 ready=on_ioi,
             )
@@ -379,8 +457,7 @@ def name_mover_steps(
         IOI,
         heads,
         "the three the scan ranks first",
-        "without them the name that appeared once no longer reaches the last position. Heads "
-        "that copy a name from earlier in the text to the end are called name movers.",
+        lambda result: mover_job(analysis, result, heads),
     )
     return steps
 
@@ -431,7 +508,7 @@ def main_tour(lm: LoadedModel, analysis: Analysis | None, results: dict) -> list
         )
     steps += [
         step("4. MLP", mlp_text(lm), "#mlp-shape-diagram", ready=on_ioi),
-        step("5. Output", output_text(shown), "#output-body .prediction", ready=on_ioi),
+        step("5. Output", output_text(shown), OUTPUT, ready=on_ioi),
         *name_mover_steps(lm, analysis, results, intro=False),
         step(
             "Words and experiments",

@@ -114,7 +114,7 @@
   function show(step, ready) {
     const list = steps();
     box.querySelector(".tour-counter").textContent =
-      "Step " + (state.index + 1) + " of " + list.length;
+      list.length ? "Step " + (state.index + 1) + " of " + list.length : "";
     box.querySelector(".tour-title").textContent = step.title;
     box.querySelector(".tour-text").textContent = step.text;
     box.querySelector(".tour-wait").textContent = ready ? "" : (step.wait || "Working on it…");
@@ -173,7 +173,9 @@
     // The first width, the box's current one first, at which the box fits clear of rect r.
     const W = document.documentElement.clientWidth;
     const room = Math.floor(Math.max(r.left, W - r.right) - 2 * GAP);
-    const widths = [box.style.width, "", WIDE];
+    const text = box.querySelector(".tour-text");
+    const long = text.scrollHeight > text.clientHeight + 1; // its text scrolls: widen it first
+    const widths = long ? [WIDE, box.style.width, ""] : [box.style.width, "", WIDE];
     if (room >= NARROWEST) widths.push(room + "px");
     for (let i = 0; i < widths.length; i++) {
       box.style.width = widths[i];
@@ -224,6 +226,7 @@
     const step = list[state.index];
     if (!step) {
       if (list.length) go(list.length - 1);
+      else show({ title: "The tour", text: "", wait: "Loading the tour…" }, false);
       return;
     }
     if (step.do && !state.done.has(state.index)) {
@@ -249,7 +252,8 @@
   }
 
   function start(name) {
-    if (!tours()) return;
+    // The steps may not have arrived yet (the page is still loading the model): the box opens
+    // at once and waits for them.
     state = { name: name, index: 0, done: new Set() };
     if (!box) box = buildBox();
     clearInterval(timer);
