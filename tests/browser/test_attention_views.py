@@ -110,7 +110,8 @@ def test_attention_views_follow_the_learner_on_the_demo(
     expect(page.locator("#layer-select")).to_contain_text("Layer 1")
     page.locator("#model-view-box").screenshot(path=str(artifacts / "attention-demo-model.png"))
 
-    # The layer view names tokens and opens the head clicked.
+    # The layer view (drawn when opened) names tokens and opens the head clicked.
+    page.locator("#layer-view > summary").click()
     layer = page.locator(f"[id='{graph_id('layer-heads')}']")
     layer.scroll_into_view_if_needed()
     expect(layer.locator(".ytick text").first).to_contain_text("0·The")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import Dash, Input, Output, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
 from ...api.service import Service
 from ...core.analysis import Analysis
@@ -56,20 +57,56 @@ def position_role(analysis: Analysis, position: int) -> str:
     )
 
 
+def stage(analysis: Analysis, position: int, analysis_id: str) -> tuple:
+    """The stage's contents for the token at `position`."""
+    token = analysis.tokens[position]
+    vector = analysis.token_embeddings[position]
+    info = html.P(
+        [
+            f"Token {position} ",
+            html.Span(token.display, className="chip-inline", **{"data-token-index": position}),
+            f" (id {token.id}) is a vector of {vector.numel():,} numbers; its length (norm) "
+            f"is {float(vector.norm()):.2f}. ",
+            position_role(analysis, position),
+        ]
+    )
+    strip = figures.vector_strip(vector, f"Token embedding of {token.display!r}")
+    note, no_note = "", True
+    if analysis.position_embeddings is None:
+        pos_fig, pos_style = no_update, HIDDEN
+        note, no_note = no_position_vector(analysis), False
+    else:
+        pos_fig = figures.vector_strip(
+            analysis.position_embeddings[position], f"Position embedding of position {position}"
+        )
+        pos_style = SHOWN
+    neighbors = nearest_tokens(analysis.lm, token.id, k=10)
+    table = html.Table(
+        [
+            html.Caption(f"Nearest tokens to {token.display!r} in the embedding table"),
+            html.Thead(html.Tr([html.Th("token"), html.Th("id"), html.Th("cosine")])),
+            html.Tbody(
+                [
+                    html.Tr(
+                        [
+                            html.Td(n.to_dict()["display"], className="mono"),
+                            html.Td(n.id),
+                            html.Td(f"{n.similarity:.3f}"),
+                        ]
+                    )
+                    for n in neighbors
+                ]
+            ),
+        ],
+        className="table neighbors",
+    )
+    return info, strip, SHOWN, pos_fig, pos_style, note, no_note, [table, ready(analysis_id)]
+
+
 def register(app: Dash, service: Service) -> None:
     @app.callback(
         Output("embed-position", "options"),
         Output("embed-position", "value"),
-        Input("analysis", "data"),
-    )
-    def choices(data):
-        analysis = stored(service, data)
-        if analysis is None:
-            return [], None
-        options = [{"label": f"{t.index}: {t.display}", "value": t.index} for t in analysis.tokens]
-        return options, len(analysis.tokens) - 1
-
-    @app.callback(
         Output("embed-info", "children"),
         Output({"kind": "figure", "name": "token-vector"}, "figure"),
         Output({"kind": "figure", "name": "token-vector"}, "style"),
@@ -78,52 +115,22 @@ def register(app: Dash, service: Service) -> None:
         Output("embed-position-note", "children"),
         Output("embed-position-note", "hidden"),
         Output("embed-neighbors", "children"),
+        Input("analysis", "data"),
         Input("embed-position", "value"),
-        State("analysis", "data"),
     )
-    def draw(position, data):
+    def draw(data, position):
+        """A new analysis shows its last token (one round trip, not a chained second one); a
+        token picked in the menu or clicked elsewhere shows that one."""
         analysis = stored(service, data)
-        if analysis is None or position is None or position >= len(analysis.tokens):
-            return [], no_update, HIDDEN, no_update, HIDDEN, "", True, []
-        token = analysis.tokens[position]
-        vector = analysis.token_embeddings[position]
-        info = html.P(
-            [
-                f"Token {position} ",
-                html.Span(token.display, className="chip-inline", **{"data-token-index": position}),
-                f" (id {token.id}) is a vector of {vector.numel():,} numbers; its length (norm) "
-                f"is {float(vector.norm()):.2f}. ",
-                position_role(analysis, position),
-            ]
-        )
-        strip = figures.vector_strip(vector, f"Token embedding of {token.display!r}")
-        note, no_note = "", True
-        if analysis.position_embeddings is None:
-            pos_fig, pos_style = no_update, HIDDEN
-            note, no_note = no_position_vector(analysis), False
+        if analysis is None:
+            return [], None, [], no_update, HIDDEN, no_update, HIDDEN, "", True, []
+        if ctx.triggered_id == "embed-position":
+            if position is None or not 0 <= position < len(analysis.tokens):
+                raise PreventUpdate
+            options = value = no_update
         else:
-            pos_fig = figures.vector_strip(
-                analysis.position_embeddings[position], f"Position embedding of position {position}"
-            )
-            pos_style = SHOWN
-        neighbors = nearest_tokens(analysis.lm, token.id, k=10)
-        table = html.Table(
-            [
-                html.Caption(f"Nearest tokens to {token.display!r} in the embedding table"),
-                html.Thead(html.Tr([html.Th("token"), html.Th("id"), html.Th("cosine")])),
-                html.Tbody(
-                    [
-                        html.Tr(
-                            [
-                                html.Td(n.to_dict()["display"], className="mono"),
-                                html.Td(n.id),
-                                html.Td(f"{n.similarity:.3f}"),
-                            ]
-                        )
-                        for n in neighbors
-                    ]
-                ),
-            ],
-            className="table neighbors",
-        )
-        return info, strip, SHOWN, pos_fig, pos_style, note, no_note, [table, ready(data["id"])]
+            options = [
+                {"label": f"{t.index}: {t.display}", "value": t.index} for t in analysis.tokens
+            ]
+            position = value = len(analysis.tokens) - 1
+        return options, value, *stage(analysis, position, data["id"])

@@ -13,10 +13,10 @@ from .plots import LAYER_VIEW_WINDOW, layer_heads
 LAYER_FIGURE = {"kind": "figure", "name": "layer-heads"}
 
 
-def layout() -> html.Div:
-    return html.Div(
+def layout() -> html.Details:
+    return html.Details(
         [
-            html.H3("One layer, all heads"),
+            html.Summary("Layer view: one layer, all heads side by side"),
             html.Label(["Layer ", dcc.Dropdown(id="layer-select", clearable=False)]),
             html.P(
                 f"Each square is one head's pattern; prompts longer than {LAYER_VIEW_WINDOW} "
@@ -27,6 +27,7 @@ def layout() -> html.Div:
             graph("layer-heads", "lmscope-attention-layer"),
         ],
         id="layer-view",
+        className="view-box",
     )
 
 
@@ -34,33 +35,36 @@ def register(app: Dash, service: Service) -> None:
     @app.callback(
         Output("layer-select", "options"),
         Output("layer-select", "value"),
-        Input("analysis", "data"),
-        Input("focus", "data"),
-        State("layer-select", "value"),
-    )
-    def choices(data, focus, current):
-        analysis = stored(service, data)
-        if analysis is None:
-            return [], None
-        layers = [{"label": f"Layer {l}", "value": l} for l in range(analysis.lm.layers)]
-        wanted = (focus or {}).get("layer")
-        if not isinstance(wanted, int) or not 0 <= wanted < analysis.lm.layers:
-            wanted = current if isinstance(current, int) else 0
-        if ctx.triggered_id == "focus":  # only a new layer redraws the view
-            return no_update, (no_update if wanted == current else wanted)
-        return layers, wanted
-
-    @app.callback(
         Output(LAYER_FIGURE, "figure"),
         Output(LAYER_FIGURE, "style"),
+        Input("analysis", "data"),
+        Input("focus", "data"),
         Input("layer-select", "value"),
-        State("analysis", "data"),
+        Input("layer-view", "open"),
     )
-    def open_layer(layer, data):
+    def draw(data, focus, current, opened):
+        """The layer of the open head (`focus.layer`), or the one picked; drawn only while the
+        view is open, and only when the layer or the analysis changes."""
         analysis = stored(service, data)
-        if analysis is None or layer is None or layer >= analysis.lm.layers:
-            return no_update, HIDDEN
-        return layer_heads(analysis, layer), SHOWN
+        if analysis is None:
+            return [], None, no_update, HIDDEN
+        layers = analysis.lm.layers
+        wanted = (focus or {}).get("layer")
+        if ctx.triggered_id == "layer-select" or not isinstance(wanted, int):
+            wanted = current
+        if not isinstance(wanted, int) or not 0 <= wanted < layers:
+            wanted = 0
+        new_analysis = ctx.triggered_id in (None, "analysis")
+        if ctx.triggered_id == "focus" and wanted == current:  # only a new layer redraws
+            return no_update, no_update, no_update, no_update
+        options = [{"label": f"Layer {l}", "value": l} for l in range(layers)]
+        figure, style = (layer_heads(analysis, wanted), SHOWN) if opened else (no_update, HIDDEN)
+        return (
+            options if new_analysis else no_update,
+            wanted if wanted != current else no_update,
+            figure,
+            style,
+        )
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),

@@ -23,7 +23,7 @@ def layout() -> html.Details:
             pick_store("thumb-pick"),
         ],
         id="model-view-box",
-        className="model-view-box",
+        className="view-box",
     )
 
 
