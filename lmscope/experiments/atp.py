@@ -28,16 +28,31 @@ HOOKS: dict[Component, str] = {
 }
 
 
-def activations(lm: LoadedModel, ids: torch.Tensor, component: Component) -> torch.Tensor:
-    """One run's activations of `component`: `(layers, T, d)`, or `(layers, T, heads, d_head)` for
-    heads; with no gradient."""
-    with torch.inference_mode():
-        _, rec = run(lm, ids, keep_keys=False)
+def captured(lm: LoadedModel, rec: Recorder, component: Component, row: int = 0) -> torch.Tensor:
+    """One row's activations of `component` from a recorded pass: `(layers, T, d)`, or
+    `(layers, T, heads, d_head)` for heads; a copy outside the pass's inference mode."""
     acts = torch.stack(
-        [rec.acts[f"blocks.{layer}.{HOOKS[component]}"][0] for layer in range(lm.layers)]
+        [rec.acts[f"blocks.{layer}.{HOOKS[component]}"][row] for layer in range(lm.layers)]
     )
     acts = acts.float().clone()
     return acts.unflatten(-1, (lm.heads, -1)) if component == "heads" else acts
+
+
+def activations(lm: LoadedModel, ids: torch.Tensor, component: Component) -> torch.Tensor:
+    """One run's activations of `component` (shapes as `captured`), with no gradient."""
+    with torch.inference_mode():
+        _, rec = run(lm, ids, keep_keys=False)
+    return captured(lm, rec, component)
+
+
+@dataclass
+class Tape:
+    """A forward pass of one prompt kept for one backward pass: its last position's logits and
+    each layer's activation of `component`, both still in the autograd graph."""
+
+    component: Component
+    logits: torch.Tensor  # (vocab,)
+    acts: list[torch.Tensor]
 
 
 @dataclass
@@ -49,10 +64,9 @@ class Gradients:
     grads: torch.Tensor
 
 
-def gradients(
-    lm: LoadedModel, ids: torch.Tensor, metric: Metric, component: Component
-) -> Gradients:
-    """One forward pass of `ids` `(1, T)` and one backward pass from the metric at its last position.
+def forward(lm: LoadedModel, ids: torch.Tensor, component: Component) -> Tape:
+    """One forward pass of `ids` `(1, T)` that a backward pass can follow: its logits give the
+    metric, so no other pass of this prompt is needed.
 
     The recorder keeps the very tensors the model computes with (no stacking copies), so autograd
     reaches each of them; the input embeddings are the leaf that makes the pass differentiable.
@@ -64,16 +78,30 @@ def gradients(
         embeds = embedding(ids).detach().requires_grad_(True)
         with pass_slot(), recording(recorder):
             out = lm.model(inputs_embeds=embeds, logits_to_keep=1)
-        value = metric(out.logits[0, -1])
-        acts = [recorder.acts[name] for name in names]
-        grads = torch.autograd.grad(value, acts, allow_unused=True)
+    return Tape(component, out.logits[0, -1], [recorder.acts[name] for name in names])
+
+
+def backward(lm: LoadedModel, tape: Tape, metric: Metric) -> Gradients:
+    """One backward pass from the metric of `tape`'s logits to each layer's activation."""
+    with torch.inference_mode(False), torch.enable_grad():
+        value = metric(tape.logits)
+        grads = torch.autograd.grad(value, tape.acts, allow_unused=True)
     if any(g is None for g in grads):
-        raise NotImplementedError(f"{lm.card.name}: no gradient reaches {component} activations")
-    values = torch.stack([a[0].detach().float() for a in acts])
+        raise NotImplementedError(
+            f"{lm.card.name}: no gradient reaches {tape.component} activations"
+        )
+    values = torch.stack([a[0].detach().float() for a in tape.acts])
     grads = torch.stack([g[0].float() for g in grads])
-    if component == "heads":
+    if tape.component == "heads":
         values, grads = (t.unflatten(-1, (lm.heads, -1)) for t in (values, grads))
     return Gradients(float(value.detach()), values, grads)
+
+
+def gradients(
+    lm: LoadedModel, ids: torch.Tensor, metric: Metric, component: Component
+) -> Gradients:
+    """One forward pass of `ids` `(1, T)` and one backward pass from the metric at its last position."""
+    return backward(lm, forward(lm, ids, component), metric)
 
 
 def first_order(grad: Gradients, target: torch.Tensor, component: Component) -> torch.Tensor:

@@ -30,9 +30,14 @@ from .atp import (
     COMPONENTS,
     HOOKS,
     Component,
+    Gradients,
+    Tape,
     activations,
     agreement,
+    backward,
+    captured,
     first_order,
+    forward,
     gradients,
     strongest,
 )
@@ -60,6 +65,10 @@ class Pair:
     clean_metric: float
     corrupt_metric: float
     notices: list[str] = field(default_factory=list)
+    # What `pair()`'s own passes kept, by (component, direction): the activations patched in, and
+    # AtP's gradient of the run patched into; the scans read them instead of running again.
+    sources: dict[tuple[Component, Direction], torch.Tensor] = field(default_factory=dict)
+    grads: dict[tuple[Component, Direction], Gradients] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -80,9 +89,25 @@ class Pair:
         return [(layer, c) for layer in range(self.lm.layers) for c in range(columns)]
 
 
-def pair(lm: LoadedModel, clean: object, corrupt: object, answer: object, wrong: object) -> Pair:
+def pair(
+    lm: LoadedModel,
+    clean: object,
+    corrupt: object,
+    answer: object,
+    wrong: object,
+    *,
+    component: Component | None = None,
+    direction: Direction = "denoising",
+    gradient: bool = False,
+) -> Pair:
     """Both prompts tokenized (same count, else a `RequestError` naming both), the metric, and its
-    value on each run; `answer` None follows the clean run's top prediction."""
+    value on each run; `answer` None follows the clean run's top prediction.
+
+    With `component`, the same passes keep the activations `direction` patches in
+    (`Pair.sources`); with `gradient` too, the run patched into is the differentiable pass and its
+    metric's gradient is taken (`Pair.grads`): AtP's one forward pass of each prompt and one
+    backward pass, nothing run twice.
+    """
     clean_tokens, notices = prompt_ids(lm, clean)
     corrupt_tokens, more = prompt_ids(lm, corrupt)
     if len(clean_tokens) != len(corrupt_tokens):
@@ -91,8 +116,7 @@ def pair(lm: LoadedModel, clean: object, corrupt: object, answer: object, wrong:
             f"{len(corrupt_tokens)}: patching pairs their positions, so both need the same count."
         )
     clean_ids, corrupt_ids = as_ids(clean_tokens), as_ids(corrupt_tokens)
-    with torch.inference_mode():
-        logits = run(lm, torch.cat([clean_ids, corrupt_ids]), capture=False)[0][:, -1].float()
+    logits, kept, tape = _passes(lm, clean_ids, corrupt_ids, component, direction, gradient)
     metric, targets = make_metric(lm, answer, wrong, logits[0])
     values = metric(logits)
     if abs(float(values[0] - values[1])) < 1e-6:
@@ -100,14 +124,50 @@ def pair(lm: LoadedModel, clean: object, corrupt: object, answer: object, wrong:
             f"{metric.label} is {float(values[0]):.4g} on both prompts: there is no difference for "
             "patching to restore. Pick a corruption that changes the answer."
         )
-    return Pair(
+    p = Pair(
         lm, clean_ids, corrupt_ids, clean_tokens, corrupt_tokens, metric,
         float(values[0]), float(values[1]), notices + more + targets,
     )  # fmt: skip
+    if component is not None:
+        p.sources[component, direction] = kept
+    if tape is not None:
+        p.grads[component, direction] = backward(lm, tape, metric)
+    return p
+
+
+def _passes(
+    lm: LoadedModel,
+    clean: torch.Tensor,
+    corrupt: torch.Tensor,
+    component: Component | None,
+    direction: Direction,
+    gradient: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, Tape | None]:
+    """`pair()`'s passes: the last-position logits `(2, vocab)` (clean, corrupted), the source
+    run's activations of `component` if named, and with `gradient` the run patched into as a
+    `Tape` (then each prompt runs alone, the source one without autograd)."""
+    source_row = 0 if direction == "denoising" else 1  # clean is row 0
+    if component is None or not gradient:
+        with torch.inference_mode():
+            out, rec = run(lm, torch.cat([clean, corrupt]), capture=component is not None,
+                           keep_keys=False)  # fmt: skip
+        kept = None if component is None else captured(lm, rec, component, source_row)
+        return out[:, -1].float(), kept, None
+    source, base = (clean, corrupt) if source_row == 0 else (corrupt, clean)
+    with torch.inference_mode():
+        source_logits, rec = run(lm, source, keep_keys=False)
+    kept = captured(lm, rec, component)
+    tape = forward(lm, base, component)
+    rows = [source_logits[0, -1], tape.logits.detach()]
+    return torch.stack(rows if source_row == 0 else rows[::-1]).float(), kept, tape
 
 
 def _sources(p: Pair, component: Component, direction: Direction) -> torch.Tensor:
-    return activations(p.lm, p.runs(direction)[1], component)
+    """The activations `direction` patches in: those `pair()` kept, else one pass for them."""
+    key = (component, direction)
+    if key not in p.sources:
+        p.sources[key] = activations(p.lm, p.runs(direction)[1], component)
+    return p.sources[key]
 
 
 def _position_pass(
@@ -202,9 +262,11 @@ def patched_together(
 
 def estimate(p: Pair, component: Component, direction: Direction) -> torch.Tensor:
     """AtP: the normalized metric of every cell to first order, `(layers, T)` or `(layers, heads)`,
-    from one forward pass of each prompt and one backward pass of the run patched into."""
-    base, _ = p.runs(direction)
-    grad = gradients(p.lm, base, p.metric, component)
+    from one forward pass of each prompt and one backward pass of the run patched into (those
+    `pair(gradient=True)` ran, where it did)."""
+    grad = p.grads.get((component, direction))
+    if grad is None:
+        grad = gradients(p.lm, p.runs(direction)[0], p.metric, component)
     change = first_order(grad, _sources(p, component, direction), component)
     unpatched = 0.0 if direction == "denoising" else 1.0
     return unpatched + change / (p.clean_metric - p.corrupt_metric)
@@ -309,13 +371,15 @@ def patch(
     check = check_count(check)
     clean_tokens, _ = prompt_ids(lm, clean)
     check_patching(lm, len(clean_tokens), component, scan, check)
-    p = pair(lm, clean, corrupt, answer, wrong)
+    atp_scan = scan in ("atp", "both")
+    p = pair(lm, clean, corrupt, answer, wrong, component=component, direction=direction,
+             gradient=atp_scan)  # fmt: skip
     shape = (lm.layers, lm.heads if component == "heads" else p.tokens)
     exact_values = atp = None
     if scan in ("exact", "both"):
         exact_values = exact(p, component, direction, batch_tokens=batch_tokens).reshape(shape)
     checked: list[dict] = []
-    if scan in ("atp", "both"):
+    if atp_scan:
         atp = estimate(p, component, direction)
         if check:
             checked = check_top(p, component, direction, atp, check)
