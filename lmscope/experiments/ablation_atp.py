@@ -21,7 +21,7 @@ from .ablation import (
     replacements,
     scan_pass,
 )
-from .atp import agreement, first_order, gradients, strongest
+from .atp import agreement, backward, first_order, forward, strongest
 from .inputs import Head, as_ids, check_count, choice, prompt_ids
 from .metric import Metric, make_metric
 from .patching import CHECK_TOP, in_layer_order, rows_per_pass
@@ -101,10 +101,9 @@ def ablation_estimate(
     tokens, notices = prompt_ids(lm, prompt)
     check_patching(lm, len(tokens), "heads", "both" if exact else "atp", check)
     ids = as_ids(tokens)
-    with torch.inference_mode():
-        logits = run(lm, ids, capture=False)[0][0, -1].float()
-    metric, more = make_metric(lm, answer, wrong, logits)
-    grad = gradients(lm, ids, metric, "heads")
+    tape = forward(lm, ids, "heads")  # its logits pick the metric: no other pass of the prompt
+    metric, more = make_metric(lm, answer, wrong, tape.logits.detach().float())
+    grad = backward(lm, tape, metric)
     values = replacements(lm, mode, grad.values)  # (layers, heads, d_head)
     atp = first_order(grad, values.unsqueeze(1).expand_as(grad.values), "heads")
     all_heads = [(layer, head) for layer in range(lm.layers) for head in range(lm.heads)]
