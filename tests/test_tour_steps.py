@@ -9,8 +9,17 @@ import torch
 
 from lmscope.core.analysis import analyze
 from lmscope.core.heads import HeadReport
+from lmscope.core.loading import load_model
 from lmscope.dashboard.figures import percent
-from lmscope.dashboard.tour import IOI, clear_head, head_text, mover_job
+from lmscope.dashboard.tour import (
+    IOI,
+    SEQUENCE,
+    clear_head,
+    head_text,
+    induction_prompt,
+    mover_job,
+    second_copy_loss,
+)
 from lmscope.experiments.ablation import ablate
 
 
@@ -118,3 +127,37 @@ def test_the_name_mover_result_says_whether_the_heads_read_the_name_and_which_he
     mixed = [[l, h], quiet[0]]
     text = mover_job(analysis, ablate(smollm2, IOI, mixed, new_tokens=0).to_dict(), mixed)
     assert text.startswith(f"L{l}-H{h} ({percent(float(reads[l, h]))}) read ␣Mary from the last")
+
+
+def test_the_induction_losses_leave_out_each_copys_first_word_and_match_a_plain_pass():
+    lm = load_model("demo")
+    prompt = induction_prompt(lm)
+    ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    assert ids.shape[1] == 2 * SEQUENCE - 1
+    model, size = lm.model, lm.card.hidden_size // lm.card.heads_per_layer
+
+    def zero_head_0(module, args):
+        x = args[0].clone()
+        x[..., :size] = 0
+        return (x,)
+
+    # A plain GPT-2 pass; the ablated one zeroes L1-H0's slice of c_proj's input by a hook.
+    hook = model.transformer.h[1].attn.c_proj.register_forward_pre_hook(zero_head_0)
+    try:
+        with torch.no_grad():
+            ablated = model(ids).logits[0].log_softmax(-1)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        clean = model(ids).logits[0].log_softmax(-1)
+
+    def loss(logp, tokens) -> float:  # mean loss of predicting these token positions
+        return float(-torch.stack([logp[t - 1, ids[0, t]] for t in tokens]).mean())
+
+    second = range(SEQUENCE + 1, 2 * SEQUENCE - 1)  # the second copy after its first word
+    first = range(1, SEQUENCE)  # the first copy after its first word
+    before, after, scale = second_copy_loss(lm, prompt, [[1, 0]])
+    assert abs(before - loss(clean, second)) < 1e-3
+    assert abs(after - loss(ablated, second)) < 1e-3
+    assert abs(scale - loss(clean, first)) < 1e-3
+    assert scale > before + 5  # nothing predicts the first copy; copying predicts the second

@@ -105,18 +105,25 @@ def induction_prompt(lm: LoadedModel) -> str:
     return "".join(words) + "".join(words[:-1])
 
 
-def second_copy_loss(lm: LoadedModel, prompt: str, heads: list[list[int]]) -> tuple[float, float]:
-    """Mean next-token loss (nats) over the second copy, with every head and without `heads`."""
+def second_copy_loss(
+    lm: LoadedModel, prompt: str, heads: list[list[int]]
+) -> tuple[float, float, float]:
+    """Mean next-token loss (nats) over the second copy after its first word (the tokens the
+    first copy predicts), with every head and without `heads`; and, with every head, over the
+    first copy after its first word (which nothing predicts), for scale."""
     ids = as_ids(prompt_ids(lm, prompt)[0])
     half = (ids.shape[1] + 1) // 2
     losses = []
     for patches in (None, head_patches(lm, [tuple(h) for h in heads])):
         with torch.no_grad():
             logits, _ = run(lm, ids, capture=False, patches=patches, logits_to_keep=ids.shape[1])
-        logp = logits[0, half - 1 : -1].float().log_softmax(-1)
-        target = ids[0, half:]
-        losses.append(float(-logp.gather(-1, target[:, None]).mean()))
-    return losses[0], losses[1]
+        loss = -logits[0, :-1].float().log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0]
+        losses.append(loss)  # loss[i]: of token i + 1
+    return (
+        float(losses[0][half:].mean()),
+        float(losses[1][half:].mean()),
+        float(losses[0][: half - 1].mean()),
+    )
 
 
 # ----- what the steps say about the model -----
@@ -249,7 +256,7 @@ def output_text(analysis: Analysis | None) -> str:
 
 
 def _meaning(
-    result: dict, heads: list[list[int]], second: tuple[float, float] | None, job: str
+    result: dict, heads: list[list[int]], second: tuple[float, float, float] | None, job: str
 ) -> str:
     """What an ablation's result means, in words; backup heads when it barely moved."""
     target = result["target"]
@@ -261,8 +268,9 @@ def _meaning(
     )
     if second is not None:
         text += (
-            f"Over the whole second copy, the loss per token went from {second[0]:.2f} to "
-            f"{second[1]:.2f} nats. "
+            f"Over the second copy (after its first word), the loss per token went from "
+            f"{second[0]:.2f} to {second[1]:.2f} nats; the first copy, which nothing predicts, "
+            f"costs {second[2]:.2f}. "
         )
     if barely_moved(before, after):
         return text + "That barely moved. " + REDUNDANCY
