@@ -333,12 +333,21 @@ def _rounded(values: torch.Tensor | None) -> list | None:
 
 
 def check_top(
-    p: Pair, component: Component, direction: Direction, atp: torch.Tensor, k: int = CHECK_TOP
+    p: Pair,
+    component: Component,
+    direction: Direction,
+    atp: torch.Tensor,
+    k: int = CHECK_TOP,
+    measured: torch.Tensor | None = None,
 ) -> list[dict]:
-    """Exact patching of the `k` cells AtP ranks strongest, beside their estimate."""
+    """Exact patching of the `k` cells AtP ranks strongest, beside their estimate; read from
+    `measured` (the full exact scan, shaped as `atp`) where it has run already."""
     unpatched = 0.0 if direction == "denoising" else 1.0
     cells = strongest(atp - unpatched, k)
-    values = exact(p, component, direction, cells) if cells else torch.zeros(0)
+    if measured is not None:
+        values = torch.stack([measured[cell] for cell in cells]) if cells else torch.zeros(0)
+    else:
+        values = exact(p, component, direction, cells) if cells else torch.zeros(0)
     return [
         {
             "cell": [layer, column],
@@ -382,5 +391,5 @@ def patch(
     if atp_scan:
         atp = estimate(p, component, direction)
         if check:
-            checked = check_top(p, component, direction, atp, check)
+            checked = check_top(p, component, direction, atp, check, exact_values)
     return Patching(p, component, direction, exact_values, atp, checked)
