@@ -95,9 +95,9 @@ def operations(lm: LoadedModel, clean: str, corrupt: str, tokens: int) -> list[O
 
     return [
         Operation("atp-heads", "AtP head-ablation scan (no check)", atp_heads(0),
-                  passes(budget.patching(lm, tokens, "heads", "atp", 0))),
+                  passes(budget.ablation_estimate(lm, tokens, False, 0))),
         Operation("atp-check", "AtP head-ablation scan + exact check of its top 10", atp_heads(10),
-                  passes(budget.patching(lm, tokens, "heads", "atp", 10))),
+                  passes(budget.ablation_estimate(lm, tokens, False, 10))),
         Operation("atp-resid", "AtP residual patching (denoising, no check)", patching("atp"),
                   passes(budget.patching(lm, tokens, "resid", "atp", 0))),
         Operation("exact-resid", "exact residual patching (every layer x position)",

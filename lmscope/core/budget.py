@@ -298,21 +298,24 @@ def check_comparison(
 
 
 def patching(lm: LoadedModel, tokens: int, component: str, scan: str, checked: int) -> Estimate:
-    """Activation patching: the runs of both prompts (and the run that reads the source's
-    activations); the exact scan's layer rows, one row per cell from its layer on (cells per layer:
-    positions, or heads); AtP's backward pass (twice a forward) and its `checked` cells, at most a
-    whole pass each."""
+    """Activation patching: one forward pass of each prompt (it also keeps the activations patched
+    in, and for AtP it is the differentiable pass); the exact scan's layer rows, one row per cell
+    from its layer on (cells per layer: positions, or heads); AtP's backward pass (twice a forward)
+    and, without the exact scan (which measures them already), its `checked` cells, at most a whole
+    pass each."""
     per_layer = lm.heads if component == "heads" else tokens
     flop = 2 * pass_flop(lm, tokens)
-    calls = 2
+    calls = 1  # both prompts in one batch; AtP runs them one at a time
     if scan in ("exact", "both"):
         layer_rows = sum(1 + per_layer * (layer + 1) for layer in range(lm.layers))
-        flop += pass_flop(lm, tokens) + layer_rows * layer_flop(lm, tokens)
-        flop += (1 + lm.layers * per_layer) * unembed_flop(lm)
-        calls += 2
+        flop += layer_rows * layer_flop(lm, tokens) + (1 + lm.layers * per_layer) * unembed_flop(lm)
+        calls += 1
     if scan in ("atp", "both"):
-        flop += 4 * pass_flop(lm, tokens) + checked * pass_flop(lm, tokens)
-        calls += 3
+        flop += 2 * pass_flop(lm, tokens)
+        calls += 1
+    if scan == "atp" and checked:
+        flop += checked * pass_flop(lm, tokens)
+        calls += 1
     return Estimate(lm, f"This patching scan ({component}, {scan})", tokens, flop, calls=calls)
 
 
@@ -323,4 +326,27 @@ def check_patching(
         patching(lm, tokens, component, scan, checked),
         lambda t: patching(lm, t, component, scan, checked),
         "the AtP estimate ('atp')" if scan != "atp" else "fewer checked cells",
+    )
+
+
+def ablation_estimate(lm: LoadedModel, tokens: int, exact: bool, checked: int) -> Estimate:
+    """AtP of the head-ablation scan: one forward pass of the prompt (it gives the metric and the
+    heads' mean) and its backward pass (twice a forward); with `exact` the full scan beside it
+    (which measures the checked heads too), else the `checked` heads, at most a whole pass each."""
+    flop, calls = 3 * pass_flop(lm, tokens), 1
+    if exact:
+        flop, calls = flop + scan(lm, tokens).flop, calls + 1
+    elif checked:
+        flop, calls = flop + checked * pass_flop(lm, tokens), calls + 1
+    what = f"This head-ablation scan ({'both' if exact else 'atp'})"
+    return Estimate(lm, what, tokens, flop, calls=calls)
+
+
+def check_ablation_estimate(
+    lm: LoadedModel, tokens: int, exact: bool, checked: int = 0
+) -> Estimate:
+    return check(
+        ablation_estimate(lm, tokens, exact, checked),
+        lambda t: ablation_estimate(lm, t, exact, checked),
+        "the AtP estimate alone ('atp')" if exact else "fewer checked heads",
     )

@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from ..core.budget import check_patching
+from ..core.budget import check_ablation_estimate
 from ..core.heads import head_name
 from ..core.model import LoadedModel
 from ..core.trace import run
@@ -99,7 +99,7 @@ def ablation_estimate(
     mode = check_mode(mode)
     check = check_count(check)
     tokens, notices = prompt_ids(lm, prompt)
-    check_patching(lm, len(tokens), "heads", "both" if exact else "atp", check)
+    check_ablation_estimate(lm, len(tokens), exact, check)
     ids = as_ids(tokens)
     tape = forward(lm, ids, "heads")  # its logits pick the metric: no other pass of the prompt
     metric, more = make_metric(lm, answer, wrong, tape.logits.detach().float())
