@@ -5,6 +5,7 @@ Computed on request for one token only: the embedding table stays on the server.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -37,14 +38,28 @@ def embedding_table(lm: LoadedModel) -> torch.Tensor:
     return weight[: min(weight.shape[0], len(lm.tokenizer))]
 
 
+_ROW_NORMS: weakref.WeakKeyDictionary[LoadedModel, torch.Tensor] = weakref.WeakKeyDictionary()
+
+
+def _row_norms(lm: LoadedModel, table: torch.Tensor) -> torch.Tensor:
+    """Each embedding's length, computed once a model (the table does not change)."""
+    norms = _ROW_NORMS.get(lm)
+    if norms is None or norms.shape[0] != table.shape[0]:
+        norms = _ROW_NORMS[lm] = table.float().norm(dim=-1)
+    return norms
+
+
 def nearest_tokens(lm: LoadedModel, token_id: int, k: int = 10) -> list[Neighbor]:
-    """The `k` tokens whose embeddings have the highest cosine similarity to `token_id`'s (itself left out)."""
+    """The `k` tokens whose embeddings have the highest cosine similarity to `token_id`'s (itself
+    left out): one matrix-vector product over the table, its row lengths kept per model."""
     table = embedding_table(lm)
     if not isinstance(token_id, int) or not 0 <= token_id < table.shape[0]:
         raise RequestError(f"'token_id' must be between 0 and {table.shape[0] - 1}.")
     with torch.inference_mode():
-        table = table.float()
-        similarity = torch.nn.functional.cosine_similarity(table, table[token_id : token_id + 1])
+        norms = _row_norms(lm, table)
+        vector = table[token_id].float()
+        dots = table.float() @ vector
+        similarity = dots / (norms * norms[token_id]).clamp_min(1e-8)
         similarity[token_id] = -torch.inf
         top = similarity.topk(min(k, table.shape[0] - 1))
     return [
