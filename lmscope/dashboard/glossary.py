@@ -271,6 +271,13 @@ def entries(card: ModelCard, facts: Facts = Facts()) -> list[Entry]:
             "followed it, so the model can continue a repeated pattern.",
         ),
         Entry(
+            "name-mover-head",
+            "name-mover head",
+            "A head, usually in a late layer, that at the last token reads a name from earlier in "
+            "the text and copies it into the prediction (named in GPT-2's indirect-object "
+            "circuit, Wang et al. 2022); the name-mover experiment looks for them.",
+        ),
+        Entry(
             "not-applicable",
             "not applicable",
             "A score that this prompt cannot measure, e.g. induction when no token repeats. It "
