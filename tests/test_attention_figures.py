@@ -47,6 +47,10 @@ def test_a_zoom_on_a_long_prompt_draws_its_window_at_full_resolution(gpt2_tokeni
     assert count > OVERVIEW
     whole = attention_heatmap(analysis, 0, 1).data[0]
     assert torch.as_tensor(whole.z).shape[0] <= OVERVIEW
+    # the overview is the max-pooled pattern to the 3 decimals its hover shows ("≈")
+    pooled = analysis.pattern_overview(0, 1)
+    assert (torch.as_tensor(whole.z) - pooled).abs().max() <= 0.5 / 4096 + 1e-7
+    assert "≈ %{z:.3f}" in whole.hovertemplate
     # plotly reports a box zoom as axis ranges (the y axis reversed)
     window = window_of(
         {"xaxis.range[0]": 99.6, "xaxis.range[1]": 140.4, "yaxis.range[0]": 620.4,
