@@ -17,6 +17,7 @@ from ..api.service import Service
 from ..core.card import ModelCard
 from ..core.errors import LmscopeError
 from ..core.heads import SINK_MARK, HeadReport
+from .static import static
 
 _MARKER = re.compile(r"\[\[([^\[\]|]+)(?:\|([^\[\]|]+))?\]\]")
 
@@ -423,4 +424,4 @@ def register(app: Dash, service: Service) -> None:
         analysis = stored(service, data)
         report = analysis.heads if analysis is not None and analysis.lm is lm else None
         facts = Facts(lm.adapter.gated_mlp, tied_embeddings(lm), **sink_facts(report))
-        return entry_list(entries(lm.card, facts)), f" for {lm.card.name}"
+        return static(entry_list(entries(lm.card, facts))), f" for {lm.card.name}"

@@ -9,6 +9,7 @@ from ...api.service import Service
 from ...core.analysis import Analysis
 from ...core.embeddings import nearest_tokens
 from .. import figures
+from ..static import static
 from . import HIDDEN, SHOWN, graph, ready, section, stored
 
 EXPLAIN = (
@@ -100,7 +101,16 @@ def stage(analysis: Analysis, position: int, analysis_id: str) -> tuple:
         ],
         className="table neighbors",
     )
-    return info, strip, SHOWN, pos_fig, pos_style, note, no_note, [table, ready(analysis_id)]
+    return (
+        info,
+        strip,
+        SHOWN,
+        pos_fig,
+        pos_style,
+        note,
+        no_note,
+        [static(table), ready(analysis_id)],
+    )
 
 
 def register(app: Dash, service: Service) -> None:

@@ -22,6 +22,7 @@ from ....core.heads import (
 )
 from ....core.model import LoadedModel
 from ... import figures
+from ...static import static
 from .. import ready, stored
 from .cells import Cell, cell_grid
 
@@ -322,7 +323,7 @@ def register(app: Dash, service: Service) -> None:
         analysis = stored(service, data)
         if analysis is None:
             return []
-        return category_table(analysis.heads, head_profile(analysis.lm))
+        return static(category_table(analysis.heads, head_profile(analysis.lm)))
 
     app.clientside_callback(  # in the browser: one round trip less before the head opens
         """function (pick, mode, focus) {

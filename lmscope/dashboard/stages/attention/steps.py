@@ -12,6 +12,7 @@ from ....core.analysis import Analysis
 from ....core.errors import LmscopeError
 from ....core.head_steps import HeadSteps, head_steps
 from ....core.heads import head_name
+from ...static import static
 from .. import stored
 from .grid import focus_position
 from .head import focused_head
@@ -277,21 +278,28 @@ def register(app: Dash, service: Service) -> None:
         Output("attn-query-shown", "data"),
         Input("focus", "data"),
         Input("analysis", "data"),
+        State("attn-query", "value"),
+        State("attn-query", "max"),
     )
-    def draw(focus, data):
+    def draw(focus, data, current, current_max):
         analysis = stored(service, data)
         if analysis is None:
             return html.P(EMPTY, className="empty"), None, None, None
         position = followed(analysis, focus)
         chosen = focused_head(analysis, focus)
         last = len(analysis.tokens) - 1
+        box = (  # unchanged values are not rewritten: no round trip to `pick` for nothing
+            no_update if position == current else position,
+            no_update if last == current_max else last,
+            position,
+        )
         if chosen is None:
-            return html.P(EMPTY, className="empty"), position, last, position
+            return html.P(EMPTY, className="empty"), *box
         try:
             steps = head_steps(analysis, *chosen, position, with_values=False)
         except LmscopeError as error:
-            return html.P(str(error), className="message error"), position, last, position
-        return explain(analysis, steps), position, last, position
+            return html.P(str(error), className="message error"), *box
+        return static(explain(analysis, steps)), *box
 
     @app.callback(
         Output("head-steps-values", "children"),
@@ -309,7 +317,7 @@ def register(app: Dash, service: Service) -> None:
             steps = head_steps(analysis, *chosen, followed(analysis, focus))
         except LmscopeError as error:
             return html.P(str(error), className="message error")
-        return values_table(analysis, steps)
+        return static(values_table(analysis, steps))
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),
