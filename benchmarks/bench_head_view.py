@@ -4,7 +4,7 @@
 
 Analyzes one prompt of `--tokens` tokens once, then for a few heads times what the dashboard does
 when a head is opened (`attention_heatmap`: the max-pooled overview, plus the figure's JSON) and
-when the user zooms into the last 512 x 512 tokens (exact weights), and the API's compact overview
+when the user zooms into the last `ZOOM` x `ZOOM` tokens (exact weights; the dashboard's limit), and the API's compact overview
 (`/api/analysis/<key>/attention?format=uint8`). Bytes are the response body as sent, compressed
 with gzip (level 6, what flask-compress uses) and uncompressed. Prints a markdown table of medians.
 """
@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import statistics
 import time
 
 import torch
 
+os.environ.setdefault("LMSCOPE_MAX_REQUEST_SECONDS", "3600")  # an 8,192-token analysis, on purpose
+
 import lmscope
 from lmscope.api.http import create_app
 from lmscope.api.service import Service
-from lmscope.core.analysis import OVERVIEW, analyze
+from lmscope.core.analysis import analyze
 from lmscope.core.model_cache import ModelCache
+from lmscope.dashboard.stages.attention.head import ZOOM
 from lmscope.dashboard.stages.attention.plots import attention_heatmap
 
 WORDS = "the river keeps a slow map of every town it passes and".split()
@@ -53,12 +57,12 @@ def main() -> None:
     service = Service(models)
     key = service.store.put(analysis)
     client = create_app(service).test_client()
-    last = (count - OVERVIEW, count, count - OVERVIEW, count)
+    last = (count - ZOOM, count, count - ZOOM, count)
     views = {
         "open a head (dashboard figure, overview)": lambda l, h: attention_heatmap(
             analysis, l, h
         ).to_json(),
-        f"zoom, last {OVERVIEW} x {OVERVIEW} (exact)": lambda l, h: attention_heatmap(
+        f"zoom, last {ZOOM} x {ZOOM} (exact)": lambda l, h: attention_heatmap(
             analysis, l, h, window=last
         ).to_json(),
         "API overview, format=uint8": lambda l, h: client.get(

@@ -19,6 +19,9 @@ PROMPT = "Click a head in the grid (or Tab to the grid and use the arrow keys, t
 HEATMAP = {"kind": "figure", "name": "head-heatmap"}
 
 
+# A zoomed window is sent exact (float32): at most ZOOM x ZOOM weights, about 270 KB compressed
+ZOOM = 360
+
 def layout() -> html.Div:
     return html.Div(
         [
@@ -64,7 +67,7 @@ def window_of(relayout: dict | None, tokens: int) -> tuple[int, int, int, int] |
         return max(0, math.floor(a + 0.5)), min(tokens, math.ceil(b + 0.5))
 
     (k0, k1), (r0, r1) = span(x0, x1), span(y0, y1)
-    if k1 <= k0 or r1 <= r0 or r1 - r0 > OVERVIEW or k1 - k0 > OVERVIEW:
+    if k1 <= k0 or r1 <= r0 or r1 - r0 > ZOOM or k1 - k0 > ZOOM:
         return None
     return r0, r1, k0, k1
 
@@ -105,7 +108,7 @@ def register(app: Dash, service: Service) -> None:
         count = len(analysis.tokens)
         note = (
             f"{count:,} tokens: the overview shows in each cell the largest weight of a tile of "
-            f"tokens. Drag a box over the part you want (at most {OVERVIEW} tokens a side) to see "
+            f"tokens. Drag a box over the part you want (at most {ZOOM} tokens a side) to see "
             "every token in it (the title says which you are looking at); double-click to go back."
         )
         figure = attention_heatmap(analysis, layer, head)
