@@ -128,6 +128,7 @@ def main() -> None:
                 page.on("response", lambda response, sink=loaded: sink.append(body_size(response)))
                 page.goto(url)
                 page.wait_for_selector("#model-card-body")
+                page.wait_for_load_state("networkidle")  # plotly.js comes with the first figure
                 page_load = page_load or sum(loaded)
                 page.fill("#model-custom", model)
                 page.click("#model-load")
