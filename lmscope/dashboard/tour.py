@@ -154,7 +154,7 @@ def attention_text(lm: LoadedModel, report: HeadReport | None) -> str:
     if card.key_value_heads < card.heads_per_layer:
         text += (
             f" {card.name} uses grouped-query attention: the {card.heads_per_layer} query heads of "
-            f"a layer share {card.key_value_heads} key/value heads (the thin gaps in the grid)."
+            f"a layer share {card.key_value_heads} key/value heads (the lines in the grid)."
         )
     if report is not None:
         sinks, total = len(report.sink_heads()), report.layers * len(report.categories[0])

@@ -103,7 +103,7 @@ def kv_groups(heads: int, kv_heads: int | None) -> str | None:
         f"Grouped-query attention: each layer's {heads} query heads read only {kv_heads} "
         f"key/value heads, {size} query heads per key/value group ({groups}). Heads of one group "
         "see the same keys and values; only their "
-        "queries differ, so they can still attend differently. The thin gaps in the grid separate "
+        "queries differ, so they can still attend differently. The lines in the grid separate "
         "the groups."
     )
 
