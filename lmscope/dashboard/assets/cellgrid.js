@@ -34,14 +34,8 @@
     return el;
   }
 
-  function draw(holder) {
-    const source = holder.getAttribute("data-cells");
-    if (holder.lmscopeDrawn === source) return;
-    holder.lmscopeDrawn = source;
-    let grid;
-    try {
-      grid = JSON.parse(source);
-    } catch (error) {
+  function draw(holder, grid) {
+    if (!grid) {
       holder.replaceChildren();
       return;
     }
@@ -55,12 +49,6 @@
     holder.replaceChildren.apply(holder, parts);
   }
 
-  function drawWithin(node) {
-    if (node.nodeType !== 1 || node.classList.contains("roving-cell")) return;
-    if (node.hasAttribute("data-cells")) draw(node);
-    node.querySelectorAll("[data-cells]").forEach(draw);
-  }
-
   document.addEventListener("click", function (event) {
     const cell = event.target.closest ? event.target.closest("[data-cells] .roving-cell") : null;
     if (!cell || !window.dash_clientside || !window.dash_clientside.set_props) return;
@@ -69,16 +57,5 @@
     });
   });
 
-  new MutationObserver(function (records) {
-    records.forEach(function (record) {
-      if (record.type === "attributes") draw(record.target);
-      else record.addedNodes.forEach(drawWithin);
-    });
-  }).observe(document.documentElement, {
-    subtree: true,
-    childList: true,
-    attributes: true,
-    attributeFilter: ["data-cells"],
-  });
-  drawWithin(document.documentElement);
+  (window.lmscopeDrawers = window.lmscopeDrawers || []).push({ attribute: "data-cells", draw: draw });
 })();

@@ -31,14 +31,8 @@
     return el;
   }
 
-  function draw(holder) {
-    const source = holder.getAttribute("data-chips");
-    if (holder.lmscopeDrawn === source) return;
-    holder.lmscopeDrawn = source;
-    let row;
-    try {
-      row = JSON.parse(source);
-    } catch (error) {
+  function draw(holder, row) {
+    if (!row) {
       holder.replaceChildren();
       return;
     }
@@ -47,22 +41,5 @@
     holder.replaceChildren.apply(holder, parts);
   }
 
-  function drawWithin(node) {
-    if (node.nodeType !== 1 || node.classList.contains("chip")) return;
-    if (node.hasAttribute("data-chips")) draw(node);
-    node.querySelectorAll("[data-chips]").forEach(draw);
-  }
-
-  new MutationObserver(function (records) {
-    records.forEach(function (record) {
-      if (record.type === "attributes") draw(record.target);
-      else record.addedNodes.forEach(drawWithin);
-    });
-  }).observe(document.documentElement, {
-    subtree: true,
-    childList: true,
-    attributes: true,
-    attributeFilter: ["data-chips"],
-  });
-  drawWithin(document.documentElement);
+  (window.lmscopeDrawers = window.lmscopeDrawers || []).push({ attribute: "data-chips", draw: draw });
 })();

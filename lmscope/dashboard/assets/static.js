@@ -30,34 +30,10 @@
     into.append(el);
   }
 
-  function draw(holder) {
-    const source = holder.getAttribute("data-static");
-    if (holder.lmscopeDrawn === source) return;
-    holder.lmscopeDrawn = source;
+  function draw(holder, tree) {
     holder.replaceChildren();
-    try {
-      build(JSON.parse(source), holder);
-    } catch (error) {
-      holder.replaceChildren();
-    }
+    if (tree) build(tree, holder);
   }
 
-  function drawWithin(node) {
-    if (node.nodeType !== 1) return;
-    if (node.hasAttribute("data-static")) draw(node);
-    node.querySelectorAll("[data-static]").forEach(draw);
-  }
-
-  new MutationObserver(function (records) {
-    records.forEach(function (record) {
-      if (record.type === "attributes") draw(record.target);
-      else record.addedNodes.forEach(drawWithin);
-    });
-  }).observe(document.documentElement, {
-    subtree: true,
-    childList: true,
-    attributes: true,
-    attributeFilter: ["data-static"],
-  });
-  drawWithin(document.documentElement);
+  (window.lmscopeDrawers = window.lmscopeDrawers || []).push({ attribute: "data-static", draw: draw });
 })();
