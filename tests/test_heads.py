@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -361,19 +362,22 @@ def test_grid_cells_carry_score_sink_share_and_evidence_in_colour_and_tooltip() 
     parked = with_sink(SELF, 0.9)  # 1.4 rows' worth off the sink
     report = HeadReport.from_pattern(heads(weak, strong, parked), DISTINCT)
     assert report.categories == [["previous_token", "previous_token", "insufficient"]]
-    cells = head_grid(report).children[1 + 3 + 1 :]  # after the corner, head labels, layer label
-    low, high = (cell.style["backgroundColor"] for cell in cells[:2])
+    grid = head_grid(report).to_plotly_json()["props"]  # drawn in the browser from this JSON
+    cells = json.loads(grid["data-cells"])["cells"][0]  # layer 0
+    assert grid["data-pick"] == "head-pick" and grid["data-cols"] == "3"
+    low, high = (cell["s"]["backgroundColor"] for cell in cells[:2])
     assert report.scores["previous_token"][0][0] < 0.6
     assert low != high  # a .4x and a 1.00 previous-token head do not look alike
     assert high == figures.CATEGORY_COLORS["previous_token"]
-    assert "50%" in cells[1].style["backgroundImage"]  # the sink bar, half the cell wide
-    assert "90%" in cells[2].style["backgroundImage"]
-    assert cells[1].title == (
+    assert "50%" in cells[1]["s"]["backgroundImage"]  # the sink bar, half the cell wide
+    assert "90%" in cells[2]["s"]["backgroundImage"]
+    assert cells[1]["d"] == {"head": "L0-H1", "category": "previous_token"}
+    assert cells[1]["title"] == (
         "L0-H1: previous-token, score 1.00 (share of its attention off the first token); "
         "sink share 0.50 (attention on the first token)"
     )
-    assert "too little evidence" in cells[2].title and "1.4 rows' worth" in cells[2].title
-    assert cells[2].children == "?"
+    assert "too little evidence" in cells[2]["title"] and "1.4 rows' worth" in cells[2]["title"]
+    assert cells[2]["t"] == "?"
     text = kv_groups(9, 3)
     assert "heads 0-2 share group 0" in text and "heads 6-8 share group 2" in text
     assert kv_groups(12, 12) is None
