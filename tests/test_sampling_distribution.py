@@ -53,7 +53,9 @@ def filtered_by_hand(logits: torch.Tensor, s: GenerationSettings) -> torch.Tenso
     return torch.where(keep, scaled, -torch.inf).softmax(-1)
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"T{s.temperature}-k{s.top_k}-p{s.top_p}")
+@pytest.mark.parametrize(
+    "settings", SETTINGS, ids=lambda s: f"T{s.temperature}-k{s.top_k}-p{s.top_p}"
+)
 def test_slider_distribution_equals_the_filter_written_out(demo, plain_logits, settings):
     expected = filtered_by_hand(plain_logits, settings)
     analysis = lmscope.analyze(demo, PROMPT)
@@ -68,7 +70,9 @@ def test_slider_distribution_equals_the_filter_written_out(demo, plain_logits, s
     assert bars["allowed"] == int((expected > 0).sum())
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"T{s.temperature}-k{s.top_k}-p{s.top_p}")
+@pytest.mark.parametrize(
+    "settings", SETTINGS, ids=lambda s: f"T{s.temperature}-k{s.top_k}-p{s.top_p}"
+)
 def test_generate_samples_from_the_drawn_distribution(demo, settings):
     analysis = lmscope.analyze(demo, PROMPT)
     drawn = settings.distribution(analysis.logits)

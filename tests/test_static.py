@@ -29,7 +29,11 @@ def test_a_table_becomes_tags_attributes_and_plain_strings():
 
 def test_event_handlers_and_outside_links_do_not_pass():
     assert node(html.Span("x", n_clicks=3)) == ["span", {}, "x"]
-    assert node(html.A("entry", href="#glossary-rope")) == ["a", {"href": "#glossary-rope"}, "entry"]
+    assert node(html.A("entry", href="#glossary-rope")) == [
+        "a",
+        {"href": "#glossary-rope"},
+        "entry",
+    ]
     with pytest.raises(ValueError, match="within the page"):
         node(html.A("away", href="javascript:alert(1)"))
 

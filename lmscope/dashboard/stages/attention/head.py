@@ -22,6 +22,7 @@ HEATMAP = {"kind": "figure", "name": "head-heatmap"}
 # A zoomed window is sent exact (float32): at most ZOOM x ZOOM weights, about 270 KB compressed
 ZOOM = 360
 
+
 def layout() -> html.Div:
     return html.Div(
         [
