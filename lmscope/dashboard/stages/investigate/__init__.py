@@ -97,9 +97,11 @@ def register(app: Dash, service: Service) -> None:
         Output("inv-message", "children", allow_duplicate=True),
         Input("analysis", "data"),
         State("client", "data"),
+        State("inv-results", "data"),
         prevent_initial_call=True,
     )
-    def reset(data, client):
-        """A new analysis: results of the previous prompt are no longer shown or downloaded."""
+    def reset(data, client, results):
+        """A new analysis: results of the previous prompt are no longer shown or downloaded
+        (an empty store is left alone: rewriting it would redraw the tour's steps for nothing)."""
         panel.follow(client, data)
-        return ([],) * len(bodies) + (HIDDEN,) * len(views) + ({}, "")
+        return ([],) * len(bodies) + (HIDDEN,) * len(views) + ({} if results else no_update, "")
