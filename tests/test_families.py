@@ -228,9 +228,12 @@ def check_against_reference(lm: LoadedModel, a: Analysis, final_norm: str, out_p
         normed = lm.model.get_submodule(final_norm)(a.residual[-1])
     assert_close(normed, hidden[-1][0], atol=1e-4, rtol=1e-4)
 
-    # What each sublayer wrote adds up to how the stream changed (parallel residual included).
-    assert_close(a.residual[1:] - a.residual[:-1], a.attn_out + a.mlp_out, atol=1e-4, rtol=1e-4)
+    # What each sublayer wrote adds up to how the stream changed (parallel residual included):
+    # the MLP wrote the change less the attention's output.
     assert_close(a.attn_norms, a.attn_out.norm(dim=-1), atol=1e-4, rtol=1e-5)
+    mlp_writes = a.residual[1:] - a.residual[:-1] - a.attn_out
+    assert_close(a.mlp_norms, mlp_writes.norm(dim=-1), atol=1e-4, rtol=1e-4)
+    assert_close(a.mlp_last, mlp_writes[:, -1], atol=1e-4, rtol=1e-4)
 
     # z is what the output projection reads: projecting it gives the attention output.
     with torch.no_grad():

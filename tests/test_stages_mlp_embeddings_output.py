@@ -28,12 +28,12 @@ def test_a_massive_activation_switches_the_colour_to_a_log_scale_and_says_where(
 
 def test_residual_writes_keep_the_true_norm_in_the_hover_on_a_log_scale(tiny_llama):
     analysis = analyze(tiny_llama, PROMPT)
-    planted = analysis.mlp_out.clone()
+    planted = analysis.mlp_norms.clone()
     planted[0, 0] *= 1e4  # a massive activation
-    analysis.mlp_out = planted
+    analysis.mlp_norms = planted
     fig = residual_writes(analysis)
     mlp = fig.data[1]
-    true = float(analysis.mlp_out[0, 0].norm())
+    true = float(analysis.mlp_norms[0, 0])
     assert mlp.customdata[0][0][1] == round(true, 2)
     assert abs(mlp.z[0][0] - torch.tensor(true).log10().item()) < 1e-3
     assert "log scale" in fig.layout.title.text

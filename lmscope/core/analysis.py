@@ -103,11 +103,13 @@ def top_predictions(lm: LoadedModel, logits: torch.Tensor, k: int) -> list[list[
 class Analysis:
     """Everything one forward pass showed about a prompt. Tensors are float32, batch axis dropped.
 
-    residual[0] is the embedding sum, residual[l + 1] the stream after layer l; mlp_out and the
-    `attn_out` property `(layers, T, d)` are what each sublayer wrote into the stream (attn_out is
-    computed on request from z; `attn_norms` `(layers, T)` are its norms, kept from the pass);
-    z `(layers, T, heads, d_head)` is each head's output before the output projection; keys[l] rebuilds layer l's attention patterns
-    (see `attention.LayerKeys`: queries and keys as the model used them, batch axis of 1).
+    residual[0] is the embedding sum, residual[l + 1] the stream after layer l. What each sublayer
+    wrote into the stream: `attn_norms` and `mlp_norms` `(layers, T)`, its norms at every position,
+    kept from the pass; the `attn_out` property `(layers, T, d)`, computed on request from z;
+    `mlp_last` `(layers, d)`, each MLP's output at the last position (what attribution splits).
+    z `(layers, T, heads, d_head)` is each head's output before the output projection; keys[l]
+    rebuilds layer l's attention patterns (see `attention.LayerKeys`: queries and keys as the model
+    used them, batch axis of 1).
     """
 
     lm: LoadedModel
@@ -119,7 +121,8 @@ class Analysis:
     keys: list[LayerKeys]
     residual: torch.Tensor
     attn_norms: torch.Tensor
-    mlp_out: torch.Tensor
+    mlp_norms: torch.Tensor
+    mlp_last: torch.Tensor
     z: torch.Tensor
     logits: torch.Tensor  # (vocab,) at the last position
     heads: HeadReport
@@ -237,7 +240,7 @@ class Analysis:
             "residual": {
                 "stream_norms": norms(self.residual),
                 "attn_norms": self.attn_norms.round(decimals=3).tolist(),
-                "mlp_norms": norms(self.mlp_out),
+                "mlp_norms": self.mlp_norms.round(decimals=3).tolist(),
             },
             "predictions": [p.to_dict() for p in self.top_predictions()],
             "logit_lens": {
@@ -282,13 +285,14 @@ def _analyze_tokens(
     check_analysis(lm, len(tokens))
     ids = torch.tensor([[t.id for t in tokens]])
     with torch.inference_mode():
-        logits, rec = run(lm, ids, score=True, keep_attn_out=False)
+        logits, rec = run(lm, ids, score=True, keep_sublayer_outputs=False)
         layers = lm.layers
         acts = rec.acts
         residual = rec.stack("residual", layers)[:, 0]  # views of the pass's stacks, no copies
         z = rec.stack("attn.hook_z", layers)[:, 0].unflatten(-1, (lm.heads, -1))
         attn_norms = rec.stack("hook_attn_out_norm", layers)[:, 0]
-        mlp_out = rec.stack("hook_mlp_out", layers)[:, 0]
+        mlp_norms = rec.stack("hook_mlp_out_norm", layers)[:, 0]
+        mlp_last = rec.stack("hook_mlp_out_last", layers)[:, 0]
         scores, evidence = rec.scores(layers)
         pos = acts.get("hook_pos_embed")
         heads = HeadReport.from_scores(
@@ -306,7 +310,8 @@ def _analyze_tokens(
         keys=[rec.keys[layer] for layer in range(layers)],
         residual=residual,
         attn_norms=attn_norms,
-        mlp_out=mlp_out,
+        mlp_norms=mlp_norms,
+        mlp_last=mlp_last,
         z=z,
         logits=logits[0, -1].float(),
         heads=heads,

@@ -189,11 +189,11 @@ def check(estimate: Estimate, at: Callable[[int], Estimate], other: str = "") ->
 
 
 def analysis_memory(lm: LoadedModel, tokens: int) -> int:
-    """Bytes an analysis of `tokens` tokens holds (float32): the residual stream, what each sublayer
-    wrote, the embeddings, every head's z, queries and keys (which rebuild its attention patterns
-    on request), and the logits row."""
+    """Bytes an analysis of `tokens` tokens holds (float32): the residual stream, the embeddings,
+    every head's z, queries and keys (which rebuild its attention patterns on request), the norms
+    of what each sublayer wrote, each MLP's last row and the logits row."""
     d, layers = lm.card.hidden_size, lm.layers
-    streams = (3 * layers + 3) * tokens * d
+    streams = (layers + 3) * tokens * d + 2 * layers * tokens + layers * d
     heads = layers * tokens * lm.card.head_size * (2 * lm.heads + lm.card.key_value_heads)
     return 4 * (streams + heads + lm.card.vocab_size)
 

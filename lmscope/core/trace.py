@@ -118,9 +118,11 @@ class Recorder:
     # holes between kept tensors (1.3 GB of resident memory at 4,096 tokens on SmolLM2).
     layers: int = 0
     stacks: dict[str, torch.Tensor] = field(default_factory=dict)
-    # Without `keep_attn_out`, each attention sublayer's output is kept only as its norms per
-    # position (`hook_attn_out_norm`): it is the output projection of z, which is kept.
-    keep_attn_out: bool = True
+    # Without `keep_sublayer_outputs`, what each sublayer wrote is kept only as its norms per
+    # position (`hook_attn_out_norm`, `hook_mlp_out_norm`) and, for the MLP, its row at the last
+    # position (`hook_mlp_out_last`: what attribution splits); the attention's output is the output
+    # projection of z, which is kept.
+    keep_sublayer_outputs: bool = True
     _last_out: torch.Tensor | None = field(default=None, repr=False)
 
     def stacked(self, name: str, index: int, value: torch.Tensor, slots: int) -> torch.Tensor:
@@ -248,7 +250,7 @@ def _save_attention(layer: int):
             output = (patch.apply(output[0]), *output[1:])
         if rec is not None and rec.capture:
             out = output[0]
-            if rec.keep_attn_out:
+            if rec.keep_sublayer_outputs:
                 out = rec.stacked("hook_attn_out", layer, out, rec.layers)
             else:  # dropped once the MLP hook has read its shape
                 norms = rec.stacked("hook_attn_out_norm", layer, out.norm(dim=-1), rec.layers)
@@ -268,9 +270,14 @@ def _save_mlp(layer: int):
         if rec is not None and rec.capture:  # OPT's fc2 flattens (batch, T) into one axis
             shape = rec.acts[f"blocks.{layer}.hook_attn_out"].shape
             out = output if output.shape == shape else output.reshape(shape)  # keeps gradients
-            kept = rec.stacked("hook_mlp_out", layer, out, rec.layers)
-            rec.acts[f"blocks.{layer}.hook_mlp_out"] = kept
-            if not rec.keep_attn_out:
+            if rec.keep_sublayer_outputs:
+                rec.acts[f"blocks.{layer}.hook_mlp_out"] = rec.stacked(
+                    "hook_mlp_out", layer, out, rec.layers
+                )
+            else:
+                for name, value in (("norm", out.norm(dim=-1)), ("last", out[:, -1])):
+                    kept = rec.stacked(f"hook_mlp_out_{name}", layer, value, rec.layers)
+                    rec.acts[f"blocks.{layer}.hook_mlp_out_{name}"] = kept
                 del rec.acts[f"blocks.{layer}.hook_attn_out"]
         return output if patch is not None else None
 
@@ -412,7 +419,7 @@ def run(
     grow: dict[int, int] | None = None,
     score: bool = False,
     keep_keys: bool = True,
-    keep_attn_out: bool = True,
+    keep_sublayer_outputs: bool = True,
 ) -> tuple[torch.Tensor, Recorder]:
     """One forward pass of `input_ids` `(B, T)`; logits `(B, logits_to_keep, vocab)` and the record.
 
@@ -420,7 +427,8 @@ def run(
     for them through the logit lens. `grow={layer: n}` appends n copies of row 0 to the stream
     entering `layer` (see `Recorder.grow`); the logits then have B + sum(n) rows. `score` scores
     every head on `input_ids` during the pass (`Recorder.scores`); `keep_keys` keeps what rebuilds
-    the patterns (`Recorder.keys`); without `keep_attn_out` only its norms are kept.
+    the patterns (`Recorder.keys`); without `keep_sublayer_outputs` what each sublayer wrote is kept
+    as its norms (and the MLP's last row, `Recorder.keep_sublayer_outputs`).
     `stream_patches` replace positions of the residual stream or a sublayer's output (`StreamPatch`).
     """
     recorder = Recorder(
@@ -431,7 +439,7 @@ def run(
         keep_keys=keep_keys,
         score_ids=input_ids if score and capture else None,
         layers=lm.layers if capture else 0,
-        keep_attn_out=keep_attn_out,
+        keep_sublayer_outputs=keep_sublayer_outputs,
     )
     with pass_slot(), recording(recorder):
         if inputs_embeds is not None:

@@ -115,7 +115,7 @@ def residual_writes(analysis: Analysis) -> go.Figure:
     """
     layers = [f"L{l}" for l in range(analysis.attn_norms.shape[0])]
     tokens = [t.display for t in analysis.tokens]
-    norms = {"attention": analysis.attn_norms, "MLP": analysis.mlp_out.norm(dim=-1)}
+    norms = {"attention": analysis.attn_norms, "MLP": analysis.mlp_norms}
     log, note = write_scale(norms)
     fig = make_subplots(
         rows=2,

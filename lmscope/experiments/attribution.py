@@ -169,7 +169,7 @@ def direct_logit_attribution(
     metric, notices = make_metric(lm, target, wrong, analysis.logits)
     final = analysis.residual[-1, -1]
     embeddings = analysis.residual[0, -1]
-    summed = embeddings + analysis.attn_out[:, -1].sum(0) + analysis.mlp_out[:, -1].sum(0)
+    summed = embeddings + analysis.attn_out[:, -1].sum(0) + analysis.mlp_last.sum(0)
     if not torch.allclose(summed, final, rtol=1e-3, atol=1e-3 * float(final.abs().max())):
         raise UnsupportedModelError(
             f"{lm.card.name} normalizes its residual stream between layers (post-norm), so the "
@@ -183,7 +183,7 @@ def direct_logit_attribution(
         writes = [head_writes(lm, analysis.z[layer, -1], layer) for layer in range(lm.layers)]
         heads = torch.stack([w for w, _ in writes]) @ g
         biases = torch.stack([b for _, b in writes]) @ g
-        mlps = analysis.mlp_out[:, -1] @ g
+        mlps = analysis.mlp_last @ g
     logit = float(analysis.logits[metric.answer])
     if metric.wrong is not None:
         logit -= float(analysis.logits[metric.wrong])

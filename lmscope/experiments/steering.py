@@ -99,7 +99,7 @@ def mean_activation(lm: LoadedModel, prompt: object, layer: int) -> torch.Tensor
     tokens, _ = prompt_ids(lm, prompt)
     check_analysis(lm, len(tokens))  # one traced pass, as an analysis of that prompt
     with torch.inference_mode():
-        _, rec = run(lm, as_ids(tokens), keep_keys=False, keep_attn_out=False)
+        _, rec = run(lm, as_ids(tokens), keep_keys=False, keep_sublayer_outputs=False)
     return rec.acts[f"blocks.{layer}.hook_resid_pre"][0].float().mean(0)
 
 
@@ -212,7 +212,7 @@ def steer(
     ids = as_ids(tokens)
     change = Steer(vector.layer, coefficient * vector.vector, position or 0)
     with torch.inference_mode():
-        before, rec = run(lm, ids, keep_keys=False, keep_attn_out=False)
+        before, rec = run(lm, ids, keep_keys=False, keep_sublayer_outputs=False)
         stream = rec.acts[f"blocks.{vector.layer}.hook_resid_pre"][0].float().norm(dim=-1)
         with steering(change):
             after, _ = run(lm, ids, capture=False)
