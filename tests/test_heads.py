@@ -17,10 +17,10 @@ from lmscope.core.heads import (
     HeadReport,
     chance_scores,
     depth_bin,
-    entropy_from_logits,
     primary_category,
     row_entropy,
     score_heads,
+    softmax_entropy,
 )
 from lmscope.core.loading import from_model
 
@@ -383,9 +383,14 @@ def test_grid_cells_carry_score_sink_share_and_evidence_in_colour_and_tooltip() 
     assert kv_groups(12, 12) is None
 
 
-def test_entropy_from_logits_equals_the_entropy_of_the_weights() -> None:
+def test_softmax_entropy_equals_softmax_and_the_entropy_of_the_weights() -> None:
     logits = torch.randn(2, 3, 5, 40) * 6
     logits[..., 30:] = torch.finfo(torch.float32).min  # masked keys
-    weights = logits.softmax(-1)
-    expected = -torch.xlogy(weights.double(), weights.double()).sum(-1)
-    assert torch.allclose(entropy_from_logits(weights, logits).double(), expected, atol=1e-5)
+    expected = logits.softmax(-1)
+    entropy = -torch.xlogy(expected.double(), expected.double()).sum(-1)
+    out = torch.empty_like(logits)
+    weights, got = softmax_entropy(logits.clone(), out=out)
+    assert weights.data_ptr() == out.data_ptr()
+    assert torch.allclose(weights, expected, atol=1e-7, rtol=1e-6)
+    assert (weights[..., 30:] == 0).all()
+    assert torch.allclose(got.double(), entropy, atol=1e-5)

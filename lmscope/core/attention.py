@@ -12,6 +12,7 @@ asks for, the way eager attention computes it: `softmax(q k^T * scaling, masked)
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,11 +24,14 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .heads import entropy_from_logits
+from .heads import softmax_entropy
 
 IMPLEMENTATION = "lmscope"
 ROW_BLOCK = 256  # query rows rebuilt at once when a whole layer is scored or pooled, at most...
 BLOCK_ELEMENTS = 1 << 22  # ... and fewer on long prompts: ~16 MB of float32 per block of heads
+# Query rows per block where a scored layer attends from its pattern: the fastest measured on
+# SmolLM2's shape at 512-8,192 tokens (a block's passes then run mostly in cache).
+ATTEND_ROWS = 64
 # Called with (module, a maker of the layer's LayerKeys) on every attention call; trace.py adds the
 # one that records (it builds the keys only while a traced pass is capturing). A recorder that
 # scores the layer's heads returns a `Scorer`, handed every block of the layer's pattern.
@@ -83,8 +87,10 @@ class LayerKeys:
         stop: int | None = None,
         keys: int | None = None,
         heads: slice | list[int] | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`rows` before the softmax: `q k^T * scaling`, masked keys at float32's lowest."""
+        """`rows` before the softmax: `q k^T * scaling`, masked keys at float32's lowest; for every
+        head, written into the start of `out` (a flat float32 buffer) where given."""
         size = self.tokens
         stop = size if stop is None else stop
         keys = size if keys is None or self.mask is not None else keys  # masked rows may spill
@@ -96,7 +102,8 @@ class LayerKeys:
         if picked == list(range(self.heads)):  # every head: a group's rows in one product
             query = self.query[:, :, start:stop].float() * self.scaling
             grouped = query.unflatten(1, (kv, groups)).flatten(2, 3)  # (B, KV, groups * rows, d)
-            scores = torch.matmul(grouped, key).unflatten(2, (groups, -1)).flatten(1, 2)
+            into = None if out is None else _view(out, (*grouped.shape[:-1], key.shape[-1]))
+            scores = torch.matmul(grouped, key, out=into).unflatten(2, (groups, -1)).flatten(1, 2)
         else:
             query = self.query[:, picked, start:stop].float() * self.scaling
             scores = torch.matmul(query, key[:, [h // groups for h in picked]])
@@ -127,26 +134,42 @@ class LayerKeys:
             yield start, self.rows(start, stop, keys=stop, **kwargs)
 
     def spans(self, heads: int, rows: int | None = None) -> Iterator[tuple[int, int]]:
-        """Query row blocks `(start, stop)`: `rows`, else `ROW_BLOCK` or fewer on long prompts."""
-        rows = rows or min(ROW_BLOCK, max(16, BLOCK_ELEMENTS // (heads * self.tokens)))
+        """Query row blocks `(start, stop)`: `rows` (default `ROW_BLOCK`), fewer on long prompts."""
+        rows = min(rows or ROW_BLOCK, max(16, BLOCK_ELEMENTS // (heads * self.tokens)))
         for start in range(0, self.tokens, rows):
             yield start, min(self.tokens, start + rows)
 
     def attend(self, value: torch.Tensor, score: Scorer) -> torch.Tensor:
         """The layer's output `(B, H, T, d)` float32 from its pattern, a block of query rows at a
-        time, each block (and its rows' entropies) handed to `score` on the way: one pass over q k^T both attends and
-        scores, where sdpa and then a rebuilt pattern would take two."""
-        kv = value.shape[1]
+        time, each block (and its rows' entropies) handed to `score` on the way: one pass over
+        q k^T both attends and scores, where sdpa and then a rebuilt pattern would take two.
+        Every block's logits and weights go into two buffers made once: a new tensor of a block's
+        size would come fresh from the OS each time (trace.large_blocks_to_the_os), and its page
+        faults cost more than the block's arithmetic."""
+        batch, kv, _, width = value.shape
+        groups = self.heads // kv
         value = value.float()
-        out = value.new_empty(value.shape[0], self.heads, self.tokens, value.shape[-1])
-        for start, stop in self.spans(self.heads):
-            logits = self.logits(start, stop, keys=stop)
-            block = logits.softmax(-1)
-            score(block, start, entropy_from_logits(block, logits))
-            read = value[:, :, : block.shape[-1]].unsqueeze(2)  # (B, KV, 1, keys, d)
-            grouped = block.unflatten(1, (kv, self.heads // kv))  # query head h reads h // groups
-            out[:, :, start:stop] = torch.matmul(grouped, read).flatten(1, 2)
+        out = value.new_empty(batch, self.heads, self.tokens, width)
+        spans = list(self.spans(self.heads, ATTEND_ROWS))
+        rows = max(stop - start for start, stop in spans)
+        scratch = value.new_empty(2, batch * self.heads * rows * self.tokens)
+        for start, stop in spans:
+            logits = self.logits(start, stop, keys=stop, out=scratch[0])
+            block, entropy = softmax_entropy(logits, out=_view(scratch[1], logits.shape))
+            score(block, start, entropy)
+            grouped = block.unflatten(1, (kv, groups)).flatten(
+                2, 3
+            )  # query head h reads h // groups
+            read = torch.matmul(
+                grouped, value[:, :, : block.shape[-1]]
+            )  # (B, KV, groups * rows, d)
+            out[:, :, start:stop] = read.unflatten(2, (groups, -1)).flatten(1, 2)
         return out
+
+
+def _view(buffer: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The start of a flat buffer as a contiguous tensor of `shape`."""
+    return buffer[: math.prod(shape)].view(shape)
 
 
 def keep(

@@ -120,15 +120,19 @@ def row_entropy(pattern: torch.Tensor) -> torch.Tensor:
     return out.reshape(pattern.shape[:-1])
 
 
-def entropy_from_logits(weights: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Each row's entropy `-sum_j A_j log A_j` for `A = softmax(logits)` `(..., K)`, from the logits:
-    `log A_j = s_j - lse` and `lse - m = -log max_j A_j` (m the row's largest logit) give
+def softmax_entropy(
+    logits: torch.Tensor, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`A = softmax(logits)` over the last axis `(..., K)` (written to `out` where given) and each
+    row's entropy `-sum_j A_j log A_j`, from the logits: `log A_j = s_j - lse` and
+    `lse - m = -log max_j A_j` (m the row's largest logit) give
     `H = -log max_j A_j - sum_j A_j (s_j - m)`, a dot product per row instead of a log of every
     weight (half the time on a block, as precise: both terms are small). Masked keys hold
-    float32's lowest logit and weight 0. `logits` is overwritten."""
+    float32's lowest logit and weight 0. `logits` is overwritten (shifted by m)."""
+    weights = torch.softmax(logits, -1, out=out) if out is not None else logits.softmax(-1)
     shifted = logits.sub_(logits.amax(-1, keepdim=True))
     dot = torch.einsum("...k,...k->...", weights, shifted)
-    return -weights.amax(-1).log() - dot
+    return weights, -weights.amax(-1).log() - dot
 
 
 def _mass_on(pattern: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -178,7 +182,7 @@ class ScoreSums:
     def add(self, block: torch.Tensor, start: int, entropy: torch.Tensor | None = None) -> None:
         """Add query rows `start:start + R` of a pattern: block `(N, M, R, K)` over keys `0:K`, every
         key those rows read (`K >= start + R` for a causal pattern); `entropy` `(N, M, R)` of those
-        rows where the caller has it (`entropy_from_logits`), else computed here."""
+        rows where the caller has it (`softmax_entropy`), else computed here."""
         items, heads, rows, keys = block.shape
         block = block.float()
         position = torch.arange(start, start + rows, device=block.device)
