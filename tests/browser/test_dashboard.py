@@ -143,6 +143,18 @@ def test_every_stage_shows_the_analysis(page, dashboard_url, gpt2_tokenizer, ref
     assert shown_ids[:3] == nearest[:3]
     expect(page.locator("#embed-info")).to_contain_text(f"{config.n_embd} numbers")
     assert len(figure(page, "token-vector")["z"][0]) == config.n_embd
+    # Another token by its position: a number box, whatever the prompt's length.
+    box = page.locator("#embed-position")
+    expect(box).to_have_value(str(len(ids) - 1))
+    expect(box).to_have_attribute("max", str(len(ids) - 1))
+    box.fill("1")
+    box.press("Enter")
+    expect(page.locator("#embed-info")).to_contain_text(f"(id {ids[1]})")
+    strip = torch.tensor(figure(page, "token-vector")["z"][0])
+    assert torch.allclose(strip, table[ids[1]].detach(), atol=1e-3)
+    box.fill(str(len(ids) + 5))  # past the last token: refused, the stage keeps token 1
+    box.press("Enter")
+    expect(page.locator("#embed-info")).to_contain_text(f"(id {ids[1]})")
     page.locator("#stage-2").screenshot(path=str(artifacts / "dashboard-stage2-embeddings.png"))
 
     # Stage 3: one grid cell per head; clicking one shows its exact attention pattern.

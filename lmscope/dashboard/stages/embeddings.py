@@ -27,7 +27,20 @@ def layout() -> html.Section:
         2,
         "Embeddings",
         EXPLAIN,
-        html.Label(["Token to inspect ", dcc.Dropdown(id="embed-position", clearable=False)]),
+        html.Label(
+            [
+                "Token to inspect (its position; or click a token in stage 1) ",
+                # A number, not a menu of every token: its size does not grow with the prompt.
+                dcc.Input(
+                    id="embed-position",
+                    type="number",
+                    min=0,
+                    step=1,
+                    debounce=True,
+                    style={"width": "10em"},
+                ),
+            ]
+        ),
         html.Div(id="embed-info"),
         graph("token-vector", "lmscope-token-embedding"),
         graph("position-vector", "lmscope-position-embedding"),
@@ -115,7 +128,7 @@ def stage(analysis: Analysis, position: int, analysis_id: str) -> tuple:
 
 def register(app: Dash, service: Service) -> None:
     @app.callback(
-        Output("embed-position", "options"),
+        Output("embed-position", "max"),
         Output("embed-position", "value"),
         Output("embed-info", "children"),
         Output({"kind": "figure", "name": "token-vector"}, "figure"),
@@ -130,17 +143,16 @@ def register(app: Dash, service: Service) -> None:
     )
     def draw(data, position):
         """A new analysis shows its last token (one round trip, not a chained second one); a
-        token picked in the menu or clicked elsewhere shows that one."""
+        token typed in the box or clicked elsewhere shows that one."""
         analysis = stored(service, data)
         if analysis is None:
-            return [], None, [], no_update, HIDDEN, no_update, HIDDEN, "", True, []
+            return None, None, [], no_update, HIDDEN, no_update, HIDDEN, "", True, []
+        last = len(analysis.tokens) - 1
         if ctx.triggered_id == "embed-position":
-            if position is None or not 0 <= position < len(analysis.tokens):
-                raise PreventUpdate
-            options = value = no_update
+            if position is None or position != int(position) or not 0 <= position <= last:
+                raise PreventUpdate  # the box keeps what was typed; the stage what it shows
+            top = value = no_update
+            position = int(position)
         else:
-            options = [
-                {"label": f"{t.index}: {t.display}", "value": t.index} for t in analysis.tokens
-            ]
-            position = value = len(analysis.tokens) - 1
-        return options, value, *stage(analysis, position, data["id"])
+            top = value = position = last
+        return top, value, *stage(analysis, position, data["id"])
