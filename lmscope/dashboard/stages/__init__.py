@@ -41,6 +41,14 @@ def section(
     )
 
 
+def position_input(input_id: str) -> dcc.Input:
+    """A box for one token position (a number, not a menu of every token: its size does not grow
+    with the prompt); its callback sets `max` and refuses what is out of range."""
+    return dcc.Input(
+        id=input_id, type="number", min=0, step=1, debounce=True, className="position-input"
+    )
+
+
 def ready(key: str) -> html.Span:
     """An invisible marker: this stage is drawn for analysis `key` (tests and benchmarks wait on it)."""
     return html.Span(className="stage-ready", **{"data-analysis": key})

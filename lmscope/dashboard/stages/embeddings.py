@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, ctx, dcc, html, no_update
+from dash import Dash, Input, Output, ctx, html, no_update
 from dash.exceptions import PreventUpdate
 
 from ...api.service import Service
@@ -10,7 +10,7 @@ from ...core.analysis import Analysis
 from ...core.embeddings import nearest_tokens
 from .. import figures
 from ..static import static
-from . import HIDDEN, SHOWN, graph, ready, section, stored
+from . import HIDDEN, SHOWN, graph, position_input, ready, section, stored
 
 EXPLAIN = (
     "Each token id picks one row of a big table, the [[embedding]] matrix: a list of numbers (a "
@@ -30,15 +30,7 @@ def layout() -> html.Section:
         html.Label(
             [
                 "Token to inspect (its position; or click a token in stage 1) ",
-                # A number, not a menu of every token: its size does not grow with the prompt.
-                dcc.Input(
-                    id="embed-position",
-                    type="number",
-                    min=0,
-                    step=1,
-                    debounce=True,
-                    style={"width": "10em"},
-                ),
+                position_input("embed-position"),
             ]
         ),
         html.Div(id="embed-info"),

@@ -13,7 +13,7 @@ from ....core.errors import LmscopeError
 from ....core.head_steps import HeadSteps, head_steps
 from ....core.heads import head_name
 from ...static import static
-from .. import stored
+from .. import position_input, stored
 from .grid import focus_position
 from .head import focused_head
 
@@ -29,14 +29,7 @@ def layout() -> html.Div:
             html.Div(
                 [
                     html.Label("Query token (position) ", htmlFor="attn-query"),
-                    dcc.Input(
-                        id="attn-query",
-                        type="number",
-                        min=0,
-                        step=1,
-                        debounce=True,
-                        className="query-input",
-                    ),
+                    position_input("attn-query"),
                     html.Span(
                         " or click a row of the pattern, or a token in the token view.",
                         className="hint",
