@@ -36,6 +36,9 @@ def check_steps(page: Page, analysis, layer: int, head: int, position: int) -> N
     """The step view names the head and query token, and its weights are the pattern row's."""
     title = page.locator("#head-steps .steps-title")
     expect(title).to_contain_text(f"L{layer}-H{head}, query token {position}")
+    # Every step is written out whole, text before its numbers included.
+    steps = page.locator("#head-steps ol li").all_inner_texts()
+    assert [s.split(",")[0].split(":")[0] for s in steps] == [f"Step {n}" for n in range(1, 7)]
     row = analysis.pattern(layer, head)[position]
     shown = step_weights(page)
     assert list(shown) == row.topk(len(shown)).indices.tolist()

@@ -10,7 +10,10 @@
   function build(item, into) {
     if (item === null || item === undefined) return;
     if (typeof item === "string") { into.append(document.createTextNode(item)); return; }
-    if (typeof item[0] !== "string") { item.forEach(function (child) { build(child, into); }); return; }
+    // An element is [tag, {attrs}, children]; any other list is siblings (which may start with text).
+    const element = item.length === 3 && typeof item[0] === "string" && item[1] !== null &&
+      typeof item[1] === "object" && !Array.isArray(item[1]);
+    if (!element) { item.forEach(function (child) { build(child, into); }); return; }
     const tag = TAGS.has(item[0]) ? item[0] : "span";
     const el = document.createElement(tag);
     const attrs = item[1] || {};
