@@ -157,12 +157,10 @@ class LayerKeys:
             logits = self.logits(start, stop, keys=stop, out=scratch[0])
             block, entropy = softmax_entropy(logits, out=_view(scratch[1], logits.shape))
             score(block, start, entropy)
-            grouped = block.unflatten(1, (kv, groups)).flatten(
-                2, 3
-            )  # query head h reads h // groups
-            read = torch.matmul(
-                grouped, value[:, :, : block.shape[-1]]
-            )  # (B, KV, groups * rows, d)
+            # A key/value group's query rows in one product with its values (query head h reads
+            # key/value head h // groups): (B, KV, groups * rows, d).
+            grouped = block.unflatten(1, (kv, groups)).flatten(2, 3)
+            read = torch.matmul(grouped, value[:, :, : block.shape[-1]])
             out[:, :, start:stop] = read.unflatten(2, (groups, -1)).flatten(1, 2)
         return out
 

@@ -143,8 +143,8 @@ def register(app: Dash, service: Service) -> None:
         if ctx.triggered_id == "embed-position":
             if position is None or position != int(position) or not 0 <= position <= last:
                 raise PreventUpdate  # the box keeps what was typed; the stage what it shows
-            top = value = no_update
+            largest = value = no_update
             position = int(position)
         else:
-            top = value = position = last
-        return top, value, *stage(analysis, position, data["id"])
+            largest = value = position = last
+        return largest, value, *stage(analysis, position, data["id"])
