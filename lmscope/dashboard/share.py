@@ -15,6 +15,7 @@ from dash import ClientsideFunction, Dash, Input, Output, Patch, State, dcc, no_
 
 from ..api.service import Service
 from .stages import stored
+from .stages.investigate.generation import TAB as GENERATION_TAB
 from .stages.investigate.generation import URL_SETTINGS
 
 MAX_TARGET = 200  # characters of a target a link may carry
@@ -129,8 +130,11 @@ def register(app: Dash, service: Service) -> None:
             return no_update, no_update
         if pending is None or not pending.get("done"):
             keys = query((pending or {}).get("search"))
-            for control, value in settings_from(keys).items():
+            settings = settings_from(keys)
+            for control, value in settings.items():
                 set_props(control, {"value": value})
+            if settings:  # a link about generation opens where its settings are seen
+                set_props("inv-tabs", {"value": GENERATION_TAB.lower()})
             found = focus_from(keys, analysis.lm.layers, analysis.lm.heads, len(analysis.tokens))
             if found.get("target"):
                 set_props("inv-target", {"value": found["target"].replace(" ", "␣")})

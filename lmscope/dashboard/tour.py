@@ -65,6 +65,7 @@ def figure(name: str) -> str:
 IOI = "When Mary and John went to the store, John gave a drink to"  # layout.STARTERS[0]
 STARTER = by_id(index=0, kind="starter")
 OUTPUT = "#stage-5 .two-col"  # the top-10 bars and the logit lens that the output steps speak of
+OPEN_ABLATION = ["set", "inv-tabs", {"value": "ablation"}]  # the panel's tab with the ablation
 _SEQUENCES: dict[str, tuple[int, ...]] = {}
 
 
@@ -392,6 +393,7 @@ def ablation_steps(
             "ablation: their outputs are replaced by zeros for this prompt only.",
             "#inv-ablate",
             do=[
+                OPEN_ABLATION,
                 ["set", "inv-heads", {"data": heads}],
                 ["set", "inv-mode", {"value": "zero"}],
                 ["click", "#inv-ablate"],
@@ -453,7 +455,7 @@ def name_mover_steps(
             "Scan every head",
             scan_text,
             figure("inv-scan"),
-            do=[["set", "inv-mode", {"value": "zero"}], ["click", "#inv-scan-run"]],
+            do=[OPEN_ABLATION, ["set", "inv-mode", {"value": "zero"}], ["click", "#inv-scan-run"]],
             hold=not on_ioi,
             ready=heads is not None,
             wait="Scanning every head, one at a time…",

@@ -82,6 +82,13 @@ def pick_demo(page: Page) -> None:
     expect(page.locator("#model-card-body h2")).to_contain_text(DEMO_NAME)
 
 
+def open_experiment(page: Page, name: str) -> None:
+    """Open one tab of the Investigation panel ("ablation", "generation", ...)."""
+    tab = page.locator(f"#inv-tab-{name}")
+    tab.click()
+    expect(tab).to_have_attribute("aria-selected", "true")
+
+
 def open_demo(page: Page, url: str) -> None:
     """Open the dashboard on the demo model (it starts on SmolLM2 here: offline, no GPT-2)."""
     page.goto(f"{url}/?model=demo")
@@ -155,6 +162,9 @@ def test_every_stage_shows_the_analysis(page, dashboard_url, gpt2_tokenizer, ref
     box.fill(str(len(ids) + 5))  # past the last token: refused, the stage keeps token 1
     box.press("Enter")
     expect(page.locator("#embed-info")).to_contain_text(f"(id {ids[1]})")
+    # A focused box scrolls the page back to itself when it loses focus after an element
+    # screenshot (Chromium restores the screenshot's scroll): the next click would miss.
+    box.blur()
     page.locator("#stage-2").screenshot(path=str(artifacts / "dashboard-stage2-embeddings.png"))
 
     # Stage 3: one grid cell per head; clicking one shows its exact attention pattern.

@@ -10,7 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 from playwright.sync_api import Page, expect
-from test_dashboard import analyze, chips, open_demo, shown_analysis, wait_for_stages
+from test_dashboard import (
+    analyze,
+    chips,
+    open_demo,
+    open_experiment,
+    shown_analysis,
+    wait_for_stages,
+)
 from transformers import GPT2LMHeadModel
 
 from lmscope.core.catalog import DEMO_PATH
@@ -60,6 +67,7 @@ def test_sliders_reshape_the_distribution_as_they_move(page, dashboard_url, gpt2
                                                        reference, artifacts):  # fmt: skip
     open_demo(page, dashboard_url)
     analyze(page, PROMPT)
+    open_experiment(page, "generation")
     logits = logits_of(reference, gpt2_tokenizer(PROMPT)["input_ids"])[-1]
 
     # Greedy: the sliders do not apply and are disabled; the model's own distribution is drawn.
@@ -129,6 +137,7 @@ def test_clicking_a_generated_token_opens_every_stage_there(page, dashboard_url,
                                                             gpt2_tokenizer, reference, artifacts):  # fmt: skip
     open_demo(page, dashboard_url)
     analyze(page, PROMPT)
+    open_experiment(page, "generation")
     page.fill("#inv-gen-tokens", "8")
     page.click("#inv-gen-run")
     result = generate(dashboard_service.model("demo"), PROMPT, GenerationSettings("greedy", 8))

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 import torch
 from playwright.sync_api import Page, expect
-from test_dashboard import analyze, chips, expected_chips, long_prompt, open_demo, wait_for_stages
+from test_dashboard import (
+    analyze,
+    chips,
+    expected_chips,
+    long_prompt,
+    open_demo,
+    open_experiment,
+    wait_for_stages,
+)
 
 import lmscope
 from lmscope.core.tokens import display
@@ -128,6 +136,7 @@ def test_ablation_of_heads_clicked_in_the_grid(page, dashboard_url, demo, artifa
     expect(page.locator("#inv-chips .chip-inline")).to_have_text(["L1-H3"])
 
     # Greedy generation equals `generate` called here.
+    open_experiment(page, "generation")
     page.fill("#inv-gen-tokens", "12")
     page.click("#inv-gen-run")
     greedy = generate(demo, PROMPT, GenerationSettings(max_new_tokens=12))
@@ -135,6 +144,7 @@ def test_ablation_of_heads_clicked_in_the_grid(page, dashboard_url, demo, artifa
     expect(page.locator("#inv-gen-steps tbody tr")).to_have_count(len(greedy.steps))
 
     # The other experiments draw, and the panel's results download as JSON.
+    open_experiment(page, "attribution")
     page.click("#inv-dla-run")
     wait_for_figure(page, "inv-dla-heads")
     dla = direct_logit_attribution(lmscope.analyze(demo, PROMPT))
@@ -166,6 +176,7 @@ def test_compare_with_a_second_model(page, dashboard_url, dashboard_service, tin
     key = dashboard_service.models.add(tiny_gpt2)
     open_demo(page, dashboard_url)
     analyze(page, PROMPT)
+    open_experiment(page, "comparison")
     page.fill("#inv-compare-custom", "no-such-org/no-such-model")
     page.click("#inv-compare-run")
     expect(page.locator("#inv-message .error")).to_contain_text("no-such-org/no-such-model")
@@ -213,12 +224,14 @@ def test_bad_head_shows_a_message_and_the_panel_keeps_working(page, dashboard_ur
     )
 
     # Bad generation settings are refused with a message.
+    open_experiment(page, "generation")
     page.get_by_label("sampling", exact=True).check()
     page.fill("#inv-gen-seed", "-1")
     page.click("#inv-gen-run")
     expect(error).to_contain_text("'seed' must be between 0 and 2**63 - 1")
 
     # A target that is not one token is refused with a message; the panel stays usable.
+    open_experiment(page, "ablation")
     page.fill("#inv-target", "no such single token")
     page.click("#inv-scan-run")
     expect(error).to_contain_text("pick a single token")
@@ -287,6 +300,7 @@ def test_a_result_for_a_replaced_analysis_is_not_shown(page, dashboard_url, monk
     monkeypatch.setattr(generation_panel, "generate", slow_generate)
     open_demo(page, dashboard_url)
     analyze(page, PROMPT)
+    open_experiment(page, "generation")
     page.click("#inv-gen-run")
     assert entered.wait(timeout=30)
     analyze(page, "A different prompt")
@@ -297,3 +311,32 @@ def test_a_result_for_a_replaced_analysis_is_not_shown(page, dashboard_url, monk
     monkeypatch.setattr(generation_panel, "generate", plain)
     page.click("#inv-gen-run")
     expect(page.locator("#inv-gen-text")).to_be_visible()
+
+
+def test_the_experiments_are_tabs_a_keyboard_can_switch(page, dashboard_url, artifacts):
+    """One experiment's controls on the page at a time; the tabs are one Tab stop, the arrow
+    keys move between them and Enter opens one, whose settings were kept meanwhile."""
+    open_demo(page, dashboard_url)
+    analyze(page, PROMPT)
+    tabs = page.get_by_role("tablist").get_by_role("tab")
+    expect(tabs).to_have_text(
+        ["Ablation", "Attribution", "Patching", "Steering", "Generation", "Comparison"]
+    )
+    expect(page.locator("#inv-ablate")).to_be_visible()
+    expect(page.locator("#inv-gen-run")).to_have_count(0)  # not mounted: not drawn on Analyze
+    ablation = page.locator("#inv-tab-ablation")
+    expect(ablation).to_have_attribute("tabindex", "0")
+    expect(page.locator("#inv-tab-generation")).to_have_attribute("tabindex", "-1")
+    ablation.focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowRight")
+    expect(page.locator("#inv-tab-generation")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#inv-tab-generation")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#inv-ablate")).to_have_count(0)
+    page.fill("#inv-gen-tokens", "7")
+    page.keyboard.press("Home")  # in the box: its own key, not the tabs'
+    open_experiment(page, "ablation")
+    open_experiment(page, "generation")
+    expect(page.locator("#inv-gen-tokens")).to_have_value("7")
+    page.locator("#stage-6").screenshot(path=str(artifacts / "investigate-tabs.png"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from playwright.sync_api import expect
-from test_dashboard import analyze, open_demo
+from test_dashboard import analyze, open_demo, open_experiment
 from test_investigate import graph_id, traces, wait_for_figure
 
 from lmscope.experiments.patching import patch
@@ -26,6 +26,7 @@ def test_patching_panel_shows_atp_beside_the_exact_scan(
     demo = dashboard_service.model("demo")
     open_demo(page, dashboard_url)
     analyze(page, CLEAN)
+    open_experiment(page, "patching")
     page.fill("#inv-target", "␣" + WORDS[4].strip())
     page.fill("#inv-patch-corrupt", CORRUPT)
     page.check("#inv-patch-component input[value='heads']")

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from playwright.sync_api import Page, expect
-from test_dashboard import analyze, open_demo, wait_for_stages
+from test_dashboard import analyze, open_demo, open_experiment, wait_for_stages
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)  # a loaded machine: the first page load also loads SmolLM2
@@ -46,6 +46,8 @@ def test_a_link_reopens_its_focus_and_generation_settings(page, dashboard_url, a
     assert focus(page) == {"head": [1, 2], "layer": 1, "position": 3, "target": " sat"}
     expect(page.locator("#output-position")).to_have_attribute("data-position", "3")
     expect(page.locator("#inv-target")).to_have_value("␣sat")
+    # A link with generation settings opens the Generation tab, where they are seen.
+    expect(page.locator("#inv-tab-generation")).to_have_attribute("aria-selected", "true")
     expect(page.get_by_role("radio", name="sampling")).to_be_checked()
     expect(page.locator("#inv-gen-temperature [role=slider]")).to_have_attribute(
         "aria-valuenow", "0.7"
@@ -71,6 +73,8 @@ def test_keys_that_name_nothing_are_ignored(page, dashboard_url):
     assert "head" not in shown and "layer" not in shown
     assert shown.get("position") in (None, 2)  # 2: the last of "Two plus two"
     expect(page.locator("#output-position")).to_have_count(0)
+    expect(page.locator("#inv-tab-ablation")).to_have_attribute("aria-selected", "true")
+    open_experiment(page, "generation")
     expect(page.locator("#inv-gen-temperature [role=slider]")).to_have_attribute(
         "aria-valuenow", "1"
     )
@@ -80,6 +84,7 @@ def test_the_view_round_trips_through_its_url(page, browser, dashboard_url):
     open_demo(page, dashboard_url)
     analyze(page, PROMPT)
     # Pick a token (a generated one) and sampling settings, as a teacher would before sharing.
+    open_experiment(page, "generation")
     page.fill("#inv-gen-tokens", "4")
     page.click("#inv-gen-run")
     tokens = page.locator("#inv-gen-tokens-row .gen-token")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
-from test_dashboard import analyze, open_demo
+from test_dashboard import analyze, open_demo, open_experiment
 
 pytestmark = pytest.mark.browser
 
@@ -15,6 +15,7 @@ PROMPT = "The cat sat on the mat. The cat sat on the"
 def test_steering_layer_and_position_follow_the_focus_until_typed(page, dashboard_url):
     open_demo(page, dashboard_url)
     analyze(page, PROMPT)
+    open_experiment(page, "steering")
     layer, position = page.locator("#inv-steer-layer"), page.locator("#inv-steer-position")
     expect(layer).to_have_value("0")
     expect(position).to_have_value("")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from playwright.sync_api import expect
-from test_dashboard import DEMO_NAME, analyze
+from test_dashboard import DEMO_NAME, analyze, open_experiment
 
 from lmscope.core.tokens import display
 from lmscope.experiments.ablation import ablation_scan
@@ -36,6 +36,7 @@ def demo(dashboard_service):
 def test_steering_from_two_prompts_shows_the_library_result(page, dashboard_url, demo, artifacts):
     open_demo(page, dashboard_url)
     analyze(page, PROMPT)
+    open_experiment(page, "steering")
     page.fill("#inv-steer-a", "The dog")
     page.fill("#inv-steer-b", "The cat")
     page.fill("#inv-steer-layer", "1")

@@ -97,14 +97,18 @@
     setProps("tour-memory", { data: { ended: how, tour: name } });
   }
 
+  // A control in a tab the tour has just opened is drawn a moment later: try for up to 2 s.
+  function clickWhenThere(selector, tries) {
+    const el = document.querySelector(selector);
+    if (el) el.click();
+    else if (tries > 0) setTimeout(function () { clickWhenThere(selector, tries - 1); }, 50);
+  }
+
   function run(actions) {
     (actions || []).forEach(function (action) {
       const kind = action[0];
       if (kind === "set") setProps(action[1], action[2]);
-      else if (kind === "click") {
-        const el = document.querySelector(action[1]);
-        if (el) el.click();
-      } else if (kind === "open") {
+      else if (kind === "click") clickWhenThere(action[1], 40); else if (kind === "open") {
         const el = document.querySelector(action[1]);
         if (el) el.open = true;
       }

@@ -33,6 +33,11 @@ EXPLAIN = (
 
 
 def layout() -> html.Section:
+    """Only the open tab's controls are mounted: every mounted component costs the page's
+    renderer time on each update, and six experiments' controls were a third of the page."""
+    parts = [_split(part.layout()) for part in PARTS]
+    stores = [store for own, _ in parts for store in own]
+    views = [rest for _, rest in parts]
     return section(
         NUMBER,
         "Investigate: change the model and watch",
@@ -62,9 +67,27 @@ def layout() -> html.Section:
             ],
             className="row",
         ),
-        *(child for part in PARTS for child in part.layout()),
+        *stores,
+        dcc.Tabs(
+            [_tab(part, rest) for part, rest in zip(PARTS, views, strict=True)],
+            id="inv-tabs",
+            value=PARTS[0].TAB.lower(),
+            className="inv-tabs",
+        ),
         badge="Investigate",
     )
+
+
+def _tab(part, children: list) -> dcc.Tab:
+    key = part.TAB.lower()
+    return dcc.Tab(children, label=part.TAB, value=key, id=f"inv-tab-{key}")
+
+
+def _split(children: list) -> tuple[list, list]:
+    """A part's stores and the rest: stores stay mounted outside the tabs (the attention grid, the
+    tour and other tabs read them)."""
+    stores = [child for child in children if isinstance(child, dcc.Store)]
+    return stores, [child for child in children if not isinstance(child, dcc.Store)]
 
 
 def register(app: Dash, service: Service) -> None:
@@ -95,13 +118,24 @@ def register(app: Dash, service: Service) -> None:
         *(Output({"kind": "figure", "name": v}, "style", allow_duplicate=True) for v in views),
         Output("inv-results", "data", allow_duplicate=True),
         Output("inv-message", "children", allow_duplicate=True),
+        Output("inv-gen-body", "children", allow_duplicate=True),
+        Output("inv-gen-analysis", "data"),
         Input("analysis", "data"),
         State("client", "data"),
         State("inv-results", "data"),
+        State("inv-gen-store", "data"),
+        State("inv-tabs", "value"),
         prevent_initial_call=True,
     )
-    def reset(data, client, results):
+    def reset(data, client, results, generated, tab):
         """A new analysis: results of the previous prompt are no longer shown or downloaded
-        (an empty store is left alone: rewriting it would redraw the tour's steps for nothing)."""
+        (an empty store is left alone: rewriting it would redraw the tour's steps for nothing).
+        The panel's one callback per Analyze: each costs the page's renderer time."""
         panel.follow(client, data)
-        return ([],) * len(bodies) + (HIDDEN,) * len(views) + ({} if results else no_update, "")
+        cleared = ([],) * len(bodies) + (HIDDEN,) * len(views)
+        return (
+            *cleared,
+            {} if results else no_update,
+            "",
+            *generation.on_analysis(data, generated, tab),
+        )

@@ -13,6 +13,7 @@ from .. import SHOWN, graph
 from .panel import Panel, button, keep, message
 
 COMPARE_TOP = 5
+TAB = "Comparison"  # its tab in the panel
 BODIES = ("inv-compare-body",)
 FIGURES = ("inv-compare",)
 

@@ -27,6 +27,7 @@ from ... import figures
 from .. import HIDDEN, SHOWN, graph, stored
 from .panel import Panel, button, keep, message, number
 
+TAB = "Generation"  # its tab in the panel
 BODIES = ()  # the result view is kept across the analysis of its own generation (see `reset`)
 FIGURES = ()
 BARS = 15  # tokens drawn in the distribution
@@ -135,8 +136,16 @@ def layout() -> list:
         html.P(id="inv-gen-dist-note", className="hint"),
         graph("inv-gen-distribution", "lmscope-next-token-distribution"),
         dcc.Store(id="inv-gen-store"),
+        dcc.Store(id="inv-gen-analysis"),
         html.Div(id="inv-gen-body"),
     ]
+
+
+def on_analysis(data: dict | None, kept: dict | None, tab: str | None) -> tuple:
+    """What a new analysis changes here: the result view is cleared (unless this is the analysis
+    of that generation), and the distribution is redrawn if the tab is open."""
+    body = no_update if data and kept and data.get("generation") == kept.get("key") else []
+    return body, (data if tab == TAB.lower() else no_update)
 
 
 def settings_from(method, tokens, temperature, top_k, top_p, seed, beams) -> GenerationSettings:
@@ -278,13 +287,18 @@ def register(app: Dash, panel: Panel) -> None:
         *(Output(s, "disabled") for s in SLIDERS),
         Output("inv-gen-seed", "disabled"),
         Output("inv-gen-beams", "disabled"),
-        Input("analysis", "data"),
+        Input("inv-gen-analysis", "data"),
+        Input("inv-tabs", "value"),
         Input("inv-gen-method", "value"),
         *(Input(s, "drag_value") for s in SLIDERS),
         *(Input(s, "value") for s in SLIDERS),
+        State("analysis", "data"),
     )
-    def redraw(data, method, t_drag, k_drag, p_drag, t, k, p):
-        """Live, as a slider moves: the warped distribution of the stored last-position logits."""
+    def redraw(_shown, tab, method, t_drag, k_drag, p_drag, t, k, p, data):
+        """Live, as a slider moves: the warped distribution of the stored last-position logits
+        (drawn only while the tab is open: `inv-gen-analysis` says when a new analysis came)."""
+        if tab != TAB.lower():
+            return (no_update,) * 8
         disabled = (method != "sample",) * 4 + (method != "beam",)
         analysis = stored(panel.service, data)
         if analysis is None:
@@ -336,18 +350,6 @@ def register(app: Dash, panel: Panel) -> None:
             "prompt_tokens": len(result.tokens),
         }
         return generation_view(result), "", keep("generation", result.to_dict()), kept
-
-    @app.callback(
-        Output("inv-gen-body", "children", allow_duplicate=True),
-        Input("analysis", "data"),
-        State("inv-gen-store", "data"),
-        prevent_initial_call=True,
-    )
-    def reset(data, kept):
-        """A new analysis clears the generation, unless it is the analysis of that generation."""
-        if data and kept and data.get("generation") == kept.get("key"):
-            return no_update
-        return []
 
     @app.callback(
         Output("analysis", "data", allow_duplicate=True),

@@ -24,6 +24,7 @@ from .panel import (
     parse_target,
 )
 
+TAB = "Patching"  # its tab in the panel
 BODIES = ("inv-patch-body",)
 FIGURES = ("inv-patch-atp", "inv-patch-exact")
 
