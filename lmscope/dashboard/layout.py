@@ -14,6 +14,7 @@ from . import progress, tour
 from .glossary import glossary
 from .share import layout as share_layout
 from .stages import attention, embeddings, investigate, mlp, output, tokens
+from .static import static
 
 # The skip links at the top: each stage's section, by the id `stages.section` gives it.
 SKIP_LINKS = (
@@ -27,13 +28,14 @@ SKIP_LINKS = (
 )
 
 
-def skip_links() -> html.Nav:
+def skip_links() -> html.Div:
     """The "Skip to:" links between the stages, first on the page for keyboard users."""
     links = [
         html.A(label, href=f"#{target}", className="skip-link") for label, target in SKIP_LINKS
     ]
     separated = [part for link in links for part in (link, " · ")][:-1]
-    return html.Nav(["Skip to: ", *separated], className="skip-links", **{"aria-label": "Stages"})
+    nav = html.Nav(["Skip to: ", *separated], className="skip-links", **{"aria-label": "Stages"})
+    return static(nav)
 
 
 class Starter(NamedTuple):
@@ -80,7 +82,8 @@ def model_options(extra: dict[str, str] | None = None) -> list[dict]:
 
 
 def card_view(card: ModelCard) -> html.Div:
-    """The model card: the shape and design a learner reads before looking inside."""
+    """The model card: the shape and design a learner reads before looking inside (one static
+    component: see `static`)."""
     heads = f"{card.heads_per_layer} per layer, {card.total_heads:,} in all"
     if card.key_value_heads != card.heads_per_layer:
         heads += f" ({card.key_value_heads} key/value heads)"
@@ -96,15 +99,19 @@ def card_view(card: ModelCard) -> html.Div:
         ("normalization", card.normalization),
         ("activation", card.activation),
     ) + ((("weights", card.source),) if card.source else ())
-    return html.Div(
-        [
-            html.H2([card.name, html.Span(f" {card.family} · {card.model_id}", className="sub")]),
-            html.Dl(
-                [x for k, v in fields for x in (html.Dt(k), html.Dd(v))],
-                className="card-fields",
-            ),
-        ],
-        id="model-card-body",
+    return static(
+        html.Div(
+            [
+                html.H2(
+                    [card.name, html.Span(f" {card.family} · {card.model_id}", className="sub")]
+                ),
+                html.Dl(
+                    [x for k, v in fields for x in (html.Dt(k), html.Dd(v))],
+                    className="card-fields",
+                ),
+            ],
+            id="model-card-body",
+        )
     )
 
 

@@ -4,7 +4,7 @@
 (function () {
   const TAGS = new Set(["a", "caption", "code", "dd", "div", "dl", "dt", "em", "li", "ol", "p",
     "small", "span", "strong", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul", "b", "i",
-    "br", "h3", "h4", "sub", "sup"]);
+    "br", "h2", "h3", "h4", "sub", "sup", "nav"]);
   const NAMES = { className: "class", colSpan: "colspan", rowSpan: "rowspan" };
 
   function build(item, into) {

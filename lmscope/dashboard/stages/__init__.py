@@ -9,6 +9,7 @@ from ...core.analysis import Analysis
 from ...core.errors import LmscopeError
 from ..figures import graph_config
 from ..glossary import linked
+from ..static import static
 
 
 def stored(service: Service, data: dict | None) -> Analysis | None:
@@ -29,12 +30,12 @@ def section(
 
     `badge` replaces the "Stage n" label (panels that are not a stage of the forward pass).
     """
+    heading = [
+        html.H2([html.Span(badge or f"Stage {number}", className="stage-number"), title]),
+        html.P(linked(explain), className="explain"),
+    ]
     return html.Section(
-        [
-            html.H2([html.Span(badge or f"Stage {number}", className="stage-number"), title]),
-            html.P(linked(explain), className="explain"),
-            *children,
-        ],
+        [static(heading), *children],
         id=f"stage-{number}",
         className="stage",
         tabIndex="-1",  # a skip link moves the keyboard focus here
