@@ -7,10 +7,10 @@ thumbnail, the layer view or a shared link sets it), `focus.position` the follow
 
 from __future__ import annotations
 
-from dash import Dash, dcc, html
+from dash import Dash, Input, State, ctx, dcc, html, no_update
 
 from ....api.service import Service
-from .. import section
+from .. import section, stored
 from . import grid, head, layer, model_view, steps, token_view
 from .cells import pick_store
 from .grid import EXPLAIN, head_grid, kv_groups
@@ -41,6 +41,42 @@ def layout() -> html.Section:
 def register(app: Dash, service: Service) -> None:
     for view in (grid, head, steps, token_view, layer, model_view):
         view.register(app, service)
+
+    @app.callback(
+        *grid.OUTPUTS,
+        *head.OUTPUTS,
+        *steps.OUTPUTS,
+        token_view.CHOICES,
+        token_view.OUTPUT,
+        *layer.OUTPUTS,
+        model_view.OUTPUT,
+        Input("focus", "data"),
+        Input("analysis", "data"),
+        State("head-shown", "data"),
+        State("attn-query", "value"),
+        State("attn-query", "max"),
+        State("attn-overlay", "value"),
+        State("layer-select", "value"),
+        State("layer-view", "open"),
+        State("model-view-box", "open"),
+        prevent_initial_call="initial_duplicate",
+    )
+    def follow(focus, data, shown, query, query_max, overlay, layer_shown, layer_open, model_open):
+        """Every view of the stage for a new analysis or a new focus, in ONE request: each
+        callback costs the page's renderer a round of updates over all its components, and
+        the browser opens at most six requests at once. The views' own controls have their own
+        callbacks."""
+        analysis = stored(service, data)
+        new = ctx.triggered_id != "focus"
+        return (
+            *(grid.draw(analysis, data) if new else (no_update,) * len(grid.OUTPUTS)),
+            *head.draw(analysis, data, focus, shown),
+            *steps.draw(analysis, data, focus, query, query_max),
+            token_view.choices(analysis) if new else no_update,
+            token_view.draw(analysis, focus, overlay),
+            *layer.draw(analysis, focus, layer_shown, layer_open, "analysis" if new else "focus"),
+            model_view.draw(analysis, model_open) if new else no_update,
+        )
 
 
 __all__ = ["head_grid", "kv_groups", "layout", "register"]

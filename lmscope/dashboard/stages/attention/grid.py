@@ -6,6 +6,7 @@ from __future__ import annotations
 from dash import Dash, Input, Output, Patch, State, dcc, html
 
 from ....api.service import Service
+from ....core.analysis import Analysis
 from ....core.errors import LmscopeError
 from ....core.heads import CATEGORIES as HEAD_CATEGORIES
 from ....core.heads import (
@@ -145,7 +146,8 @@ def head_grid(report: HeadReport, kv_heads: int | None = None) -> html.Div:
 
 
 def legend(report: HeadReport | None = None, heads: int = 0, kv_heads: int | None = None):
-    """What the colours mean: hue = category, depth = score, the brown bar = the sink share."""
+    """What the colours mean: hue = category, depth = score, the brown bar = the sink share (one
+    static component)."""
     items = [
         html.Span(
             LABELS[c],
@@ -196,7 +198,7 @@ def legend(report: HeadReport | None = None, heads: int = 0, kv_heads: int | Non
     groups = kv_groups(heads, kv_heads)
     if groups:
         lines.append(html.P(groups, className="hint kv-groups"))
-    return html.Div(lines, className="legend-block")
+    return static(html.Div(lines, className="legend-block"))
 
 
 def _rule(category: str) -> str:
@@ -302,20 +304,20 @@ def controls() -> html.Div:
     )
 
 
+OUTPUTS = (Output("head-legend", "children"), Output("head-grid-body", "children"))
+
+
+def draw(analysis: Analysis | None, data: dict | None) -> tuple:
+    """The legend and the grid for a new analysis (`OUTPUTS`)."""
+    if analysis is None:
+        return [], html.P("Press Analyze to see the heads.", className="empty")
+    card = analysis.lm.card
+    kv = getattr(card, "key_value_heads", None)
+    grid = head_grid(analysis.heads, kv)
+    return legend(analysis.heads, card.heads_per_layer, kv), [grid, ready(data["id"])]
+
+
 def register(app: Dash, service: Service) -> None:
-    @app.callback(
-        Output("head-legend", "children"),
-        Output("head-grid-body", "children"),
-        Input("analysis", "data"),
-    )
-    def draw(data):
-        analysis = stored(service, data)
-        if analysis is None:
-            return [], html.P("Press Analyze to see the heads.", className="empty")
-        card = analysis.lm.card
-        kv = getattr(card, "key_value_heads", None)
-        grid = head_grid(analysis.heads, kv)
-        return legend(analysis.heads, card.heads_per_layer, kv), [grid, ready(data["id"])]
 
     @app.callback(Output("head-categories", "children"), Input("analysis", "data"))
     def categories(data):

@@ -73,47 +73,48 @@ def window_of(relayout: dict | None, tokens: int) -> tuple[int, int, int, int] |
     return r0, r1, k0, k1
 
 
-def register(app: Dash, service: Service) -> None:
-    @app.callback(
-        Output(HEATMAP, "figure"),
-        Output(HEATMAP, "style"),
-        Output("head-detail", "children"),
-        Output("head-zoom-note", "children"),
-        Output("head-zoom-note", "hidden"),
-        Output("head-shown", "data"),
-        Input("focus", "data"),
-        Input("analysis", "data"),
-        State("head-shown", "data"),
+OUTPUTS = (
+    Output(HEATMAP, "figure"),
+    Output(HEATMAP, "style"),
+    Output("head-detail", "children"),
+    Output("head-zoom-note", "children"),
+    Output("head-zoom-note", "hidden"),
+    Output("head-shown", "data"),
+)
+
+
+def draw(analysis: Analysis | None, data: dict | None, focus: dict | None, shown) -> tuple:
+    """The open head's pattern and what it does (`OUTPUTS`); `shown`: the head drawn now."""
+    if analysis is None:
+        return no_update, HIDDEN, PROMPT, "", True, None
+    chosen = focused_head(analysis, focus)
+    if chosen is None:
+        return no_update, HIDDEN, PROMPT, "", True, None
+    key = [data["id"], *chosen]
+    if shown == key:  # focus changed elsewhere (position, target): the head stays as drawn
+        return (no_update,) * 6
+    layer, head = chosen
+    report = analysis.heads
+    detail = [
+        html.Strong(head_name(layer, head)),
+        f": on this input {describe(report, layer, head)}. Hover a cell for the tokens and "
+        "the exact weight; click a row to follow that query token in the step and token "
+        "views below.",
+    ]
+    profile = head_profile(analysis.lm)
+    if profile is not None:
+        detail.append(f" General role (profile): {LABELS[profile.categories[layer][head]]}.")
+    count = len(analysis.tokens)
+    note = (
+        f"{count:,} tokens: the overview shows in each cell the largest weight of a tile of "
+        f"tokens. Drag a box over the part you want (at most {ZOOM} tokens a side) to see "
+        "every token in it (the title says which you are looking at); double-click to go back."
     )
-    def open_head(focus, data, shown):
-        analysis = stored(service, data)
-        if analysis is None:
-            return no_update, HIDDEN, PROMPT, "", True, None
-        chosen = focused_head(analysis, focus)
-        if chosen is None:
-            return no_update, HIDDEN, PROMPT, "", True, None
-        key = [data["id"], *chosen]
-        if shown == key:  # focus changed elsewhere (position, target): the head stays as drawn
-            return (no_update,) * 6
-        layer, head = chosen
-        report = analysis.heads
-        detail = [
-            html.Strong(head_name(layer, head)),
-            f": on this input {describe(report, layer, head)}. Hover a cell for the tokens and "
-            "the exact weight; click a row to follow that query token in the step and token "
-            "views below.",
-        ]
-        profile = head_profile(analysis.lm)
-        if profile is not None:
-            detail.append(f" General role (profile): {LABELS[profile.categories[layer][head]]}.")
-        count = len(analysis.tokens)
-        note = (
-            f"{count:,} tokens: the overview shows in each cell the largest weight of a tile of "
-            f"tokens. Drag a box over the part you want (at most {ZOOM} tokens a side) to see "
-            "every token in it (the title says which you are looking at); double-click to go back."
-        )
-        figure = attention_heatmap(analysis, layer, head)
-        return figure, SHOWN, detail, note, count <= OVERVIEW, key
+    figure = attention_heatmap(analysis, layer, head)
+    return figure, SHOWN, detail, note, count <= OVERVIEW, key
+
+
+def register(app: Dash, service: Service) -> None:
 
     @app.callback(
         Output(HEATMAP, "figure", allow_duplicate=True),

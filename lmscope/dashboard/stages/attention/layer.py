@@ -6,6 +6,7 @@ from __future__ import annotations
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ....api.service import Service
+from ....core.analysis import Analysis
 from .. import HIDDEN, SHOWN, graph, stored
 from .grid import focus_head
 from .plots import LAYER_VIEW_WINDOW, layer_heads
@@ -31,40 +32,49 @@ def layout() -> html.Details:
     )
 
 
+OUTPUTS = (
+    Output("layer-select", "options"),
+    Output("layer-select", "value"),
+    Output(LAYER_FIGURE, "figure"),
+    Output(LAYER_FIGURE, "style"),
+)
+
+
+def draw(analysis: Analysis | None, focus: dict | None, current, opened, trigger: str | None):
+    """The layer of the open head (`focus.layer`), or the one picked (`OUTPUTS`; `current`: the
+    menu's layer, `trigger`: "analysis", "focus" or the view's own "layer-select"); drawn only
+    while the view is open, and only when the layer or the analysis changes."""
+    if analysis is None:
+        return [], None, no_update, HIDDEN
+    layers = analysis.lm.layers
+    wanted = (focus or {}).get("layer")
+    if trigger == "layer-select" or not isinstance(wanted, int):
+        wanted = current
+    if not isinstance(wanted, int) or not 0 <= wanted < layers:
+        wanted = 0
+    if trigger == "focus" and wanted == current:  # only a new layer redraws
+        return no_update, no_update, no_update, no_update
+    options = [{"label": f"Layer {l}", "value": l} for l in range(layers)]
+    figure, style = (layer_heads(analysis, wanted), SHOWN) if opened else (no_update, HIDDEN)
+    return (
+        options if trigger in (None, "analysis") else no_update,
+        wanted if wanted != current else no_update,
+        figure,
+        style,
+    )
+
+
 def register(app: Dash, service: Service) -> None:
     @app.callback(
-        Output("layer-select", "options"),
-        Output("layer-select", "value"),
-        Output(LAYER_FIGURE, "figure"),
-        Output(LAYER_FIGURE, "style"),
-        Input("analysis", "data"),
-        Input("focus", "data"),
+        *(Output(o.component_id, o.component_property, allow_duplicate=True) for o in OUTPUTS),
         Input("layer-select", "value"),
         Input("layer-view", "open"),
+        State("focus", "data"),
+        State("analysis", "data"),
+        prevent_initial_call=True,
     )
-    def draw(data, focus, current, opened):
-        """The layer of the open head (`focus.layer`), or the one picked; drawn only while the
-        view is open, and only when the layer or the analysis changes."""
-        analysis = stored(service, data)
-        if analysis is None:
-            return [], None, no_update, HIDDEN
-        layers = analysis.lm.layers
-        wanted = (focus or {}).get("layer")
-        if ctx.triggered_id == "layer-select" or not isinstance(wanted, int):
-            wanted = current
-        if not isinstance(wanted, int) or not 0 <= wanted < layers:
-            wanted = 0
-        new_analysis = ctx.triggered_id in (None, "analysis")
-        if ctx.triggered_id == "focus" and wanted == current:  # only a new layer redraws
-            return no_update, no_update, no_update, no_update
-        options = [{"label": f"Layer {l}", "value": l} for l in range(layers)]
-        figure, style = (layer_heads(analysis, wanted), SHOWN) if opened else (no_update, HIDDEN)
-        return (
-            options if new_analysis else no_update,
-            wanted if wanted != current else no_update,
-            figure,
-            style,
-        )
+    def picked(current, opened, focus, data):
+        return draw(stored(service, data), focus, current, opened, ctx.triggered_id)
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),

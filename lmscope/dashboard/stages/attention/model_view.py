@@ -3,9 +3,10 @@ BertViz show models this way); a click opens that head. One Tab stop, arrow keys
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, html, no_update
+from dash import Dash, Input, Output, State, html, no_update
 
 from ....api.service import Service
+from ....core.analysis import Analysis
 from ....core.heads import LABELS, head_name
 from .. import stored
 from .cells import Cell, cell_grid, pick_store
@@ -27,56 +28,63 @@ def layout() -> html.Details:
     )
 
 
+OUTPUT = Output("model-view", "children")
+
+
+def draw(analysis: Analysis | None, opened: bool | None):
+    """Built when the view is open: a model's thumbnails cost time nobody asked for."""
+    if analysis is None:
+        return html.P("Press Analyze to see every head.", className="empty")
+    if not opened:
+        return html.P("Open to draw every head.", className="empty")
+    count = len(analysis.tokens)
+    report = analysis.heads
+    rows = [
+        [
+            Cell(
+                layer,
+                head,
+                classes="thumb",
+                title=f"{head_name(layer, head)}: "
+                f"{LABELS[report.categories[layer][head]]}; click to open",
+                data={"thumb": head_name(layer, head)},
+                image=(src, f"pattern of {head_name(layer, head)}"),
+            )
+            for head, src in enumerate(row)
+        ]
+        for layer, row in enumerate(thumbnails(analysis))
+    ]
+    window = (
+        "the whole prompt"
+        if count <= THUMB
+        else f"how the last {THUMB} of the {count:,} tokens read each other"
+    )
+    return [
+        html.P(
+            f"Each thumbnail is one head's pattern over {window} (rows read, columns are "
+            "read; each scaled to its own largest weight). Click one, or Tab to them and use "
+            "the arrow keys and Enter, to open that head above.",
+            className="hint",
+        ),
+        cell_grid(
+            rows,
+            pick="thumb-pick",
+            label="every head as a thumbnail",
+            classes="thumb-grid",
+            columns=f"2.6rem repeat({analysis.heads_per_layer}, 3.2rem)",
+        ),
+    ]
+
+
 def register(app: Dash, service: Service) -> None:
     @app.callback(
-        Output("model-view", "children"),
-        Input("analysis", "data"),
+        Output("model-view", "children", allow_duplicate=True),
         Input("model-view-box", "open"),
+        State("analysis", "data"),
+        prevent_initial_call=True,
     )
-    def draw(data, opened):
-        """Built when the view is open: a model's thumbnails cost time nobody asked for."""
-        analysis = stored(service, data)
-        if analysis is None:
-            return html.P("Press Analyze to see every head.", className="empty")
-        if not opened:
-            return html.P("Open to draw every head.", className="empty")
-        count = len(analysis.tokens)
-        report = analysis.heads
-        rows = [
-            [
-                Cell(
-                    layer,
-                    head,
-                    classes="thumb",
-                    title=f"{head_name(layer, head)}: "
-                    f"{LABELS[report.categories[layer][head]]}; click to open",
-                    data={"thumb": head_name(layer, head)},
-                    image=(src, f"pattern of {head_name(layer, head)}"),
-                )
-                for head, src in enumerate(row)
-            ]
-            for layer, row in enumerate(thumbnails(analysis))
-        ]
-        window = (
-            "the whole prompt"
-            if count <= THUMB
-            else f"how the last {THUMB} of the {count:,} tokens read each other"
-        )
-        return [
-            html.P(
-                f"Each thumbnail is one head's pattern over {window} (rows read, columns are "
-                "read; each scaled to its own largest weight). Click one, or Tab to them and use "
-                "the arrow keys and Enter, to open that head above.",
-                className="hint",
-            ),
-            cell_grid(
-                rows,
-                pick="thumb-pick",
-                label="every head as a thumbnail",
-                classes="thumb-grid",
-                columns=f"2.6rem repeat({analysis.heads_per_layer}, 3.2rem)",
-            ),
-        ]
+    def opened(is_open, data):
+        return draw(stored(service, data), is_open)
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),

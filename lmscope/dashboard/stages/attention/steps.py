@@ -39,6 +39,7 @@ def layout() -> html.Div:
             ),
             # The position `draw` put in the box: only a user's own change of it moves `focus`.
             dcc.Store(id="attn-query-shown"),
+            dcc.Store(id="head-steps-asked"),  # the head and position whose values to draw
             html.Div(html.P(EMPTY, className="empty"), id="head-steps"),
             html.Div(id="head-steps-values"),
         ],
@@ -263,51 +264,55 @@ def values_table(analysis: Analysis, steps: HeadSteps, top: int = TOP) -> list:
     ]
 
 
-def register(app: Dash, service: Service) -> None:
-    @app.callback(
-        Output("head-steps", "children"),
-        Output("attn-query", "value"),
-        Output("attn-query", "max"),
-        Output("attn-query-shown", "data"),
-        Input("focus", "data"),
-        Input("analysis", "data"),
-        State("attn-query", "value"),
-        State("attn-query", "max"),
+OUTPUTS = (
+    Output("head-steps", "children"),
+    Output("attn-query", "value"),
+    Output("attn-query", "max"),
+    Output("attn-query-shown", "data"),
+    Output("head-steps-values", "children", allow_duplicate=True),
+    Output("head-steps-asked", "data"),
+)
+
+
+def draw(analysis: Analysis | None, data: dict | None, focus: dict | None, current, current_max):
+    """Steps 1-5 and the query box (`OUTPUTS`; `current`, `current_max`: the box's value and
+    max now); step 6's values follow in their own request (`head-steps-asked`), only when a head
+    is open: a new analysis without one costs no second round trip."""
+    if analysis is None:
+        return html.P(EMPTY, className="empty"), None, None, None, [], no_update
+    position = followed(analysis, focus)
+    chosen = focused_head(analysis, focus)
+    last = len(analysis.tokens) - 1
+    box = (  # unchanged values are not rewritten: no round trip to `pick` for nothing
+        no_update if position == current else position,
+        no_update if last == current_max else last,
+        position,
     )
-    def draw(focus, data, current, current_max):
-        analysis = stored(service, data)
-        if analysis is None:
-            return html.P(EMPTY, className="empty"), None, None, None
-        position = followed(analysis, focus)
-        chosen = focused_head(analysis, focus)
-        last = len(analysis.tokens) - 1
-        box = (  # unchanged values are not rewritten: no round trip to `pick` for nothing
-            no_update if position == current else position,
-            no_update if last == current_max else last,
-            position,
-        )
-        if chosen is None:
-            return html.P(EMPTY, className="empty"), *box
-        try:
-            steps = head_steps(analysis, *chosen, position, with_values=False)
-        except LmscopeError as error:
-            return html.P(str(error), className="message error"), *box
-        return static(explain(analysis, steps)), *box
+    if chosen is None:
+        return html.P(EMPTY, className="empty"), *box, [], no_update
+    try:
+        steps = head_steps(analysis, *chosen, position, with_values=False)
+    except LmscopeError as error:
+        return html.P(str(error), className="message error"), *box, [], no_update
+    asked = {"id": data["id"], "head": list(chosen), "position": position}
+    return static(explain(analysis, steps)), *box, no_update, asked
+
+
+def register(app: Dash, service: Service) -> None:
 
     @app.callback(
         Output("head-steps-values", "children"),
-        Input("head-steps", "children"),
-        State("focus", "data"),
+        Input("head-steps-asked", "data"),
         State("analysis", "data"),
+        prevent_initial_call=True,
     )
-    def draw_values(_steps, focus, data):
+    def draw_values(asked, data):
         """After steps 1-5: the values cost a forward pass up to the head's layer."""
         analysis = stored(service, data)
-        chosen = None if analysis is None else focused_head(analysis, focus)
-        if chosen is None:
-            return []
+        if analysis is None or not asked or asked.get("id") != data.get("id"):
+            return no_update
         try:
-            steps = head_steps(analysis, *chosen, followed(analysis, focus))
+            steps = head_steps(analysis, *asked["head"], asked["position"])
         except LmscopeError as error:
             return html.P(str(error), className="message error")
         return static(values_table(analysis, steps))
