@@ -95,6 +95,11 @@ def test_the_view_round_trips_through_its_url(page, browser, dashboard_url):
     expect(page.locator("#output-position")).to_be_visible()
     position = focus(page)["position"]
     page.get_by_role("radio", name="sampling").check()
+    # The sliders are enabled by the server's answer: pressed before it, the arrow key would
+    # move the focused radio group to "beam search".
+    expect(page.locator("#inv-gen-top-k .dash-slider-root")).not_to_have_attribute(
+        "aria-disabled", "true"
+    )
     page.locator("#inv-gen-top-k [role=slider]").press("ArrowRight")
     page.wait_for_function(f"() => location.search.includes('pos={position}')"
                            " && location.search.includes('topk=1')")  # fmt: skip
