@@ -134,7 +134,7 @@ def register(app: Dash, service: Service) -> None:
             for control, value in settings.items():
                 set_props(control, {"value": value})
             if settings:  # a link about generation opens where its settings are seen
-                set_props("inv-tabs", {"value": GENERATION_TAB.lower()})
+                set_props("inv-tabs", {"value": GENERATION_TAB})
             found = focus_from(keys, analysis.lm.layers, analysis.lm.heads, len(analysis.tokens))
             if found.get("target"):
                 set_props("inv-target", {"value": found["target"].replace(" ", "␣")})

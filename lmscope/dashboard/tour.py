@@ -30,6 +30,7 @@ from ..experiments.ablation import ablate, head_patches
 from ..experiments.inputs import as_ids, prompt_ids
 from .figures import percent
 from .stages import stored
+from .stages.investigate import ablation
 from .stages.investigate.redundancy import REDUNDANCY, barely_moved
 
 TOURS = ("tour", "induction", "name-mover")
@@ -65,7 +66,7 @@ def figure(name: str) -> str:
 IOI = "When Mary and John went to the store, John gave a drink to"  # layout.STARTERS[0]
 STARTER = by_id(index=0, kind="starter")
 OUTPUT = "#stage-5 .two-col"  # the top-10 bars and the logit lens that the output steps speak of
-OPEN_ABLATION = ["set", "inv-tabs", {"value": "ablation"}]  # the panel's tab with the ablation
+OPEN_ABLATION = ["set", "inv-tabs", {"value": ablation.TAB}]  # the panel's tab with the ablation
 _SEQUENCES: dict[str, tuple[int, ...]] = {}
 
 

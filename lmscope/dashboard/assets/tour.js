@@ -108,7 +108,8 @@
     (actions || []).forEach(function (action) {
       const kind = action[0];
       if (kind === "set") setProps(action[1], action[2]);
-      else if (kind === "click") clickWhenThere(action[1], 40); else if (kind === "open") {
+      else if (kind === "click") clickWhenThere(action[1], 40);
+      else if (kind === "open") {
         const el = document.querySelector(action[1]);
         if (el) el.open = true;
       }

@@ -318,7 +318,6 @@ def draw(analysis: Analysis | None, data: dict | None) -> tuple:
 
 
 def register(app: Dash, service: Service) -> None:
-
     @app.callback(Output("head-categories", "children"), Input("analysis", "data"))
     def categories(data):
         """Separate from the grid: a model's first profile may take a while to compute."""

@@ -115,7 +115,6 @@ def draw(analysis: Analysis | None, data: dict | None, focus: dict | None, shown
 
 
 def register(app: Dash, service: Service) -> None:
-
     @app.callback(
         Output(HEATMAP, "figure", allow_duplicate=True),
         Input(HEATMAP, "relayoutData"),

@@ -299,7 +299,6 @@ def draw(analysis: Analysis | None, data: dict | None, focus: dict | None, curre
 
 
 def register(app: Dash, service: Service) -> None:
-
     @app.callback(
         Output("head-steps-values", "children"),
         Input("head-steps-asked", "data"),

@@ -71,7 +71,7 @@ def layout() -> html.Section:
         dcc.Tabs(
             [_tab(part, rest) for part, rest in zip(PARTS, views, strict=True)],
             id="inv-tabs",
-            value=PARTS[0].TAB.lower(),
+            value=PARTS[0].TAB,
             className="inv-tabs",
         ),
         badge="Investigate",
@@ -79,8 +79,7 @@ def layout() -> html.Section:
 
 
 def _tab(part, children: list) -> dcc.Tab:
-    key = part.TAB.lower()
-    return dcc.Tab(children, label=part.TAB, value=key, id=f"inv-tab-{key}")
+    return dcc.Tab(children, label=part.TAB.capitalize(), value=part.TAB, id=f"inv-tab-{part.TAB}")
 
 
 def _split(children: list) -> tuple[list, list]:

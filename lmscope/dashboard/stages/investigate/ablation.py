@@ -33,7 +33,7 @@ from .panel import (
 from .redundancy import small_effect_note
 
 ABLATION_TOKENS = 20  # greedy continuation shown before and after an ablation
-TAB = "Ablation"  # its tab in the panel
+TAB = "ablation"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-ablation-body", "inv-scan-body", "inv-scan-atp-body", "inv-scan-agreement")
 FIGURES = ("inv-ablation", "inv-scan", "inv-scan-atp")
 

@@ -18,7 +18,7 @@ from .. import SHOWN, graph, stored
 from ..tokens import chips
 from .panel import NO_ANALYSIS, Panel, button, keep, message, metric_line, parse_target
 
-TAB = "Attribution"  # its tab in the panel
+TAB = "attribution"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-dla-body", "inv-attr-body")
 FIGURES = ("inv-dla-heads", "inv-dla-mlp")
 

@@ -13,7 +13,7 @@ from .. import SHOWN, graph
 from .panel import Panel, button, keep, message
 
 COMPARE_TOP = 5
-TAB = "Comparison"  # its tab in the panel
+TAB = "comparison"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-compare-body",)
 FIGURES = ("inv-compare",)
 

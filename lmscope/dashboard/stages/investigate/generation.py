@@ -27,7 +27,7 @@ from ... import figures
 from .. import HIDDEN, SHOWN, graph, stored
 from .panel import Panel, button, keep, message, number
 
-TAB = "Generation"  # its tab in the panel
+TAB = "generation"  # its tab in the panel (labelled capitalized)
 BODIES = ()  # the result view is kept across the analysis of its own generation (see `reset`)
 FIGURES = ()
 BARS = 15  # tokens drawn in the distribution
@@ -145,7 +145,7 @@ def on_analysis(data: dict | None, kept: dict | None, tab: str | None) -> tuple:
     """What a new analysis changes here: the result view is cleared (unless this is the analysis
     of that generation), and the distribution is redrawn if the tab is open."""
     body = no_update if data and kept and data.get("generation") == kept.get("key") else []
-    return body, (data if tab == TAB.lower() else no_update)
+    return body, (data if tab == TAB else no_update)
 
 
 def settings_from(method, tokens, temperature, top_k, top_p, seed, beams) -> GenerationSettings:
@@ -297,7 +297,7 @@ def register(app: Dash, panel: Panel) -> None:
     def redraw(_shown, tab, method, t_drag, k_drag, p_drag, t, k, p, data):
         """Live, as a slider moves: the warped distribution of the stored last-position logits
         (drawn only while the tab is open: `inv-gen-analysis` says when a new analysis came)."""
-        if tab != TAB.lower():
+        if tab != TAB:
             return (no_update,) * 8
         disabled = (method != "sample",) * 4 + (method != "beam",)
         analysis = stored(panel.service, data)

@@ -24,7 +24,7 @@ from .panel import (
     parse_target,
 )
 
-TAB = "Patching"  # its tab in the panel
+TAB = "patching"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-patch-body",)
 FIGURES = ("inv-patch-atp", "inv-patch-exact")
 

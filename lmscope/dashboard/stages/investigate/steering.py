@@ -15,7 +15,7 @@ from .. import SHOWN, graph
 from .panel import Panel, button, keep, message, number, parse_target
 
 STEER_TOKENS = 20  # greedy continuation shown without and with the vector
-TAB = "Steering"  # its tab in the panel
+TAB = "steering"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-steer-body",)
 FIGURES = ("inv-steer",)
 
