@@ -234,7 +234,7 @@ def _register_controls(app: Dash, service: Service, latest: dict[str, int]) -> N
         changed = key != model["id"]
         names = {o["value"]: o["label"] for o in options} | {key: lm.card.name}
         result = [
-            new_model,
+            new_model if changed else no_update,  # rewriting it would redraw what follows it
             no_update,
             _message(f"{lm.card.name} is loaded.", True),
             "?" + urlencode({"model": key}),
@@ -282,16 +282,17 @@ def _register_controls(app: Dash, service: Service, latest: dict[str, int]) -> N
         Output({"kind": "figure", "name": ALL}, "figure"),
         Input("export-format", "value"),
         Input("focus", "data"),
-        Input("analysis", "data"),
+        Input("model", "data"),
         State({"kind": "figure", "name": ALL}, "config"),
-        prevent_initial_call=True,
     )
-    def export_format(fmt, focus, data, current):
-        """New export settings or a new view (files are named after what they show, see
-        share.export_name); a one-field patch makes each changed figure pick them up."""
+    def export_format(fmt, focus, model, current):
+        """At page load, then for new export settings, a new view or another model (files are
+        named after what they show, see share.export_name; figures in closed tabs are in the
+        layout too); a one-field patch makes each changed figure pick them up. Not an input: the
+        analysis, which names no file."""
         configs, touches = [], []
         for slot, old in zip(ctx.outputs_list[0], current, strict=True):
-            config = graph_config(export_name(slot["id"]["name"], data, focus), fmt)
+            config = graph_config(export_name(slot["id"]["name"], model["id"], focus), fmt)
             if config == old:
                 configs.append(no_update)
                 touches.append(no_update)

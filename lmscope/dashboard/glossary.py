@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dash import Dash, Input, Output, html
+from dash import Dash, Input, Output, dcc, html
 
 from ..api.service import Service
 from ..core.card import ModelCard
 from ..core.errors import LmscopeError
 from ..core.heads import SINK_MARK, HeadReport
+from .shown import while_shown
 from .static import static
 
 _MARKER = re.compile(r"\[\[([^\[\]|]+)(?:\|([^\[\]|]+))?\]\]")
@@ -399,6 +400,7 @@ def glossary() -> html.Details:
         [
             html.Summary(["Glossary", html.Span(id="glossary-model", className="sub")]),
             html.Div(id="glossary-body"),
+            dcc.Store(id="glossary-shown"),
         ],
         id="glossary",
         className="glossary-box",
@@ -406,22 +408,29 @@ def glossary() -> html.Details:
 
 
 def register(app: Dash, service: Service) -> None:
-    @app.callback(
-        Output("glossary-body", "children"),
+    app.clientside_callback(
+        "function (model) { return model && model.name ? ' for ' + model.name : ''; }",
         Output("glossary-model", "children"),
         Input("model", "data"),
-        Input("analysis", "data"),
     )
-    def draw(model, data):
-        """The entries for the model the page now shows (and its sink on the analyzed prompt)."""
+    while_shown(
+        app, Input("glossary", "open"), "glossary-shown", Input("model", "data"),
+        Input("analysis", "data"),
+    )  # fmt: skip
+
+    @app.callback(Output("glossary-body", "children"), Input("glossary-shown", "data"))
+    def draw(shown):
+        """The entries for the model the page now shows (and its sink on the analyzed prompt),
+        drawn while the glossary is open."""
+        model, data = shown or (None, None)
         try:
             lm = service.model(model["id"])
         except (LmscopeError, KeyError, TypeError):
-            return [], ""
+            return []
         from .stages import stored
         from .stages.output import tied_embeddings
 
         analysis = stored(service, data)
         report = analysis.heads if analysis is not None and analysis.lm is lm else None
         facts = Facts(lm.adapter.gated_mlp, tied_embeddings(lm), **sink_facts(report))
-        return static(entry_list(entries(lm.card, facts))), f" for {lm.card.name}"
+        return static(entry_list(entries(lm.card, facts)))

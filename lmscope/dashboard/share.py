@@ -88,10 +88,9 @@ def search_for(data: dict, focus: dict | None, settings: dict[str, object]) -> s
     return "?" + urlencode(keys)
 
 
-def export_name(name: str, data: dict | None, focus: dict | None) -> str:
+def export_name(name: str, model: str | None, focus: dict | None) -> str:
     """A figure's download name, after what it shows: `lmscope-smollm2-135m-instruct-L3H5-head-
-    heatmap` for a head's view, `-pos12-top10` for a position's, the model always."""
-    model = (data or {}).get("model")
+    heatmap` for a head's view, `-pos12-top10` for a position's, the model (its id) always."""
     parts = ["lmscope"] + ([model.replace("/", "_").replace(":", "_")] if model else [])
     focus = focus or {}
     head, layer, position = focus.get("head"), focus.get("layer"), focus.get("position")

@@ -29,6 +29,7 @@ from ..core.trace import run
 from ..experiments.ablation import ablate, head_patches
 from ..experiments.inputs import as_ids, prompt_ids
 from .figures import percent
+from .shown import while_shown
 from .stages import stored
 from .stages.investigate import ablation
 from .stages.investigate.redundancy import REDUNDANCY, barely_moved
@@ -655,6 +656,8 @@ def controls() -> html.Div:
             ),
             html.Span(id="tour-remembered", className="hint"),
             dcc.Store(id="tour-memory", storage_type="local"),
+            dcc.Store(id="tour-on", data=False),  # assets/tour.js: true while a tour runs
+            dcc.Store(id="tour-shown"),
             html.Div(id="tour-data", hidden=True),
         ],
         className="row tour-bar",
@@ -663,14 +666,16 @@ def controls() -> html.Div:
 
 
 def register(app: Dash, service: Service) -> None:
-    @app.callback(
-        Output("tour-data", "children"),
-        Input("model", "data"),
-        Input("analysis", "data"),
-        Input("inv-results", "data"),
-    )
-    def steps(model, data, results):
-        """The tours, rewritten when the model, the analysis or an experiment's result changes."""
+    while_shown(
+        app, Input("tour-on", "data"), "tour-shown", Input("model", "data"),
+        Input("analysis", "data"), Input("inv-results", "data"),
+    )  # fmt: skip
+
+    @app.callback(Output("tour-data", "children"), Input("tour-shown", "data"))
+    def steps(shown):
+        """The tours, written when one starts and rewritten while it runs when the model, the
+        analysis or an experiment's result changes."""
+        model, data, results = shown or (None, None, None)
         try:
             lm = service.model(model["id"])
         except (LmscopeError, KeyError, TypeError):

@@ -122,3 +122,26 @@ def test_the_view_round_trips_through_its_url(page, browser, dashboard_url):
     expect(again.locator("#inv-gen-top-k [role=slider]")).to_have_attribute("aria-valuenow", "1")
     assert url_keys(again) == url_keys(page)
     other.close()
+
+
+def wait_for_export_name(page: Page, graph_id: str, name: str) -> None:
+    """Until the figure `graph_id` is drawn and its download button saves it as `name`."""
+    page.wait_for_function(
+        "([id, name]) => { const g = document.getElementById(id);"
+        " const plot = g && g.querySelector('.js-plotly-plot');"
+        " return plot && plot._context.toImageButtonOptions.filename === name; }",
+        arg=[graph_id, name],
+    )
+
+
+def test_exported_figures_carry_the_model_from_the_first_analysis_and_in_every_tab(
+    page, dashboard_url
+):
+    open_demo(page, dashboard_url)
+    analyze(page, PROMPT)
+    wait_for_export_name(page, TOP10, "lmscope-demo-top10")
+    # An experiment's tab mounts its figures when it opens: they are named the same way.
+    open_experiment(page, "attribution")
+    wait_for_export_name(
+        page, '{"kind":"figure","name":"inv-dla-heads"}', "lmscope-demo-inv-dla-heads"
+    )

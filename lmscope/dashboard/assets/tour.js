@@ -95,20 +95,23 @@
     if (box) box.remove();
     box = null;
     setProps("tour-memory", { data: { ended: how, tour: name } });
+    setProps("tour-on", { data: false });
+    setProps("tour-data", { children: [] }); // the next tour waits for steps of its own
   }
 
-  // A control in a tab the tour has just opened is drawn a moment later: try for up to 2 s.
-  function clickWhenThere(selector, tries) {
+  // What a step or a link acts on may be drawn a moment later (a control in a tab the tour has
+  // just opened, a glossary entry once the glossary is open): try for up to 2 s.
+  function whenThere(selector, act, tries) {
     const el = document.querySelector(selector);
-    if (el) el.click();
-    else if (tries > 0) setTimeout(function () { clickWhenThere(selector, tries - 1); }, 50);
+    if (el) act(el);
+    else if (tries > 0) setTimeout(function () { whenThere(selector, act, tries - 1); }, 50);
   }
 
   function run(actions) {
     (actions || []).forEach(function (action) {
       const kind = action[0];
       if (kind === "set") setProps(action[1], action[2]);
-      else if (kind === "click") clickWhenThere(action[1], 40);
+      else if (kind === "click") whenThere(action[1], function (el) { el.click(); }, 40);
       else if (kind === "open") {
         const el = document.querySelector(action[1]);
         if (el) el.open = true;
@@ -260,6 +263,7 @@
     // The steps may not have arrived yet (the page is still loading the model): the box opens
     // at once and waits for them.
     state = { name: name, index: 0, done: new Set() };
+    setProps("tour-on", { data: true }); // the steps are written from now on (tour.py)
     if (!box) box = buildBox();
     clearInterval(timer);
     timer = setInterval(tick, POLL_MS);
@@ -276,23 +280,20 @@
       return;
     }
     const link = target.closest('a[href^="#glossary-"]');
-    if (link) {
-      const glossary = document.getElementById("glossary");
-      if (glossary) glossary.open = true;
-    }
+    if (link) openEntry(link.getAttribute("href"));
   });
 
   document.addEventListener("keydown", function (event) {
     if (state && event.key === "Escape") end("skipped");
   });
 
-  function openForHash() {
-    if (location.hash.indexOf("#glossary-") === 0) {
-      const glossary = document.getElementById("glossary");
-      if (glossary) glossary.open = true;
-      const entry = document.getElementById(location.hash.slice(1));
-      if (entry) entry.scrollIntoView({ block: "center" });
-    }
+  // A glossary link opens the glossary and brings its entry into view once it is drawn.
+  function openEntry(hash) {
+    if (hash.indexOf("#glossary-") !== 0) return;
+    const glossary = document.getElementById("glossary");
+    if (glossary) glossary.open = true;
+    const entry = "#" + CSS.escape(hash.slice(1));
+    whenThere(entry, function (el) { el.scrollIntoView({ block: "center" }); }, 40);
   }
-  window.addEventListener("hashchange", openForHash);
+  window.addEventListener("hashchange", function () { openEntry(location.hash); });
 })();
