@@ -27,6 +27,8 @@ MAX_PROMPT_CHARS = 200_000
 TOP_K = 10
 OVERVIEW = 512  # a head's overview is max-pooled to at most this many rows and columns
 ALL_PATTERNS_BYTES = 1 << 30  # `Analysis.attention` (every pattern at once) refuses more than this
+LENS_K = 5  # the logit lens's guesses per layer, read at the last position during the analysis
+NO_POSITIONS = torch.empty(0, dtype=torch.long)  # `logits_to_keep` that unembeds nothing
 
 
 @dataclass(frozen=True)
@@ -203,11 +205,11 @@ class Analysis:
             logits = self.lm.unembed(self.residual[-1, position % len(self.tokens)])
         return self._top(logits.float().unsqueeze(0), k)[0]
 
-    def logit_lens(self, position: int = -1, k: int = 5) -> list[list[Prediction]]:
+    def logit_lens(self, position: int = -1, k: int = LENS_K) -> list[list[Prediction]]:
         """Top-k next tokens read off the residual stream at `position` after each layer.
 
         Row 0 reads the embeddings, row l + 1 the stream after layer l; the last row equals the
-        model's own output. Computed on request for one position only.
+        model's own output. Read during the analysis at the last position, on request at others.
         """
         position = position % len(self.tokens)
         if position not in self._lens or len(self._lens[position][0]) < k:
@@ -285,10 +287,13 @@ def _analyze_tokens(
     check_analysis(lm, len(tokens))
     ids = torch.tensor([[t.id for t in tokens]])
     with torch.inference_mode():
-        logits, rec = run(lm, ids, score=True, keep_sublayer_outputs=False)
+        # The model's own unembedding is skipped: the logit lens at the last position reads the
+        # big read-out matrix once for every layer's stream, and its last row IS the logits.
+        _, rec = run(lm, ids, score=True, keep_sublayer_outputs=False, logits_to_keep=NO_POSITIONS)
         layers = lm.layers
         acts = rec.acts
         residual = rec.stack("residual", layers)[:, 0]  # views of the pass's stacks, no copies
+        lens = lm.unembed(residual[:, -1]).float()
         z = rec.stack("attn.hook_z", layers)[:, 0].unflatten(-1, (lm.heads, -1))
         attn_norms = rec.stack("hook_attn_out_norm", layers)[:, 0]
         mlp_norms = rec.stack("hook_mlp_out_norm", layers)[:, 0]
@@ -313,6 +318,7 @@ def _analyze_tokens(
         mlp_norms=mlp_norms,
         mlp_last=mlp_last,
         z=z,
-        logits=logits[0, -1].float(),
+        logits=lens[-1].clone(),  # not a view: it would keep every layer's row
         heads=heads,
+        _lens={len(tokens) - 1: top_predictions(lm, lens, LENS_K)},
     )

@@ -414,7 +414,7 @@ def run(
     capture: bool = True,
     patches: dict[int, HeadPatch] | None = None,
     stream_patches: dict[str, StreamPatch] | None = None,
-    logits_to_keep: int = 1,
+    logits_to_keep: int | torch.Tensor = 1,
     inputs_embeds: torch.Tensor | None = None,
     grow: dict[int, int] | None = None,
     score: bool = False,
@@ -423,8 +423,8 @@ def run(
 ) -> tuple[torch.Tensor, Recorder]:
     """One forward pass of `input_ids` `(B, T)`; logits `(B, logits_to_keep, vocab)` and the record.
 
-    Only the last `logits_to_keep` positions are unembedded: views that need other positions ask
-    for them through the logit lens. `grow={layer: n}` appends n copies of row 0 to the stream
+    Only the last `logits_to_keep` positions are unembedded (a tensor names positions, an empty
+    one none): views that need other positions ask for them through the logit lens. `grow={layer: n}` appends n copies of row 0 to the stream
     entering `layer` (see `Recorder.grow`); the logits then have B + sum(n) rows. `score` scores
     every head on `input_ids` during the pass (`Recorder.scores`); `keep_keys` keeps what rebuilds
     the patterns (`Recorder.keys`); without `keep_sublayer_outputs` what each sublayer wrote is kept
