@@ -174,3 +174,34 @@ def test_a_shared_link_opens_its_head_and_query_token(page, dashboard_url):
     expect(page.locator("#head-detail")).to_contain_text("L1-H3")
     expect(page.locator(HEAT)).to_be_visible()
     expect(page.locator("#head-steps .steps-title")).to_contain_text("L1-H3, query token 2")
+
+
+def test_a_focus_written_while_the_analysis_is_drawn_does_not_leave_the_grid_behind(
+    page, dashboard_url
+):
+    """The page drops the answer of a request superseded by a newer call of the same callback:
+    a focus written while the attention stage's request for a new analysis is in flight (a
+    shared link's focus does this on the first analysis) must still draw the new analysis."""
+    open_demo(page, dashboard_url)
+    previous = analyze(page, PROMPT)
+    held = []
+
+    def hold_the_first_grid_request(route) -> None:
+        if not held and "head-grid-body" in (route.request.post_data or ""):
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/_dash-update-component*", hold_the_first_grid_request)
+    grid_request = lambda r: "head-grid-body" in (r.post_data or "")  # noqa: E731
+    page.fill("#prompt", "Two plus two is four. Two plus two is")
+    with page.expect_request(grid_request):
+        page.click("#analyze")
+    with page.expect_request(grid_request):  # the focus calls the stage again
+        page.evaluate(
+            "() => window.dash_clientside.set_props('focus', {data: {layer: 1, head: [1, 0]}})"
+        )
+    held[0].continue_()
+    new = wait_for_stages(page, previous)
+    assert new != previous
+    expect(page.locator("#head-grid-body .stage-ready")).to_have_attribute("data-analysis", new)

@@ -7,7 +7,7 @@ thumbnail, the layer view or a shared link sets it), `focus.position` the follow
 
 from __future__ import annotations
 
-from dash import Dash, Input, State, ctx, dcc, html, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ....api.service import Service
 from .. import section, stored
@@ -29,6 +29,7 @@ def layout() -> html.Section:
         ),
         pick_store("head-pick"),
         dcc.Store(id="head-shown"),
+        dcc.Store(id="attn-drawn"),  # the analysis id the stage's views were last drawn for
         dcc.Store(id="head-scrolled"),
         steps.layout(),
         token_view.layout(),
@@ -50,8 +51,10 @@ def register(app: Dash, service: Service) -> None:
         token_view.OUTPUT,
         *layer.OUTPUTS,
         model_view.OUTPUT,
+        Output("attn-drawn", "data"),
         Input("focus", "data"),
         Input("analysis", "data"),
+        State("attn-drawn", "data"),
         State("head-shown", "data"),
         State("attn-query", "value"),
         State("attn-query", "max"),
@@ -61,13 +64,19 @@ def register(app: Dash, service: Service) -> None:
         State("model-view-box", "open"),
         prevent_initial_call="initial_duplicate",
     )
-    def follow(focus, data, shown, query, query_max, overlay, layer_shown, layer_open, model_open):
+    def follow(focus, data, drawn, shown, query, query_max, overlay, layer_shown, layer_open,
+               model_open):  # fmt: skip
         """Every view of the stage for a new analysis or a new focus, in ONE request: each
         callback costs the page's renderer a round of updates over all its components, and
         the browser opens at most six requests at once. The views' own controls have their own
-        callbacks."""
+        callbacks.
+
+        Whether the analysis is new is read from `attn-drawn`, not from what triggered the call:
+        a focus written while the analysis's request is in flight supersedes that request (the
+        page drops its answer), and the call that replaces it is triggered by the focus alone."""
         analysis = stored(service, data)
-        new = ctx.triggered_id != "focus"
+        key = (data or {}).get("id")
+        new = key != drawn or ctx.triggered_id is None
         return (
             *(grid.draw(analysis, data) if new else (no_update,) * len(grid.OUTPUTS)),
             *head.draw(analysis, data, focus, shown),
@@ -76,6 +85,7 @@ def register(app: Dash, service: Service) -> None:
             token_view.draw(analysis, focus, overlay),
             *layer.draw(analysis, focus, layer_shown, layer_open, "analysis" if new else "focus"),
             model_view.draw(analysis, model_open) if new else no_update,
+            key if new else no_update,
         )
 
 
