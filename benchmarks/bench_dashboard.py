@@ -22,6 +22,8 @@ import threading
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as lmscope sets it for `lmscope serve`:
+# OpenMP reads it when torch loads, and torch loads here before lmscope does
 
 import torch
 from playwright.sync_api import Error, Page, sync_playwright
