@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from html import escape
 
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 import torch
@@ -116,34 +117,32 @@ def residual_writes(analysis: Analysis) -> go.Figure:
     """How much attention and the MLP each wrote into the residual stream, per layer and position.
 
     Colour is the norm, on a log scale when a few cells dwarf the rest (see `write_scale`); the
-    hover always gives the norm itself.
+    hover always gives the norm itself. Two stacked heatmaps sharing the x axis, laid out by hand
+    in one figure (plotly's `make_subplots` and per-trace updates cost three times as much: this
+    figure is built on every Analyze).
     """
     layers = [f"L{l}" for l in range(analysis.attn_norms.shape[0])]
-    tokens = [t.display for t in analysis.tokens]
+    tokens = np.array([t.display for t in analysis.tokens], dtype=object)
     norms = {"attention": analysis.attn_norms, "MLP": analysis.mlp_norms}
     log, note = write_scale(norms)
-    fig = make_subplots(
-        rows=2,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.08,
-        subplot_titles=["attention wrote (norm)", "MLP wrote (norm)"],
-    )
+    traces = []
     for row, (name, values) in enumerate(norms.items(), start=1):
         shown = values.clamp_min(1e-6).log10() if log else values
-        fig.add_trace(
+        hover = np.empty((*values.shape, 2), dtype=object)  # (token, norm) per cell
+        hover[..., 0] = tokens
+        hover[..., 1] = values.double().round(decimals=2).numpy()
+        traces.append(
             go.Heatmap(
                 z=_rounded(shown, 3 if log else 2),
                 y=layers,
-                customdata=[[[t, round(v, 2)] for t, v in zip(tokens, r, strict=True)]
-                            for r in values.tolist()],
+                customdata=hover,
                 coloraxis="coloraxis",
+                xaxis=f"x{row}" if row > 1 else "x",
+                yaxis=f"y{row}" if row > 1 else "y",
                 hovertemplate=f"{name} in %{{y}} at position %{{x}} (%{{customdata[0]}}): "
                 "norm %{customdata[1]:,.2f}<extra></extra>",
-            ),
-            row=row,
-            col=1,
-        )  # fmt: skip
+            )
+        )
     colorbar = dict(title="norm")
     if log:
         stacked = torch.stack(list(norms.values())).clamp_min(1e-6).log10()
@@ -151,11 +150,23 @@ def residual_writes(analysis: Analysis) -> go.Figure:
         colorbar.update(
             title="norm (log)", tickvals=ticks, ticktext=[f"{10.0**k:,g}" for k in ticks]
         )
-    fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=colorbar))
-    fig.update_xaxes(tickangle=-45, **token_ticks(analysis))
+    x_axis = dict(tickangle=-45, **token_ticks(analysis))
+    titles = [
+        dict(text=text, x=0.5, y=y, xref="paper", yref="paper", xanchor="center",
+             yanchor="bottom", showarrow=False, font=dict(size=16))
+        for text, y in (("attention wrote (norm)", 1.0), ("MLP wrote (norm)", 0.46))
+    ]  # fmt: skip
+    layout = dict(
+        coloraxis=dict(colorscale="Viridis", colorbar=colorbar),
+        xaxis=dict(x_axis, anchor="y", matches="x2", showticklabels=False),
+        yaxis=dict(anchor="x", domain=[0.54, 1.0]),
+        xaxis2=dict(x_axis, anchor="y2"),
+        yaxis2=dict(anchor="x2", domain=[0.0, 0.46]),
+        annotations=titles,
+    )
     height = 160 + 2 * 16 * len(layers)
     return _style(
-        fig,
+        go.Figure(data=traces, layout=layout),
         max(360, height),
         title=dict(text=f"What each layer wrote into the residual stream<br><sup>{note}</sup>"),
         margin=dict(l=10, r=10, t=90, b=10),
