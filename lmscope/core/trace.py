@@ -424,8 +424,9 @@ def run(
     """One forward pass of `input_ids` `(B, T)`; logits `(B, logits_to_keep, vocab)` and the record.
 
     Only the last `logits_to_keep` positions are unembedded (a tensor names positions, an empty
-    one none): views that need other positions ask for them through the logit lens. `grow={layer: n}` appends n copies of row 0 to the stream
-    entering `layer` (see `Recorder.grow`); the logits then have B + sum(n) rows. `score` scores
+    one none): views that need other positions ask for them through the logit lens.
+    `grow={layer: n}` appends n copies of row 0 to the stream entering `layer` (see
+    `Recorder.grow`); the logits then have B + sum(n) rows. `score` scores
     every head on `input_ids` during the pass (`Recorder.scores`); `keep_keys` keeps what rebuilds
     the patterns (`Recorder.keys`); without `keep_sublayer_outputs` what each sublayer wrote is kept
     as its norms (and the MLP's last row, `Recorder.keep_sublayer_outputs`).

@@ -395,7 +395,7 @@ def entry_list(items: list[Entry]) -> html.Dl:
 
 
 def glossary() -> html.Details:
-    """The glossary box; its entries are drawn for the loaded model by `register`'s callback."""
+    """The glossary box; its entries are drawn for the loaded model while it is open (`register`)."""
     return html.Details(
         [
             html.Summary(["Glossary", html.Span(id="glossary-model", className="sub")]),
