@@ -7,7 +7,9 @@ prompts label every n-th token.
 from __future__ import annotations
 
 import math
-from html import escape
+import unicodedata
+from collections.abc import Iterable
+from html import escape, unescape
 
 import numpy as np
 import plotly.graph_objects as go
@@ -82,6 +84,48 @@ def probability_format(top: float) -> str:
     return ".0%" if top >= 0.1 else (".1%" if top >= 0.005 else ".1e")
 
 
+# Character widths in ems, generous for the sans-serif fonts browsers pick for FONT (checked against
+# Chromium's own measurement in the browser tests).
+_NARROW = frozenset(" !'(),-./:;I[]fijlrt|·")
+_WIDE_LATIN = frozenset("%@MWmw")
+
+
+def _ems(char: str) -> float:
+    if char in _NARROW:
+        return 0.4
+    if char in _WIDE_LATIN or unicodedata.east_asian_width(char) in "WF":
+        return 1.05
+    if char.isupper():
+        return 0.8
+    if char.isascii() and char.isalnum():
+        return 0.68
+    return 0.95 if char.isalnum() else 1.0  # other scripts; symbols such as ␣ and ↵
+
+
+def text_width(text: str, size: int = FONT["size"]) -> float:
+    """At least the width in pixels of `text` (as plotly gets it, entities and all) in FONT."""
+    return size * sum(_ems(char) for char in unescape(text))
+
+
+def tick_room(labels: Iterable[str], *, across: bool, angle: int = 0, title: bool = False) -> int:
+    """Pixels of margin an axis's tick labels and title take: `across` for a y axis (labels side
+    by side with it), else an x axis with labels at `angle` (0 or -45 degrees).
+
+    plotly_white's axes have `automargin`: plotly finds the room itself, but by drawing the figure,
+    growing the margins and drawing it again (2-3x the time). Margins made of these leave it
+    nothing to grow, so a figure is drawn once; automargin stays on for a label wider than this.
+    """
+    widest = max((text_width(label) for label in labels), default=0.0)
+    line = FONT["size"] * 1.3
+    if across:
+        room = widest + 8
+    elif angle:
+        room = (widest + line) * math.sin(math.radians(abs(angle))) + 8
+    else:
+        room = line + 8
+    return math.ceil(room + (line + 16 if title else 0)) + 4
+
+
 def _style(fig: go.Figure, height: int, **layout) -> go.Figure:
     """The house style; a `title` is plain text (it may quote a token or a model name)."""
     layout = {"margin": dict(l=10, r=10, t=40, b=10)} | layout
@@ -150,7 +194,8 @@ def residual_writes(analysis: Analysis) -> go.Figure:
         colorbar.update(
             title="norm (log)", tickvals=ticks, ticktext=[f"{10.0**k:,g}" for k in ticks]
         )
-    x_axis = dict(tickangle=-45, **token_ticks(analysis))
+    ticks = token_ticks(analysis)
+    x_axis = dict(tickangle=-45, **ticks)
     titles = [
         dict(text=text, x=0.5, y=y, xref="paper", yref="paper", xanchor="center",
              yanchor="bottom", showarrow=False, font=dict(size=16))
@@ -169,17 +214,23 @@ def residual_writes(analysis: Analysis) -> go.Figure:
         go.Figure(data=traces, layout=layout),
         max(360, height),
         title=dict(text=f"What each layer wrote into the residual stream<br><sup>{note}</sup>"),
-        margin=dict(l=10, r=10, t=90, b=10),
+        margin=dict(
+            l=tick_room(layers, across=True),
+            r=10,
+            t=90,
+            b=tick_room(ticks["ticktext"], across=False, angle=-45),
+        ),
     )
 
 
 def top_predictions(analysis: Analysis, k: int = 10, position: int | None = None) -> go.Figure:
     """The k most likely next tokens after `position` (default the last), most likely first."""
     preds = analysis.top_predictions(k, position)
+    labels = [plot_text(f"{rank}. {p.to_dict()['display']}") for rank, p in enumerate(preds, 1)]
     fig = go.Figure(
         go.Bar(
             x=[round(p.probability, 6) for p in preds],
-            y=[plot_text(f"{rank}. {p.to_dict()['display']}") for rank, p in enumerate(preds, 1)],
+            y=labels,
             customdata=[p.id for p in preds],
             orientation="h",
             marker_color="#2f6fad",
@@ -193,7 +244,10 @@ def top_predictions(analysis: Analysis, k: int = 10, position: int | None = None
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title="probability", tickformat=probability_format(top), range=[0, top * 1.25])
     title = f"Top {k} next tokens{_after(analysis, position)}"
-    return _style(fig, 420, title=title, margin=dict(l=10, r=30, t=40, b=10))
+    margin = dict(
+        l=tick_room(labels, across=True), r=30, t=40, b=tick_room((), across=False, title=True)
+    )
+    return _style(fig, 420, title=title, margin=margin)
 
 
 def _after(analysis: Analysis, position: int | None) -> str:
@@ -227,7 +281,8 @@ def logit_lens(analysis: Analysis, k: int = 5, position: int = -1) -> go.Figure:
         )
     )
     title = f"Logit lens: the guess, layer by layer{_after(analysis, position)}"
-    return _style(fig, 120 + 34 * len(rows), title=title)
+    margin = dict(l=tick_room(names, across=True), r=10, t=40, b=tick_room((), across=False))
+    return _style(fig, 120 + 34 * len(rows), title=title, margin=margin)
 
 
 def vector_strip(values: torch.Tensor, title: str) -> go.Figure:
@@ -250,7 +305,8 @@ def vector_strip(values: torch.Tensor, title: str) -> go.Figure:
     )
     fig.update_yaxes(visible=False)
     fig.update_xaxes(title="dimension")
-    return _style(fig, 200, title=title, margin=dict(l=10, r=10, t=36, b=40))
+    margin = dict(l=20, r=10, t=36, b=tick_room((), across=False, title=True))
+    return _style(fig, 200, title=title, margin=margin)
 
 
 # Head categories: the same colours as the grid's `--cat-*` variables in style.css.

@@ -284,6 +284,28 @@ def test_figures_export_as_svg_when_chosen(page, dashboard_url):
     )
 
 
+# Each figure of an Analyze whose margins plotly had to grow to fit its labels (it then draws the
+# figure again): [name, side, margin given, margin drawn] once every figure is drawn.
+GROWN_MARGINS = """() => [...document.querySelectorAll('.stage .js-plotly-plot')]
+    .filter(plot => plot.offsetWidth && plot._fullLayout)
+    .flatMap(plot => ['l', 't', 'b'].filter(side =>
+        Math.round(plot._fullLayout._size[side]) > plot._fullLayout.margin[side])
+      .map(side => [plot.parentElement.id, side, plot._fullLayout.margin[side],
+                    Math.round(plot._fullLayout._size[side])]))"""
+
+
+def test_figure_labels_fit_the_margins_they_are_drawn_with(page, dashboard_url):
+    """Margins come from the labels (figures.tick_room), wide tokens and other scripts included:
+    no label is cut off, and plotly draws each figure once instead of growing its margins."""
+    open_demo(page, dashboard_url)
+    analyze(page, "WWW MMMM internationalization Ærøskøbing 東京都 ――― %%% @@@ and so")
+    page.wait_for_function(  # the embedding strips, the residual writes, top 10, the lens
+        "() => [...document.querySelectorAll('.stage .js-plotly-plot')]"
+        ".filter(plot => plot.offsetWidth && plot._fullLayout).length === 5"
+    )
+    assert page.evaluate(GROWN_MARGINS) == []
+
+
 BYTE_BUDGET = 3_000_000
 
 
