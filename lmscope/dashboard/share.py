@@ -2,14 +2,17 @@
 
 The control callback (app.py) owns `?model=&prompt=` and ignores other keys. Here: what the user
 looks at (`focus`: head, layer, token position, target) and the generation settings join them as
-`head=3.5&layer=3&pos=12&target=+Mary&gen=sample&temp=0.7...`; a link's keys are read once when
-the page opens (assets/share.js) and applied to the focus store when its analysis arrives. Exported figures are
-named after what they show (`export_name`).
+`head=3.5&layer=3&pos=12&target=+Mary&gen=sample&temp=0.7...`. A link's keys are read once when
+the page opens and applied to the focus store when its first analysis arrives (`apply_link`, on
+the server: they are checked against the model); the URL is written in the browser
+(assets/share.js), so that an Analyze costs no round trip for it. Exported figures are named after
+what they show (`export_name`).
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlencode
+import json
+from urllib.parse import parse_qs
 
 from dash import ClientsideFunction, Dash, Input, Output, Patch, State, dcc, no_update, set_props
 
@@ -22,8 +25,9 @@ MAX_TARGET = 200  # characters of a target a link may carry
 
 
 def layout() -> list:
-    """`share-pending`: the URL the page was opened with, until its analysis takes its keys."""
-    return [dcc.Store(id="share-pending", data=None)]
+    """`share-pending`: the URL the page was opened with, until its analysis takes its keys;
+    `share-apply`: the analysis that is to take them."""
+    return [dcc.Store(id="share-pending", data=None), dcc.Store(id="share-apply", data=None)]
 
 
 def query(search: str | None) -> dict[str, str]:
@@ -68,26 +72,6 @@ def settings_from(keys: dict[str, str]) -> dict[str, object]:
     return values
 
 
-def search_for(data: dict, focus: dict | None, settings: dict[str, object]) -> str:
-    """The URL query of this view: model and prompt first (as app.py writes them), then the focus,
-    then the generation settings that differ from the page's defaults."""
-    keys: dict[str, object] = {"model": data["model"], "prompt": data["prompt"]}
-    focus = focus or {}
-    if isinstance(focus.get("head"), list | tuple) and len(focus["head"]) == 2:
-        keys["head"] = f"{focus['head'][0]}.{focus['head'][1]}"
-    if isinstance(focus.get("layer"), int):
-        keys["layer"] = focus["layer"]
-    if isinstance(focus.get("position"), int):
-        keys["pos"] = focus["position"]
-    if isinstance(focus.get("target"), str) and focus["target"]:
-        keys["target"] = focus["target"]
-    for key, (control, _kind, default) in URL_SETTINGS.items():
-        value = settings.get(control)
-        if value is not None and value != default:
-            keys[key] = value
-    return "?" + urlencode(keys)
-
-
 def export_name(name: str, model: str | None, focus: dict | None) -> str:
     """A figure's download name, after what it shows: `lmscope-smollm2-135m-instruct-L3H5-head-
     heatmap` for a head's view, `-pos12-top10` for a position's, the model (its id) always."""
@@ -105,49 +89,56 @@ def export_name(name: str, model: str | None, focus: dict | None) -> str:
 
 def register(app: Dash, service: Service) -> None:
     controls = [control for control, _, _ in URL_SETTINGS.values()]
+    defaults = [[key, default] for key, (_, _, default) in URL_SETTINGS.items()]
 
-    # Read at load from the browser (assets/share.js): "client" is never written by a callback, so
-    # this runs before the control callback's answer rewrites the URL to ?model=&prompt=.
+    # Read at load from the browser: "client" is never written by a callback, so this runs before
+    # the control callback's answer rewrites the URL to ?model=&prompt=.
     app.clientside_callback(
         ClientsideFunction("lmscope_share", "opened_with"),
         Output("share-pending", "data"),
         Input("client", "data"),
     )
-
-    @app.callback(
+    app.clientside_callback(
+        ClientsideFunction("lmscope_share", "after_analysis"),
         Output("focus", "data", allow_duplicate=True),
-        Output("share-pending", "data", allow_duplicate=True),
+        Output("share-apply", "data"),
         Input("analysis", "data"),
         State("share-pending", "data"),
         State("focus", "data"),
         prevent_initial_call=True,
     )
-    def apply_link(data, pending, focus):
-        """The first analysis takes the link's focus; a new prompt drops the old position."""
-        analysis = stored(service, data)
-        if analysis is None:
-            return no_update, no_update
-        if pending is None or not pending.get("done"):
-            keys = query((pending or {}).get("search"))
-            settings = settings_from(keys)
-            for control, value in settings.items():
-                set_props(control, {"value": value})
-            if settings:  # a link about generation opens where its settings are seen
-                set_props("inv-tabs", {"value": GENERATION_TAB})
-            found = focus_from(keys, analysis.lm.layers, analysis.lm.heads, len(analysis.tokens))
-            if found.get("target"):
-                set_props("inv-target", {"value": found["target"].replace(" ", "␣")})
-            patch = Patch()
-            for key, value in found.items():
-                patch[key] = value
-            return patch, {"search": "", "done": True}
-        if data.get("generation") or "position" not in (focus or {}):
-            return no_update, no_update  # a generated token's analysis sets its own position
-        patch = Patch()
-        del patch["position"]
-        return patch, no_update
 
     @app.callback(
+        Output("focus", "data", allow_duplicate=True),
+        Output("share-pending", "data", allow_duplicate=True),
+        Input("share-apply", "data"),
+        State("analysis", "data"),
+        State("share-pending", "data"),
+        prevent_initial_call=True,
+    )
+    def apply_link(_asked, data, pending):
+        """The first analysis takes the link's focus and generation settings, each key kept only if
+        it names something this analysis has."""
+        analysis = stored(service, data)
+        if analysis is None or (pending or {}).get("done"):
+            return no_update, no_update
+        keys = query((pending or {}).get("search"))
+        settings = settings_from(keys)
+        for control, value in settings.items():
+            set_props(control, {"value": value})
+        if settings:  # a link about generation opens where its settings are seen
+            set_props("inv-tabs", {"value": GENERATION_TAB})
+        found = focus_from(keys, analysis.lm.layers, analysis.lm.heads, len(analysis.tokens))
+        if found.get("target"):
+            set_props("inv-target", {"value": found["target"].replace(" ", "␣")})
+        patch = Patch()
+        for key, value in found.items():
+            patch[key] = value
+        return patch, {"search": "", "done": True}
+
+    app.clientside_callback(  # the URL follows the view, once the link's keys have been applied
+        "function () { return window.dash_clientside.lmscope_share.link(arguments, "
+        f"{json.dumps(defaults)}); }}",
         Output("url", "search", allow_duplicate=True),
         Input("focus", "data"),
         Input("analysis", "data"),
@@ -156,13 +147,6 @@ def register(app: Dash, service: Service) -> None:
         State("url", "search"),
         prevent_initial_call=True,
     )
-    def write_link(focus, data, *rest):
-        """The URL follows the view (once the link's own keys have been applied)."""
-        *values, pending, search = rest
-        if not data or not data.get("prompt") or not (pending or {}).get("done"):
-            return no_update
-        search_now = search_for(data, focus, dict(zip(controls, values, strict=True)))
-        return search_now if search_now != search else no_update
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),

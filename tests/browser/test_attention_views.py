@@ -98,6 +98,13 @@ def test_attention_views_follow_the_learner_on_the_demo(
     chip.click()
     check_steps(page, analysis, 0, 3, 6)
     expect(page.locator("#attn-token-chips .chip")).to_have_count(7)  # tokens 0..6 can be read
+    # A position typed into the step view's box is followed the same way (and by the page).
+    page.fill("#attn-query", "4")
+    page.press("#attn-query", "Enter")
+    check_steps(page, analysis, 0, 3, 4)
+    page.wait_for_function(
+        "() => window.dash_component_api.getLayout('focus').props.data.position === 4"
+    )
     page.get_by_label("every head of its layer").check()
     expect(page.locator("#attn-tokens .hint")).to_contain_text("strongest of 4 heads")
     page.locator("#head-steps-view").screenshot(path=str(artifacts / "attention-demo-steps.png"))

@@ -64,6 +64,16 @@ def test_a_link_reopens_its_focus_and_generation_settings(page, dashboard_url, a
     assert export_filename(page, TOP10) == "lmscope-demo-pos3-top10"
     page.screenshot(path=str(artifacts / "share-link-opened.png"), full_page=True)
 
+    # A new prompt keeps the head but not the old token position (3 is past its end); the URL
+    # follows the new view.
+    analyze(page, "Two plus two")
+    page.wait_for_function(
+        "() => new URLSearchParams(location.search).get('prompt') === 'Two plus two'"
+    )
+    assert focus(page).get("position") in (None, 2)
+    assert url_keys(page).get("pos") in (None, "2")
+    assert url_keys(page)["head"] == "1.2" and url_keys(page)["seed"] == "7"
+
 
 def test_keys_that_name_nothing_are_ignored(page, dashboard_url):
     page.goto(f"{dashboard_url}/?model=demo&prompt=Two+plus+two&head=99.1&pos=abc&temp=hot&layer=7")

@@ -14,7 +14,6 @@ from ....core.head_steps import HeadSteps, head_steps
 from ....core.heads import head_name
 from ...static import static
 from .. import position_input, stored
-from .grid import focus_position
 from .head import focused_head
 
 TOP = 8  # keys listed (by weight); the rest are summed up in one row
@@ -316,16 +315,19 @@ def register(app: Dash, service: Service) -> None:
             return html.P(str(error), className="message error")
         return static(values_table(analysis, steps))
 
-    @app.callback(
+    app.clientside_callback(  # in the browser: a new analysis rewrites the box for nothing
+        """function (position, shown, focus) {
+            // A position typed into the box becomes the page's; the one `draw` wrote there does
+            // not (it would overwrite a position a link or another view set meanwhile).
+            if (!Number.isInteger(position) || position === shown ||
+                position === (focus || {}).position) {
+                return window.dash_clientside.no_update;
+            }
+            return Object.assign({}, focus || {}, {position: position});
+        }""",
         Output("focus", "data", allow_duplicate=True),
         Input("attn-query", "value"),
         State("attn-query-shown", "data"),
         State("focus", "data"),
         prevent_initial_call=True,
     )
-    def pick(position, shown, focus):
-        """A position typed into the box becomes the page's; the one `draw` wrote there does not
-        (it would overwrite a position a link or another view set meanwhile)."""
-        if not isinstance(position, int) or position in (shown, (focus or {}).get("position")):
-            return no_update
-        return focus_position(position)
