@@ -8,6 +8,7 @@ from dash import Dash, Input, Output, html, no_update
 from ...api.service import Service
 from ...core.card import ModelCard
 from .. import figures
+from ..static import static
 from . import HIDDEN, SHOWN, graph, ready, section, stored
 
 EXPLAIN = (
@@ -113,5 +114,5 @@ def register(app: Dash, service: Service) -> None:
                 f"{card.hidden_size:,} → {card.mlp_size:,} → {card.hidden_size:,}, "
                 f"with {card.activation} in the middle."
             )
-        body = [html.P(text), shape(card, gated), ready(data["id"])]
+        body = [static([html.P(text), shape(card, gated)]), ready(data["id"])]
         return body, figures.residual_writes(analysis), SHOWN
