@@ -118,7 +118,7 @@ def tick_room(labels: Iterable[str], *, across: bool, angle: int = 0, title: boo
     widest = max((text_width(label) for label in labels), default=0.0)
     line = FONT["size"] * 1.3
     if across:
-        room = widest + 8
+        room = widest + 14  # and the gap plotly leaves between the labels and the plot
     elif angle:
         room = (widest + line) * math.sin(math.radians(abs(angle))) + 8
     else:
