@@ -147,6 +147,8 @@ def main() -> None:
                     seconds = time_analysis(page, prompt, sizes)
                     if repeat:
                         times.append(seconds)
+                    else:  # the model's head profile, measured once per model in its own request
+                        page.wait_for_selector("#head-categories table", timeout=120_000)
                     if measure:  # let the last responses land before counting them
                         page.wait_for_load_state("networkidle")
                         page.wait_for_timeout(1000)

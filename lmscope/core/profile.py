@@ -183,6 +183,20 @@ def _read(path: Path, lm: LoadedModel) -> HeadReport | None:
         return None
 
 
+def known_profile(lm: LoadedModel) -> HeadReport | None:
+    """The model's head profile if it is at hand (in memory or in the disk cache); None when it
+    is still to be measured. Never waits for a measurement under way."""
+    report = _MEMO.get(lm)
+    if report is None and (path := profile_path(lm)) is not None:
+        report = _read(path, lm)
+        if report is not None and _LOCK.acquire(blocking=False):
+            try:
+                _MEMO.setdefault(lm, report)
+            finally:
+                _LOCK.release()
+    return report
+
+
 def head_profile(lm: LoadedModel, *, refresh: bool = False) -> HeadReport:
     """The model's head profile: from memory, else from the disk cache, else measured (and saved)."""
     with _LOCK:

@@ -27,10 +27,12 @@ from .figures import graph_config
 from .progress import BUSY_POLL_MS
 from .share import export_name
 from .share import register as register_share
-from .stages import attention, embeddings, investigate, mlp, output, stored, tokens
+from .stages import attention, embeddings, investigate, mlp, output, register_views, stored, tokens
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-STAGES = (tokens, embeddings, attention, mlp, output, investigate)
+STAGES = (embeddings, attention, investigate)  # with callbacks of their own
+# Views drawn for a new analysis in one request (stages.register_views)
+VIEWS = (tokens.VIEWS, attention.CATEGORY_VIEWS, mlp.VIEWS, output.VIEWS)
 _MAX_CLIENTS = 1000  # tabs whose newest request number is kept
 
 
@@ -118,6 +120,7 @@ def create_app(
         return layout.page(ModelCache.key(lm.model_id), lm.card, notice)
 
     app.layout = page
+    register_views(app, service, VIEWS)
     for stage in STAGES:
         stage.register(app, service)
     glossary.register(app, service)

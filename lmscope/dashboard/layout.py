@@ -203,6 +203,7 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
             # {"head": [layer, head], "layer": int, "position": int (the token the stages
             # follow; absent = the last), "target": str}. Writers use allow_duplicate=True.
             dcc.Store(id="focus", data={}),
+            dcc.Store(id="views-drawn"),  # the analysis stages.register_views last drew
             *share_layout(),
             dcc.Store(id="client", data=secrets.token_hex(8)),
             progress.poll(),

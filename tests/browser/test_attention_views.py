@@ -12,6 +12,9 @@ import torch
 from playwright.sync_api import Page, expect
 from test_dashboard import analyze, figure, open_demo, shown_analysis, wait_for_stages
 
+from lmscope.core.heads import LABELS
+from lmscope.core.profile import head_profile
+
 pytestmark = pytest.mark.browser
 
 PROMPT = "The cat sat on the mat. The cat sat on the"
@@ -53,6 +56,14 @@ def test_attention_views_follow_the_learner_on_the_demo(
     key = analyze(page, PROMPT)
     analysis = dashboard_service.store.get(key)
     last = len(analysis.tokens) - 1
+    profile = head_profile(analysis.lm)  # the model's general head roles, from the library
+
+    # The categories table lists, beside this input's heads, the heads of each general role.
+    header = page.locator("#head-categories th").last
+    expect(header).to_have_text("heads with this general role (profile)")
+    for category, heads in profile.summary().items():
+        row = page.locator("#head-categories tbody tr").filter(has_text=LABELS[category]).first
+        expect(row.locator("td").last).to_have_text(", ".join(heads) or "none")
 
     # The grid is one Tab stop: a single cell is tabbable, and the arrow keys move within it.
     cells = page.locator("#head-grid-body .head-cell")
@@ -78,6 +89,8 @@ def test_attention_views_follow_the_learner_on_the_demo(
     # Enter opens the focused head; its pattern is on screen, beside the grid.
     page.keyboard.press("Enter")
     expect(page.locator("#head-detail")).to_contain_text("L1-H2")
+    role = LABELS[profile.categories[1][2]]
+    expect(page.locator("#head-detail")).to_contain_text(f"General role (profile): {role}.")
     expect(page.locator(HEAT)).to_be_in_viewport()
     z = torch.tensor(figure(page, "head-heatmap")["z"])
     assert torch.allclose(z, analysis.pattern(1, 2), atol=1e-6)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dash import dcc, html
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ...api.service import Service
 from ...core.analysis import Analysis
@@ -21,6 +24,46 @@ def stored(service: Service, data: dict | None) -> Analysis | None:
         return service.store.get(data["id"])
     except LmscopeError:
         return None
+
+
+class Views(NamedTuple):
+    """Views of a stage drawn with other stages' in one request (`register_views`).
+
+    `draw(analysis, data, focus)` gives one value per output (`analysis` None before the first
+    Analyze or once the store evicted it); `follows_focus`: drawn again when the focus changes.
+    """
+
+    outputs: tuple[Output, ...]
+    draw: Callable[[Analysis | None, dict | None, dict | None], tuple]
+    follows_focus: bool = False
+
+
+def register_views(app: Dash, service: Service, views: Sequence[Views]) -> None:
+    """ONE callback draws `views` for each new analysis: every callback costs the page's
+    renderer a round of updates over all its mounted components (four in one: 20-35 ms less per
+    Analyze on a laptop CPU). Whether the analysis is new is read from `views-drawn`, what the
+    callback last drew, not from what triggered it: a focus written while the analysis's request
+    is in flight supersedes that request (the page drops its answer), and the call that replaces
+    it is triggered by the focus alone."""
+
+    @app.callback(
+        *(output for view in views for output in view.outputs),
+        Output("views-drawn", "data"),
+        Input("analysis", "data"),
+        Input("focus", "data"),
+        State("views-drawn", "data"),
+    )
+    def draw(data, focus, drawn):
+        analysis = stored(service, data)
+        key = (data or {}).get("id")
+        new = key != drawn or ctx.triggered_id is None
+        values: list = []
+        for view in views:
+            if new or view.follows_focus:
+                values.extend(view.draw(analysis, data, focus))
+            else:
+                values.extend((no_update,) * len(view.outputs))
+        return (*values, key if new else no_update)
 
 
 def section(

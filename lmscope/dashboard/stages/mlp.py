@@ -3,13 +3,13 @@ each sublayer wrote where."""
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, html, no_update
+from dash import Output, html, no_update
 
-from ...api.service import Service
+from ...core.analysis import Analysis
 from ...core.card import ModelCard
 from .. import figures
 from ..static import static
-from . import HIDDEN, SHOWN, graph, ready, section, stored
+from . import HIDDEN, SHOWN, Views, graph, ready, section
 
 EXPLAIN = (
     "After attention, every token passes through its own small feed-forward network, the [[MLP]]: "
@@ -88,31 +88,34 @@ def layout() -> html.Section:
     )
 
 
-def register(app: Dash, service: Service) -> None:
-    @app.callback(
+def draw(analysis: Analysis | None, data: dict | None, _focus: dict | None) -> tuple:
+    """The MLP's shape and the residual writes (`VIEWS`)."""
+    if analysis is None:
+        return html.P("Press Analyze to see the MLPs.", className="empty"), no_update, HIDDEN
+    card = analysis.lm.card
+    gated = analysis.lm.adapter.gated_mlp
+    if gated:
+        text = [
+            f"Each of the {card.layers} layers has one gated MLP: gate and up "
+            f"{card.hidden_size:,} → {card.mlp_size:,}, {card.activation} on the gate, "
+            f"down {card.mlp_size:,} → {card.hidden_size:,}. ",
+            GATED.format(act=card.activation, mlp=card.mlp_size, d=card.hidden_size),
+        ]
+    else:
+        text = (
+            f"Each of the {card.layers} layers has one MLP: "
+            f"{card.hidden_size:,} → {card.mlp_size:,} → {card.hidden_size:,}, "
+            f"with {card.activation} in the middle."
+        )
+    body = [static([html.P(text), shape(card, gated)]), ready(data["id"])]
+    return body, figures.residual_writes(analysis), SHOWN
+
+
+VIEWS = Views(
+    (
         Output("mlp-body", "children"),
         Output({"kind": "figure", "name": "residual-writes"}, "figure"),
         Output({"kind": "figure", "name": "residual-writes"}, "style"),
-        Input("analysis", "data"),
-    )
-    def draw(data):
-        analysis = stored(service, data)
-        if analysis is None:
-            return html.P("Press Analyze to see the MLPs.", className="empty"), no_update, HIDDEN
-        card = analysis.lm.card
-        gated = analysis.lm.adapter.gated_mlp
-        if gated:
-            text = [
-                f"Each of the {card.layers} layers has one gated MLP: gate and up "
-                f"{card.hidden_size:,} → {card.mlp_size:,}, {card.activation} on the gate, "
-                f"down {card.mlp_size:,} → {card.hidden_size:,}. ",
-                GATED.format(act=card.activation, mlp=card.mlp_size, d=card.hidden_size),
-            ]
-        else:
-            text = (
-                f"Each of the {card.layers} layers has one MLP: "
-                f"{card.hidden_size:,} → {card.mlp_size:,} → {card.hidden_size:,}, "
-                f"with {card.activation} in the middle."
-            )
-        body = [static([html.P(text), shape(card, gated)]), ready(data["id"])]
-        return body, figures.residual_writes(analysis), SHOWN
+    ),
+    draw,
+)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, html, no_update
+from dash import Output, html, no_update
 
-from ...api.service import Service
 from ...core.analysis import Analysis
 from ...core.model import LoadedModel
 from .. import figures
-from . import HIDDEN, SHOWN, graph, ready, section, stored
+from . import HIDDEN, SHOWN, Views, graph, ready, section
 from .tokens import chips
 
 SENTENCE_TOKENS = 60  # the end of the prompt shown before the predicted token
@@ -61,59 +60,62 @@ def layout() -> html.Section:
     )
 
 
-def register(app: Dash, service: Service) -> None:
-    @app.callback(
+def draw(analysis: Analysis | None, data: dict | None, focus: dict | None) -> tuple:
+    """The prediction after the followed token, its top 10 and its logit lens (`VIEWS`)."""
+    if analysis is None:
+        empty = html.P("Press Analyze to see the prediction.", className="empty")
+        return empty, no_update, HIDDEN, no_update, HIDDEN
+    position = focused_position(analysis, focus)
+    best = analysis.top_predictions(1, position)[0]
+    shown = best.to_dict()["display"]
+    tail = analysis.tokens[max(0, position + 1 - SENTENCE_TOKENS) : position + 1]
+    predicted = {
+        "id": "predicted-token",
+        "text": shown,
+        "label": figures.percent(best.probability),
+        "title": f"predicted next token, id {best.id}",
+    }
+    sentence = html.Div(
+        [
+            html.Span("…", className="hint") if len(tail) < len(analysis.tokens) else None,
+            chips(tail, "chip-plain", after=predicted),
+        ],
+        className="sentence",
+    )
+    body = [
+        html.P(
+            [
+                "Most likely next token: ",
+                html.Strong(shown, className="mono"),
+                f" with probability {figures.percent(best.probability)}.",
+            ],
+            className="prediction",
+        ),
+        sentence,
+        followed(analysis, position),
+        lens_note(analysis, position),
+        ready(data["id"]),
+    ]
+    return (
+        body,
+        figures.top_predictions(analysis, position=position),
+        SHOWN,
+        figures.logit_lens(analysis, position=position),
+        SHOWN,
+    )
+
+
+VIEWS = Views(
+    (
         Output("output-body", "children"),
         Output({"kind": "figure", "name": "top10"}, "figure"),
         Output({"kind": "figure", "name": "top10"}, "style"),
         Output({"kind": "figure", "name": "logit-lens"}, "figure"),
         Output({"kind": "figure", "name": "logit-lens"}, "style"),
-        Input("analysis", "data"),
-        Input("focus", "data"),
-    )
-    def draw(data, focus):
-        analysis = stored(service, data)
-        if analysis is None:
-            empty = html.P("Press Analyze to see the prediction.", className="empty")
-            return empty, no_update, HIDDEN, no_update, HIDDEN
-        position = focused_position(analysis, focus)
-        best = analysis.top_predictions(1, position)[0]
-        shown = best.to_dict()["display"]
-        tail = analysis.tokens[max(0, position + 1 - SENTENCE_TOKENS) : position + 1]
-        predicted = {
-            "id": "predicted-token",
-            "text": shown,
-            "label": figures.percent(best.probability),
-            "title": f"predicted next token, id {best.id}",
-        }
-        sentence = html.Div(
-            [
-                html.Span("…", className="hint") if len(tail) < len(analysis.tokens) else None,
-                chips(tail, "chip-plain", after=predicted),
-            ],
-            className="sentence",
-        )
-        body = [
-            html.P(
-                [
-                    "Most likely next token: ",
-                    html.Strong(shown, className="mono"),
-                    f" with probability {figures.percent(best.probability)}.",
-                ],
-                className="prediction",
-            ),
-            sentence,
-            followed(analysis, position),
-            lens_note(analysis, position),
-            ready(data["id"]),
-        ]
-        return (
-            body,
-            figures.top_predictions(analysis, position=position),
-            SHOWN,
-            figures.logit_lens(analysis, position=position),
-            SHOWN,
-        )
+    ),
+    draw,
+    follows_focus=True,
+)
 
 
 def focused_position(analysis: Analysis, focus: dict | None) -> int:

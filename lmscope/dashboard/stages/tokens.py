@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from dash import Dash, Input, Output, html
+from dash import Output, html
 
-from ...api.service import Service
+from ...core.analysis import Analysis
 from ...core.tokens import Token
-from . import ready, section, stored
+from . import Views, ready, section
 
 EXPLAIN = (
     "The model never sees letters. A tokenizer cuts the text into pieces ([[tokens|token]]) from a "
@@ -56,24 +56,25 @@ def layout() -> html.Section:
     )
 
 
-def register(app: Dash, service: Service) -> None:
-    @app.callback(
-        Output("tokens-body", "children"), Input("analysis", "data"), Input("focus", "data")
-    )
-    def draw(data, focus):
-        analysis = stored(service, data)
-        if analysis is None:
-            return html.P("Press Analyze to see the tokens.", className="empty")
-        count = len(analysis.tokens)
-        return [
+def draw(analysis: Analysis | None, data: dict | None, focus: dict | None) -> tuple:
+    """The tokens, the followed one marked (`VIEWS`)."""
+    if analysis is None:
+        return (html.P("Press Analyze to see the tokens.", className="empty"),)
+    count = len(analysis.tokens)
+    return (
+        [
             html.P(
                 [html.Strong(f"{count:,} tokens"), f" from {len(analysis.prompt):,} characters."],
                 className="token-count",
             ),
             *[html.P(n, className="notice") for n in analysis.notices],
-            chips(analysis.tokens, styles=focused(len(analysis.tokens), focus), id="token-chips"),
+            chips(analysis.tokens, styles=focused(count, focus), id="token-chips"),
             ready(data["id"]),
-        ]
+        ],
+    )
+
+
+VIEWS = Views((Output("tokens-body", "children"),), draw, follows_focus=True)
 
 
 FOCUSED = "#ffd54f"  # the chip of the token the page follows (`focus.position`)

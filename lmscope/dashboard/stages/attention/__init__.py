@@ -13,7 +13,7 @@ from ....api.service import Service
 from .. import section, stored
 from . import grid, head, layer, model_view, steps, token_view
 from .cells import pick_store
-from .grid import EXPLAIN, head_grid, kv_groups
+from .grid import CATEGORY_VIEWS, EXPLAIN, head_grid, kv_groups
 
 
 def layout() -> html.Section:
@@ -34,6 +34,7 @@ def layout() -> html.Section:
         steps.layout(),
         token_view.layout(),
         html.Div(id="head-categories"),
+        dcc.Store(id="head-profile-asked"),  # the analysis whose model's profile is measured
         layer.layout(),
         model_view.layout(),
     )
@@ -89,4 +90,4 @@ def register(app: Dash, service: Service) -> None:
         )
 
 
-__all__ = ["head_grid", "kv_groups", "layout", "register"]
+__all__ = ["CATEGORY_VIEWS", "head_grid", "kv_groups", "layout", "register"]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, Patch, State, dcc, html
+from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
 
 from ....api.service import Service
 from ....core.analysis import Analysis
@@ -22,9 +22,11 @@ from ....core.heads import (
     passes,
 )
 from ....core.model import LoadedModel
+from ....core.profile import head_profile as measured_profile
+from ....core.profile import known_profile
 from ... import figures
 from ...static import static
-from .. import ready, stored
+from .. import Views, ready, stored
 from .cells import Cell, cell_grid
 
 EXPLAIN = (
@@ -44,13 +46,10 @@ SCALE = (0.4, 0.7, 1.0)  # the scores the legend shows the shading for
 
 
 def head_profile(lm: LoadedModel) -> HeadReport | None:
-    """The model's general head roles (from a probe set, cached on disk) if the library has them."""
+    """The model's general head roles (from a probe text, cached on disk; measured if need be),
+    None if they cannot be measured."""
     try:
-        from ...core.profile import head_profile as profile
-    except ImportError:
-        return None
-    try:
-        return profile(lm)
+        return measured_profile(lm)
     except LmscopeError:
         return None
 
@@ -317,13 +316,37 @@ def draw(analysis: Analysis | None, data: dict | None) -> tuple:
     return legend(analysis.heads, card.heads_per_layer, kv), [grid, ready(data["id"])]
 
 
+MEASURING = "Measuring this model's heads on a reference text, once per model…"
+
+
+def categories(analysis: Analysis | None, data: dict | None, _focus: dict | None) -> tuple:
+    """The categories table (`CATEGORY_VIEWS`), drawn with the other stages when the model's profile is
+    at hand; else the profile is asked for in a request of its own (it takes seconds to measure)."""
+    if analysis is None:
+        return [], no_update
+    profile = known_profile(analysis.lm)
+    if profile is None:
+        return html.P(MEASURING, className="hint"), data["id"]
+    return static(category_table(analysis.heads, profile)), no_update
+
+
+CATEGORY_VIEWS = Views(
+    (Output("head-categories", "children"), Output("head-profile-asked", "data")), categories
+)
+
+
 def register(app: Dash, service: Service) -> None:
-    @app.callback(Output("head-categories", "children"), Input("analysis", "data"))
-    def categories(data):
-        """Separate from the grid: a model's first profile may take a while to compute."""
+    @app.callback(
+        Output("head-categories", "children", allow_duplicate=True),
+        Input("head-profile-asked", "data"),
+        State("analysis", "data"),
+        prevent_initial_call=True,
+    )
+    def measured(asked, data):
+        """The categories table once the model's head profile is measured."""
         analysis = stored(service, data)
-        if analysis is None:
-            return []
+        if analysis is None or asked != data.get("id"):
+            return no_update
         return static(category_table(analysis.heads, head_profile(analysis.lm)))
 
     app.clientside_callback(  # in the browser: one round trip less before the head opens

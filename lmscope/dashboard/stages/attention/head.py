@@ -11,8 +11,9 @@ from dash import Dash, Input, Output, State, html, no_update
 from ....api.service import Service
 from ....core.analysis import OVERVIEW, Analysis
 from ....core.heads import LABELS, head_name
+from ....core.profile import known_profile
 from .. import HIDDEN, SHOWN, graph, stored
-from .grid import describe, focus_position, head_profile
+from .grid import describe, focus_position
 from .plots import attention_heatmap
 
 PROMPT = "Click a head in the grid (or Tab to the grid and use the arrow keys, then Enter)."
@@ -101,7 +102,7 @@ def draw(analysis: Analysis | None, data: dict | None, focus: dict | None, shown
         "the exact weight; click a row to follow that query token in the step and token "
         "views below.",
     ]
-    profile = head_profile(analysis.lm)
+    profile = known_profile(analysis.lm)  # measured for the categories table, not waited for
     if profile is not None:
         detail.append(f" General role (profile): {LABELS[profile.categories[layer][head]]}.")
     count = len(analysis.tokens)
