@@ -131,6 +131,8 @@ def register(app: Dash, service: Service) -> None:
         found = focus_from(keys, analysis.lm.layers, analysis.lm.heads, len(analysis.tokens))
         if found.get("target"):
             set_props("inv-target", {"value": found["target"].replace(" ", "␣")})
+        if not found:  # an unchanged focus would draw every view following it again
+            return no_update, {"search": "", "done": True}
         patch = Patch()
         for key, value in found.items():
             patch[key] = value

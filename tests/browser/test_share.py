@@ -90,6 +90,21 @@ def test_keys_that_name_nothing_are_ignored(page, dashboard_url):
     )
 
 
+def test_a_page_opened_without_a_link_draws_its_first_analysis_once(page, dashboard_url):
+    """The link's keys are taken on the first analysis; with none, nothing is drawn twice."""
+    open_demo(page, dashboard_url)
+    page.wait_for_load_state("networkidle")
+    asked: list[str] = []
+    page.on(
+        "request",
+        lambda r: asked.append(r.post_data or "") if "_dash-update-component" in r.url else None,
+    )
+    analyze(page, PROMPT)
+    page.wait_for_load_state("networkidle")
+    assert sum("tokens-body.children" in body for body in asked) == 1
+    assert sum("head-grid-body.children" in body for body in asked) == 1
+
+
 def test_the_view_round_trips_through_its_url(page, browser, dashboard_url):
     open_demo(page, dashboard_url)
     analyze(page, PROMPT)
