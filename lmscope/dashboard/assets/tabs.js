@@ -44,7 +44,7 @@
 
 // dcc.Tabs carries Dash's `dashChildrenUpdate` flag: on every store update (~300 per Analyze) the
 // renderer then walks every path ever updated in the page to see whether one of its Tab's props
-// changed, 30-35 ms of an Analyze on a laptop CPU. lmscope never changes a Tab's props (labels and
+// changed, 15-25 ms of an Analyze on a 2-core CPU. lmscope never changes a Tab's props (labels and
 // panes are fixed; callbacks write components inside the panes, which redraw themselves), and
 // the Tabs redraws on its own `value` as any component does. Dash reads the flag from the
 // component library once the page has loaded.

@@ -41,7 +41,7 @@ class Views(NamedTuple):
 def register_views(app: Dash, service: Service, views: Sequence[Views]) -> None:
     """ONE callback draws `views` for each new analysis: every callback costs the page's
     renderer a round of updates over all its mounted components (four in one: 20-35 ms less per
-    Analyze on a laptop CPU). Whether the analysis is new is read from `views-drawn`, what the
+    Analyze on a 2-core CPU). Whether the analysis is new is read from `views-drawn`, what the
     callback last drew, not from what triggered it: a focus written while the analysis's request
     is in flight supersedes that request (the page drops its answer), and the call that replaces
     it is triggered by the focus alone."""
