@@ -27,10 +27,6 @@ from ..core.model import LoadedModel
 # Memory a tensor object takes beside its data (Python object, TensorImpl, StorageImpl, allocator
 # rounding): 540-600 bytes of resident memory per tensor, measured with /proc/self/statm.
 TENSOR_OVERHEAD = 512
-# The logit-lens rows every view computes after the analysis is stored (the last position, top 5
-# per layer): bytes per prediction held, measured with `held_bytes` on GPT-2's vocabulary.
-PREDICTION_BYTES = 420
-LENS_K = 5
 _SHARED = (LoadedModel, nn.Module, PreTrainedTokenizerBase, type, ModuleType, FunctionType)
 _ATOMS = (str, bytes, int, float, complex, bool, type(None))
 
@@ -77,9 +73,8 @@ def held_bytes(root: object) -> int:
 
 def analysis_bytes(analysis: Analysis) -> int:
     """Memory an analysis holds: every tensor and Python object reachable from it (not the shared
-    model), plus the default logit-lens rows the views add once it is shown."""
-    lens = 0 if analysis._lens else (analysis.lm.layers + 1) * LENS_K * PREDICTION_BYTES
-    return held_bytes(analysis) + lens
+    model), the logit lens the views show (read during the analysis) included."""
+    return held_bytes(analysis)
 
 
 class AnalysisStore:

@@ -17,7 +17,7 @@ import plotly.io as pio
 import torch
 from plotly.subplots import make_subplots
 
-from ..core.analysis import Analysis
+from ..core.analysis import LENS_K, Analysis
 
 # The house template is plotly's default in the dashboard's process: a figure takes the default as
 # it is made, while naming the template in each layout validated all of it again (16 ms a figure,
@@ -260,7 +260,7 @@ def _after(analysis: Analysis, position: int | None) -> str:
     )
 
 
-def logit_lens(analysis: Analysis, k: int = 5, position: int = -1) -> go.Figure:
+def logit_lens(analysis: Analysis, k: int = LENS_K, position: int = -1) -> go.Figure:
     """The next-token guess read off the residual stream after each layer (bottom: embeddings)."""
     rows = analysis.logit_lens(position, k=k)
     names = ["embeddings"] + [f"after L{l}" for l in range(len(rows) - 1)]
