@@ -7,10 +7,10 @@ thumbnail, the layer view or a shared link sets it), `focus.position` the follow
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from ....api.service import Service
-from .. import section, stored
+from .. import new_analysis, section, stored
 from . import grid, head, layer, model_view, steps, token_view
 from .cells import pick_store
 from .grid import CATEGORY_VIEWS, EXPLAIN, head_grid, kv_groups
@@ -70,14 +70,10 @@ def register(app: Dash, service: Service) -> None:
         """Every view of the stage for a new analysis or a new focus, in ONE request: each
         callback costs the page's renderer a round of updates over all its components, and
         the browser opens at most six requests at once. The views' own controls have their own
-        callbacks.
-
-        Whether the analysis is new is read from `attn-drawn`, not from what triggered the call:
-        a focus written while the analysis's request is in flight supersedes that request (the
-        page drops its answer), and the call that replaces it is triggered by the focus alone."""
+        callbacks. Whether the analysis is new: `new_analysis`, from `attn-drawn`."""
         analysis = stored(service, data)
         key = (data or {}).get("id")
-        new = key != drawn or ctx.triggered_id is None
+        new = new_analysis(data, drawn)
         return (
             *(grid.draw(analysis, data) if new else (no_update,) * len(grid.OUTPUTS)),
             *head.draw(analysis, data, focus, shown),
