@@ -30,11 +30,11 @@ from playwright.sync_api import Error, Page, sync_playwright
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from lmscope.api.service import Service
 from lmscope.core.catalog import DEMO_ID, DEMO_PATH
 from lmscope.core.loading import load_model
 from lmscope.core.model_cache import ModelCache
-from lmscope.dashboard.app import create_app
+from lmscope.service import Service
+from lmscope.web.server import dashboard_app
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -114,7 +114,7 @@ def main() -> None:
     tokenizer = GPT2TokenizerFast.from_pretrained(DEMO_PATH)
     service = Service(ModelCache())
     small = service.models.add(load_model(gpt2_small_folder(tokenizer), allow_local_path=True))
-    app = create_app(service, DEMO_ID)
+    app = dashboard_app(service, DEMO_ID)
     server = make_server("127.0.0.1", 0, app.server, threaded=True, request_handler=Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"

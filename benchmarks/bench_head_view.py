@@ -22,12 +22,12 @@ import torch
 os.environ.setdefault("LMSCOPE_MAX_REQUEST_SECONDS", "3600")  # an 8,192-token analysis, on purpose
 
 import lmscope
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
 from lmscope.core.analysis import analyze
 from lmscope.core.model_cache import ModelCache
 from lmscope.dashboard.stages.attention.head import ZOOM
 from lmscope.dashboard.stages.attention.plots import attention_heatmap
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 WORDS = "the river keeps a slow map of every town it passes and".split()
 HEADS = ((0, 0), (15, 4), (29, 8))
@@ -56,7 +56,7 @@ def main() -> None:
     models.add(lm)
     service = Service(models)
     key = service.store.put(analysis)
-    client = create_app(service).test_client()
+    client = api_app(service).test_client()
     last = (count - ZOOM, count, count - ZOOM, count)
     views = {
         "open a head (dashboard figure, overview)": lambda l, h: attention_heatmap(

@@ -99,7 +99,7 @@ def _installed(model_id: str) -> bool:
 
 @command("serve")
 def _serve(args: argparse.Namespace) -> int:
-    from .dashboard.app import serve  # Dash is imported only for this command
+    from .web.server import serve  # Dash is imported only for this command
 
     return serve(args.model, args.host, args.port, args.allowed_host)
 

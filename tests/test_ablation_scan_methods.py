@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
 from lmscope.cli import main
 from lmscope.core.model_cache import ModelCache
 from lmscope.experiments.ablation import ablate, ablation_scan
 from lmscope.experiments.ablation_atp import ablation_estimate
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 ANSWER, WRONG = " Mary", " John"
@@ -61,7 +61,7 @@ def test_cli_ablation_scan_atp_is_the_library_estimate_checked_by_ablating_each_
 
 @pytest.fixture(scope="module")
 def client(hub_cache):
-    return create_app(Service(models=ModelCache(budget=2**30))).test_client()
+    return api_app(Service(models=ModelCache(budget=2**30))).test_client()
 
 
 def test_api_ablation_scan_takes_a_method_and_refuses_bad_ones_with_400(client, tiny_gpt2):

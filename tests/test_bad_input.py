@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from transformers import BertConfig, GPT2Config
 
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
 from lmscope.cli import main
 from lmscope.core.errors import LmscopeError
 from lmscope.core.model_cache import ModelCache
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 GOOD = {"model": "gpt2", "prompt": "The cat sat on the mat"}
 
@@ -63,7 +63,7 @@ def service(odd_models: Path) -> Service:
 
 @pytest.fixture(scope="module")
 def client(service: Service):
-    return create_app(service).test_client()
+    return api_app(service).test_client()
 
 
 @pytest.mark.parametrize("case", CASES)

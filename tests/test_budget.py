@@ -8,9 +8,6 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
-from lmscope.api.store import analysis_bytes
 from lmscope.cli import main
 from lmscope.core import budget
 from lmscope.core.analysis import analyze
@@ -21,6 +18,9 @@ from lmscope.experiments.ablation import ablate, ablation_scan
 from lmscope.experiments.attribution import token_attribution
 from lmscope.experiments.comparison import compare
 from lmscope.experiments.generation import GenerationSettings, generate
+from lmscope.service import Service
+from lmscope.service.store import analysis_bytes
+from lmscope.web.server import api_app
 
 LONG = "the cat sat on the mat and " * 200  # well over GPT-2's 1,024-token context
 SHORT = "The cat sat on"
@@ -51,7 +51,7 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def client(small_gpt2):
-    return create_app(Service(models=_Models(small_gpt2))).test_client()
+    return api_app(Service(models=_Models(small_gpt2))).test_client()
 
 
 def _rows_through_blocks(lm: LoadedModel):

@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from werkzeug.serving import make_server
 
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
 from lmscope.core import trace
 from lmscope.core.model_cache import ModelCache
 from lmscope.core.slots import FairSlots
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 PROMPTS = [
     "The cat sat on the mat",
@@ -30,7 +30,7 @@ PROMPTS = [
 def server(hub_cache) -> Iterator[tuple[str, Service]]:
     """A real threaded HTTP server on loopback, as a browser or API client sees it."""
     service = Service(models=ModelCache(budget=2**30))
-    httpd = make_server("127.0.0.1", 0, create_app(service), threaded=True)
+    httpd = make_server("127.0.0.1", 0, api_app(service), threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_port}", service

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
 from lmscope.cli import main
 from lmscope.core.analysis import analyze
 from lmscope.experiments.ablation import ablate, ablation_scan
 from lmscope.experiments.attribution import direct_logit_attribution, token_attribution
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 FAMILIES = ("tiny_gpt2", "tiny_llama")
@@ -108,7 +108,7 @@ class _Models:
 
 @pytest.fixture(scope="module")
 def client(tiny_gpt2):
-    return create_app(Service(models=_Models(tiny_gpt2))).test_client()
+    return api_app(Service(models=_Models(tiny_gpt2))).test_client()
 
 
 ROUTES = {

@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from lmscope import cli
-from lmscope.api import server
-from lmscope.api.http import create_app as create_api
-from lmscope.api.service import Service
 from lmscope.core import attention
 from lmscope.core.analysis import analyze
 from lmscope.core.embeddings import nearest_tokens
 from lmscope.core.errors import RequestError
 from lmscope.core.model_cache import ModelCache
 from lmscope.dashboard import figures
+from lmscope.service import Service
+from lmscope.web import server
+from lmscope.web.server import api_app
 
 PROMPT = "The cat sat on the mat. The cat sat on the"
 
@@ -79,7 +79,7 @@ def test_residual_heatmaps_cover_every_layer_and_position(tiny_gpt2, tiny_gpt2_m
 def test_embeddings_route_answers_the_tokens_vector_and_neighbours(tiny_gpt2, tiny_gpt2_model):
     models = ModelCache()
     models.add(tiny_gpt2)
-    client = create_api(Service(models)).test_client()
+    client = api_app(Service(models)).test_client()
     key = client.post("/api/analyze", json={"model": "tiny-gpt2", "prompt": PROMPT}).json[
         "analysis_id"
     ]

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
 from lmscope.cli import main
 from lmscope.core.model_cache import ModelCache
 from lmscope.experiments.ablation import ablate
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
@@ -74,7 +74,7 @@ def test_cli_ablate_refuses_a_head_out_of_range_in_one_line(tiny_gpt2_folder, ca
 
 @pytest.fixture(scope="module")
 def client(hub_cache):
-    return create_app(Service(models=ModelCache(budget=2**30))).test_client()
+    return api_app(Service(models=ModelCache(budget=2**30))).test_client()
 
 
 def test_api_generate_answers_the_greedy_continuation(client, tiny_gpt2_model, gpt2_tokenizer):

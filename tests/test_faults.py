@@ -13,10 +13,10 @@ import pytest
 from hub import save_hub_snapshot
 from werkzeug.serving import make_server
 
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
 from lmscope.core.errors import LmscopeError
 from lmscope.core.model_cache import ModelCache
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_a_model_that_fails_half_way_gives_a_clear_error_and_nothing_stale(broke
 @pytest.fixture(scope="module")
 def server(hub_cache: Path):
     service = Service(models=ModelCache(budget=2**30))
-    httpd = make_server("127.0.0.1", 0, create_app(service), threaded=True)
+    httpd = make_server("127.0.0.1", 0, api_app(service), threaded=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield httpd.server_port
     httpd.shutdown()

@@ -11,10 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmscope.api.http import create_app as create_api
-from lmscope.api.service import Service
 from lmscope.core.model_cache import ModelCache
-from lmscope.dashboard.app import create_app as create_dashboard
+from lmscope.service import Service
+from lmscope.web.server import api_app, dashboard_app
 
 GOOD = {"model": "demo", "prompt": "The cat sat on the mat"}
 FUZZ = settings(
@@ -102,7 +101,7 @@ def service() -> Service:
 
 @pytest.fixture(scope="module")
 def api(service: Service):
-    return create_api(service).test_client()
+    return api_app(service).test_client()
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +139,7 @@ def test_api_answers_normally_after_the_fuzz(api) -> None:
 
 @pytest.fixture(scope="module")
 def dash_app(service: Service):
-    return create_dashboard(service, "demo")
+    return dashboard_app(service, "demo")
 
 
 def _parts(key: str) -> list[tuple[object, str]]:

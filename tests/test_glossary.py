@@ -10,9 +10,10 @@ from transformers import GPT2Config, LlamaConfig
 from lmscope.core.adapters import adapter_for
 from lmscope.core.card import model_card
 from lmscope.dashboard import glossary, layout, tour
-from lmscope.dashboard.glossary import Facts, entries, linked, plain, slug
+from lmscope.dashboard.glossary import Facts, entries
 from lmscope.dashboard.stages import embeddings, investigate, mlp, output, tokens
 from lmscope.dashboard.stages.attention import grid
+from lmscope.dashboard.terms import linked, plain, slug
 
 STAGE_TEXTS = [m.EXPLAIN for m in (tokens, embeddings, grid, mlp, output, investigate)]
 

@@ -10,9 +10,6 @@ import time
 import pytest
 import torch
 
-from lmscope.api.http import create_app
-from lmscope.api.server import make_server
-from lmscope.api.service import Service
 from lmscope.core import jobs, slots, trace
 from lmscope.core.analysis import analyze
 from lmscope.core.jobs import Cancelled, Job
@@ -21,6 +18,9 @@ from lmscope.core.slots import FairSlots
 from lmscope.experiments import ablation_atp
 from lmscope.experiments.ablation import ablation_scan, scan_passes
 from lmscope.experiments.inputs import prompt_ids
+from lmscope.service import Service
+from lmscope.web.server import api_app
+from lmscope.web.wsgi import make_server
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
@@ -203,7 +203,7 @@ def test_an_api_scan_stops_when_its_client_hangs_up(small_gpt2, monkeypatch) -> 
             raise
 
     monkeypatch.setattr(ablation_atp, "ablation_scan", scan)
-    server = make_server(create_app(service), "127.0.0.1", 0)
+    server = make_server(api_app(service), "127.0.0.1", 0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -14,13 +14,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
 from lmscope.core import attention
 from lmscope.core.analysis import Analysis, analyze
 from lmscope.core.loading import from_model
 from lmscope.core.model import LoadedModel
 from lmscope.core.model_cache import ModelCache
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 T = 4096
 WORDS = "the cat sat on a mat and the dog ran to the park while people were talking".split()
@@ -127,7 +127,7 @@ def test_a_heads_view_at_4096_tokens_is_an_overview_or_a_window(long_model, long
     models.add(long_model)
     service = Service(models)
     key = service.store.put(a)
-    client = create_app(service).test_client()
+    client = api_app(service).test_client()
 
     answer = client.get(f"/api/analysis/{key}/attention?layer=1&head=2")
     assert answer.status_code == 200
@@ -164,7 +164,7 @@ def test_a_heads_view_at_4096_tokens_is_an_overview_or_a_window(long_model, long
 
 
 def test_store_counts_the_queries_and_keys_an_analysis_holds(long_analysis):
-    from lmscope.api.store import analysis_bytes
+    from lmscope.service.store import analysis_bytes
 
     a, _ = long_analysis
     qk = sum(k.query.untyped_storage().nbytes() + k.key.untyped_storage().nbytes() for k in a.keys)

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 import lmscope
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
 from lmscope.cli import main
 from lmscope.core import jobs
 from lmscope.core.errors import RequestError
@@ -22,6 +20,8 @@ from lmscope.experiments.ablation import ablate
 from lmscope.experiments.ablation_atp import ablation_estimate
 from lmscope.experiments.atp import agreement, spearman
 from lmscope.experiments.patching import exact, pair, patch, patched_together
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -282,7 +282,7 @@ def test_cli_patch_prints_the_heatmap_and_refuses_bad_input_in_one_line(
 
 @pytest.fixture(scope="module")
 def client(hub_cache):
-    return create_app(Service(models=ModelCache(budget=2**30))).test_client()
+    return api_app(Service(models=ModelCache(budget=2**30))).test_client()
 
 
 def test_api_patch_answers_the_library_result_and_refuses_bad_input_with_400(client, tiny_gpt2):

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 from transformers import GPT2Config
 
-from lmscope.api import security, server
-from lmscope.api.http import create_app as create_api
-from lmscope.api.service import Service
 from lmscope.core.catalog import is_valid_hub_id
 from lmscope.core.model_cache import ModelCache
-from lmscope.dashboard.app import create_app as create_dashboard
+from lmscope.service import Service
+from lmscope.web import security, wsgi
+from lmscope.web.server import api_app, dashboard_app
 
 GOOD = {"model": "demo", "prompt": "The cat sat on the mat"}
 PLOTLY = "/_dash-component-suites/plotly/package_data/plotly.min.js"
@@ -46,12 +45,12 @@ def service() -> Service:
 
 @pytest.fixture(scope="module")
 def api(service: Service):
-    return create_api(service).test_client()
+    return api_app(service).test_client()
 
 
 @pytest.fixture(scope="module")
 def dashboard(service: Service):
-    return create_dashboard(service, "demo").server.test_client()
+    return dashboard_app(service, "demo").server.test_client()
 
 
 def assert_ok_after(client) -> None:
@@ -178,7 +177,7 @@ def test_allowed_hosts_for_a_loopback_bind_are_its_port_on_every_loopback_name()
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8050", "localhost:9999", ""])
 def test_requests_for_another_host_are_refused_with_421(service: Service, host: str) -> None:
     hosts = security.allowed_hosts("127.0.0.1", 8050, ["lab.example"])
-    client = create_api(service, allowed_hosts=hosts).test_client()
+    client = api_app(service, allowed_hosts=hosts).test_client()
     for path in ("/api/models", "/api/no-such-route"):
         answer = client.get(path, headers={"Host": host})
         assert answer.status_code == 421 and "--allowed-host" in answer.json["error"]
@@ -229,11 +228,9 @@ def live(service: Service) -> Iterator[tuple[int, object]]:
         patch.setenv("LMSCOPE_CHANNEL_TIMEOUT", "2")
         patch.setenv("LMSCOPE_THREADS", "3")
         holder = {}
-        httpd = server.make_server(lambda env, start: holder["app"](env, start), "127.0.0.1", 0)
+        httpd = wsgi.make_server(lambda env, start: holder["app"](env, start), "127.0.0.1", 0)
     port = httpd.effective_port
-    holder["app"] = create_dashboard(
-        service, "demo", security.allowed_hosts("127.0.0.1", port)
-    ).server
+    holder["app"] = dashboard_app(service, "demo", security.allowed_hosts("127.0.0.1", port)).server
     thread = threading.Thread(target=httpd.run, daemon=True)
     thread.start()
     yield port, httpd

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmscope.api.http import create_app
-from lmscope.api.service import Service
 from lmscope.cli import main
 from lmscope.core.errors import LmscopeError
 from lmscope.experiments.steering import steer
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 PROMPT = "I think that you are"
 LOVE, HATE = "Love", "Hate"
@@ -143,7 +143,7 @@ class _Models:
 
 @pytest.fixture(scope="module")
 def client(tiny_gpt2):
-    return create_app(Service(models=_Models(tiny_gpt2))).test_client()
+    return api_app(Service(models=_Models(tiny_gpt2))).test_client()
 
 
 def test_api_steer_answers_the_library_result(client, tiny_gpt2):

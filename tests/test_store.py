@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from lmscope.api.store import AnalysisStore, analysis_bytes
 from lmscope.core.analysis import analyze
 from lmscope.core.errors import RequestError
+from lmscope.service.store import AnalysisStore, analysis_bytes
 
 
 def test_the_store_evicts_least_recently_used_analyses_past_its_budget(tiny_gpt2) -> None:
@@ -36,7 +36,7 @@ def test_each_analysis_gets_its_own_unguessable_id(tiny_gpt2) -> None:
 MEASURE = """
 import gc, json, os, torch
 torch.set_num_threads(1)
-from lmscope.api.store import analysis_bytes
+from lmscope.service.store import analysis_bytes
 from lmscope.core.analysis import analyze
 from lmscope.core.loading import load_model
 def resident():
@@ -74,7 +74,7 @@ def test_the_store_counts_what_an_analysis_holds_in_resident_memory(resident_per
 FLAT = (
     MEASURE.split("start, kept")[0]
     + """
-from lmscope.api.store import AnalysisStore
+from lmscope.service.store import AnalysisStore
 store = AnalysisStore(budget=16 * 2**20)
 start = resident()
 for i in range(2000):

@@ -1,1 +1,6 @@
-"""The JSON HTTP API and the server-side state behind it (loaded models, stored analyses)."""
+"""The JSON HTTP API: routes only, over one `Service` (`create_blueprint`); the web server
+(`lmscope.web.server`) mounts them."""
+
+from .routes import create_blueprint
+
+__all__ = ["create_blueprint"]

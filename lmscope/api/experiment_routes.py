@@ -31,15 +31,8 @@ from ..experiments.comparison import compare
 from ..experiments.generation import GenerationSettings, generate
 from ..experiments.patching import CHECK_TOP, patch
 from ..experiments.steering import STEER_TOKENS, steer
-from .http import _body
-from .service import Service
-
-
-def _int(body: dict, name: str, default: int) -> int:
-    value = body.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise RequestError(f"'{name}' must be an integer, got {value!r}.")
-    return value
+from ..service import Service
+from .requests import body_int, json_body
 
 
 def add_experiment_routes(api: Blueprint, service: Service) -> None:
@@ -47,7 +40,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
 
     @api.post("/generate")
     def generate_route():
-        body = _body()
+        body = json_body()
         lm = service.model(body.get("model"))
         return jsonify(
             generate(lm, body.get("prompt"), GenerationSettings.from_request(body)).to_dict()
@@ -55,7 +48,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
 
     @api.post("/ablate")
     def ablate_route():
-        body = _body()
+        body = json_body()
         lm = service.model(body.get("model"))
         result = ablate(
             lm,
@@ -64,13 +57,13 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             body.get("mode", "zero"),
             target=body.get("target"),
             wrong=body.get("wrong"),
-            new_tokens=_int(body, "new_tokens", 10),
+            new_tokens=body_int(body, "new_tokens", 10),
         )
         return jsonify(result.to_dict())
 
     @api.post("/ablation-scan")
     def scan_route():
-        body = _body()
+        body = json_body()
         lm = service.model(body.get("model"))
         scan = head_scan(
             lm,
@@ -79,22 +72,22 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             body.get("target"),
             body.get("wrong"),
             method=body.get("method", "exact"),
-            check=_int(body, "check", CHECK_TOP),
+            check=body_int(body, "check", CHECK_TOP),
         )
         return jsonify(scan.to_dict())
 
     @api.post("/logit-attribution")
     def logit_attribution_route():
-        body = _body()
+        body = json_body()
         analysis = analyze(service.model(body.get("model")), body.get("prompt"))
         result = direct_logit_attribution(analysis, body.get("target"), body.get("wrong"))
         return jsonify(result.to_dict())
 
     @api.post("/token-attribution")
     def token_attribution_route():
-        body = _body()
+        body = json_body()
         lm = service.model(body.get("model"))
-        steps = _int(body, "steps", DEFAULT_STEPS)
+        steps = body_int(body, "steps", DEFAULT_STEPS)
         result = token_attribution(
             lm, body.get("prompt"), body.get("target"), wrong=body.get("wrong"), steps=steps
         )
@@ -102,7 +95,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
 
     @api.post("/steer")
     def steer_route():
-        body = _body()
+        body = json_body()
         lm = service.model(body.get("model"))
         result = steer(
             lm,
@@ -112,13 +105,13 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             prompts=body.get("from_prompts"),
             token=body.get("token"),
             position=body.get("position"),
-            new_tokens=_int(body, "new_tokens", STEER_TOKENS),
+            new_tokens=body_int(body, "new_tokens", STEER_TOKENS),
         )
         return jsonify(result.to_dict())
 
     @api.post("/compare")
     def compare_route():
-        body = _body()
+        body = json_body()
         models = body.get("models")
         if not isinstance(models, list) or len(models) != 2:
             raise RequestError(
@@ -129,7 +122,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
 
     @api.post("/patch")
     def patch_route():
-        body = _body()
+        body = json_body()
         lm = service.model(body.get("model"))
         result = patch(
             lm,
@@ -140,6 +133,6 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             component=body.get("component", "resid"),
             direction=body.get("direction", "denoising"),
             scan=body.get("scan", "atp"),
-            check=_int(body, "check", CHECK_TOP),
+            check=body_int(body, "check", CHECK_TOP),
         )
         return jsonify(result.to_dict())

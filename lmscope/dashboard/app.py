@@ -1,4 +1,5 @@
-"""The Dash app: one page over `Service`, with the JSON API mounted on the same Flask server.
+"""The Dash app: one page over the `Service` it is given (the web server, `lmscope.web.server`,
+mounts the JSON API on the same Flask server).
 
 The browser keeps only the analysis id and small JSON (dcc.Store); every figure is built on the
 server from the stored `Analysis`, for what is on screen.
@@ -7,60 +8,30 @@ server from the stored `Analysis`, for what is on screen.
 from __future__ import annotations
 
 import json
-import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
 from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update, set_props
 
-from ..api.http import install
-from ..api.service import Service
-from ..core.catalog import DEFAULT_MODEL_ID, DEMO_ID, SMOLLM2_ID
+from ..core.catalog import DEMO_ID
 from ..core.errors import LmscopeError
 from ..core.jobs import Cancelled
-from ..core.loading import gib, inspect_model, load_model, memory_needed
+from ..core.loading import gib, inspect_model, memory_needed
 from ..core.model_cache import ModelCache
+from ..service import Service
 from . import glossary, layout, progress, tour
 from .figures import graph_config
 from .progress import BUSY_POLL_MS
 from .share import export_name
 from .share import register as register_share
-from .stages import attention, embeddings, investigate, mlp, output, register_views, stored, tokens
+from .stages import attention, embeddings, investigate, mlp, output, register_views, tokens
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 STAGES = (embeddings, attention, investigate)  # with callbacks of their own
 # Views drawn for a new analysis in one request (stages.register_views)
 VIEWS = (tokens.VIEWS, attention.CATEGORY_VIEWS, mlp.VIEWS, output.VIEWS)
 _MAX_CLIENTS = 1000  # tabs whose newest request number is kept
-
-
-def start_model(service: Service, requested: str | None = None) -> tuple[str, str | None]:
-    """The model the page opens on, and a notice when it is not the one asked for.
-
-    An operator's `requested` model must load; the default GPT-2 falls back (e.g. offline with no
-    cached copy) to the installed SmolLM2, else to the bundled demo, saying so.
-    """
-    if requested:
-        return service.models.get(requested).model_id, None
-    try:
-        return service.models.get(DEFAULT_MODEL_ID).model_id, None
-    except LmscopeError as error:
-        try:
-            lm = service.models.get(SMOLLM2_ID)
-        except LmscopeError as missing:
-            service.models.get(DEMO_ID)
-            return (
-                DEMO_ID,
-                f"GPT-2 could not be loaded, so lmscope opened on the bundled demo model. {error} "
-                f"{missing}",
-            )
-        return (
-            lm.model_id,
-            f"GPT-2 could not be loaded, so lmscope opened on {lm.card.name}, installed on this "
-            f"machine. {error}",
-        )
 
 
 def _query(search: str | None) -> dict[str, str]:
@@ -94,15 +65,9 @@ def _ask_to_download(model_id: str, prompt: str | None) -> html.Div | None:
     return None
 
 
-def create_app(
-    service: Service | None = None,
-    initial_model: str | None = None,
-    allowed_hosts: Iterable[str] | None = None,
-) -> Dash:
-    """The dashboard over `service`, opening on `initial_model` (else GPT-2, else the demo);
-    `allowed_hosts`: the Host values it answers (default: loopback names on any port)."""
-    service = service or Service()
-    start_id, notice = start_model(service, initial_model)
+def create_app(service: Service) -> Dash:
+    """The dashboard over `service`, opening on its served model (`Service.serve`) with its
+    notice, if any."""
     app = Dash(
         __name__,
         title="lmscope",
@@ -114,10 +79,10 @@ def create_app(
 
     def page() -> html.Div:
         try:
-            lm = service.models.get(start_id)
+            lm = service.model(None)
         except LmscopeError:  # e.g. the operator's folder model was evicted from the cache
             lm = service.models.get(DEMO_ID)
-        return layout.page(ModelCache.key(lm.model_id), lm.card, notice)
+        return layout.page(ModelCache.key(lm.model_id), lm.card, service.notice)
 
     app.layout = page
     register_views(app, service, VIEWS)
@@ -127,7 +92,6 @@ def create_app(
     tour.register(app, service)
     _register_controls(app, service, {})
     register_share(app, service)
-    install(app.server, service, allowed_hosts, script_sources=app.csp_hashes)
     return app
 
 
@@ -135,7 +99,7 @@ def _register_controls(app: Dash, service: Service, latest: dict[str, int]) -> N
     """The page's controls; `latest` holds each tab's newest request number, so that a request
     superseded while it ran (Analyze pressed again: the older one is cancelled, see progress.py)
     returns nothing and the newest one wins."""
-    registry = progress.register(app)
+    progress.register(app, service)
 
     @app.callback(
         Output("model", "data"),
@@ -208,7 +172,9 @@ def _register_controls(app: Dash, service: Service, latest: dict[str, int]) -> N
         if len(latest) > _MAX_CLIENTS:
             latest.clear()
         ticket = latest[client] = latest.get(client, 0) + 1
-        with registry.job(client, "analyze", replaces_all=True) as job:  # older work is cancelled
+        with service.jobs.job(
+            client, "analyze", replaces_all=True
+        ) as job:  # older work is cancelled
             try:
                 result = load_and_analyze(target, text, new_prompt, model, options, job)
             except Cancelled as cancelled:  # by the Cancel button: the page keeps what it shows
@@ -272,7 +238,7 @@ def _register_controls(app: Dash, service: Service, latest: dict[str, int]) -> N
         prevent_initial_call=True,
     )
     def download(_clicks, data):
-        analysis = stored(service, data)
+        analysis = service.stored(data)
         if analysis is None:
             return no_update
         name = data["model"].replace("/", "_")
@@ -305,49 +271,3 @@ def _register_controls(app: Dash, service: Service, latest: dict[str, int]) -> N
             touch["layout"]["meta"] = fmt
             touches.append(touch)
         return configs, touches
-
-
-def serve(
-    model: str | None,
-    host: str = "127.0.0.1",
-    port: int = 8050,
-    allowed_hosts: Iterable[str] = (),
-) -> int:
-    """Run the dashboard on waitress (the `lmscope serve` command); the operator may name a local
-    folder. Only Host headers naming host:port (or `allowed_hosts`) are answered."""
-    from ..api.security import allowed_hosts as hosts_for
-    from ..api.server import make_server
-
-    service = Service(ModelCache())
-
-    def say(line: str) -> None:
-        print(f"… {line}", file=sys.stderr, flush=True)
-
-    initial = None
-    if model:
-        initial = service.models.add(load_model(model, allow_local_path=True, progress=say))
-    else:
-        try:  # load the start model here to show progress; create_app falls back the same way
-            service.models.get(DEFAULT_MODEL_ID, say)
-        except LmscopeError as error:
-            say(str(error))
-            try:
-                service.models.get(SMOLLM2_ID, say)
-            except LmscopeError as missing:
-                say(str(missing))
-    if host in ("0.0.0.0", "::", ""):
-        print(
-            f"warning: binding to {host or 'all interfaces'} makes lmscope reachable from other "
-            "machines; it has no authentication. Other machines must name it as given with "
-            "--allowed-host.",
-            file=sys.stderr,
-        )
-    app = create_app(service, initial, hosts_for(host, port, allowed_hosts))
-    server = make_server(app.server, host, port)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"lmscope dashboard on http://{shown}:{port}/", file=sys.stderr, flush=True)
-    try:
-        server.run()
-    finally:
-        server.close()
-    return 0

@@ -8,19 +8,18 @@ or a user never goes through it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from dash import Dash, Input, Output, dcc, html
 
-from ..api.service import Service
 from ..core.card import ModelCard
 from ..core.errors import LmscopeError
 from ..core.heads import SINK_MARK, HeadReport
+from ..service import Service
 from .shown import while_shown
+from .stages.output import tied_embeddings
 from .static import static
-
-_MARKER = re.compile(r"\[\[([^\[\]|]+)(?:\|([^\[\]|]+))?\]\]")
+from .terms import slug
 
 
 @dataclass(frozen=True)
@@ -42,29 +41,6 @@ class Facts:
     tied_embeddings: bool | None = None
     sink_heads: int | None = None  # heads parking >= SINK_MARK on the first token, this prompt
     total_heads: int | None = None
-
-
-def slug(term: str) -> str:
-    """The anchor name of a term: lower case, words joined by dashes (`attention-sink`)."""
-    return re.sub(r"[^a-z0-9]+", "-", term.lower()).strip("-")
-
-
-def linked(text: str) -> list:
-    """Our own stage text with `[[term]]` / `[[words|term]]` markers as in-page glossary links."""
-    parts: list = []
-    last = 0
-    for match in _MARKER.finditer(text):
-        parts.append(text[last : match.start()])
-        shown, term = match.group(1), match.group(2) or match.group(1)
-        parts.append(html.A(shown, href=f"#glossary-{slug(term)}", className="term-link"))
-        last = match.end()
-    parts.append(text[last:])
-    return [p for p in parts if p != ""]
-
-
-def plain(text: str) -> str:
-    """The same text with its markers removed (for tooltips and tests)."""
-    return _MARKER.sub(lambda m: m.group(1), text)
 
 
 def _positions(card: ModelCard) -> Entry:
@@ -427,10 +403,7 @@ def register(app: Dash, service: Service) -> None:
             lm = service.model(model["id"])
         except (LmscopeError, KeyError, TypeError):
             return []
-        from .stages import stored
-        from .stages.output import tied_embeddings
-
-        analysis = stored(service, data)
+        analysis = service.stored(data)
         report = analysis.heads if analysis is not None and analysis.lm is lm else None
         facts = Facts(lm.adapter.gated_mlp, tied_embeddings(lm), **sink_facts(report))
         return static(entry_list(entries(lm.card, facts)))

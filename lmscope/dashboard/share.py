@@ -16,8 +16,7 @@ from urllib.parse import parse_qs
 
 from dash import ClientsideFunction, Dash, Input, Output, Patch, State, dcc, no_update, set_props
 
-from ..api.service import Service
-from .stages import stored
+from ..service import Service
 from .stages.investigate.generation import TAB as GENERATION_TAB
 from .stages.investigate.generation import URL_SETTINGS
 
@@ -119,7 +118,7 @@ def register(app: Dash, service: Service) -> None:
     def apply_link(_asked, data, pending):
         """The first analysis takes the link's focus and generation settings, each key kept only if
         it names something this analysis has."""
-        analysis = stored(service, data)
+        analysis = service.stored(data)
         if analysis is None or (pending or {}).get("done"):
             return no_update, no_update
         keys = query((pending or {}).get("search"))

@@ -19,7 +19,6 @@ from collections.abc import Callable
 import torch
 from dash import Dash, Input, Output, dcc, html
 
-from ..api.service import Service
 from ..core.analysis import Analysis
 from ..core.errors import LmscopeError
 from ..core.heads import LABELS, SINK_MARK, HeadReport, head_name
@@ -28,9 +27,9 @@ from ..core.tokens import display
 from ..core.trace import run
 from ..experiments.ablation import ablate, head_patches
 from ..experiments.inputs import as_ids, prompt_ids
+from ..service import Service
 from .figures import percent
 from .shown import while_shown
-from .stages import stored
 from .stages.investigate import ablation
 from .stages.investigate.redundancy import REDUNDANCY, barely_moved
 
@@ -680,7 +679,7 @@ def register(app: Dash, service: Service) -> None:
             lm = service.model(model["id"])
         except (LmscopeError, KeyError, TypeError):
             return []
-        analysis = stored(service, data)
+        analysis = service.stored(data)
         if analysis is not None and analysis.lm.model_id != lm.model_id:
             analysis = None
         document = json.dumps(tours(lm, analysis, results), ensure_ascii=False)

@@ -10,9 +10,9 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from lmscope.api.service import Service
 from lmscope.core.model_cache import ModelCache
-from lmscope.dashboard.app import create_app
+from lmscope.service import Service
+from lmscope.web.server import dashboard_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -43,7 +43,7 @@ def dashboard_url(dashboard_service, tmp_path_factory) -> Iterator[str]:
     empty_cache = tmp_path_factory.mktemp("empty-hf-cache")
     with pytest.MonkeyPatch.context() as patch:  # GPT-2 cannot be had: the app opens on the demo
         patch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(empty_cache))
-        app = create_app(dashboard_service)
+        app = dashboard_app(dashboard_service)
     server = make_server("127.0.0.1", 0, app.server, threaded=True, request_handler=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

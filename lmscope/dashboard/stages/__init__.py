@@ -7,23 +7,11 @@ from typing import NamedTuple
 
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
-from ...api.service import Service
 from ...core.analysis import Analysis
-from ...core.errors import LmscopeError
+from ...service import Service
 from ..figures import graph_config
-from ..glossary import linked
 from ..static import static
-
-
-def stored(service: Service, data: dict | None) -> Analysis | None:
-    """The analysis the page shows, from the server-side store (None before the first one, or
-    once the store has evicted it: the stages then ask for Analyze again)."""
-    if not data or not data.get("id"):
-        return None
-    try:
-        return service.store.get(data["id"])
-    except LmscopeError:
-        return None
+from ..terms import linked
 
 
 class Views(NamedTuple):
@@ -59,7 +47,7 @@ def register_views(app: Dash, service: Service, views: Sequence[Views]) -> None:
         State("views-drawn", "data"),
     )
     def draw(data, focus, drawn):
-        analysis = stored(service, data)
+        analysis = service.stored(data)
         new = new_analysis(data, drawn)
         values: list = []
         for view in views:

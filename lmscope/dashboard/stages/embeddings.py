@@ -5,12 +5,12 @@ from __future__ import annotations
 from dash import Dash, Input, Output, ctx, html, no_update
 from dash.exceptions import PreventUpdate
 
-from ...api.service import Service
 from ...core.analysis import Analysis
 from ...core.embeddings import nearest_tokens
+from ...service import Service
 from .. import figures
 from ..static import static
-from . import HIDDEN, SHOWN, graph, position_input, ready, section, stored
+from . import HIDDEN, SHOWN, graph, position_input, ready, section
 
 EXPLAIN = (
     "Each token id picks one row of a big table, the [[embedding]] matrix: a list of numbers (a "
@@ -136,7 +136,7 @@ def register(app: Dash, service: Service) -> None:
     def draw(data, position):
         """A new analysis shows its last token (one round trip, not a chained second one); a
         token typed in the box or clicked elsewhere shows that one."""
-        analysis = stored(service, data)
+        analysis = service.stored(data)
         if analysis is None:
             return None, None, [], no_update, HIDDEN, no_update, HIDDEN, "", True, []
         last = len(analysis.tokens) - 1

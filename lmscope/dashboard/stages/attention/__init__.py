@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
-from ....api.service import Service
-from .. import new_analysis, section, stored
+from ....service import Service
+from .. import new_analysis, section
 from . import grid, head, layer, model_view, steps, token_view
 from .cells import pick_store
 from .grid import CATEGORY_VIEWS, EXPLAIN, head_grid, kv_groups
@@ -71,7 +71,7 @@ def register(app: Dash, service: Service) -> None:
         callback costs the page's renderer a round of updates over all its components, and
         the browser opens at most six requests at once. The views' own controls have their own
         callbacks. Whether the analysis is new: `new_analysis`, from `attn-drawn`."""
-        analysis = stored(service, data)
+        analysis = service.stored(data)
         key = (data or {}).get("id")
         new = new_analysis(data, drawn)
         return (

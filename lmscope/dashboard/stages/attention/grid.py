@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
 
-from ....api.service import Service
 from ....core.analysis import Analysis
 from ....core.errors import LmscopeError
 from ....core.heads import CATEGORIES as HEAD_CATEGORIES
@@ -24,9 +23,10 @@ from ....core.heads import (
 from ....core.model import LoadedModel
 from ....core.profile import head_profile as measured_profile
 from ....core.profile import known_profile
+from ....service import Service
 from ... import figures
 from ...static import static
-from .. import Views, ready, stored
+from .. import Views, ready
 from .cells import Cell, cell_grid
 
 EXPLAIN = (
@@ -344,7 +344,7 @@ def register(app: Dash, service: Service) -> None:
     )
     def measured(asked, data):
         """The categories table once the model's head profile is measured."""
-        analysis = stored(service, data)
+        analysis = service.stored(data)
         if analysis is None or asked != data.get("id"):
             return no_update
         return static(category_table(analysis.heads, head_profile(analysis.lm)))

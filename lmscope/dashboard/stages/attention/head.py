@@ -8,11 +8,11 @@ import math
 
 from dash import Dash, Input, Output, State, html, no_update
 
-from ....api.service import Service
 from ....core.analysis import OVERVIEW, Analysis
 from ....core.heads import LABELS, head_name
 from ....core.profile import known_profile
-from .. import HIDDEN, SHOWN, graph, stored
+from ....service import Service
+from .. import HIDDEN, SHOWN, graph
 from .grid import describe, focus_position
 from .plots import attention_heatmap
 
@@ -125,7 +125,7 @@ def register(app: Dash, service: Service) -> None:
     )
     def zoom(relayout, shown, data):
         """Past `OVERVIEW` tokens: a zoom redraws its window at full resolution."""
-        analysis = stored(service, data)
+        analysis = service.stored(data)
         if analysis is None or not shown or shown[0] != data["id"]:
             return no_update
         count = len(analysis.tokens)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
-from ....api.service import Service
 from ....core.analysis import Analysis
-from .. import HIDDEN, SHOWN, graph, stored
+from ....service import Service
+from .. import HIDDEN, SHOWN, graph
 from .grid import focus_head
 from .plots import LAYER_VIEW_WINDOW, layer_heads
 
@@ -74,7 +74,7 @@ def register(app: Dash, service: Service) -> None:
         prevent_initial_call=True,
     )
     def picked(current, opened, focus, data):
-        return draw(stored(service, data), focus, current, opened, ctx.triggered_id)
+        return draw(service.stored(data), focus, current, opened, ctx.triggered_id)
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dash import Dash, Input, Output, State, html, no_update
 
-from ....api.service import Service
 from ....core.analysis import Analysis
 from ....core.heads import LABELS, head_name
-from .. import stored
+from ....service import Service
 from .cells import Cell, cell_grid, pick_store
 from .grid import focus_head
 from .plots import THUMB, thumbnails
@@ -84,7 +83,7 @@ def register(app: Dash, service: Service) -> None:
         prevent_initial_call=True,
     )
     def opened(is_open, data):
-        return draw(stored(service, data), is_open)
+        return draw(service.stored(data), is_open)
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
-from ....api.service import Service
 from ....core.analysis import Analysis
 from ....core.errors import LmscopeError
 from ....core.head_steps import HeadSteps, head_steps
 from ....core.heads import head_name
+from ....service import Service
 from ...static import static
-from .. import position_input, stored
+from .. import position_input
 from .head import focused_head
 
 TOP = 8  # keys listed (by weight); the rest are summed up in one row
@@ -306,7 +306,7 @@ def register(app: Dash, service: Service) -> None:
     )
     def draw_values(asked, data):
         """After steps 1-5: the values cost a forward pass up to the head's layer."""
-        analysis = stored(service, data)
+        analysis = service.stored(data)
         if analysis is None or not asked or asked.get("id") != data.get("id"):
             return no_update
         try:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
-from ....api.service import Service
 from ....core.analysis import Analysis
 from ....core.heads import head_name
+from ....service import Service
 from ...figures import mix
-from .. import stored
 from ..tokens import chips
 from .grid import focus_position
 from .head import focused_head
@@ -114,7 +113,7 @@ def register(app: Dash, service: Service) -> None:
         prevent_initial_call=True,
     )
     def overlaid(overlay, focus, data):
-        return draw(stored(service, data), focus, overlay)
+        return draw(service.stored(data), focus, overlay)
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),

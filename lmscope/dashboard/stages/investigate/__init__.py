@@ -13,8 +13,7 @@ import json
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
-from ....api.service import Service
-from ...progress import tabs
+from ....service import Service
 from .. import HIDDEN, section
 from . import ablation, attribution, comparison, generation, patching, steering
 from .panel import Panel, button
@@ -90,7 +89,7 @@ def _split(children: list) -> tuple[list, list]:
 
 
 def register(app: Dash, service: Service) -> None:
-    panel = Panel(service, tabs(app))
+    panel = Panel(service)
     for part in PARTS:
         part.register(app, panel)
     bodies = [name for part in PARTS for name in part.BODIES]

@@ -18,7 +18,7 @@ from ....experiments.atp import agreement
 from ....experiments.inputs import check_heads, parse_heads
 from ....experiments.patching import CHECK_TOP
 from ... import figures
-from .. import SHOWN, graph, stored
+from .. import SHOWN, graph
 from .panel import (
     Panel,
     agreement_line,
@@ -252,7 +252,7 @@ def register(app: Dash, panel: Panel) -> None:
                     html.Span(result.generation_after.text, className="continuation",
                               id="inv-continuation-after")]),
         ]  # fmt: skip
-        analysis = stored(panel.service, data)
+        analysis = panel.service.stored(data)
         note = small_effect_note(analysis and analysis.heads, result.heads, p_before, p_after)
         body += [note] if note is not None else []
         title = "Next-token probabilities before and after the ablation (top 10 of each)"

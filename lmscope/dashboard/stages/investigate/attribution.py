@@ -14,7 +14,7 @@ from ....experiments.attribution import (
     token_attribution,
 )
 from ... import figures
-from .. import SHOWN, graph, stored
+from .. import SHOWN, graph
 from ..tokens import chips
 from .panel import NO_ANALYSIS, Panel, button, keep, message, metric_line, parse_target
 
@@ -155,7 +155,7 @@ def register(app: Dash, panel: Panel) -> None:
     @panel.current_only
     def run_dla(_clicks, target, wrong, data):
         failed = (no_update,) * 5
-        analysis = stored(panel.service, data)
+        analysis = panel.service.stored(data)
         if analysis is None:
             return *failed, message(NO_ANALYSIS), no_update
         try:

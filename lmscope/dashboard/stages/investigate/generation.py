@@ -24,7 +24,7 @@ from ....experiments.generation import (
     generate,
 )
 from ... import figures
-from .. import HIDDEN, SHOWN, graph, stored
+from .. import HIDDEN, SHOWN, graph
 from .panel import Panel, button, keep, message, number
 
 TAB = "generation"  # its tab in the panel (labelled capitalized)
@@ -300,7 +300,7 @@ def register(app: Dash, panel: Panel) -> None:
         if tab != TAB:
             return (no_update,) * 8
         disabled = (method != "sample",) * 4 + (method != "beam",)
-        analysis = stored(panel.service, data)
+        analysis = panel.service.stored(data)
         if analysis is None:
             return (no_update, HIDDEN, "", *disabled)
         # The slider being dragged reports `drag_value`; the others (and a link) `value`.
@@ -367,7 +367,7 @@ def register(app: Dash, panel: Panel) -> None:
             return no_update, no_update, no_update
         focus = Patch()
         focus["position"] = kept["prompt_tokens"] + trigger["index"]
-        if data and data.get("generation") == kept["key"] and stored(panel.service, data):
+        if data and data.get("generation") == kept["key"] and panel.service.stored(data):
             return no_update, focus, ""
         try:
             lm = panel.service.model(kept["model"])

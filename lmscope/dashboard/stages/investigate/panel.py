@@ -9,10 +9,9 @@ from collections.abc import Callable
 
 from dash import Patch, dcc, html, no_update
 
-from ....api.service import Service
 from ....core.errors import RequestError
 from ....core.model import LoadedModel
-from ...progress import Tabs
+from ....service import Service
 
 NO_ANALYSIS = "Press Analyze first: the experiments work on the analyzed prompt."
 JOB_LABELS = {"run_scan": "Ablation scan", "run_scan_atp": "Ablation scan (AtP)",
@@ -90,9 +89,8 @@ def keep(name: str, result: dict) -> Patch:
 class Panel:
     """The server side of the panel: the service, and per tab the analysis it now belongs to."""
 
-    def __init__(self, service: Service, tabs: Tabs | None = None) -> None:
-        self.service = service
-        self.tabs = tabs  # each tab's running jobs: progress, Cancel, newer replaces older
+    def __init__(self, service: Service) -> None:
+        self.service = service  # its `jobs`: each tab's running jobs (progress, Cancel)
         self.shown: dict[str, str] = {}  # client id -> analysis id
 
     def model_and_prompt(self, data: dict | None) -> tuple[LoadedModel, str]:
@@ -116,10 +114,10 @@ class Panel:
         @functools.wraps(run)
         def checked(*args):
             *args, client = args
-            if self.tabs is None or not isinstance(client, str):
+            if not isinstance(client, str):
                 result = run(*args)
             else:  # the tab's job: its progress line and Cancel (Cancelled is an LmscopeError)
-                with self.tabs.job(client, run.__name__, label):
+                with self.service.jobs.job(client, run.__name__, label):
                     result = run(*args)
             data = args[-1] or {}
             if self.shown.get(client, data.get("id")) != data.get("id"):

@@ -1,4 +1,5 @@
-"""The JSON HTTP API, a Flask blueprint mounted on the dashboard's server.
+"""The JSON HTTP API's routes: a Flask blueprint over one `Service` (the web server mounts it,
+see `lmscope.web.server`).
 
 POST /api/analyze {"model": "gpt2", "prompt": "..."} answers the same document as
 `lmscope analyze --json`, plus `analysis_id`; heavy arrays are fetched per head or per layer.
@@ -9,69 +10,27 @@ headers are guarded by `security` (docs/security.md).
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable
 
 import torch
-from flask import Blueprint, Flask, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ..core.analysis import OVERVIEW
 from ..core.embeddings import nearest_tokens
-from ..core.errors import LmscopeError, RequestError
-from . import security
-from .service import Service
-
-MAX_BODY_BYTES = 1_000_000
-
-
-def _body() -> dict:
-    try:
-        data = request.get_json(silent=True)
-    except RecursionError:
-        raise RequestError("The JSON body is nested too deeply.") from None
-    if not isinstance(data, dict):
-        raise RequestError(
-            'The request body must be a JSON object, e.g. {"model": ..., "prompt": ...}.'
-        )
-    return data
-
-
-def _int_arg(name: str, upper: int) -> int:
-    raw = request.args.get(name, "")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise RequestError(f"'{name}' must be an integer, got {raw!r}.") from None
-    if not 0 <= value < upper:
-        raise RequestError(f"'{name}' must be between 0 and {upper - 1}, got {value}.")
-    return value
-
-
-def _span(name: str, tokens: int) -> slice:
-    """The `a:b` window of positions in `?name=` (the whole prompt when absent), at most OVERVIEW."""
-    raw = request.args.get(name, f"0:{min(tokens, OVERVIEW)}")
-    try:
-        start, stop = (int(part) for part in raw.split(":"))
-    except ValueError:
-        raise RequestError(f"'{name}' must be two positions 'start:stop', got {raw!r}.") from None
-    if not 0 <= start < stop <= tokens or stop - start > OVERVIEW:
-        raise RequestError(
-            f"'{name}' must be a window start:stop with 0 <= start < stop <= {tokens} and at most "
-            f"{OVERVIEW} positions, got {raw!r}."
-        )
-    return slice(start, stop)
+from ..core.errors import RequestError
+from ..service import Service
+from .experiment_routes import add_experiment_routes
+from .requests import int_arg, json_body, span
 
 
 def create_blueprint(service: Service) -> Blueprint:
     """The API's routes over one `Service`."""
-    from .experiment_routes import add_experiment_routes  # imports this module's helpers
-
     api = Blueprint("api", __name__, url_prefix="/api")
     add_experiment_routes(api, service)
 
     @api.post("/analyze")
     def analyze_route():
-        body = _body()
+        body = json_body()
         key, analysis = service.analyze(body.get("model"), body.get("prompt"))
         return jsonify(analysis.to_dict() | {"analysis_id": key})
 
@@ -84,12 +43,12 @@ def create_blueprint(service: Service) -> Blueprint:
         """One head's pattern (?layer=&head=) or all heads of a layer (?layer=); past `OVERVIEW`
         tokens a head's overview (max-pooled) or a window (&rows=a:b&keys=c:d), see docs/api.md."""
         analysis = service.store.get(key)
-        layer = _int_arg("layer", analysis.lm.layers)
-        head = _int_arg("head", analysis.heads_per_layer) if "head" in request.args else None
+        layer = int_arg("layer", analysis.lm.layers)
+        head = int_arg("head", analysis.heads_per_layer) if "head" in request.args else None
         tokens = len(analysis.tokens)
         answer = {"layer": layer, "head": head, "tokens": [t.display for t in analysis.tokens]}
         if "rows" in request.args or "keys" in request.args:
-            rows, keys = _span("rows", tokens), _span("keys", tokens)
+            rows, keys = span("rows", tokens), span("keys", tokens)
             if head is None:
                 pattern = analysis.layer_patterns(layer, rows)[:, :, keys]
             else:
@@ -118,7 +77,7 @@ def create_blueprint(service: Service) -> Blueprint:
     def embeddings_route(key: str):
         """One token's embedding (?position=), its position vector, and its nearest tokens."""
         analysis = service.store.get(key)
-        position = _int_arg("position", len(analysis.tokens))
+        position = int_arg("position", len(analysis.tokens))
         token = analysis.tokens[position]
         pos = analysis.position_embeddings
         pos_vector = None if pos is None else pos[position].round(decimals=5).tolist()
@@ -149,54 +108,3 @@ def create_blueprint(service: Service) -> Blueprint:
         return jsonify({"error": f"No API route {request.path} (see docs/api.md)."}), 404
 
     return api
-
-
-def install(
-    app: Flask,
-    service: Service,
-    allowed_hosts: Iterable[str] | None = None,
-    script_sources: Callable[[], Iterable[str]] | Iterable[str] = (),
-) -> None:
-    """Mount the API, its JSON error handling and the security guards on a Flask app.
-
-    `allowed_hosts`: the Host values answered (default: loopback names on any port);
-    `script_sources`: extra CSP script sources (the dashboard's inline-script hashes).
-    """
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    security.install(app, allowed_hosts, script_sources)
-    app.register_blueprint(create_blueprint(service))
-
-    @app.errorhandler(LmscopeError)
-    def lmscope_error(error: LmscopeError):
-        return jsonify({"error": str(error)}), error.status
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
-        if request.path.startswith("/api/"):
-            return jsonify({"error": error.description}), error.code
-        return error
-
-    @app.errorhandler(Exception)
-    def unexpected_error(error: Exception):
-        """A bug must not take the server down: log it, answer 500, keep serving. A dashboard
-        callback fails only on the state the browser sent (ids, stores): that is a 400."""
-        if request.path.endswith(security.DASH_UPDATE):
-            app.logger.exception("dashboard callback failed on its input")
-            why = f"the page's state could not be used ({type(error).__name__})"
-            return jsonify({"error": security.BAD_UPDATE.format(why=why)}), 400
-        if not request.path.startswith("/api/"):
-            raise error
-        app.logger.exception("unexpected error in %s", request.path)
-        return jsonify(
-            {"error": f"Internal error ({type(error).__name__}); the server keeps running."}
-        ), 500
-
-
-def create_app(service: Service | None = None, allowed_hosts: Iterable[str] | None = None) -> Flask:
-    """A bare API server (the dashboard mounts the same blueprint on its own server).
-
-    `allowed_hosts` defaults to the loopback names on any port (`security.allowed_hosts` gives
-    the set for one bound address)."""
-    app = Flask("lmscope.api")
-    install(app, service or Service(), allowed_hosts)
-    return app

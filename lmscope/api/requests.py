@@ -1,0 +1,53 @@
+"""Reading a request's JSON body and query arguments, each refusal a `RequestError` (a 400)."""
+
+from __future__ import annotations
+
+from flask import request
+
+from ..core.analysis import OVERVIEW
+from ..core.errors import RequestError
+
+
+def json_body() -> dict:
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        raise RequestError("The JSON body is nested too deeply.") from None
+    if not isinstance(data, dict):
+        raise RequestError(
+            'The request body must be a JSON object, e.g. {"model": ..., "prompt": ...}.'
+        )
+    return data
+
+
+def int_arg(name: str, upper: int) -> int:
+    raw = request.args.get(name, "")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise RequestError(f"'{name}' must be an integer, got {raw!r}.") from None
+    if not 0 <= value < upper:
+        raise RequestError(f"'{name}' must be between 0 and {upper - 1}, got {value}.")
+    return value
+
+
+def span(name: str, tokens: int) -> slice:
+    """The `a:b` window of positions in `?name=` (the whole prompt when absent), at most OVERVIEW."""
+    raw = request.args.get(name, f"0:{min(tokens, OVERVIEW)}")
+    try:
+        start, stop = (int(part) for part in raw.split(":"))
+    except ValueError:
+        raise RequestError(f"'{name}' must be two positions 'start:stop', got {raw!r}.") from None
+    if not 0 <= start < stop <= tokens or stop - start > OVERVIEW:
+        raise RequestError(
+            f"'{name}' must be a window start:stop with 0 <= start < stop <= {tokens} and at most "
+            f"{OVERVIEW} positions, got {raw!r}."
+        )
+    return slice(start, stop)
+
+
+def body_int(body: dict, name: str, default: int) -> int:
+    value = body.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RequestError(f"'{name}' must be an integer, got {value!r}.")
+    return value

@@ -1,0 +1,124 @@
+"""What every front-end does with a request: the same library calls, in one place."""
+
+from __future__ import annotations
+
+from ..core.analysis import Analysis, analyze
+from ..core.availability import on_disk
+from ..core.catalog import CATALOG, DEFAULT_MODEL_ID, DEMO_ID, SMOLLM2_ID
+from ..core.errors import LmscopeError, RequestError
+from ..core.loading import Progress, load_model, no_progress
+from ..core.model import LoadedModel
+from ..core.model_cache import ModelCache, default_cache
+from .jobs import ClientJobs
+from .store import AnalysisStore
+
+NO_MODEL = "Choose a model: 'model' must be a model id such as gpt2."
+
+
+class Service:
+    """Models (shared, read-only), analyses (one per request) and each client's running jobs,
+    behind the CLI, the HTTP API and the dashboard.
+
+    `served`: the model this server was started on (the operator's `--model`, or the start
+    model); a request that names no model uses it.
+    """
+
+    def __init__(self, models: ModelCache | None = None, store: AnalysisStore | None = None):
+        self.models = models or default_cache()
+        self.store = store or AnalysisStore()
+        self.jobs = ClientJobs()
+        self.served: str | None = None
+        self.notice: str | None = None  # why the served model is not the one asked for
+
+    def model_id(self, model_id: object) -> str:
+        """The model a request names, or the served one when it names none."""
+        if model_id is None and self.served is not None:
+            return self.served
+        if not isinstance(model_id, str) or not model_id.strip():
+            raise RequestError(NO_MODEL)
+        return model_id.strip()
+
+    def model(self, model_id: object, progress: Progress = no_progress) -> LoadedModel:
+        """The loaded model a request names (loaded once, shared read-only)."""
+        return self.models.get(self.model_id(model_id), progress)
+
+    def analyze(
+        self, model_id: object, prompt: object, progress: Progress = no_progress
+    ) -> tuple[str, Analysis]:
+        """Analyze and keep the analysis; returns its id and the analysis."""
+        analysis = analyze(self.model(model_id, progress), prompt)  # validates the prompt
+        return self.store.put(analysis), analysis
+
+    def stored(self, data: dict | None) -> Analysis | None:
+        """The analysis a page shows (`data`: its `{"id": ...}`), or None before the first one or
+        once the store has evicted it."""
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            return None
+        try:
+            return self.store.get(data["id"])
+        except LmscopeError:
+            return None
+
+    def has_on_disk(self, model_id: str) -> bool:
+        """Whether a request for `model_id` downloads nothing: it is loaded, or on this machine."""
+        return ModelCache.key(model_id) in self.models.cached() or on_disk(model_id)
+
+    def serve(self, requested: str | None = None, progress: Progress = no_progress) -> str | None:
+        """Load the model to serve and make it the default; returns (and keeps as `notice`) why
+        it is not the one asked for, if it is not. An operator's `requested` model (a folder or
+        a file too) must load; without one, GPT-2 Small falls back (e.g. offline with no cached
+        copy) to the installed SmolLM2, else to the bundled demo, saying so."""
+        self.notice = self._serve(requested, progress)
+        return self.notice
+
+    def _serve(self, requested: str | None, progress: Progress) -> str | None:
+        if requested:  # the operator's: a folder or a file may be named
+            key = ModelCache.key(requested)
+            if key in self.models.cached():
+                self.served = key
+            else:
+                lm = load_model(requested, allow_local_path=True, progress=progress)
+                self.served = self.models.add(lm)
+            return None
+        try:
+            self.served = self.models.get(DEFAULT_MODEL_ID, progress).model_id
+            return None
+        except LmscopeError as error:
+            try:
+                lm = self.models.get(SMOLLM2_ID, progress)
+            except LmscopeError as missing:
+                self.served = self.models.get(DEMO_ID, progress).model_id
+                return (
+                    "GPT-2 could not be loaded, so lmscope opened on the bundled demo model. "
+                    f"{error} {missing}"
+                )
+            self.served = lm.model_id
+            return (
+                f"GPT-2 could not be loaded, so lmscope opened on {lm.card.name}, installed on "
+                f"this machine. {error}"
+            )
+
+    def catalog(self) -> list[dict]:
+        """The models a client may name: the catalog's, and the served model where it is not one
+        of them (an operator's folder, as its `local:NAME` id)."""
+        cached = set(self.models.cached())
+        listed = [
+            {"id": e.id, "name": e.name, "description": e.description, "loaded": e.id in cached}
+            for e in CATALOG
+        ]
+        served = ModelCache.key(self.served) if self.served else None
+        if served and all(entry["id"] != served for entry in listed):
+            lm = self.models.get(served)
+            listed.insert(
+                0,
+                {
+                    "id": served,
+                    "name": lm.card.name,
+                    "description": f"{lm.card.family}, {lm.card.layers} layers x "
+                    f"{lm.card.heads_per_layer} heads: the model this server was started with",
+                    "loaded": True,
+                },
+            )
+        for entry in listed:
+            entry["served"] = entry["id"] == served
+        return listed
