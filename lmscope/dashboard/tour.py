@@ -2,7 +2,9 @@
 
 Each step names an element on the page (`target`, a CSS selector), what to say, what to do for
 the user when the step opens (`do`: click a button, set a control) and whether what it points at
-is there yet (`ready`; `hold` while its actions still lack data). The steps travel as JSON in the
+is there yet (`ready`; `hold` while its actions still lack data; `settled`: a selector that must
+be drawn inside the target first). A tour has the same steps from its start to its end: a step
+whose data is not there yet waits for it. The steps travel as JSON in the
 `data-tour` attribute of `#tour-data`; assets/tour.js shows them (text only through
 `textContent`), scrolls each target into view and highlights it. The page remembers in
 `tour-memory` (localStorage) that a visitor finished or skipped the tour.
@@ -473,6 +475,26 @@ def name_mover_steps(
     return steps
 
 
+def one_head_step(shown: Analysis | None, head: tuple[int, int] | None) -> dict:
+    """Open the head that shows its role most clearly; before the analysis, wait for it."""
+    if head is None:
+        text = (
+            "No head shows a clear pattern on this prompt: each spreads its attention thin."
+            if shown is not None
+            else "Finding the head that shows its role most clearly…"
+        )
+        return step("3. One head", text, "#head-grid-body .head-grid", ready=shown is not None)
+    return step(
+        "3. One head",
+        head_text(shown, *head),
+        figure("head-heatmap"),
+        do=[
+            ["set", "grid-mode", {"value": "inspect"}],
+            ["click", f'.head-cell[data-head="{head_name(*head)}"]'],
+        ],
+    )
+
+
 def main_tour(lm: LoadedModel, analysis: Analysis | None, results: dict) -> list[dict]:
     """One prompt (the IOI starter) through the five stages, then the name-mover experiment."""
     card = lm.card
@@ -505,18 +527,7 @@ def main_tour(lm: LoadedModel, analysis: Analysis | None, results: dict) -> list
             "3. Attention", attention_text(lm, report), "#head-grid-body .head-grid", ready=on_ioi
         ),
     ]
-    if head is not None:
-        steps.append(
-            step(
-                "3. One head",
-                head_text(shown, *head),
-                figure("head-heatmap"),
-                do=[
-                    ["set", "grid-mode", {"value": "inspect"}],
-                    ["click", f'.head-cell[data-head="{head_name(*head)}"]'],
-                ],
-            )
-        )
+    steps.append(one_head_step(shown, head))
     steps += [
         step("4. MLP", mlp_text(lm), "#mlp-shape-diagram", ready=on_ioi),
         step("5. Output", output_text(shown), OUTPUT, ready=on_ioi),
@@ -528,6 +539,7 @@ def main_tour(lm: LoadedModel, analysis: Analysis | None, results: dict) -> list
             "movers) each end with what their result means.",
             "#glossary",
             do=[["open", "#glossary"]],
+            settled="dt",  # its entries are drawn once it is open
         ),
     ]
     return steps
@@ -574,20 +586,21 @@ def induction_steps(lm: LoadedModel, analysis: Analysis | None, results: dict) -
             ready=on_it,
         ),
     ]
-    if heads:
-        steps.append(
-            step(
-                "One induction head",
-                f"This is {head_name(*heads[0])}'s pattern: in the second copy, each row reads one "
-                "step right of where the same token stood the first time, a stripe beside the "
-                "diagonal of repeats.",
-                figure("head-heatmap"),
-                do=[
-                    ["set", "grid-mode", {"value": "inspect"}],
-                    ["click", f'.head-cell[data-head="{head_name(*heads[0])}"]'],
-                ],
-            )
+    steps.append(
+        step(
+            "One induction head",
+            f"This is {head_name(*heads[0])}'s pattern: in the second copy, each row reads one "
+            "step right of where the same token stood the first time, a stripe beside the "
+            "diagonal of repeats.",
+            figure("head-heatmap"),
+            do=[
+                ["set", "grid-mode", {"value": "inspect"}],
+                ["click", f'.head-cell[data-head="{head_name(*heads[0])}"]'],
+            ],
         )
+        if heads
+        else step("One induction head", "Finding the heads…", figure("head-heatmap"), ready=False)
+    )
     steps += ablation_steps(
         lm,
         results,

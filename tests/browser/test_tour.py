@@ -57,15 +57,18 @@ def box_clear_of_target(page: Page, index: int) -> None:
 
 def walk(page: Page, start: str, shots=None, prefix: str = "") -> dict[str, str]:
     """Run a tour from its start button to its end; at every step the highlighted element must be
-    the step's target and lie in the viewport, and the box must not cover it. Returns each step's
-    title and text, in order."""
+    the step's target and lie in the viewport, the box must not cover it, and the counter must say
+    the same number of steps. Returns each step's title and text, in order."""
     page.click(start)
     box = page.locator("#tour-box")
     expect(box).to_be_visible()
-    steps = {}
+    steps, counts = {}, set()
     while True:
         expect(box).to_have_attribute("data-ready", "true", timeout=TOUR_TIMEOUT)
         index = int(box.get_attribute("data-step"))
+        counter = re.fullmatch(r"Step (\d+) of (\d+)", box.locator(".tour-counter").inner_text())
+        assert counter and int(counter.group(1)) == index + 1, counter
+        counts.add(int(counter.group(2)))
         lit = page.locator(f'.tour-highlight[data-tour-step="{index}"]')
         expect(lit).to_have_count(1)
         expect(lit).to_be_in_viewport()
@@ -81,6 +84,7 @@ def walk(page: Page, start: str, shots=None, prefix: str = "") -> dict[str, str]
         expect(box).not_to_have_attribute("data-step", str(index))
     expect(box).to_have_count(0)
     expect(page.locator(".tour-highlight")).to_have_count(0)
+    assert counts == {len(steps)}, f"the tour's length changed on the way: {sorted(counts)}"
     return steps
 
 

@@ -246,7 +246,10 @@
       run(step.do);
     }
     const el = document.querySelector(step.target);
-    const ready = step.ready !== false && visible(el);
+    // `settled`: what must be drawn inside the target before the box is placed beside it (the
+    // glossary's entries arrive after it opens: placed earlier, the box would sit on them)
+    const settled = !step.settled || Boolean(el && el.querySelector(step.settled));
+    const ready = step.ready !== false && visible(el) && settled;
     show(step, ready);
     if (ready) point(el);
     else unlight();
