@@ -82,9 +82,7 @@ def test_each_layer_imports_only_the_layers_below_it(layer, forbidden):
 
 
 def test_no_module_imports_itself_around_a_circle():
-    circles = sorted(
-        f"{a} <-> {b}" for a in GRAPH for b in GRAPH[a] if a < b and reaches(b, a)
-    )
+    circles = sorted(f"{a} <-> {b}" for a in GRAPH for b in GRAPH[a] if a < b and reaches(b, a))
     assert not circles, circles
 
 

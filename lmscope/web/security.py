@@ -55,6 +55,11 @@ HEADERS = {
 }
 
 
+def error_headers() -> dict[str, str]:
+    """The headers of an answer the server writes itself (a refusal before any route runs)."""
+    return HEADERS | {"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
+
+
 def _split(netloc: str) -> tuple[str, str]:
     """`host[:port]` as (lower-case name, port or ''); IPv6 names keep their brackets."""
     netloc = netloc.strip().lower()

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable, Iterable
 
 from dash import Dash
+from dash.exceptions import DependencyException
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from ..api import create_blueprint
 from ..core.errors import LmscopeError
@@ -19,9 +20,9 @@ from ..dashboard.app import create_app as create_dashboard
 from ..service import Service
 from . import security
 from .security import allowed_hosts as hosts_for
-from .wsgi import make_server
+from .wsgi import BODY_TOO_LARGE, MAX_BODY_BYTES, make_server
 
-MAX_BODY_BYTES = 1_000_000  # API and dashboard callback bodies; larger ones answer a JSON 413
+API = "/api"
 
 
 def install(
@@ -39,13 +40,33 @@ def install(
     security.install(app, allowed_hosts, script_sources)
     app.register_blueprint(create_blueprint(service))
 
+    @app.before_request
+    def api_paths_are_the_api() -> tuple | None:
+        """A path under /api that no API route takes (`/api/`, `/api//models`) is a JSON 404,
+        not the page the dashboard serves for every other path."""
+        under_api = request.path == API or request.path.startswith(API + "/")
+        if under_api and not (request.endpoint or "").startswith("api."):
+            return jsonify({"error": f"No API route {request.path} (see docs/api.md)."}), 404
+        return None
+
     @app.errorhandler(LmscopeError)
     def lmscope_error(error: LmscopeError):
         return jsonify({"error": str(error)}), error.status
 
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge):
+        return jsonify({"error": BODY_TOO_LARGE}), 413
+
+    @app.errorhandler(DependencyException)
+    def unknown_asset(error: DependencyException):
+        """A script path Dash does not serve (any site's <img> can ask): a 404, logged in one
+        line, not a traceback."""
+        app.logger.info("no such asset: %s", request.path[:200])
+        return jsonify({"error": NotFound.description}), 404
+
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        if request.path.startswith("/api/"):
+        if request.path.startswith(API + "/"):
             return jsonify({"error": error.description}), error.code
         return error
 
@@ -57,7 +78,7 @@ def install(
             app.logger.exception("dashboard callback failed on its input")
             why = f"the page's state could not be used ({type(error).__name__})"
             return jsonify({"error": security.BAD_UPDATE.format(why=why)}), 400
-        if not request.path.startswith("/api/"):
+        if not request.path.startswith(API + "/"):
             raise error
         app.logger.exception("unexpected error in %s", request.path)
         return jsonify(
