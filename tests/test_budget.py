@@ -18,6 +18,7 @@ from lmscope.experiments.ablation import ablate, ablation_scan
 from lmscope.experiments.attribution import token_attribution
 from lmscope.experiments.comparison import compare
 from lmscope.experiments.generation import GenerationSettings, generate
+from lmscope.experiments.steering import steer
 from lmscope.service import Service
 from lmscope.service.store import analysis_bytes
 from lmscope.web.server import api_app
@@ -138,6 +139,21 @@ def test_long_generation_ablation_and_comparison_are_refused_under_a_lower_limit
         assert "forward pass" in message and "the limit is 2 s of work per request" in message
     result = generate(small_gpt2, SHORT, GenerationSettings(max_new_tokens=2))
     assert len(result.steps) == 2
+
+
+def test_steering_counts_the_prompts_its_vector_is_made_from(small_gpt2, monkeypatch):
+    """Each part alone fits the limit, the whole request does not: the request is refused."""
+    text = "the cat sat on the mat and " * 40
+    tokens = len(small_gpt2.tokenizer.encode(text))
+    plain_and_steered = budget.ablation(small_gpt2, tokens, 0).seconds
+    one_vector_prompt = budget.analysis(small_gpt2, tokens).seconds
+    limit = plain_and_steered + 0.5 * one_vector_prompt
+    monkeypatch.setenv("LMSCOPE_MAX_REQUEST_SECONDS", f"{limit:.6f}")
+    with pytest.raises(CostLimitError, match=r"^This steering") as refused:
+        steer(small_gpt2, text, 3, 4.0, prompts=[text, text], new_tokens=0)
+    assert "shorter steering prompts" in str(refused.value)
+    monkeypatch.setenv("LMSCOPE_MAX_REQUEST_SECONDS", f"{3 * limit:.6f}")
+    assert steer(small_gpt2, text, 3, 4.0, prompts=[text, text], new_tokens=0).vector.layer == 3
 
 
 def test_an_analysis_over_the_memory_limit_is_refused_with_both_sizes(small_gpt2, monkeypatch):

@@ -33,6 +33,21 @@ def test_each_analysis_gets_its_own_unguessable_id(tiny_gpt2) -> None:
     assert len(keys) == 50 and all(len(k) >= 16 for k in keys)
 
 
+def test_a_stored_analysis_holds_no_more_after_every_view_read_it(tiny_gpt2) -> None:
+    """What the store counted at `put` stays what the analysis holds: reading the logit lens at
+    every position, every head's pattern and the document grows nothing."""
+    analysis = analyze(tiny_gpt2, "When Mary and John went to the store, John gave a drink to")
+    counted = analysis_bytes(analysis)
+    for position in range(len(analysis.tokens)):
+        lens = analysis.logit_lens(position)
+        assert len(lens) == tiny_gpt2.layers + 1
+        analysis.top_predictions(position=position)
+    for layer in range(tiny_gpt2.layers):
+        analysis.layer_patterns(layer)
+    analysis.to_dict()
+    assert analysis_bytes(analysis) == counted
+
+
 MEASURE = """
 import gc, json, os, torch
 torch.set_num_threads(1)

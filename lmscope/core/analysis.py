@@ -128,7 +128,9 @@ class Analysis:
     z: torch.Tensor
     logits: torch.Tensor  # (vocab,) at the last position
     heads: HeadReport
-    _lens: dict[int, list[list[Prediction]]] = field(default_factory=dict, repr=False)
+    # the last position's logit lens, read during the pass; other positions are read on request
+    # and not kept, so a stored analysis never grows after it is stored
+    last_lens: list[list[Prediction]] = field(default_factory=list, repr=False)
 
     @property
     def ids(self) -> torch.Tensor:
@@ -212,11 +214,11 @@ class Analysis:
         model's own output. Read during the analysis at the last position, on request at others.
         """
         position = position % len(self.tokens)
-        if position not in self._lens or len(self._lens[position][0]) < k:
-            with torch.inference_mode():
-                logits = self.lm.unembed(self.residual[:, position])
-            self._lens[position] = self._top(logits, k)
-        return [row[:k] for row in self._lens[position]]
+        if position == len(self.tokens) - 1 and self.last_lens and len(self.last_lens[0]) >= k:
+            return [row[:k] for row in self.last_lens]
+        with torch.inference_mode():
+            logits = self.lm.unembed(self.residual[:, position])
+        return self._top(logits, k)
 
     def _top(self, logits: torch.Tensor, k: int) -> list[list[Prediction]]:
         return top_predictions(self.lm, logits, k)
@@ -320,5 +322,5 @@ def _analyze_tokens(
         z=z,
         logits=lens[-1].clone(),  # not a view: it would keep every layer's row
         heads=heads,
-        _lens={len(tokens) - 1: top_predictions(lm, lens, LENS_K)},
+        last_lens=top_predictions(lm, lens, LENS_K),
     )

@@ -252,6 +252,24 @@ def check_ablation(lm: LoadedModel, tokens: int, new_tokens: int) -> Estimate:
     )
 
 
+def steering(lm: LoadedModel, tokens: int, new_tokens: int, vector_prompts: list[int]) -> Estimate:
+    """A plain and a steered run (as an ablation's) and one pass of each prompt the steering
+    vector is made from (`vector_prompts`: their lengths): the whole request, counted once."""
+    runs = ablation(lm, tokens, new_tokens)
+    flop = runs.flop + sum(pass_flop(lm, t) for t in vector_prompts)
+    return Estimate(lm, "This steering", tokens, flop, calls=runs.calls + len(vector_prompts))
+
+
+def check_steering(
+    lm: LoadedModel, tokens: int, new_tokens: int, vector_prompts: list[int]
+) -> Estimate:
+    return check(
+        steering(lm, tokens, new_tokens, vector_prompts),
+        lambda t: steering(lm, t, new_tokens, vector_prompts),
+        "fewer new tokens or shorter steering prompts",
+    )
+
+
 def scan(lm: LoadedModel, tokens: int, mean: bool = False) -> Estimate:
     """Every head ablated alone: layer l runs for the clean row and one row per head of layers <= l
     (`ablation.scan_pass`); mean ablation adds the clean pass that measures each head's mean."""

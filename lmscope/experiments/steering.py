@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from ..core.budget import check_ablation, check_analysis
+from ..core.budget import check_analysis, check_steering
 from ..core.errors import PromptError, RequestError
 from ..core.model import LoadedModel
 from ..core.tokens import Token
@@ -101,6 +101,17 @@ def mean_activation(lm: LoadedModel, prompt: object, layer: int) -> torch.Tensor
     with torch.inference_mode():
         _, rec = run(lm, as_ids(tokens), keep_keys=False, keep_sublayer_outputs=False)
     return rec.acts[f"blocks.{layer}.hook_resid_pre"][0].float().mean(0)
+
+
+def vector_prompt_lengths(lm: LoadedModel, prompts: object) -> list[int]:
+    """The token counts of the prompts a vector would be made from (none where they are not two
+    usable prompts: `steering_vector` then says what is wrong)."""
+    if not isinstance(prompts, list | tuple) or len(prompts) != 2:
+        return []
+    try:
+        return [len(prompt_ids(lm, text)[0]) for text in prompts]
+    except PromptError:
+        return []
 
 
 def steering_vector(
@@ -207,7 +218,7 @@ def steer(
             f"'position' must be a token position from 0 to {len(tokens) - 1} (the prompt has "
             f"{len(tokens)} tokens), or left out for every position; got {position!r}."
         )
-    check_ablation(lm, len(tokens), new_tokens)
+    check_steering(lm, len(tokens), new_tokens, vector_prompt_lengths(lm, prompts))
     vector = steering_vector(lm, layer, prompts=prompts, token=token)
     ids = as_ids(tokens)
     change = Steer(vector.layer, coefficient * vector.vector, position or 0)
