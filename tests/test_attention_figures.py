@@ -4,6 +4,7 @@ window at full resolution on a long prompt, clickable layer view, and the model 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 import zlib
 
@@ -13,6 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from lmscope import from_model
 from lmscope.core import attention
 from lmscope.core.analysis import OVERVIEW, analyze
+from lmscope.dashboard import figures
 from lmscope.dashboard.stages.attention.head import window_of
 from lmscope.dashboard.stages.attention.plots import (
     attention_heatmap,
@@ -105,3 +107,33 @@ def test_overlay_heads_are_the_head_its_group_or_its_layer():
     assert overlay_heads(9, 4, 3, "group") == [3, 4, 5]
     assert overlay_heads(12, 4, 12, "group") == [4]
     assert overlay_heads(9, 4, 3, "layer") == list(range(9))
+
+
+def _strings(value) -> list[str]:
+    """Every string in a figure's JSON (labels, hovers, custom data, titles)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    if hasattr(value, "tolist"):
+        return _strings(value.tolist())
+    return []
+
+
+def test_no_token_text_reaches_plotly_as_markup(tiny_gpt2):
+    """plotly renders <b>, <br> and entities in labels and hovers: a token's text goes in
+    escaped, in every figure drawn from the analysis."""
+    markup = "<b>bold</b><br>&"
+    analysis = analyze(tiny_gpt2, "one two three four")
+    analysis.tokens = [dataclasses.replace(t, text=markup, display=markup) for t in analysis.tokens]
+    drawn = [
+        figures.residual_writes(analysis),
+        attention_heatmap(analysis, 0, 1),
+        layer_heads(analysis, 1),
+    ]
+    for fig in drawn:
+        leaves = _strings(fig.to_plotly_json())
+        assert not [leaf for leaf in leaves if markup in leaf], fig.layout.title.text
+        assert any("&lt;b&gt;bold&lt;/b&gt;&lt;br&gt;&amp;" in leaf for leaf in leaves)

@@ -166,7 +166,7 @@ def residual_writes(analysis: Analysis) -> go.Figure:
     figure is built on every Analyze).
     """
     layers = [f"L{l}" for l in range(analysis.attn_norms.shape[0])]
-    tokens = np.array([t.display for t in analysis.tokens], dtype=object)
+    tokens = np.array([plot_text(t.display) for t in analysis.tokens], dtype=object)
     norms = {"attention": analysis.attn_norms, "MLP": analysis.mlp_norms}
     log, note = write_scale(norms)
     traces = []
