@@ -147,7 +147,6 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
                 [
                     html.Span(id="confirm-load-text"),
                     html.Button("Download and load it", id="model-confirm", className="button"),
-                    dcc.Store(id="pending-load"),
                 ],
                 id="confirm-load",
                 className="message confirm",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from ..core.analysis import Analysis, analyze
 from ..core.availability import on_disk
+from ..core.card import ModelCard
 from ..core.catalog import CATALOG, DEFAULT_MODEL_ID, DEMO_ID, SMOLLM2_ID
 from ..core.errors import LmscopeError, RequestError
-from ..core.loading import Progress, load_model, no_progress
+from ..core.loading import Progress, inspect_model, load_model, memory_needed, no_progress
 from ..core.model import LoadedModel
 from ..core.model_cache import ModelCache, default_cache
 from .jobs import ClientJobs
@@ -58,6 +59,13 @@ class Service:
             return self.store.get(data["id"])
         except LmscopeError:
             return None
+
+    def inspect(self, model_id: str) -> tuple[ModelCard, int, int]:
+        """A model read from its config alone, nothing downloaded or loaded: its card, the bytes
+        its weights would download, and the memory loading it would need."""
+        config, _, card = inspect_model(model_id)
+        half = str(getattr(config, "dtype", "")).endswith(("float16", "bfloat16"))
+        return card, card.parameters * (2 if half else 4), memory_needed(card)
 
     def has_on_disk(self, model_id: str) -> bool:
         """Whether a request for `model_id` downloads nothing: it is loaded, or on this machine."""

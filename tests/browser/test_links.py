@@ -49,3 +49,34 @@ def test_a_link_to_an_unknown_model_says_so_and_loads_nothing(page, dashboard_ur
     page.goto(f"{dashboard_url}/?" + urlencode({"model": "nobody/nothing-here"}))
     expect(page.locator("#message .error")).to_contain_text("nobody/nothing-here")
     expect(page.locator("#confirm-load")).to_be_hidden()
+
+
+def test_a_confirmation_the_server_did_not_ask_for_loads_nothing(
+    page, dashboard_url, dashboard_service, config_only_in_cache
+):
+    """The server, not the page, decides what a click on the confirm button loads: shown and
+    clicked by a script of the page's own, it loads nothing."""
+    page.goto(dashboard_url)
+    expect(page.locator("#model-card-body h2")).to_be_visible()
+    loads = dashboard_service.models.loads
+    page.evaluate(  # what a crafted page state would say: "the visitor confirmed this model"
+        """model => {
+            try {  // the page kept such a store before; now there is none to write
+                window.dash_clientside.set_props('pending-load', {data: {model, prompt: 'Hi'}});
+            } catch (error) {}
+            document.getElementById('confirm-load').hidden = false;
+        }""",
+        config_only_in_cache,
+    )
+
+    def confirm_request(response) -> bool:
+        return "/_dash-update-component" in response.url and "model-confirm.n_clicks" in (
+            response.request.post_data or ""
+        )
+
+    with page.expect_response(confirm_request) as answer:
+        page.click("#model-confirm")
+    changed = answer.value.json().get("response", {})
+    assert not {"model", "analysis", "message"} & set(changed), changed  # only the box hides
+    assert dashboard_service.models.loads == loads
+    assert config_only_in_cache not in dashboard_service.models.cached()
