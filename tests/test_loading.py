@@ -91,9 +91,12 @@ def test_a_local_folder_loads_when_allowed(tmp_path, tiny_gpt2_model, gpt2_token
     lm = load_model(str(tmp_path), allow_local_path=True)
     assert lm.card.layers == 2
     assert lm.revision.startswith("local-")
+    saved, loaded = tiny_gpt2_model.state_dict(), lm.model.state_dict()
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[name], loaded[name]) for name in saved)
     ids = torch.tensor([[464, 3797, 3332]])
-    with torch.no_grad():
-        assert torch.equal(lm.model(ids).logits, tiny_gpt2_model(ids).logits)
+    with torch.no_grad():  # lmscope's attention function against whichever the fixture runs
+        torch.testing.assert_close(lm.model(ids).logits, tiny_gpt2_model(ids).logits)
 
 
 def test_a_local_folder_retrained_in_place_gets_a_new_revision(tmp_path, tiny_gpt2_model):

@@ -293,3 +293,21 @@ def test_live_server_closes_idle_connections_and_bounds_its_threads(live) -> Non
         assert idle.recv(1) == b""  # closed by the server (channel_timeout), not by our timeout
     answer, _ = request(port, "GET", "/api/models")
     assert answer.status == 200
+
+
+def test_a_visitor_names_models_never_files_and_gets_one_answer_for_every_refused_name(
+    api, tmp_path, monkeypatch, tiny_gpt2_model, gpt2_tokenizer
+) -> None:
+    """Issue 22: a file or folder in the server's working directory, named like a hub id, is not
+    loaded, and its answer is the same as for a name that exists nowhere (no file oracle)."""
+    monkeypatch.chdir(tmp_path)
+    tiny_gpt2_model.save_pretrained(tmp_path / "localmodel")
+    gpt2_tokenizer.save_pretrained(tmp_path / "localmodel")
+    (tmp_path / "opfiles").mkdir()
+    (tmp_path / "opfiles" / "smol.q4").write_bytes(b"GGUF" + b"\0" * 64)
+    answers = {}
+    for name in ("localmodel", "opfiles/smol.q4", "nothere", "nobody/nothing"):
+        answer = api.post("/api/analyze", json={"model": name, "prompt": "Hi"})
+        answers[name] = (answer.status_code, answer.json["error"].replace(name, "NAME"))
+    assert len(set(answers.values())) == 1, answers
+    assert next(iter(answers.values()))[0] == 404

@@ -17,11 +17,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from huggingface_hub import try_to_load_from_cache
+from huggingface_hub import hf_hub_download, snapshot_download, try_to_load_from_cache
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
 from .adapters import adapter_for
+from .availability import WEIGHT_FILES
 from .card import ModelCard, model_card
 from .catalog import (
     DEMO_ID,
@@ -40,6 +41,8 @@ from .trace import install_hooks
 Progress = Callable[[str], None]
 LOCAL_PREFIX = "local:"  # the public id of an operator's folder or file
 BYTES_PER_PARAMETER = 4  # weights are held in float32 on the CPU
+# what a hub download fetches: config, safetensors weights, tokenizer files
+DOWNLOADED = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 _REACHABLE: dict[str, tuple[float, bool]] = {}
 
 
@@ -106,12 +109,10 @@ def _source(model_id: str, allow_local_path: bool) -> str:
     if packaged is not None:
         return str(packaged)
     path = Path(model_id).expanduser()
-    # os.path answers False (not OSError) for a name too long for the file system
-    looks_like_path = model_id.startswith((".", "/", "~")) or (
-        bool(model_id) and os.path.isdir(path)
-    )
-    looks_like_path = looks_like_path or model_id.lower().endswith(".gguf")
-    looks_like_path = looks_like_path or (allow_local_path and os.path.isfile(path))
+    # A visitor's id is judged by its spelling alone: what exists on this disk must not change
+    # the answer (nor be loaded). os.path answers False (no OSError) for a name too long for it.
+    looks_like_path = model_id.startswith((".", "/", "~")) or model_id.lower().endswith(".gguf")
+    looks_like_path = looks_like_path or (allow_local_path and os.path.exists(path))
     if looks_like_path:
         if not allow_local_path:
             raise ModelNotFoundError(
@@ -137,21 +138,19 @@ def _source(model_id: str, allow_local_path: bool) -> str:
     return canonical_id(model_id)
 
 
-def _read_config(source: str, model_id: str) -> tuple[PretrainedConfig, str]:
-    """The config, from the cache if there, else from the hub; returns it and the id it came from."""
-    candidates = [source] if Path(source).is_dir() else hub_aliases(source)
-    for candidate in candidates:
-        try:
-            config = AutoConfig.from_pretrained(
-                candidate, local_files_only=True, trust_remote_code=False
-            )
-            return config, candidate
-        except OSError:
-            continue
-        except ValueError as error:
-            raise _config_error(model_id, error) from None
-    if Path(source).is_dir():
-        raise ModelNotFoundError(f"Could not read the config of {model_id}.")
+def _hub_snapshot(folder: Path) -> bool:
+    """Whether `folder` is a snapshot in the Hugging Face cache (`models--org--name/snapshots/C`)."""
+    return folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--")
+
+
+def _hub_folder(repo_id: str, model_id: str) -> Path:
+    """The cached snapshot folder of a hub repository (under any of its names), fetching its config
+    from the hub when none is cached. Only ever this folder is handed to `from_pretrained`: a
+    visitor's id is never read as a path on this machine."""
+    for alias in hub_aliases(repo_id):
+        cached = try_to_load_from_cache(alias, "config.json")
+        if isinstance(cached, str):
+            return Path(cached).parent
     if not hub_reachable():
         raise ModelNotFoundError(
             f"Cannot load {model_id}: no network connection to the Hugging Face hub and no cached "
@@ -159,14 +158,25 @@ def _read_config(source: str, model_id: str) -> tuple[PretrainedConfig, str]:
             "(lmscope models)."
         )
     try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=False), source
-    except OSError as error:
+        return Path(hf_hub_download(repo_id, "config.json")).parent
+    except Exception as error:  # not found, private, gated, network: all one answer
         raise ModelNotFoundError(
             f"Cannot load {model_id}: the Hugging Face hub has no such model, or it is private "
-            f"({str(error).splitlines()[0][:160]})."
+            f"({_first_line(error)[:160]})."
         ) from None
+
+
+def _read_config(source: str, model_id: str) -> tuple[PretrainedConfig, str]:
+    """The config and the folder it came from: a hub id's cached snapshot (see `_hub_folder`),
+    or the demo's, a package's or the operator's folder (absolute paths)."""
+    folder = Path(source) if os.path.isabs(source) else _hub_folder(source, model_id)
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    except OSError:
+        raise ModelNotFoundError(f"Could not read the config of {model_id}.") from None
     except ValueError as error:
         raise _config_error(model_id, error) from None
+    return config, str(folder)
 
 
 def _first_line(error: BaseException) -> str:
@@ -190,9 +200,8 @@ def revision_of(config: PretrainedConfig, source: str) -> str:
     commit = getattr(config, "_commit_hash", None)
     if commit:
         return commit
-    if not Path(source).is_dir():  # transformers 5 no longer records the commit on the config
-        cached = try_to_load_from_cache(source, "config.json")
-        return Path(cached).parent.name if isinstance(cached, str) else "unknown"
+    if _hub_snapshot(Path(source)):  # transformers 5 no longer records the commit on the config
+        return Path(source).name
     digest = hashlib.sha256()
     for name in ("config.json", "model.safetensors", "pytorch_model.bin"):
         path = Path(source) / name
@@ -210,15 +219,15 @@ def _origin(model_id: str, source: str) -> str:
     """The card's line on where the weights came from (GGUF files say so themselves)."""
     if model_id == DEMO_ID:
         return "bundled with lmscope, float32"
-    if Path(source).is_dir():
-        return "local folder, float32"
-    return "Hugging Face hub, float32"
+    if not os.path.isabs(source) or _hub_snapshot(Path(source)):
+        return "Hugging Face hub, float32"
+    return "local folder, float32"
 
 
 def _public_id(model_id: str, source: str) -> str:
     """The id the page shows and links with: an operator's folder or file is `local:<its name>`,
     so no visitor sees a path on this machine."""
-    if model_id != DEMO_ID and os.path.exists(source) and packaged_file(model_id) is None:
+    if model_id != DEMO_ID and os.path.isabs(source) and packaged_file(model_id) is None:
         return LOCAL_PREFIX + Path(source).name
     return canonical_id(model_id)
 
@@ -230,7 +239,8 @@ def _inspect(
     once dequantized, else the file itself)."""
     source = _source(model_id, allow_local_path)
     public = _public_id(model_id, source)
-    packed = open_gguf(Path(source), model_id) if os.path.isfile(source) else None
+    local_file = os.path.isabs(source) and os.path.isfile(source)  # never a visitor's name
+    packed = open_gguf(Path(source), model_id) if local_file else None
     if packed is not None and not packed.cached:
         config = read_config(packed, model_id)  # from the metadata: nothing dequantized yet
     else:
@@ -308,20 +318,31 @@ def load_model(
     return lm
 
 
+def _download_weights(folder: Path) -> None:
+    """Fetch a cached hub snapshot's weights and tokenizer files when only its config is here."""
+    if not _hub_snapshot(folder) or any((folder / name).exists() for name in WEIGHT_FILES):
+        return
+    if not hub_reachable():
+        return  # loading then says the weights are missing
+    repo_id = folder.parent.parent.name.removeprefix("models--").replace("--", "/")
+    snapshot_download(repo_id, revision=folder.name, allow_patterns=DOWNLOADED)
+
+
 def _weights(model_id: str, source: str, config: PretrainedConfig):
-    """The model (float32, eager attention) and its tokenizer, from a folder or the hub."""
-    offline = Path(source).is_dir() or not hub_reachable()
+    """The model (float32, eager attention) and its tokenizer, from a folder: the operator's, a
+    package's or a hub snapshot in the cache (its weights downloaded first if need be)."""
     try:
+        _download_weights(Path(source))
         model = AutoModelForCausalLM.from_pretrained(
             source,
             config=config,
             dtype=torch.float32,
             attn_implementation="eager",  # the only implementation that returns attention patterns
             trust_remote_code=False,
-            local_files_only=offline,
+            local_files_only=True,
         )
         tokenizer = AutoTokenizer.from_pretrained(
-            source, trust_remote_code=False, local_files_only=offline
+            source, trust_remote_code=False, local_files_only=True
         )
     except OSError as error:
         raise ModelNotFoundError(
