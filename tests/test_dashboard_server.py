@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -121,3 +123,18 @@ def test_serve_warns_when_exposed_to_the_network(monkeypatch, capsys, host, warn
     assert cli.main(["serve", "--host", host, "--port", "8123"]) == 0
     assert ran == {"host": host, "port": 8123, "ran": True, "closed": True}
     assert ("warning" in capsys.readouterr().err) is warned
+
+
+def test_the_api_serves_the_operators_model_by_default_and_lists_its_id(tiny_gpt2_folder):
+    service = Service(ModelCache(budget=2**30))
+    service.serve(str(tiny_gpt2_folder))
+    client = api_app(service).test_client()
+    listed = client.get("/api/models").json["models"]
+    served = [entry for entry in listed if entry["served"]]
+    assert [entry["id"] for entry in served] == [f"local:{tiny_gpt2_folder.name}"]
+    assert str(tiny_gpt2_folder) not in json.dumps(listed)  # its name, never its path
+    unnamed = client.post("/api/analyze", json={"prompt": "The cat sat"})
+    assert unnamed.status_code == 200, unnamed.json
+    assert unnamed.json["model"]["model_id"] == served[0]["id"]
+    named = client.post("/api/analyze", json={"model": served[0]["id"], "prompt": "The cat sat"})
+    assert named.json["predictions"] == unnamed.json["predictions"]
