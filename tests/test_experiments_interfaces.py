@@ -123,7 +123,8 @@ def test_api_generate_refuses_bad_settings_with_400(client):
 
 def test_api_scan_attribution_and_compare_routes(client, tiny_gpt2):
     base = {"model": "gpt2", "prompt": PROMPT}
-    scan = client.post("/api/ablation-scan", json=base | {"mode": "mean"}).get_json()
+    scan = client.post("/api/ablation-scan", json=base | {"mode": "mean", "method": "exact"})
+    scan = scan.get_json()
     assert len(scan["effect"]) == 2 and len(scan["effect"][0]) == 4
     dla = client.post("/api/logit-attribution", json=base | {"target": " Mary"}).get_json()
     parts = sum(map(sum, dla["heads"])) + sum(dla["mlps"]) + sum(dla["attention_bias"])

@@ -13,7 +13,8 @@ POST /api/steer {"model", "prompt", "layer", "coefficient", "from_prompts": [A, 
 "position", "new_tokens"}
 POST /api/patch {"model", "clean", "corrupt", "answer", "wrong", "component", "direction", "scan",
 "check"} (see docs/api.md)
-`target` is a token id, a single-token text, or left out for the top prediction; with `wrong`
+A setting left out takes the library function's default (`experiments.defaults`): the same
+as the CLI's and the dashboard's. `target` is a token id, a single-token text, or left out for the top prediction; with `wrong`
 (same forms) the metric is logit(target) - logit(wrong), else log p(target). Each answers its
 `metric` (`label`, `answer`, `wrong`) and `notices` (a target typed without its leading space).
 """
@@ -26,13 +27,14 @@ from ..core.analysis import analyze
 from ..core.errors import RequestError
 from ..experiments.ablation import ablate
 from ..experiments.ablation_atp import head_scan
-from ..experiments.attribution import DEFAULT_STEPS, direct_logit_attribution, token_attribution
+from ..experiments.attribution import direct_logit_attribution, token_attribution
 from ..experiments.comparison import compare
+from ..experiments.defaults import default
 from ..experiments.generation import GenerationSettings, generate
-from ..experiments.patching import CHECK_TOP, patch
-from ..experiments.steering import STEER_TOKENS, steer
+from ..experiments.patching import patch
+from ..experiments.steering import steer
 from ..service import Service
-from .requests import body_int, json_body
+from .requests import body_int, given, json_body
 
 
 def add_experiment_routes(api: Blueprint, service: Service) -> None:
@@ -54,10 +56,10 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             lm,
             body.get("prompt"),
             body.get("heads"),
-            body.get("mode", "zero"),
             target=body.get("target"),
             wrong=body.get("wrong"),
-            new_tokens=body_int(body, "new_tokens", 10),
+            **given(body, "mode"),
+            new_tokens=body_int(body, "new_tokens", default(ablate, "new_tokens")),
         )
         return jsonify(result.to_dict())
 
@@ -68,11 +70,10 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
         scan = head_scan(
             lm,
             body.get("prompt"),
-            body.get("mode", "zero"),
-            body.get("target"),
-            body.get("wrong"),
-            method=body.get("method", "exact"),
-            check=body_int(body, "check", CHECK_TOP),
+            target=body.get("target"),
+            wrong=body.get("wrong"),
+            **given(body, "mode", "method"),
+            check=body_int(body, "check", default(head_scan, "check")),
         )
         return jsonify(scan.to_dict())
 
@@ -87,7 +88,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
     def token_attribution_route():
         body = json_body()
         lm = service.model(body.get("model"))
-        steps = body_int(body, "steps", DEFAULT_STEPS)
+        steps = body_int(body, "steps", default(token_attribution, "steps"))
         result = token_attribution(
             lm, body.get("prompt"), body.get("target"), wrong=body.get("wrong"), steps=steps
         )
@@ -105,7 +106,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             prompts=body.get("from_prompts"),
             token=body.get("token"),
             position=body.get("position"),
-            new_tokens=body_int(body, "new_tokens", STEER_TOKENS),
+            new_tokens=body_int(body, "new_tokens", default(steer, "new_tokens")),
         )
         return jsonify(result.to_dict())
 
@@ -130,9 +131,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             body.get("corrupt"),
             body.get("answer"),
             body.get("wrong"),
-            component=body.get("component", "resid"),
-            direction=body.get("direction", "denoising"),
-            scan=body.get("scan", "atp"),
-            check=body_int(body, "check", CHECK_TOP),
+            **given(body, "component", "direction", "scan"),
+            check=body_int(body, "check", default(patch, "check")),
         )
         return jsonify(result.to_dict())

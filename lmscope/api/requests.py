@@ -51,3 +51,9 @@ def body_int(body: dict, name: str, default: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise RequestError(f"'{name}' must be an integer, got {value!r}.")
     return value
+
+
+def given(body: dict, *names: str) -> dict:
+    """The settings among `names` that the body names: passed on as they are, so that one left out
+    takes the library function's own default."""
+    return {name: body[name] for name in names if name in body}

@@ -137,7 +137,7 @@ def head_scan(
     target: object = None,
     wrong: object = None,
     *,
-    method: object = "exact",
+    method: object = "atp",
     check: object = CHECK_TOP,
 ) -> AblationScan | AblationEstimate:
     """The head-ablation scan by `method`: 'exact' (every head removed alone, batched), 'atp' (the

@@ -287,6 +287,15 @@ class Patching:
     def unpatched(self) -> float:
         return 0.0 if self.direction == "denoising" else 1.0
 
+    @property
+    def scan(self) -> str:
+        """How it was made: 'exact', 'atp' or 'both'."""
+        return (
+            "both"
+            if self.exact is not None and self.atp is not None
+            else ("exact" if self.exact is not None else "atp")
+        )
+
     def agreement(self, k: int = CHECK_TOP) -> dict | None:
         if self.exact is None or self.atp is None:
             return None
@@ -311,6 +320,7 @@ class Patching:
     def to_dict(self) -> dict:
         p = self.pair
         return {
+            "scan": self.scan,
             "component": self.component,
             "direction": self.direction,
             "metric": p.metric.to_dict(),

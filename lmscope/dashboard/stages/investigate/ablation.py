@@ -13,8 +13,9 @@ from ....core.errors import LmscopeError, RequestError
 from ....core.heads import head_name
 from ....core.tokens import display
 from ....experiments.ablation import MODES, ablate, ablation_scan
-from ....experiments.ablation_atp import ablation_estimate
+from ....experiments.ablation_atp import ablation_estimate, head_scan
 from ....experiments.atp import agreement
+from ....experiments.defaults import default
 from ....experiments.inputs import check_heads, parse_heads
 from ....experiments.patching import CHECK_TOP
 from ... import figures
@@ -85,13 +86,13 @@ def layout() -> list:
                 dcc.RadioItems(
                     id="inv-mode",
                     options=[{"label": f"{m} ablation", "value": m} for m in MODES],
-                    value="zero",
+                    value=default(head_scan, "mode"),
                     inline=True,
                 ),
                 button("Run ablation", "inv-ablate", True),
                 button("Scan every head", "inv-scan-run"),
                 button("Estimate (AtP)", "inv-scan-atp-run"),
-                number("inv-scan-k", CHECK_TOP, "check top", step=1, min=0),
+                number("inv-scan-k", default(head_scan, "check"), "check top", step=1, min=0),
             ],
             className="row actions",
         ),
@@ -338,7 +339,7 @@ def register(app: Dash, panel: Panel) -> None:
         try:
             lm, prompt = panel.model_and_prompt(data)
             result = ablation_estimate(lm, prompt, mode, parse_target(target), parse_target(wrong),
-                                       check=CHECK_TOP if k is None else int(k))  # fmt: skip
+                                       check=default(head_scan, "check") if k is None else int(k))  # fmt: skip
         except LmscopeError as error:
             return (no_update,) * 4 + (message(str(error)), no_update)
         doc = result.to_dict()

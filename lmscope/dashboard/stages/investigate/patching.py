@@ -9,7 +9,8 @@ import torch
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 
 from ....core.errors import LmscopeError
-from ....experiments.patching import CHECK_TOP, Patching, patch
+from ....experiments.defaults import default
+from ....experiments.patching import Patching, patch
 from ... import figures
 from .. import HIDDEN, SHOWN, graph
 from .panel import (
@@ -69,12 +70,18 @@ def layout() -> list:
         html.Div(
             [
                 dcc.RadioItems(
-                    id="inv-patch-component", options=COMPONENTS, value="resid", inline=True
+                    id="inv-patch-component",
+                    options=COMPONENTS,
+                    value=default(patch, "component"),
+                    inline=True,
                 ),
                 dcc.RadioItems(
-                    id="inv-patch-direction", options=DIRECTIONS, value="denoising", inline=True
+                    id="inv-patch-direction",
+                    options=DIRECTIONS,
+                    value=default(patch, "direction"),
+                    inline=True,
                 ),
-                number("inv-patch-k", CHECK_TOP, "check top", step=1, min=0),
+                number("inv-patch-k", default(patch, "check"), "check top", step=1, min=0),
                 button("Estimate (AtP)", "inv-patch-atp-run", True),
                 button("Exact scan", "inv-patch-exact-run"),
             ],
@@ -187,7 +194,7 @@ def register(app: Dash, panel: Panel) -> None:
                 component=component,
                 direction=direction,
                 scan=scan,
-                check=CHECK_TOP if k is None else int(k),
+                check=default(patch, "check") if k is None else int(k),
             )
         except LmscopeError as error:
             return (no_update,) * 5 + (message(str(error)), no_update)

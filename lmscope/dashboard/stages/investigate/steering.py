@@ -9,12 +9,12 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ....core.errors import LmscopeError
 from ....core.tokens import display
+from ....experiments.defaults import default
 from ....experiments.steering import Steering, steer
 from ... import figures
 from .. import SHOWN, graph
 from .panel import Panel, button, keep, message, number, parse_target
 
-STEER_TOKENS = 20  # greedy continuation shown without and with the vector
 TAB = "steering"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-steer-body",)
 FIGURES = ("inv-steer",)
@@ -207,7 +207,7 @@ def register(app: Dash, panel: Panel) -> None:
         try:
             lm, prompt = panel.model_and_prompt(data)
             result = steer(lm, prompt, whole(layer), 0.0 if coefficient is None else coefficient,
-                           position=whole(position), new_tokens=STEER_TOKENS, **source)  # fmt: skip
+                           position=whole(position), new_tokens=default(steer, "new_tokens"), **source)  # fmt: skip
         except LmscopeError as error:
             return no_update, no_update, no_update, message(str(error)), no_update
         return (
