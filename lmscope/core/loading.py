@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -336,7 +337,8 @@ def _weights(model_id: str, source: str, config: PretrainedConfig):
 
 
 def _bind(lm: LoadedModel) -> None:
-    """Attach the trace hooks, and check the adapter's unembedding really gives vocabulary logits."""
+    """Attach the trace hooks, check the adapter's unembedding really gives vocabulary logits,
+    and measure the embedding scale for the card."""
     install_hooks(lm)
     with torch.inference_mode():
         width = lm.unembed(torch.zeros(1, lm.card.hidden_size)).shape[-1]
@@ -345,6 +347,18 @@ def _bind(lm: LoadedModel) -> None:
             f"{lm.model_id}: the {lm.adapter.family} adapter's unembedding gives {width} values, "
             f"not one per vocabulary entry ({lm.card.vocab_size}); this model's layout differs."
         )
+    lm.card = replace(lm.card, embedding_scale=embedding_scale(lm))
+
+
+def embedding_scale(lm: LoadedModel) -> float:
+    """What the token embedding module multiplies its table's rows by (Gemma: sqrt(d_model)),
+    measured on one row."""
+    module = lm.model.get_submodule(lm.adapter.token_embedding)
+    with torch.inference_mode():
+        token = module.weight[:64].float().norm(dim=-1).argmax().reshape(1)  # not a padding row
+        row, out = module.weight[token].float(), module(token).float()
+    size = float((row * row).sum())
+    return round(float((out * row).sum()) / size, 6) if size > 0 else 1.0
 
 
 def from_model(model, tokenizer, model_id: str = "custom") -> LoadedModel:
