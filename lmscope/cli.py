@@ -32,8 +32,12 @@ def _progress(message: str) -> None:
 
 
 def load(model_id: str):
-    """The operator's model: hub id, `demo`, a catalog id, a local folder or a .gguf file."""
-    return load_model(model_id, allow_local_path=True, progress=_progress)
+    """The operator's model: hub id, `demo`, a catalog id, a local folder or a .gguf file; a
+    failed parity check (core/parity.py) is printed as a warning on stderr."""
+    lm = load_model(model_id, allow_local_path=True, progress=_progress)
+    if lm.card.parity_ok is False:
+        print(f"warning: {lm.card.parity}", file=sys.stderr, flush=True)
+    return lm
 
 
 def print_analysis(analysis: Analysis) -> None:
@@ -46,6 +50,8 @@ def print_analysis(analysis: Analysis) -> None:
         f"MLP {card.mlp_size}, vocab {card.vocab_size:,}, {card.positional_encoding} positions, "
         f"context {card.context_length:,}, {card.normalization}, {card.activation}"
     )
+    if card.parity:
+        print(f"{'warning: ' if card.parity_ok is False else ''}{card.parity}.")
     print(f"\n{len(analysis.tokens)} tokens:")
     print("  " + "  ".join(f"{t.display}[{t.id}]" for t in analysis.tokens))
     print("\nnext token:")

@@ -517,6 +517,7 @@ def test_the_card_states_each_familys_architecture(new_family):
     assert card.local_layers == tuple(i for i, w in enumerate(windows) if w)
     assert card.sliding_window == next((w for w in windows if w), None)
     assert card.activation == ("GELU (tanh approx.)" if name.startswith("gemma") else "SiLU")
+    assert card.parity_ok and card.parity.startswith("lmscope's trace reproduces")
     a = analyze(lm, PROMPT)
     assert [keys.window for keys in a.keys] == list(windows)
 
@@ -536,3 +537,30 @@ def test_llama3_rope_scaling_is_live_and_traced(gpt2_tokenizer):
     with torch.no_grad():
         unscaled = plain(input_ids=a.ids[None]).logits[0, -1]
     assert (unscaled - a.logits).abs().max() > 1e-3
+
+
+def test_an_adapter_that_does_not_fit_its_model_is_a_visible_warning(
+    gpt2_tokenizer, monkeypatch, capsys
+):
+    """The parity check at load: Gemma 2's adapter with its logit soft-cap forgotten reads
+    different logits off the stream than the model computes; the card says so, and the CLI too."""
+    from dataclasses import replace
+
+    from lmscope import cli
+    from lmscope.core import adapters
+    from lmscope.core.adapters import gemma
+
+    good = from_model(build("gemma2"), gpt2_tokenizer, "tiny-gemma2")
+    assert good.card.parity_ok and good.card.parity_error < 1e-5
+    assert good.card.parity == (
+        f"lmscope's trace reproduces this model's logits to {good.card.parity_error:.0e}"
+    )
+    broken = replace(gemma.GEMMA2, final_softcap=None)
+    monkeypatch.setitem(adapters._BY_MODEL_TYPE, "gemma2", broken)
+    lm = from_model(build("gemma2"), gpt2_tokenizer, "tiny-gemma2-broken")
+    assert lm.card.parity_ok is False
+    assert lm.card.parity_error > 0.01
+    assert "does NOT reproduce this model's logits" in lm.card.parity
+    monkeypatch.setattr(cli, "load_model", lambda *args, **kwargs: lm)
+    cli.load("anything")
+    assert "warning: lmscope's trace does NOT reproduce" in capsys.readouterr().err

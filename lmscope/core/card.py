@@ -30,6 +30,8 @@ class ModelCard:
     The architecture facts below the display strings are what views branch on (never the family's
     name): `rotary`, `gated_mlp`, `tied_embeddings`, `post_norms` (a norm after each sublayer),
     `qk_norm`, the soft-caps (None: none), `sliding_window` and the `local_layers` it applies to.
+    `parity` is set at load (core/parity.py): how closely lmscope's traced pass reproduces the
+    model's own logits; `parity_ok` False is a warning every front-end must show.
     """
 
     model_id: str
@@ -59,6 +61,9 @@ class ModelCard:
     sliding_window: int | None = None
     local_layers: tuple[int, ...] = ()
     embedding_scale: float = 1.0  # the token embeddings are multiplied by this (Gemma: sqrt(d))
+    parity: str = ""  # "lmscope's trace reproduces this model's logits to 3e-06"
+    parity_error: float | None = None  # the largest |logit difference| on the load probe
+    parity_ok: bool | None = None  # None: not checked (a card read without loading weights)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -22,6 +22,7 @@ from huggingface_hub import try_to_load_from_cache
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
+from . import parity
 from .adapters import adapter_for
 from .card import ModelCard, model_card
 from .catalog import (
@@ -338,7 +339,7 @@ def _weights(model_id: str, source: str, config: PretrainedConfig):
 
 def _bind(lm: LoadedModel) -> None:
     """Attach the trace hooks, check the adapter's unembedding really gives vocabulary logits,
-    and measure the embedding scale for the card."""
+    and run the parity check (core/parity.py), whose result goes on the card."""
     install_hooks(lm)
     with torch.inference_mode():
         width = lm.unembed(torch.zeros(1, lm.card.hidden_size)).shape[-1]
@@ -348,6 +349,7 @@ def _bind(lm: LoadedModel) -> None:
             f"not one per vocabulary entry ({lm.card.vocab_size}); this model's layout differs."
         )
     lm.card = replace(lm.card, embedding_scale=embedding_scale(lm))
+    lm.card = parity.with_parity(lm.card, parity.check(lm))
 
 
 def embedding_scale(lm: LoadedModel) -> float:
