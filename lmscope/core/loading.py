@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 from transformers.utils import logging as hf_logging
 
 from . import parity
-from .adapters import adapter_for
+from .adapters import adapter_for, check_model_type
 from .card import ModelCard, model_card
 from .catalog import (
     DEMO_ID,
@@ -36,6 +36,7 @@ from .catalog import (
 )
 from .errors import LmscopeError, ModelNotFoundError, ModelTooLargeError, UnsupportedModelError
 from .gguf import GgufFile, dequantize, open_gguf, read_config
+from .gguf import model_type as gguf_model_type
 from .model import LoadedModel
 from .trace import install_hooks
 
@@ -232,6 +233,8 @@ def _inspect(
     once dequantized, else the file itself)."""
     source = _source(model_id, allow_local_path)
     public = _public_id(model_id, source)
+    if os.path.isfile(source):  # a family lmscope has no adapter for is refused from the header
+        check_model_type(gguf_model_type(Path(source), model_id), model_id)
     packed = open_gguf(Path(source), model_id) if os.path.isfile(source) else None
     if packed is not None and not packed.cached:
         config = read_config(packed, model_id)  # from the metadata: nothing dequantized yet
