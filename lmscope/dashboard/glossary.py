@@ -68,8 +68,7 @@ def plain(text: str) -> str:
 
 
 def _positions(card: ModelCard) -> Entry:
-    kind = card.positional_encoding.lower()
-    if kind.startswith("rotary"):
+    if card.rotary:
         return Entry(
             "positions",
             "RoPE (rotary position embedding)",
@@ -78,7 +77,7 @@ def _positions(card: ModelCard) -> Entry:
             "position, so a query-key match depends on how far apart the two tokens are. "
             "(GPT-2 instead adds a learned vector per position.)",
         )
-    if kind.startswith("learned"):
+    if card.positional_encoding.lower().startswith("learned"):
         return Entry(
             "positions",
             "position embedding (learned)",
@@ -428,9 +427,8 @@ def register(app: Dash, service: Service) -> None:
         except (LmscopeError, KeyError, TypeError):
             return []
         from .stages import stored
-        from .stages.output import tied_embeddings
 
         analysis = stored(service, data)
         report = analysis.heads if analysis is not None and analysis.lm is lm else None
-        facts = Facts(lm.adapter.gated_mlp, tied_embeddings(lm), **sink_facts(report))
+        facts = Facts(lm.card.gated_mlp, lm.card.tied_embeddings, **sink_facts(report))
         return static(entry_list(entries(lm.card, facts)))

@@ -93,7 +93,7 @@ def draw(analysis: Analysis | None, data: dict | None, _focus: dict | None) -> t
     if analysis is None:
         return html.P("Press Analyze to see the MLPs.", className="empty"), no_update, HIDDEN
     card = analysis.lm.card
-    gated = analysis.lm.adapter.gated_mlp
+    gated = analysis.lm.card.gated_mlp
     if gated:
         text = [
             f"Each of the {card.layers} layers has one gated MLP: gate and up "

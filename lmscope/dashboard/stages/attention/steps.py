@@ -153,10 +153,9 @@ def explain(analysis: Analysis, steps: HeadSteps, top: int = TOP) -> list:
     """The step view of one head and query token."""
     listed = steps.top(top)
     card = analysis.lm.card
-    rotary = "rotary" in card.positional_encoding.lower() or "rope" in card.positional_encoding
     where = (
         "after the rotary position rotation, as the model used it"
-        if rotary
+        if card.rotary
         else "as the model used it"
     )
     best = float(steps.scores.max())
