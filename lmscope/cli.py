@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .core.analysis import Analysis, analyze
-from .core.catalog import CATALOG, DEMO_ID, hub_aliases, packaged_file
+from .core.catalog import CATALOG, DEMO_ID, hub_aliases, installed, terms_path
 from .core.errors import LmscopeError
 from .core.loading import load_model
 from .experiments.ablation import ablate
@@ -85,22 +85,17 @@ def _models(args: argparse.Namespace) -> int:
         )
         state = "bundled" if entry.id == DEMO_ID else ("cached" if cached else "not cached")
         if entry.package:
-            state = "installed" if _installed(entry.id) else "not installed"
+            state = "installed" if installed(entry) else "not installed"
         print(f"{entry.id:32s} {entry.name:32s} {state:13s} {entry.description}")
         if state == "not installed":
             print(f"{'':32s} install it with: {entry.install}")
+        if entry.terms:
+            terms = terms_path(entry)
+            print(f"{'':32s} terms: {entry.terms}{f', {terms}' if terms else ''}")
     print(
         "\nAny other Hugging Face causal-LM id works too (gpt2-large, gpt2-xl, EleutherAI/pythia-70m, ...)."
     )
     return 0
-
-
-def _installed(model_id: str) -> bool:
-    """Whether a catalog model that ships in a package has its file on this machine."""
-    try:
-        return packaged_file(model_id) is not None
-    except LmscopeError:
-        return False
 
 
 @command("serve")
