@@ -66,9 +66,15 @@ class Parts:
 
 
 NEW_FAMILIES: dict[str, Parts] = {
-    "gemma2": Parts(  # soft-capping of attention scores and logits, tight enough to matter
+    "gemma2": Parts(  # soft-capping of attention scores and logits, tight enough to matter:
+        # weights 10x the default spread, so raw scores reach well past the cap of 2
         lambda: Gemma2ForCausalLM(
-            Gemma2Config(**GEMMA, attn_logit_softcapping=2.0, final_logit_softcapping=0.5)
+            Gemma2Config(
+                **GEMMA,
+                attn_logit_softcapping=2.0,
+                final_logit_softcapping=0.5,
+                initializer_range=0.2,
+            )
         ),
         "self_attn.o_proj",
         "post_attention_layernorm",
