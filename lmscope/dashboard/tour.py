@@ -229,7 +229,8 @@ def mlp_text(lm: LoadedModel) -> str:
     card = lm.card
     if lm.card.gated_mlp:
         return (
-            f"Each layer's MLP is gated (SwiGLU): the {card.hidden_size:,} numbers are widened "
+            f"Each layer's MLP is gated ({'SwiGLU' if card.activation == 'SiLU' else 'GLU'}): "
+            f"the {card.hidden_size:,} numbers are widened "
             f"twice to {card.mlp_size:,}, one copy goes through {card.activation} and multiplies "
             "the other, and the product is narrowed back. The boxes' heights follow the widths."
         )

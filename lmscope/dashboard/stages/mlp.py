@@ -23,7 +23,7 @@ EXPLAIN = (
     "visible."
 )
 GATED = (
-    "This model's MLP is gated (SwiGLU-style): two projections widen the vector side by side, the "
+    "This model's MLP is gated (GLU-style): two projections widen the vector side by side, the "
     "gate goes through {act} and multiplies the other (up) projection element by element, so "
     "the gate decides how much of each of the {mlp:,} features passes; the down projection "
     "narrows the product back to {d:,}. Three weight matrices instead of two."
