@@ -1,6 +1,6 @@
 """What the parity check every load runs costs (core/parity.py), beside the load it is part of.
 
-    python benchmarks/bench_parity.py [--reps 5] [--threads 1] [--models gpt2-shape smollm2]
+    python benchmarks/bench_parity.py [--reps 5] [--threads 1] [--models gpt2-shape smollm2 gemma3-270m]
 
 For each model: `parity.check` (the probe through lmscope's traced pass and through the model's own
 forward), one bare forward pass of the same probe for scale, and the whole cached load (which
@@ -45,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ids = {"gpt2-shape": "GPT-2 Small's shape (random)", "smollm2": "SmolLM2 135M",
            "gemma3-270m": "Gemma 3 270M"}  # fmt: skip
-    catalog = {"smollm2": "smollm2-135m-instruct", "gemma3-270m": "gemma3-270m-offline"}
+    catalog = {"smollm2": "smollm2-135m-instruct", "gemma3-270m": "gemma3-270m"}
     rows = []
     for name in args.models:
         if name == "gpt2-shape":
