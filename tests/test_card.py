@@ -70,3 +70,52 @@ def test_a_card_needs_only_the_config_file(tmp_path, shape, parameters):
     _, _, card = inspect_model(str(tmp_path), allow_local_path=True)
     assert card.parameters == parameters
     json.dumps(card.to_dict())  # the card travels as JSON
+
+
+def test_a_gemma_3_270m_card_reads_head_dim_windows_and_its_design():
+    """Gemma 3 270M's published shape (the offline GGUF's config): head size 256 from
+    `head_dim`, not 640 / 4 = 160; sliding windows of 512 on every layer but 5, 11 and 17."""
+    from transformers import Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=262_144,
+        hidden_size=640,
+        intermediate_size=2048,
+        num_hidden_layers=18,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=256,
+        sliding_window=512,
+        max_position_embeddings=32_768,
+    )
+    card = card_of(config)
+    assert card.family == "Gemma 3"
+    assert (card.head_size, card.key_value_heads) == (256, 1)
+    assert card.parameters == 268_098_176
+    assert card.activation == "GELU (tanh approx.)"
+    assert (card.sliding_window, card.local_layers) == (
+        512, tuple(i for i in range(18) if i not in (5, 11, 17))
+    )  # fmt: skip
+    assert card.rotary and card.gated_mlp and card.tied_embeddings
+    assert card.post_norms and card.qk_norm
+    assert (card.attention_softcap, card.final_softcap) == (None, None)
+
+
+def test_gemma_2_states_its_soft_caps_and_alternating_windows():
+    from transformers import Gemma2Config
+
+    config = Gemma2Config(num_hidden_layers=4, hidden_size=64, intermediate_size=128,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                          vocab_size=1000, sliding_window=4096)  # fmt: skip
+    card = card_of(config)
+    assert (card.attention_softcap, card.final_softcap) == (50.0, 30.0)
+    assert (card.sliding_window, card.local_layers) == (4096, (0, 2))
+    assert card.head_size == 32 and not card.qk_norm and card.post_norms
+
+
+def test_families_without_windows_or_caps_say_none():
+    card = card_of(GPT2Config())
+    assert (card.sliding_window, card.local_layers) == (None, ())
+    assert (card.attention_softcap, card.final_softcap) == (None, None)
+    assert not (card.rotary or card.gated_mlp or card.post_norms or card.qk_norm)
+    assert card.tied_embeddings

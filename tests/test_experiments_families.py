@@ -1,11 +1,13 @@
 """Every experiment works for every family through its adapter: ablation equals a hook on that
 family's output projection (module paths written out here), the batched scan equals single
-ablations, and direct logit attribution adds up to the logit."""
+ablations, and direct logit attribution adds up to the logit, as the linearization its METHOD
+states computes it by hand (today's families: tests/families.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from families import NEW_FAMILIES, block, head_dim
 from transformers import (
     GPTNeoConfig,
     GPTNeoForCausalLM,
@@ -63,6 +65,9 @@ FAMILIES = {
         ),
         lambda m, layer: m.model.layers[layer].self_attn.o_proj,
     ),
+} | {
+    name: (parts.build, lambda m, layer, path=parts.out_proj: block(m, layer).get_submodule(path))
+    for name, parts in NEW_FAMILIES.items()
 }  # fmt: skip
 
 
@@ -80,7 +85,7 @@ def family(request, gpt2_tokenizer):
 
 def hooked_logits(model, ids, proj, heads) -> torch.Tensor:
     """Last-position logits with heads' input slices of the output projection zeroed."""
-    d_head = model.config.hidden_size // 4
+    d_head = head_dim(model)
 
     def zero(layer):
         def hook(module, args):
@@ -134,3 +139,43 @@ def test_attributions_add_up(family):
     assert dla.total == pytest.approx(float(analysis.logits[dla.target]), abs=1e-4)
     tokens = token_attribution(lm, PROMPT)
     assert tokens.completeness_error < 0.05
+
+
+def _rms_frozen(x: torch.Tensor, at: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
+    """An RMSNorm with its scale frozen at `at`, applied to x."""
+    return x * gain / (at.pow(2).mean() + eps).sqrt()
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma3", "olmo2"])
+def test_dla_of_a_post_norm_family_is_the_stated_linearization_by_hand(name, gpt2_tokenizer):
+    """Each head's share, computed here: z_h alone through o_proj, the post-attention norm frozen
+    at the layer's whole output, the final norm frozen at the full stream, the unembedding column,
+    and Gemma 2's logit soft-cap frozen as capped / uncapped. Gemma's norms scale by 1 + w."""
+    from families import build
+
+    model = build(name)
+    lm = from_model(model, gpt2_tokenizer, name)
+    analysis = analyze(lm, PROMPT)
+    dla = direct_logit_attribution(analysis)
+    config, d_head = model.config, head_dim(model)
+    eps = config.rms_norm_eps
+    offset = 1.0 if name.startswith("gemma") else 0.0
+    final = analysis.residual[-1, -1]
+    u = model.lm_head.weight[dla.target]
+    g = _rms_frozen(u, final, model.model.norm.weight + offset, eps)
+    raw = float(g @ final)
+    cap = getattr(config, "final_logit_softcapping", None)
+    ratio = cap * torch.tanh(torch.tensor(raw / cap)) / raw if cap else 1.0
+    for layer in range(2):
+        blk = block(model, layer)
+        z = analysis.z[layer, -1]  # (heads, d_head)
+        whole = blk.self_attn.o_proj(z.flatten())
+        gain = blk.post_attention_layernorm.weight + offset
+        for head in range(4):
+            alone = torch.zeros(4 * d_head)
+            alone[head * d_head : (head + 1) * d_head] = z[head]
+            write = _rms_frozen(blk.self_attn.o_proj(alone), whole, gain, eps)
+            expected = float(write @ g) * float(ratio)
+            assert float(dla.heads[layer, head]) == pytest.approx(expected, abs=1e-5, rel=1e-4)
+    assert dla.total == pytest.approx(float(analysis.logits[dla.target]), abs=1e-4)
+    assert dla.total == pytest.approx(dla.logit, abs=1e-4)

@@ -123,3 +123,21 @@ def test_sampling_from_the_single_most_likely_token_is_greedy(peaked):
 def test_bad_settings_are_refused_with_a_clear_message(settings, message):
     with pytest.raises(RequestError, match=message):
         GenerationSettings.from_request(settings)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma3"])
+def test_greedy_equals_transformers_own_eager_generate_on_soft_capped_windowed_families(
+    name, gpt2_tokenizer
+):
+    """Cached generation steps attend from one query to many keys: Gemma 2's soft-capped
+    attention and both Gemmas' sliding windows (4 tokens in the tiny models) included."""
+    from families import build
+
+    from lmscope.core import attention
+
+    lm = from_model(build(name), gpt2_tokenizer, name)
+    result = generate(lm, PROMPT, GenerationSettings("greedy", 12))
+    with attention.eager(lm.model):
+        expected = hf_generate(lm, max_new_tokens=12, do_sample=False)
+    assert result.ids == expected
+    assert len(set(expected)) > 2  # not one token repeated

@@ -2,8 +2,9 @@
 
 The reference is the model itself run the ordinary way (`output_attentions=True`,
 `output_hidden_states=True`, all logits), for GPT-2 Small's exact shape and a tiny model of every
-supported family. Module paths below are written out per family on purpose: they are the test's own
-knowledge of each architecture, not read from lmscope's adapters.
+supported family (today's families: tests/families.py). Module paths below are written out per
+family on purpose: they are the test's own knowledge of each architecture, not read from lmscope's
+adapters.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from families import NEW_FAMILIES, SMALL, block, build, head_dim
 from torch.testing import assert_close
 from transformers import (
     GPT2Config,
@@ -55,6 +57,9 @@ class Family:
     final_norm: str  # HF's last hidden state has this norm applied
     out_proj: str  # inside each block: the heads' output projection
     embedding: str
+    attn_out_norm: str | None = None  # inside each block: a norm on attention's output
+    embed_scale: float = 1.0  # the embedding module multiplies its rows by this
+    windows: tuple[int | None, ...] = (None, None)  # each layer's sliding window
 
 
 def _common(**extra) -> dict:
@@ -85,6 +90,7 @@ FAMILIES = [
         "transformer.ln_f",
         "attn.attention.out_proj",
         "transformer.wte",
+        windows=(None, 4),
     ),
     Family(
         "gpt_neox",
@@ -172,6 +178,19 @@ FAMILIES = [
         "self_attn.o_proj",
         "model.embed_tokens",
     ),
+    *[
+        Family(
+            name,
+            parts.build,
+            parts.final_norm,
+            parts.out_proj,
+            parts.embedding,
+            None if parts.attn_writes == "self_attn" else parts.attn_writes,
+            parts.embed_scale,
+            parts.windows,
+        )
+        for name, parts in NEW_FAMILIES.items()
+    ],
 ]
 
 
@@ -201,7 +220,9 @@ def reference(lm: LoadedModel, ids: list[int]):
         )
 
 
-def check_against_reference(lm: LoadedModel, a: Analysis, final_norm: str, out_proj: str) -> None:
+def check_against_reference(
+    lm: LoadedModel, a: Analysis, final_norm: str, out_proj: str, attn_out_norm: str | None = None
+) -> None:
     ids = [t.id for t in a.tokens]
     ref = reference(lm, ids)
     layers = lm.model.config.num_hidden_layers
@@ -235,10 +256,13 @@ def check_against_reference(lm: LoadedModel, a: Analysis, final_norm: str, out_p
     assert_close(a.mlp_norms, mlp_writes.norm(dim=-1), atol=1e-4, rtol=1e-4)
     assert_close(a.mlp_last, mlp_writes[:, -1], atol=1e-4, rtol=1e-4)
 
-    # z is what the output projection reads: projecting it gives the attention output.
+    # z is what the output projection reads: projecting it (and norming it, where a norm follows
+    # the sublayer) gives the attention output.
     with torch.no_grad():
         for layer, block in enumerate(lm.adapter.block_list(lm.model)):
             projected = block.get_submodule(out_proj)(a.z[layer].flatten(-2))
+            if attn_out_norm is not None:
+                projected = block.get_submodule(attn_out_norm)(projected)
             assert_close(projected, a.attn_out[layer], atol=1e-4, rtol=1e-4)
 
     # The logit lens's last row is the model's own output.
@@ -255,14 +279,16 @@ def test_every_family_matches_a_plain_forward_pass(family_model, prompt):
     family, lm = family_model
     a = analyze(lm, prompt)
     assert [t.id for t in a.tokens] == lm.tokenizer(prompt)["input_ids"]
-    check_against_reference(lm, a, family.final_norm, family.out_proj)
+    check_against_reference(lm, a, family.final_norm, family.out_proj, family.attn_out_norm)
 
 
 def test_token_embeddings_are_rows_of_the_embedding_table(family_model):
+    """Scaled where the family scales them (Gemma: sqrt(d_model), inside the embedding module)."""
     family, lm = family_model
     a = analyze(lm, PROMPT)
     table = lm.model.get_submodule(family.embedding).weight
-    assert_close(a.token_embeddings, table[a.ids], atol=0, rtol=0)
+    assert_close(a.token_embeddings, table[a.ids] * family.embed_scale, atol=0, rtol=0)
+    assert lm.card.embedding_scale == pytest.approx(family.embed_scale)
 
 
 def test_gpt_neo_local_layers_attend_only_within_the_window(gpt2_tokenizer):
@@ -281,10 +307,8 @@ def test_grouped_query_attention_reports_every_query_head(family_model):
     a = analyze(lm, PROMPT)
     config = lm.model.config
     assert a.attention.shape[1] == config.num_attention_heads
-    assert a.z.shape[2:] == (
-        config.num_attention_heads,
-        config.hidden_size // config.num_attention_heads,
-    )
+    assert a.z.shape[2:] == (config.num_attention_heads, head_dim(lm.model))
+    assert lm.card.head_size == head_dim(lm.model)
     assert lm.card.key_value_heads == (
         getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     )
@@ -361,12 +385,20 @@ def test_rows_and_heads_rebuilt_on_request_equal_eager_attention(family_model):
 
 
 def test_streamed_head_scores_equal_the_scores_of_full_eager_patterns(family_model, monkeypatch):
-    _, lm = family_model
+    """A sliding-window layer's heads are scored on what they can see (its window)."""
+    family, lm = family_model
     monkeypatch.setattr(attention, "ROW_BLOCK", 5)  # several blocks on a short prompt
     a = analyze(lm, LONG_PROMPT + " " + PROMPT)
     ids = a.ids
     eager = torch.stack([x[0] for x in reference(lm, ids.tolist()).attentions])
-    scores, evidence = score_heads_with_evidence(eager, ids)
+    per_layer = [
+        score_heads_with_evidence(eager[layer], ids, family.windows[layer])
+        for layer in range(len(eager))
+    ]
+    scores, evidence = (
+        {k: torch.stack([p[part][k] for p in per_layer]) for k in per_layer[0][part]}
+        for part in (0, 1)
+    )
     for name, expected in scores.items():
         got = torch.tensor(a.heads.scores[name])
         assert torch.equal(got.isnan(), expected.isnan()), name
@@ -412,3 +444,123 @@ def test_mistral_sliding_window_patterns_rebuild_with_the_window(gpt2_tokenizer)
     i, j = torch.meshgrid(torch.arange(len(a.tokens)), torch.arange(len(a.tokens)), indexing="ij")
     assert (a.attention[..., (i - j) >= 5] == 0).all()
     assert_close(a.logits, ref.logits[0, -1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module", params=sorted(NEW_FAMILIES))
+def new_family(request, gpt2_tokenizer) -> tuple[str, LoadedModel]:
+    return request.param, from_model(build(request.param), gpt2_tokenizer, request.param)
+
+
+def _hooked_writes(lm: LoadedModel, name: str, ids: list[int]) -> dict[str, list[torch.Tensor]]:
+    """Each block's input and output and what its attention and MLP add to the stream, read with
+    plain hooks on the model's own modules (the post-norm's output where the family has one)."""
+    parts = NEW_FAMILIES[name]
+    seen: dict[str, list[torch.Tensor]] = {"pre": [], "post": [], "attn": [], "mlp": []}
+
+    def keep(key):
+        return lambda module, args, out: seen[key].append(out[0] if isinstance(out, tuple) else out)
+
+    handles = []
+    for layer in range(lm.layers):
+        blk = block(lm.model, layer)
+        handles += [
+            blk.register_forward_pre_hook(
+                lambda module, args, kwargs: seen["pre"].append(
+                    args[0] if args else kwargs["hidden_states"]
+                ),
+                with_kwargs=True,
+            ),
+            blk.register_forward_hook(keep("post")),
+            blk.get_submodule(parts.attn_writes).register_forward_hook(keep("attn")),
+            blk.get_submodule(parts.mlp_writes).register_forward_hook(keep("mlp")),
+        ]
+    try:
+        with torch.no_grad(), attention.eager(lm.model):
+            lm.model(input_ids=torch.tensor([ids]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {k: [x[0] for x in v] for k, v in seen.items()}
+
+
+def test_each_sublayers_contribution_is_the_change_of_the_stream_around_it(new_family):
+    """What the residual-writes view shows for a sublayer is what it adds to the stream: after
+    Gemma's and OLMo 2's post-norms, so resid[l + 1] - resid[l] == attn_out + mlp_out."""
+    name, lm = new_family
+    a = analyze(lm, LONG_PROMPT)
+    hooked = _hooked_writes(lm, name, a.ids.tolist())
+    for layer in range(lm.layers):
+        change = hooked["post"][layer] - hooked["pre"][layer]
+        assert_close(hooked["attn"][layer] + hooked["mlp"][layer], change, atol=1e-5, rtol=0)
+        assert_close(a.attn_out[layer], hooked["attn"][layer], atol=1e-5, rtol=1e-5)
+        assert_close(a.attn_norms[layer], hooked["attn"][layer].norm(dim=-1), atol=1e-5, rtol=1e-5)
+        assert_close(a.mlp_norms[layer], hooked["mlp"][layer].norm(dim=-1), atol=1e-5, rtol=1e-5)
+        assert_close(a.mlp_last[layer], hooked["mlp"][layer][-1], atol=1e-5, rtol=1e-5)
+        change = a.residual[layer + 1] - a.residual[layer]
+        assert_close(a.attn_out[layer] + hooked["mlp"][layer], change, atol=1e-5, rtol=1e-5)
+
+
+def test_the_card_states_each_familys_architecture(new_family):
+    """The facts views branch on, read off the config, and the window each layer really used."""
+    name, lm = new_family
+    card = lm.card
+    windows = NEW_FAMILIES[name].windows
+    assert card.head_size == head_dim(lm.model)
+    assert card.rotary and card.gated_mlp
+    assert card.tied_embeddings == (
+        lm.model.get_output_embeddings().weight is lm.model.get_input_embeddings().weight
+    )
+    assert card.post_norms == (name in ("gemma2", "gemma3", "olmo2"))
+    assert card.qk_norm == (name in ("gemma3", "qwen3", "olmo2"))
+    assert card.attention_softcap == (2.0 if name == "gemma2" else None)
+    assert card.final_softcap == (0.5 if name == "gemma2" else None)
+    assert card.local_layers == tuple(i for i, w in enumerate(windows) if w)
+    assert card.sliding_window == next((w for w in windows if w), None)
+    assert card.activation == ("GELU (tanh approx.)" if name.startswith("gemma") else "SiLU")
+    assert card.parity_ok and card.parity.startswith("lmscope's trace reproduces")
+    a = analyze(lm, PROMPT)
+    assert [keys.window for keys in a.keys] == list(windows)
+
+
+def test_llama3_rope_scaling_is_live_and_traced(gpt2_tokenizer):
+    """Llama 3's rope scaling changes the logits of a prompt longer than its original context,
+    and lmscope's trace follows it (the plain pass is the reference)."""
+    model = build("llama3")
+    lm = from_model(model, gpt2_tokenizer, "tiny-llama3")
+    assert lm.card.positional_encoding == "rotary (RoPE), llama3 scaling"
+    a = analyze(lm, LONG_PROMPT)
+    check_against_reference(lm, a, "model.norm", "self_attn.o_proj")
+    plain = LlamaForCausalLM(
+        LlamaConfig(**{**SMALL, "rope_parameters": {"rope_theta": 500000.0}})
+    ).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        unscaled = plain(input_ids=a.ids[None]).logits[0, -1]
+    assert (unscaled - a.logits).abs().max() > 1e-3
+
+
+def test_an_adapter_that_does_not_fit_its_model_is_a_visible_warning(
+    gpt2_tokenizer, monkeypatch, capsys
+):
+    """The parity check at load: Gemma 2's adapter with its logit soft-cap forgotten reads
+    different logits off the stream than the model computes; the card says so, and the CLI too."""
+    from dataclasses import replace
+
+    from lmscope import cli
+    from lmscope.core import adapters
+    from lmscope.core.adapters import gemma
+
+    good = from_model(build("gemma2"), gpt2_tokenizer, "tiny-gemma2")
+    assert good.card.parity_ok and good.card.parity_error < 1e-5
+    assert good.card.parity == (
+        f"lmscope's trace reproduces this model's logits to {good.card.parity_error:.0e}"
+    )
+    broken = replace(gemma.GEMMA2, final_softcap=None)
+    monkeypatch.setitem(adapters._BY_MODEL_TYPE, "gemma2", broken)
+    lm = from_model(build("gemma2"), gpt2_tokenizer, "tiny-gemma2-broken")
+    assert lm.card.parity_ok is False
+    assert lm.card.parity_error > 0.01
+    assert "does NOT reproduce this model's logits" in lm.card.parity
+    monkeypatch.setattr(cli, "load_model", lambda *args, **kwargs: lm)
+    cli.load("anything")
+    assert "warning: lmscope's trace does NOT reproduce" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -143,8 +144,8 @@ def test_a_file_that_is_not_gguf_is_refused_in_one_line(tmp_path):
         load_model(str(tmp_path / "missing.gguf"), allow_local_path=True)
 
 
-def write_gguf(path: Path, architecture: str) -> Path:
-    """A tiny GGUF file of `architecture`: header, a three-token vocabulary, one tensor."""
+def write_gguf(path: Path, architecture: str, vocabulary: int = 3) -> Path:
+    """A tiny GGUF file of `architecture`: header, a `vocabulary`-token vocabulary, one tensor."""
     writer = gguf_package.GGUFWriter(str(path), architecture)
     writer.add_block_count(2)
     writer.add_context_length(64)
@@ -153,8 +154,8 @@ def write_gguf(path: Path, architecture: str) -> Path:
     writer.add_head_count(2)
     writer.add_layer_norm_eps(1e-5)
     writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(["a", "b", "c"])
-    writer.add_token_types([1, 1, 1])
+    writer.add_token_list(["a", "b", "c"] + [f"t{i}" for i in range(vocabulary - 3)])
+    writer.add_token_types([1] * vocabulary)
     writer.add_token_merges(["a b"])
     writer.add_tensor("token_embd.weight", np.zeros((3, 16), dtype=np.float32))
     writer.write_header_to_file()
@@ -170,6 +171,21 @@ def test_gguf_architectures_that_cannot_be_dequantized_or_traced_are_refused(tmp
     with pytest.raises(UnsupportedModelError, match="'bloom' model, a family lmscope does not"):
         load_model(str(write_gguf(tmp_path / "bloom.gguf", "bloom")), allow_local_path=True)
     assert not list(gguf.cache_root().glob(".tmp-*"))
+
+
+def test_an_unsupported_family_is_refused_from_the_header_alone_in_under_a_second(
+    tmp_path, monkeypatch
+):
+    """A 262,144-token vocabulary (Gemma 3's) takes ~15 s to parse; the architecture key comes
+    first in the header, and that is all the refusal reads: no metadata parsed, no file hashed."""
+    path = write_gguf(tmp_path / "bloom.gguf", "bloom", vocabulary=262_144)
+    monkeypatch.setattr(gguf, "read_config", lambda *a: pytest.fail("metadata parsed"))
+    monkeypatch.setattr(gguf, "content_digest", lambda *a: pytest.fail("file hashed"))
+    start = time.perf_counter()
+    with pytest.raises(UnsupportedModelError, match="'bloom' model, a family lmscope does not"):
+        load_model(str(path), allow_local_path=True)
+    assert time.perf_counter() - start < 1.0
+    assert gguf.model_type(write_gguf(tmp_path / "g.gguf", "gemma3"), "g") == "gemma3_text"
 
 
 def test_a_gguf_file_too_big_for_memory_is_refused_before_dequantizing(

@@ -90,3 +90,33 @@ def test_steps_without_values_skip_only_the_values(tiny_llama):
     fast, full = head_steps(analysis, 1, 1, 4, with_values=False), head_steps(analysis, 1, 1, 4)
     assert fast.values is None and fast.output is None
     torch.testing.assert_close(fast.weights, full.weights, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma3", "olmo2"])
+def test_step_view_shows_soft_capping_and_query_key_norms_as_steps(name, gpt2_tokenizer):
+    """Gemma 2 soft-caps its scores (2.0 in the tiny model: every score is bent), Gemma 3 and
+    OLMo 2 normalize queries and keys before rotary; the row is still the model's own."""
+    from families import build
+
+    from lmscope.core.loading import from_model
+    from lmscope.dashboard.stages.attention.steps import explain
+
+    lm = from_model(build(name), gpt2_tokenizer, name)
+    analysis = analyze(lm, PROMPT)
+    eager = eager_rows(lm.model, [t.id for t in analysis.tokens])
+    check(analysis, eager, 1, 1, 9)
+    steps = head_steps(analysis, 1, 1, 9)
+    torch.testing.assert_close(steps.scaled, steps.dots * steps.scaling)
+    shown = steps.allowed
+    if name == "gemma2":
+        assert steps.softcap == 2.0
+        capped = 2.0 * torch.tanh(steps.scaled[shown] / 2.0)
+        torch.testing.assert_close(steps.scores[shown], capped)
+        assert (steps.scores[shown] - steps.scaled[shown]).abs().max() > 1e-3
+    else:
+        assert steps.softcap is None
+        torch.testing.assert_close(steps.scores[shown], steps.scaled[shown])
+    assert (steps.qk_norm is not None) == (name != "gemma2")
+    text = str(explain(analysis, steps))
+    assert ("soft-cap" in text) == (name == "gemma2")
+    assert ("first normalizes them" in text) == (name != "gemma2")

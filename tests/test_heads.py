@@ -394,3 +394,67 @@ def test_softmax_entropy_equals_softmax_and_the_entropy_of_the_weights() -> None
     assert torch.allclose(weights, expected, atol=1e-7, rtol=1e-6)
     assert (weights[..., 30:] == 0).all()
     assert torch.allclose(got.double(), entropy, atol=1e-5)
+
+
+def windowed(pattern: torch.Tensor, window: int) -> torch.Tensor:
+    """A causal pattern cut to a sliding window (keys i - j < window), rows renormalised."""
+    i, j = torch.meshgrid(torch.arange(T), torch.arange(T), indexing="ij")
+    cut = pattern * ((i - j) < window) * (j <= i)
+    return cut / cut.sum(-1, keepdim=True)
+
+
+def windowed_scores(pattern: torch.Tensor, ids: list[int], window: int) -> dict[str, float]:
+    """The documented formulas for a sliding-window head, by hand, row by row: only the keys a
+    row sees count (j > i - window); the sink on rows that still see key 0; diffuse normalised by
+    the log of the keys it sees other than key 0."""
+    rows = range(2, len(ids))
+
+    def seen(i):
+        return range(max(0, i - window + 1), i + 1)
+
+    rest = {i: 1 - float(pattern[i, 0]) for i in rows}
+    sink_rows = [i for i in rows if i < window]
+    out = {"sink": sum(float(pattern[i, 0]) for i in sink_rows) / len(sink_rows)}
+    spread = 0.0
+    for i in rows:
+        share = [float(pattern[i, j]) / rest[i] for j in seen(i) if j >= 1]
+        entropy = -sum(p * math.log(p) for p in share if p > 0)
+        spread += rest[i] * entropy / math.log(min(i, window))
+    out["diffuse"] = spread / sum(rest.values())
+    for name, targets in (
+        ("duplicate_token", lambda i: [j for j in seen(i) if 1 <= j < i and ids[j] == ids[i]]),
+        ("induction", lambda i: [j + 1 for j in range(i - 1) if ids[j] == ids[i] and j + 1 in seen(i)]),
+    ):  # fmt: skip
+        used = [i for i in rows if targets(i)]
+        mass = sum(float(pattern[i, targets(i)].sum()) for i in used)
+        out[name] = mass / sum(rest[i] for i in used) if used else math.nan
+    return out
+
+
+def test_a_sliding_window_head_is_judged_on_what_it_can_see() -> None:
+    """Uniform attention over a window of 4 is fully diffuse for what it can see, and an induction
+    target 8 tokens back, out of its sight, makes no induction verdict possible."""
+    window = 4
+    local = windowed(uniform(), window)
+    got = {k: float(v[0, 0]) for k, v in score_heads(heads(local), REPEATED, window).items()}
+    assert got["diffuse"] == pytest.approx(1.0, abs=1e-6)
+    assert math.isnan(got["induction"]) and math.isnan(got["duplicate_token"])
+    unjudged = scores_of(local, REPEATED)  # the same head judged as if it saw everything
+    assert unjudged["diffuse"] < 0.85 and not math.isnan(unjudged["induction"])
+    assert chance_scores(REPEATED, window)["diffuse"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_sliding_window_scores_equal_the_formulas_by_hand() -> None:
+    torch.manual_seed(0)
+    ids = torch.tensor([5, 6, 7, 5, 6, 8, 5, 9, 6, 7, 5, 6, 1, 2, 5, 6])
+    pattern = windowed(torch.rand(T, T).tril() + 0.01, 6)
+    got = {k: float(v[0, 0]) for k, v in score_heads(heads(pattern), ids, 6).items()}
+    expected = windowed_scores(pattern, ids.tolist(), 6)
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-5), name
+    report = HeadReport.from_scores(
+        {k: [[v]] for k, v in got.items()},
+        chance_scores(ids),
+        layer_chance={0: chance_scores(ids, 6)},
+    )
+    assert report.chance_of(0) == chance_scores(ids, 6)

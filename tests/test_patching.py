@@ -8,12 +8,15 @@ import json
 
 import pytest
 import torch
+from families import POST_NORM_FAMILIES as NEW
+from families import build, head_dim
 
 import lmscope
 from lmscope.cli import main
 from lmscope.core import jobs
 from lmscope.core.errors import RequestError
 from lmscope.core.jobs import Cancelled, Job
+from lmscope.core.loading import from_model
 from lmscope.core.model_cache import ModelCache
 from lmscope.core.profile import head_profile
 from lmscope.experiments.ablation import ablate
@@ -26,10 +29,17 @@ from lmscope.web.server import api_app
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 ANSWER, WRONG = " Mary", " John"
-# The module paths, per family, written here rather than read from lmscope's adapters.
+# The module paths, per family, written here rather than read from lmscope's adapters: blocks,
+# what attention adds to the stream, the output projection, what the MLP adds. Gemma and OLMo 2
+# add their post-norms' outputs.
+POST_NORMED = ("model.layers", "post_attention_layernorm", "self_attn.o_proj",
+               "post_feedforward_layernorm")  # fmt: skip
 PATHS = {
     "gpt2": ("transformer.h", "attn", "attn.c_proj", "mlp"),
     "llama": ("model.layers", "self_attn", "self_attn.o_proj", "mlp"),
+    "gemma2": POST_NORMED,
+    "gemma3_text": POST_NORMED,
+    "olmo2": POST_NORMED,
 }
 
 
@@ -45,9 +55,11 @@ def _hook(model, component: str, layer: int, fn):
     module = _modules(model, component, layer)
     if component in ("resid", "heads"):  # the input of the block / the output projection
         return module.register_forward_pre_hook(lambda m, args: (fn(args[0]), *args[1:]))
-    if component == "attn":
-        return module.register_forward_hook(lambda m, a, out: (fn(out[0]), *out[1:]))
-    return module.register_forward_hook(lambda m, a, out: fn(out))
+
+    def on_output(m, a, out):  # attention modules return (out, weights), norms and MLPs out
+        return (fn(out[0]), *out[1:]) if isinstance(out, tuple) else fn(out)
+
+    return module.register_forward_hook(on_output)
 
 
 def _ids(lm, text):
@@ -80,7 +92,7 @@ def _acts(lm, ids, component):
 
 def _patched(lm, ids, component, layer, column, source):
     """The metric with one activation replaced by `source`'s: a position, or a head's columns."""
-    d_head = lm.model.config.hidden_size // lm.heads
+    d_head = head_dim(lm.model)
 
     def replace(x):
         x = x.clone()
@@ -99,8 +111,15 @@ def _patched(lm, ids, component, layer, column, source):
         handle.remove()
 
 
-@pytest.fixture(params=["tiny_gpt2", "tiny_llama"])
+@pytest.fixture(scope="module")
+def new_models(gpt2_tokenizer) -> dict:
+    return {name: from_model(build(name), gpt2_tokenizer, name) for name in NEW}
+
+
+@pytest.fixture(params=["tiny_gpt2", "tiny_llama", *NEW])
 def lm(request):
+    if request.param in NEW:
+        return request.getfixturevalue("new_models")[request.param]
     return request.getfixturevalue(request.param)
 
 
@@ -127,7 +146,7 @@ def test_every_exact_cell_equals_patching_that_activation_with_a_plain_hook(
         for layer in range(lm.layers)
         for c in range(columns)
     ]
-    torch.testing.assert_close(result, torch.tensor(expected), atol=1e-5, rtol=0)
+    torch.testing.assert_close(result, torch.tensor(expected), atol=1e-5, rtol=1e-5)
     assert result.std() > 1e-3  # the cells differ: the test can tell them apart
 
 

@@ -10,7 +10,7 @@ from lmscope.core.analysis import analyze
 from lmscope.dashboard.figures import residual_writes, vector_strip, write_scale
 from lmscope.dashboard.stages.embeddings import no_position_vector
 from lmscope.dashboard.stages.mlp import shape
-from lmscope.dashboard.stages.output import lens_note, tied_embeddings
+from lmscope.dashboard.stages.output import lens_note
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
@@ -41,7 +41,7 @@ def test_residual_writes_keep_the_true_norm_in_the_hover_on_a_log_scale(tiny_lla
 
 def test_the_gated_mlp_is_drawn_with_gate_and_up(tiny_llama, tiny_gpt2):
     card = tiny_llama.card
-    assert tiny_llama.adapter.gated_mlp and not tiny_gpt2.adapter.gated_mlp
+    assert tiny_llama.card.gated_mlp and not tiny_gpt2.card.gated_mlp
     gated = str(shape(card, gated=True).to_plotly_json())
     assert "gate, then SiLU" in gated and "'up'" in gated and "down" in gated
     assert "gate" not in str(shape(tiny_gpt2.card).to_plotly_json())
@@ -60,8 +60,13 @@ def test_the_embedding_strip_has_a_colour_scale_symmetric_about_zero():
 
 def test_tied_embeddings_explain_the_logit_lens_bottom_row(tiny_gpt2, tiny_llama):
     gpt2 = analyze(tiny_gpt2, PROMPT)  # GPT-2 ties wte and lm_head
-    assert tied_embeddings(tiny_gpt2)
+    assert tiny_gpt2.card.tied_embeddings  # the card's fact, and the weights' truth
+    assert (
+        tiny_gpt2.model.get_output_embeddings().weight
+        is tiny_gpt2.model.get_input_embeddings().weight
+    )
     assert "predicts the input token again" in lens_note(gpt2).children
     untied = tiny_llama.model.get_output_embeddings().weight
     assert untied is not tiny_llama.model.get_input_embeddings().weight
+    assert not tiny_llama.card.tied_embeddings
     assert lens_note(analyze(tiny_llama, PROMPT)) is None

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .attention import ROW_BLOCK, LayerKeys
 from .budget import check_analysis
 from .errors import PromptError
-from .heads import HeadReport, chance_scores
+from .heads import HeadReport, chance_scores, windowed_chance
 from .model import LoadedModel
 from .tokens import Token, display, tokenize
 from .trace import run
@@ -175,14 +175,11 @@ class Analysis:
     @property
     def attn_out(self) -> torch.Tensor:
         """What each attention sublayer wrote, `(layers, T, d)`: the model's own output projection
-        applied to z, computed on request (the pass keeps z, not this second copy of its size)."""
-        adapter, blocks = self.lm.adapter, self.lm.adapter.block_list(self.lm.model)
+        (and any norm after the sublayer) applied to z, computed on request (the pass keeps z,
+        not this second copy of its size)."""
         with torch.inference_mode():
             return torch.stack(
-                [
-                    block.get_submodule(adapter.out_proj)(z.flatten(-2))
-                    for block, z in zip(blocks, self.z, strict=True)
-                ]
+                [self.lm.attention_writes(layer, z.flatten(-2)) for layer, z in enumerate(self.z)]
             )
 
     @property
@@ -306,6 +303,7 @@ def _analyze_tokens(
             {k: v[0].tolist() for k, v in scores.items()},
             chance_scores(ids[0]),
             {k: v[0].tolist() for k, v in evidence.items()},
+            windowed_chance(ids[0], [rec.keys[layer].window for layer in range(layers)]),
         )
     return Analysis(
         lm=lm,

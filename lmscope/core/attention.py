@@ -49,8 +49,9 @@ class LayerKeys:
 
     query `(B, H, T, d)` and key `(B, KV, T, d)` as the model used them (KV divides H: query head h
     reads key head `h // (H // KV)`); `scaling` multiplies `q k^T`; causal always, plus `window`
-    (keys with `i - j < window` only: GPT-Neo's local layers, Mistral) and `mask`, the boolean
-    `(B, 1, T, T)` mask the model passed (padding), where it passed one.
+    (keys with `i - j < window` only: GPT-Neo's local layers, Mistral, Gemma's sliding layers) and
+    `mask`, the boolean `(B, 1, T, T)` mask the model passed (padding), where it passed one;
+    `softcap` c soft-caps the scaled scores to `c * tanh(s / c)` before the mask (Gemma 2).
     """
 
     query: torch.Tensor
@@ -58,6 +59,7 @@ class LayerKeys:
     scaling: float
     window: int | None = None
     mask: torch.Tensor | None = None
+    softcap: float | None = None
 
     @property
     def heads(self) -> int:
@@ -89,8 +91,9 @@ class LayerKeys:
         heads: slice | list[int] | None = None,
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`rows` before the softmax: `q k^T * scaling`, masked keys at float32's lowest; for every
-        head, written into the start of `out` (a flat float32 buffer) where given."""
+        """`rows` before the softmax: `q k^T * scaling` (soft-capped where the layer caps), masked
+        keys at float32's lowest; for every head, written into the start of `out` (a flat float32
+        buffer) where given."""
         size = self.tokens
         stop = size if stop is None else stop
         keys = size if keys is None or self.mask is not None else keys  # masked rows may spill
@@ -107,6 +110,8 @@ class LayerKeys:
         else:
             query = self.query[:, picked, start:stop].float() * self.scaling
             scores = torch.matmul(query, key[:, [h // groups for h in picked]])
+        if self.softcap is not None:
+            scores.div_(self.softcap).tanh_().mul_(self.softcap)
         i = torch.arange(start, stop, device=query.device).unsqueeze(-1)
         lowest = torch.finfo(scores.dtype).min
         if self.window is None and self.mask is None:  # causal only: keys before `start` all count
@@ -171,12 +176,13 @@ def _view(buffer: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def keep(
-    module: nn.Module, query, key, scaling: float, window=None, mask=None, value=None
+    module: nn.Module, query, key, scaling: float, window=None, mask=None, value=None, softcap=None
 ) -> torch.Tensor | None:
     """Hand one layer's queries and keys to the active recorder (if a traced pass is recording),
     and its values `(B, KV, T, d)` to the value hooks. Where a recorder scores the layer's heads,
-    the pattern is made here block by block and, given `value`, the layer's output with it:
-    returned `(B, H, T, d)` float32 for the caller to use instead of its own attention."""
+    or the layer soft-caps its scores (which the fast kernel cannot), the pattern is made here
+    block by block and, given `value`, the layer's output with it: returned `(B, H, T, d)`
+    float32 for the caller to use instead of its own attention."""
     if value is not None:
         for hook in _VALUE_HOOKS:
             hook(module, value)
@@ -186,11 +192,17 @@ def keep(
         allowed = mask
         if allowed is not None and allowed.dtype != torch.bool:  # additive float: 0 = allowed
             allowed = allowed > torch.finfo(allowed.dtype).min / 2
-        return LayerKeys(query.contiguous(), key.contiguous(), float(scaling), window, allowed)
+        cap = None if softcap is None else float(softcap)
+        return LayerKeys(query.contiguous(), key.contiguous(), float(scaling), window, allowed, cap)
 
     scorers = [scorer for record in _RECORDERS if (scorer := record(module, make))]
     if not scorers:
-        return None
+        if softcap is None or value is None:
+            return None
+        differentiable = torch.is_grad_enabled() and (query.requires_grad or value.requires_grad)
+        if query.shape[-2] != key.shape[-2] or differentiable:  # a generation step, or a backward
+            return capped_attention(make(), value)  # pass to come (`attend` writes into buffers)
+        return make().attend(value, _ignore)
 
     def score(block: torch.Tensor, start: int, entropy: torch.Tensor | None = None) -> None:
         for scorer in scorers:
@@ -216,13 +228,39 @@ def attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """transformers' sdpa attention, with the layer's queries and keys handed to the recorder."""
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    scored = keep(module, query, key, scale, sliding_window, attention_mask, value)
-    if scored is not None:  # the pattern was made to score the heads: it gave the output too
+    softcap = kwargs.pop("softcap", None)
+    scored = keep(module, query, key, scale, sliding_window, attention_mask, value, softcap)
+    if scored is not None:  # the pattern was made (to score heads, or soft-capped): the output too
         return scored.to(value.dtype).transpose(1, 2).contiguous(), None
     kwargs.pop("output_attentions", None)
     return sdpa_attention_forward(
         module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs
     )
+
+
+def _ignore(block: torch.Tensor, start: int, entropy: torch.Tensor | None = None) -> None:
+    """A scorer that keeps nothing (a soft-capped layer attends from its pattern unscored)."""
+
+
+def capped_attention(keys: LayerKeys, value: torch.Tensor) -> torch.Tensor:
+    """`(B, H, Tq, d)` float32 output of queries that sit at the end of the keys (all of them, or
+    the last of a cached generation step), soft-capped as eager attention does:
+    `softmax(c tanh(q k^T s / c))` over the keys the causal rule, the window and the mask allow.
+    Made whole `(B, H, Tq, Tk)`, so autograd can follow it."""
+    query, key = keys.query.float(), keys.key.float()
+    groups = query.shape[1] // key.shape[1]
+    scores = torch.matmul(query, key.repeat_interleave(groups, 1).transpose(-1, -2)) * keys.scaling
+    scores = keys.softcap * torch.tanh(scores / keys.softcap)
+    rows, size = scores.shape[-2:]
+    i = torch.arange(size - rows, size, device=scores.device).unsqueeze(-1)
+    j = torch.arange(size, device=scores.device)
+    allowed = j <= i
+    if keys.window is not None:
+        allowed = allowed & (i - j < keys.window)
+    if keys.mask is not None:
+        allowed = allowed & keys.mask[..., -rows:, :size]
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    return torch.matmul(scores.softmax(-1), value.float().repeat_interleave(groups, 1))
 
 
 def causal_sdpa(query, key, value, scaling: float, allowed: torch.Tensor | None) -> torch.Tensor:

@@ -69,6 +69,11 @@ class GgufFile:
 
 def open_gguf(path: Path, model_id: str) -> GgufFile:
     """The file as a GgufFile, or a clear error when it is not a GGUF file at all."""
+    _check_magic(path, model_id)
+    return GgufFile(path, content_digest(path))
+
+
+def _check_magic(path: Path, model_id: str) -> None:
     try:
         with path.open("rb") as file:
             magic = file.read(4)
@@ -79,7 +84,6 @@ def open_gguf(path: Path, model_id: str) -> GgufFile:
             f"{model_id} is not a GGUF file (it does not start with 'GGUF'); --model takes a hub id, "
             "a model folder or a .gguf file."
         )
-    return GgufFile(path, content_digest(path))
 
 
 def content_digest(path: Path) -> str:
@@ -126,8 +130,45 @@ _FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _UNPACK = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 10: "<Q", 11: "<q"}
 
 
-def _header_value(path: Path, wanted: str) -> int | None:
-    """An integer value of the GGUF header, or None when the key is absent or unreadable."""
+# llama.cpp's architecture names that transformers loads under another model type
+# (transformers.modeling_gguf_pytorch_utils.load_gguf_checkpoint renames them the same way).
+_MODEL_TYPES = {
+    "qwen2moe": "qwen2_moe",
+    "qwen3moe": "qwen3_moe",
+    "gpt-oss": "gpt_oss",
+    "minimax-m2": "minimax_m2",
+    "gemma3": "gemma3_text",
+    "gemma4": "gemma4_text",
+}
+
+
+def model_type(path: Path, model_id: str) -> str:
+    """The transformers model type of a GGUF file, from its header's `general.architecture` alone:
+    milliseconds, where reading the config parses the whole metadata (a 262k-token vocabulary:
+    ~15 s). Raises when the file is not GGUF or names an architecture transformers cannot load."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    _check_magic(path, model_id)
+    architecture = _header_value(path, "general.architecture")
+    if not isinstance(architecture, str):
+        raise UnsupportedModelError(
+            f"{model_id} is not a readable GGUF file: its header names no architecture."
+        )
+    kind = _MODEL_TYPES.get(architecture, architecture)
+    if (
+        architecture not in GGUF_SUPPORTED_ARCHITECTURES
+        and kind not in GGUF_SUPPORTED_ARCHITECTURES
+    ):
+        raise UnsupportedModelError(
+            f"{model_id}: transformers cannot dequantize this GGUF file's architecture "
+            f"('{architecture}')."
+        )
+    return kind
+
+
+def _header_value(path: Path, wanted: str) -> int | str | None:
+    """An integer or string value of the GGUF header, or None when the key is absent or
+    unreadable."""
 
     def take(file, n: int) -> bytes:
         data = file.read(n)
@@ -159,6 +200,9 @@ def _header_value(path: Path, wanted: str) -> int | None:
                 (kind,) = struct.unpack("<I", take(file, 4))
                 if key == wanted and kind in _UNPACK:
                     return struct.unpack(_UNPACK[kind], take(file, _FIXED[kind]))[0]
+                if key == wanted and kind == 8:
+                    (size,) = struct.unpack("<Q", take(file, 8))
+                    return take(file, min(size, 1 << 16)).decode("utf-8", "replace")
                 skip(file, kind)
     except (OSError, EOFError, struct.error):
         return None

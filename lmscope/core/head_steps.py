@@ -1,8 +1,11 @@
 """Why a head attends: one head's attention for one query token, step by step, with real numbers.
 
-`head_steps` takes the query and key vectors the model used (after rotary where it has rotary; kept
-by the analysis pass) and computes each step eager attention takes: the dot products `q . k_j`,
-the scaling, the causal (and local-window) mask, the softmax, and the weighted sum of the values.
+`head_steps` takes the query and key vectors the model used (after any query/key norm and rotary;
+kept by the analysis pass) and computes each step eager attention takes: the dot products
+`q . k_j`, the scaling, the soft-cap where the model caps its scores (Gemma 2:
+`c * tanh(s / c)`), the causal (and local-window) mask, the softmax, and the weighted sum of the
+values. `qk_norm` says how the model normalized queries and keys before rotary (Qwen3, Gemma 3,
+OLMo 2), so the view can show that step too.
 Values are not kept by the pass; `layer_values` gets one layer's from a pass that stops as soon as
 that layer has made them, through the same attention function (core/attention.py).
 """
@@ -68,10 +71,12 @@ def layer_values(analysis: Analysis, layer: int) -> torch.Tensor:
 class HeadSteps:
     """One head's attention from query token `position`, every step (keys are positions 0..T-1).
 
-    `dots[j] = q . k_j`; `scores = dots * scaling` with keys the mask hides set to -inf; `weights`
-    is the softmax of `scores` (the pattern row); `output = weights @ values`, the head's output
-    at `position` (what the model wrote as z). Under grouped-query attention `kv_head` names the
-    key/value head this query head shares with `group - 1` others.
+    `dots[j] = q . k_j`; `scaled = dots * scaling`; `scores` is `scaled`, soft-capped to
+    `softcap * tanh(scaled / softcap)` where the layer caps, with keys the mask hides set to -inf;
+    `weights` is the softmax of `scores` (the pattern row); `output = weights @ values`, the
+    head's output at `position` (what the model wrote as z). Under grouped-query attention
+    `kv_head` names the key/value head this query head shares with `group - 1` others.
+    `qk_norm` describes the norm q and k passed through before rotary (None: none).
     """
 
     layer: int
@@ -85,10 +90,13 @@ class HeadSteps:
     keys: torch.Tensor  # (T, d_head)
     dots: torch.Tensor  # (T,)
     allowed: torch.Tensor  # (T,) bool: keys this query may read
-    scores: torch.Tensor  # (T,) scaled, -inf where masked
+    scores: torch.Tensor  # (T,) scaled (and soft-capped), -inf where masked
     weights: torch.Tensor  # (T,) the softmax: the pattern row
     values: torch.Tensor | None  # (T, d_head); None when not asked for (`with_values=False`)
     output: torch.Tensor | None  # (d_head,)
+    scaled: torch.Tensor | None = None  # (T,) dots * scaling, before any soft-cap and the mask
+    softcap: float | None = None
+    qk_norm: str | None = None
 
     @property
     def d_head(self) -> int:
@@ -139,7 +147,9 @@ def head_steps(
         allowed &= position - j < keys.window
     if keys.mask is not None:
         allowed &= keys.mask[0, 0, position]
-    scores = (dots * keys.scaling).masked_fill(~allowed, -math.inf)
+    scaled = dots * keys.scaling
+    capped = scaled if keys.softcap is None else torch.tanh(scaled / keys.softcap) * keys.softcap
+    scores = capped.masked_fill(~allowed, -math.inf)
     weights = scores.softmax(-1)
     values = layer_values(analysis, layer)[kv_head] if with_values else None
     return HeadSteps(
@@ -158,4 +168,17 @@ def head_steps(
         weights=weights,
         values=values,
         output=None if values is None else weights @ values,
+        scaled=scaled,
+        softcap=keys.softcap,
+        qk_norm=qk_norm_text(analysis.lm),
     )
+
+
+def qk_norm_text(lm) -> str | None:
+    """How the model normalized queries and keys before rotary, in words (None: it did not)."""
+    adapter = lm.adapter
+    if adapter.q_norm is None:
+        return None
+    if adapter.qk_norm_span == "all":
+        return "one RMSNorm over all heads' queries together (and one over all keys), before rotary"
+    return "an RMSNorm on each head's query and on each key, before rotary"

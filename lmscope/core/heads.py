@@ -27,6 +27,12 @@ category's threshold, is at least `CHANCE_MULTIPLE` times the chance level (the 
 uniform attention on the same tokens) AND rests on at least `MIN_EVIDENCE` rows' worth of
 attention. A head that would pass only on less evidence is filed "too little evidence on this
 input" (`insufficient`), never "other". See docs/head-scores.md for the thresholds and why.
+
+A head of a sliding-window layer (window w: query i reads keys j with i - j < w) is judged on what
+it can see: its duplicate and induction targets are the visible ones only, its diffuse score is
+normalized by the keys it can read (`log(min(i, w))`), its sink share is measured on the rows that
+can still see key 0 (i < w), and its chance level is uniform attention over its window
+(`chance_scores(ids, window)`, kept per layer in `HeadReport.layer_chance`).
 """
 
 from __future__ import annotations
@@ -77,28 +83,31 @@ _GENERIC: tuple[Category, ...] = ("diffuse",)
 _CHUNK = 1 << 22  # elements per entropy chunk (16 MB): bounded temporaries, few tensor ops
 
 
-def repeat_masks(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def repeat_masks(ids: torch.Tensor, window: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean `(..., T, T)` masks: earlier same token (duplicate) and the token after it (induction).
 
-    Key 0 is never a target: attention there cannot be told apart from the sink.
+    Key 0 is never a target: attention there cannot be told apart from the sink. With a `window`,
+    only targets the query can see count.
     """
     size = ids.shape[-1]
-    duplicate, induction = repeat_targets(ids.reshape(-1, size), 0, size, size)
+    duplicate, induction = repeat_targets(ids.reshape(-1, size), 0, size, size, window)
     shape = (*ids.shape[:-1], size, size)
     return duplicate.reshape(shape), induction.reshape(shape)
 
 
 def repeat_targets(
-    ids: torch.Tensor, start: int, stop: int, keys: int
+    ids: torch.Tensor, start: int, stop: int, keys: int, window: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`repeat_masks` for query rows `start:stop` and keys `0:keys` only: `(N, rows, keys)` each."""
     i = torch.arange(start, stop, device=ids.device).unsqueeze(-1)
     j = torch.arange(keys, device=ids.device)
     earlier = j < i
-    same = (ids[:, start:stop, None] == ids[:, None, :keys]) & earlier  # key 0 included
+    if window is not None:
+        earlier = earlier & (i - j < window)
+    same = (ids[:, start:stop, None] == ids[:, None, :keys]) & (j < i)  # key 0 included
     induction = torch.zeros_like(same)
     induction[..., 1:] = same[..., :-1]
-    return same & (j >= 1), induction & earlier
+    return same & (j >= 1) & earlier, induction & earlier
 
 
 def row_entropy(pattern: torch.Tensor) -> torch.Tensor:
@@ -165,10 +174,12 @@ class ScoreSums:
     counted: dict[str, torch.Tensor]  # rows each score was defined on
     sink: torch.Tensor
     sink_rows: torch.Tensor
+    window: int | None = None  # a sliding-window layer's: keys i - j < window only
 
     @classmethod
-    def start(cls, ids: torch.Tensor, heads: int) -> ScoreSums:
-        """Empty sums for `heads` patterns per row of `ids` `(N, T)`."""
+    def start(cls, ids: torch.Tensor, heads: int, window: int | None = None) -> ScoreSums:
+        """Empty sums for `heads` patterns per row of `ids` `(N, T)` (of a layer whose queries
+        see only the last `window` keys, where given)."""
         zero = torch.zeros(ids.shape[0], heads, dtype=torch.float32, device=ids.device)
         return cls(
             ids,
@@ -177,6 +188,7 @@ class ScoreSums:
             {k: zero.clone() for k in SCORES},
             zero.clone(),
             zero.new_zeros(()),
+            window,
         )
 
     def add(self, block: torch.Tensor, start: int, entropy: torch.Tensor | None = None) -> None:
@@ -196,8 +208,9 @@ class ScoreSums:
         if entropy is None:
             entropy = -torch.xlogy(block, block).sum(-1)
         spread = entropy - torch.special.entr(sink) - torch.special.entr(rest)
-        diffuse = spread / position.clamp_min(2).to(block.dtype).log()
-        duplicate, induction = repeat_targets(self.ids, start, start + rows, keys)
+        readable = position if self.window is None else position.clamp_max(self.window)
+        diffuse = spread / readable.clamp_min(2).to(block.dtype).log()
+        duplicate, induction = repeat_targets(self.ids, start, start + rows, keys, self.window)
         for name, mass, counted in (
             ("previous_token", previous, scored),
             ("self", own, scored),
@@ -209,8 +222,9 @@ class ScoreSums:
             self.mass[name] += (mass * counted).sum(-1)
             self.evidence[name] += (rest * counted).sum(-1)
             self.counted[name] += counted.sum(-1)
-        self.sink += (sink * scored).sum(-1)
-        self.sink_rows += scored.sum()
+        sees_sink = scored if self.window is None else scored & (position < self.window)
+        self.sink += (sink * sees_sink).sum(-1)
+        self.sink_rows += sees_sink.sum()
 
     def scores(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """`(scores, evidence)` `(N, M)` each, as `score_heads_with_evidence` defines them."""
@@ -229,20 +243,21 @@ class ScoreSums:
 
 
 def score_heads_with_evidence(
-    pattern: torch.Tensor, ids: torch.Tensor
+    pattern: torch.Tensor, ids: torch.Tensor, window: int | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Every score (and `sink`) for every head, and the evidence behind each behaviour score.
 
     pattern: `(..., T, T)`, e.g. `(layers, heads, T, T)` with ids `(T,)`, or
     `(batch, layers, heads, T, T)` with ids `(batch, T)` (or `(T,)`, shared by the batch). Returns
     `(scores, evidence)`, each with the pattern's leading shape; scores are NaN where undefined.
-    Scored in blocks of rows (`ScoreSums`), ~16 MB at a time.
+    Scored in blocks of rows (`ScoreSums`), ~16 MB at a time; `window`: the patterns are of a
+    sliding-window layer (see the module's docstring).
     """
     size = pattern.shape[-1]
     lead = pattern.shape[:-2]
     ids = ids.reshape(-1, size).to(pattern.device)
     flat = pattern.reshape(ids.shape[0], -1, size, size)  # (N, M, T, T): N ids rows
-    sums = ScoreSums.start(ids, flat.shape[1])
+    sums = ScoreSums.start(ids, flat.shape[1], window)
     step = max(1, _CHUNK // (flat.shape[0] * flat.shape[1] * size))
     for start in range(0, size, step):
         sums.add(flat[:, :, start : start + step], start)
@@ -253,27 +268,40 @@ def score_heads_with_evidence(
     )
 
 
-def score_heads(pattern: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+def score_heads(
+    pattern: torch.Tensor, ids: torch.Tensor, window: int | None = None
+) -> dict[str, torch.Tensor]:
     """Every score (and `sink`) for every head at once; see `score_heads_with_evidence`."""
-    return score_heads_with_evidence(pattern, ids)[0]
+    return score_heads_with_evidence(pattern, ids, window)[0]
 
 
-def chance_scores(ids: torch.Tensor) -> dict[str, float]:
-    """Each score of uniform causal attention (`A[i, j] = 1/(i+1)`) on these ids: the chance level.
+def chance_scores(ids: torch.Tensor, window: int | None = None) -> dict[str, float]:
+    """Each score of uniform causal attention (`A[i, j] = 1/(i+1)`) on these ids: the chance level
+    (with a `window`, uniform over the keys a query of a sliding-window layer sees).
 
     Built and scored a block of rows at a time: never a whole T x T uniform pattern.
     """
     size = ids.shape[-1]
     flat = ids.reshape(-1, size)
-    sums = ScoreSums.start(flat, 1)
+    sums = ScoreSums.start(flat, 1, window)
     step = max(1, _CHUNK // (flat.shape[0] * size))
     for start in range(0, size, step):
         stop = min(size, start + step)
         rows = torch.ones(stop - start, size).tril(start)
-        rows /= torch.arange(start + 1, stop + 1).unsqueeze(-1)
+        if window is not None:
+            rows = rows.triu(start - window + 1)
+        rows /= rows.sum(-1, keepdim=True)
         sums.add(rows.expand(flat.shape[0], 1, *rows.shape), start)
     scores = sums.scores()[0]
     return {k: float(v.float().nanmean()) for k, v in scores.items()}
+
+
+def windowed_chance(ids: torch.Tensor, windows: list[int | None]) -> dict[int, dict[str, float]]:
+    """`HeadReport.layer_chance`: the chance levels of each layer whose window is shorter than
+    the input `ids` `(..., T)` (one computation per distinct window)."""
+    size = ids.shape[-1]
+    by_window = {w: chance_scores(ids, w) for w in set(windows) if w is not None and w < size}
+    return {layer: by_window[w] for layer, w in enumerate(windows) if w in by_window}
 
 
 def passes(category: Category, score: float, chance: float | None = None) -> bool:
@@ -330,13 +358,15 @@ class HeadReport:
 
     `scores["sink"]` is each head's share on the first token; `evidence[name]` the rows' worth of
     attention off the sink each behaviour score rests on; `chance[name]` what uniform attention
-    scores on the same input (see `chance_scores`).
+    scores on the same input (see `chance_scores`), and `layer_chance[layer]` the same for a
+    sliding-window layer whose window the input outgrows (`chance_of`).
     """
 
     scores: dict[str, Grid]
     categories: list[list[Category]]
     chance: dict[str, float] = field(default_factory=dict)
     evidence: dict[str, Grid] = field(default_factory=dict)
+    layer_chance: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @classmethod
     def from_pattern(cls, pattern: torch.Tensor, ids: torch.Tensor) -> HeadReport:
@@ -358,22 +388,28 @@ class HeadReport:
         scores: dict[str, Grid],
         chance: dict[str, float] | None = None,
         evidence: dict[str, Grid] | None = None,
+        layer_chance: dict[int, dict[str, float]] | None = None,
     ) -> HeadReport:
         """Categorize every head from its scores (no evidence given: every score counts)."""
         chance, evidence = dict(chance or {}), dict(evidence or {})
+        layer_chance = dict(layer_chance or {})
         layers, heads = len(scores["self"]), len(scores["self"][0])
         categories = [
             [
                 primary_category(
                     {k: scores[k][l][h] for k in SCORES},
-                    chance,
+                    layer_chance.get(l, chance),
                     {k: v[l][h] for k, v in evidence.items()},
                 )
                 for h in range(heads)
             ]
             for l in range(layers)
         ]
-        return cls(scores, categories, chance, evidence)
+        return cls(scores, categories, chance, evidence, layer_chance)
+
+    def chance_of(self, layer: int) -> dict[str, float]:
+        """The chance levels a head of `layer` is judged against."""
+        return self.layer_chance.get(layer, self.chance)
 
     @property
     def layers(self) -> int:
@@ -405,7 +441,7 @@ class HeadReport:
         if category in ("other", "insufficient"):
             return self.categories[layer][head] == category
         return self.decided(layer, head, category) and passes(
-            category, self.scores[category][layer][head], self.chance.get(category)
+            category, self.scores[category][layer][head], self.chance_of(layer).get(category)
         )
 
     def strength(self, layer: int, head: int) -> float | None:
@@ -462,6 +498,10 @@ class HeadReport:
             "categories": self.categories,
             "applicable": {k: self.applicable(k) for k in SCORES},
             "chance": {k: None if v != v else round(v, 4) for k, v in self.chance.items()},
+            "layer_chance": {
+                str(layer): {k: None if v != v else round(v, 4) for k, v in values.items()}
+                for layer, values in self.layer_chance.items()
+            },
             "summary": self.summary(),
             "sink_heads": self.sink_heads(),
             "counts_per_layer": self.counts_per_layer(),

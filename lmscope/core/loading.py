@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,7 +22,8 @@ from huggingface_hub import hf_hub_download, snapshot_download, try_to_load_from
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
-from .adapters import adapter_for
+from . import parity
+from .adapters import adapter_for, check_model_type
 from .availability import WEIGHT_FILES
 from .card import ModelCard, model_card
 from .catalog import (
@@ -35,6 +37,7 @@ from .catalog import (
 )
 from .errors import LmscopeError, ModelNotFoundError, ModelTooLargeError, UnsupportedModelError
 from .gguf import GgufFile, dequantize, open_gguf, read_config
+from .gguf import model_type as gguf_model_type
 from .model import LoadedModel
 from .trace import install_hooks
 
@@ -240,6 +243,8 @@ def _inspect(
     source = _source(model_id, allow_local_path)
     public = _public_id(model_id, source)
     local_file = os.path.isabs(source) and os.path.isfile(source)  # never a visitor's name
+    if local_file:  # a family lmscope has no adapter for is refused from the header
+        check_model_type(gguf_model_type(Path(source), model_id), model_id)
     packed = open_gguf(Path(source), model_id) if local_file else None
     if packed is not None and not packed.cached:
         config = read_config(packed, model_id)  # from the metadata: nothing dequantized yet
@@ -357,7 +362,8 @@ def _weights(model_id: str, source: str, config: PretrainedConfig):
 
 
 def _bind(lm: LoadedModel) -> None:
-    """Attach the trace hooks, and check the adapter's unembedding really gives vocabulary logits."""
+    """Attach the trace hooks, check the adapter's unembedding really gives vocabulary logits,
+    and run the parity check (core/parity.py), whose result goes on the card."""
     install_hooks(lm)
     with torch.inference_mode():
         width = lm.unembed(torch.zeros(1, lm.card.hidden_size)).shape[-1]
@@ -366,6 +372,19 @@ def _bind(lm: LoadedModel) -> None:
             f"{lm.model_id}: the {lm.adapter.family} adapter's unembedding gives {width} values, "
             f"not one per vocabulary entry ({lm.card.vocab_size}); this model's layout differs."
         )
+    lm.card = replace(lm.card, embedding_scale=embedding_scale(lm))
+    lm.card = parity.with_parity(lm.card, parity.check(lm))
+
+
+def embedding_scale(lm: LoadedModel) -> float:
+    """What the token embedding module multiplies its table's rows by (Gemma: sqrt(d_model)),
+    measured on one row."""
+    module = lm.model.get_submodule(lm.adapter.token_embedding)
+    with torch.inference_mode():
+        token = module.weight[:64].float().norm(dim=-1).argmax().reshape(1)  # not a padding row
+        row, out = module.weight[token].float(), module(token).float()
+    size = float((row * row).sum())
+    return round(float((out * row).sum()) / size, 6) if size > 0 else 1.0
 
 
 def from_model(model, tokenizer, model_id: str = "custom") -> LoadedModel:

@@ -26,6 +26,11 @@ def read_out(head: torch.nn.Linear, rows: torch.Tensor) -> torch.Tensor:
     return out.contiguous().reshape(*rows.shape[:-1], -1)
 
 
+def soft_cap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """`cap * tanh(logits / cap)`, as a model that soft-caps computes it; `logits` where no cap."""
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
 @dataclass(eq=False)
 class LoadedModel:
     """The backend of one model; architecture differences stay behind `adapter`."""
@@ -47,14 +52,24 @@ class LoadedModel:
         return self.card.heads_per_layer
 
     def unembed(self, residual: torch.Tensor) -> torch.Tensor:
-        """Logits of residual-stream vectors `(..., d)`: final norm, then the unembedding."""
+        """Logits of residual-stream vectors `(..., d)`: final norm, the unembedding, then the
+        soft-cap `c * tanh(logit / c)` where the model caps its logits (Gemma 2)."""
         for path in self.adapter.unembed:
             module = self.adapter.submodule(self.model, path)
             if type(module) is torch.nn.Linear:
                 residual = read_out(module, residual)
             elif module is not None:
                 residual = module(residual)
-        return residual
+        return soft_cap(residual, self.card.final_softcap)
+
+    def attention_writes(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """What layer `layer`'s attention adds to the stream, from its heads' outputs `z`
+        `(..., heads * d_head)`: the output projection, then the norm after the sublayer where
+        the family has one (`Adapter.attn_out_norm`)."""
+        block = self.adapter.block_list(self.model)[layer]
+        out = block.get_submodule(self.adapter.out_proj)(z)
+        norm = self.adapter.attn_out_norm
+        return out if norm is None else block.get_submodule(norm)(out)
 
     def token_text(self, token_id: int) -> str:
         """The text of one vocabulary entry."""

@@ -4,7 +4,10 @@ Hooks are installed once per model and do nothing unless a `Recorder` is active 
 thread's context, so concurrent requests on one shared model never see each other's activations or
 ablations. Names follow TransformerLens: `hook_embed`, `hook_pos_embed`, `blocks.{l}.hook_resid_pre`,
 `blocks.{l}.attn.hook_z`, `blocks.{l}.hook_attn_out`, `blocks.{l}.hook_mlp_out`,
-`blocks.{l}.hook_resid_post`. Attention runs on lmscope's attention function (core/attention.py):
+`blocks.{l}.hook_resid_post`. What a sublayer adds to the stream (`hook_attn_out`, `hook_mlp_out`)
+is recorded where it joins the stream: after the norm a family applies to the sublayer's output
+(Gemma, OLMo 2: `Adapter.attn_out_norm`), so `resid_post - resid_pre == attn_out + mlp_out` for
+every family (in parallel as well as in sequence). Attention runs on lmscope's attention function (core/attention.py):
 no pattern is made during the pass; each layer's queries and keys are kept (`Recorder.keys`) and,
 where asked, every head is scored on the fly, a block of query rows at a time (`Recorder.sums`).
 """
@@ -172,7 +175,7 @@ def _keep_keys(module: nn.Module, make) -> attention.Scorer | None:
     ids = rec.score_ids
     if ids is None or ids.shape != (keys.query.shape[0], keys.tokens) or rec.grow:
         return None
-    sums = rec.sums[layer] = ScoreSums.start(ids, keys.heads)
+    sums = rec.sums[layer] = ScoreSums.start(ids, keys.heads, keys.window)
     return sums.add
 
 
@@ -243,13 +246,17 @@ def _save(name: str):
 
 
 def _save_attention(layer: int):
-    def hook(module: nn.Module, args: tuple, output: tuple) -> tuple | None:
+    """On the module whose output is what attention adds to the stream: the attention module
+    (returns `(out, ...)`) or the norm after it (returns `out`)."""
+
+    def hook(module: nn.Module, args: tuple, output: object) -> object | None:
         rec = _ACTIVE.get()
         patch = rec.stream_patches.get(f"blocks.{layer}.hook_attn_out") if rec else None
         if patch is not None:
-            output = (patch.apply(output[0]), *output[1:])
+            patched = patch.apply(_first(output))
+            output = (patched, *output[1:]) if isinstance(output, tuple) else patched
         if rec is not None and rec.capture:
-            out = output[0]
+            out = _first(output)
             if rec.keep_sublayer_outputs:
                 out = rec.stacked("hook_attn_out", layer, out, rec.layers)
             else:  # dropped once the MLP hook has read its shape
@@ -399,9 +406,11 @@ def install_hooks(lm: LoadedModel) -> None:
         block.register_forward_pre_hook(_steer(layer), with_kwargs=True)  # before it is recorded
         block.register_forward_pre_hook(_between_layers(layer, lm.layers))
         block.register_forward_pre_hook(_save_resid_pre(layer), with_kwargs=True)
-        block.get_submodule(adapter.attention).register_forward_hook(_save_attention(layer))
+        attn_writes = block.get_submodule(adapter.attn_out_norm or adapter.attention)
+        attn_writes.register_forward_hook(_save_attention(layer))
         block.get_submodule(adapter.out_proj).register_forward_pre_hook(_patch_z(layer, lm.heads))
-        block.get_submodule(adapter.mlp).register_forward_hook(_save_mlp(layer))
+        mlp_writes = block.get_submodule(adapter.mlp_out_norm or adapter.mlp)
+        mlp_writes.register_forward_hook(_save_mlp(layer))
         block.register_forward_hook(_save_resid_post(layer))
     model.get_submodule(adapter.unembed[-1]).register_forward_pre_hook(_contiguous)
     model._lmscope_hooked = True

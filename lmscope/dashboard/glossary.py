@@ -17,7 +17,6 @@ from ..core.errors import LmscopeError
 from ..core.heads import SINK_MARK, HeadReport
 from ..service import Service
 from .shown import while_shown
-from .stages.output import tied_embeddings
 from .static import static
 from .terms import slug
 
@@ -44,8 +43,7 @@ class Facts:
 
 
 def _positions(card: ModelCard) -> Entry:
-    kind = card.positional_encoding.lower()
-    if kind.startswith("rotary"):
+    if card.rotary:
         return Entry(
             "positions",
             "RoPE (rotary position embedding)",
@@ -54,7 +52,7 @@ def _positions(card: ModelCard) -> Entry:
             "position, so a query-key match depends on how far apart the two tokens are. "
             "(GPT-2 instead adds a learned vector per position.)",
         )
-    if kind.startswith("learned"):
+    if card.positional_encoding.lower().startswith("learned"):
         return Entry(
             "positions",
             "position embedding (learned)",
@@ -405,5 +403,5 @@ def register(app: Dash, service: Service) -> None:
             return []
         analysis = service.stored(data)
         report = analysis.heads if analysis is not None and analysis.lm is lm else None
-        facts = Facts(lm.adapter.gated_mlp, tied_embeddings(lm), **sink_facts(report))
+        facts = Facts(lm.card.gated_mlp, lm.card.tied_embeddings, **sink_facts(report))
         return static(entry_list(entries(lm.card, facts)))

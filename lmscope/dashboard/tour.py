@@ -135,7 +135,7 @@ def second_copy_loss(
 
 def positions_text(lm: LoadedModel) -> str:
     card = lm.card
-    if card.positional_encoding.lower().startswith("rotary"):
+    if card.rotary:
         return (
             f"{card.name} adds nothing for position here: it uses rotary positions (RoPE), which "
             "rotate each query and key inside attention by an angle that grows with the position. "
@@ -228,9 +228,10 @@ def head_text(analysis: Analysis, layer: int, head: int) -> str:
 
 def mlp_text(lm: LoadedModel) -> str:
     card = lm.card
-    if lm.adapter.gated_mlp:
+    if lm.card.gated_mlp:
         return (
-            f"Each layer's MLP is gated (SwiGLU): the {card.hidden_size:,} numbers are widened "
+            f"Each layer's MLP is gated ({'SwiGLU' if card.activation == 'SiLU' else 'GLU'}): "
+            f"the {card.hidden_size:,} numbers are widened "
             f"twice to {card.mlp_size:,}, one copy goes through {card.activation} and multiplies "
             "the other, and the product is narrowed back. The boxes' heights follow the widths."
         )

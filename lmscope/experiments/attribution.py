@@ -8,6 +8,7 @@ until the scores settle, and say so when they do not (see `token_attribution`).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,8 @@ from ..core import jobs
 from ..core.analysis import Analysis
 from ..core.budget import check_token_attribution
 from ..core.errors import RequestError, UnsupportedModelError
-from ..core.model import LoadedModel
+from ..core.model import LoadedModel, soft_cap
+from ..core.norms import freeze, is_norm
 from ..core.tokens import Token
 from ..core.trace import run
 from .inputs import as_ids, prompt_ids
@@ -33,17 +35,13 @@ BATCH_TOKENS = 4096  # tokens per batched forward/backward pass of integrated gr
 BATCH_CELLS = 2**20  # rows x T^2 attention cells kept for the backward pass (bounds memory)
 
 
-def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.LayerNorm) or "RMSNorm" in type(module).__name__
-
-
 def unembedding_column(
     lm: LoadedModel, target: int
 ) -> tuple[nn.Module | None, torch.Tensor, float]:
     """The final norm (if any), and the target's unembedding column u `(d,)` with its bias c: the
     linear map after the norm gives `logit = u . y + c` for the normalized stream y."""
     modules = [m for p in lm.adapter.unembed if (m := lm.adapter.submodule(lm.model, p))]
-    norm = modules.pop(0) if modules and _is_norm(modules[0]) else None
+    norm = modules.pop(0) if modules and is_norm(modules[0]) else None
     if not all(isinstance(m, nn.Linear) for m in modules):
         raise UnsupportedModelError(
             f"Reading a logit off the stream needs a linear unembedding; {lm.card.name} has "
@@ -61,35 +59,37 @@ def unembedding_column(
 
 
 def readout(lm: LoadedModel, final: torch.Tensor, target: int) -> tuple[torch.Tensor, float]:
-    """The target logit as a linear function of the residual stream, final norm's scale frozen.
+    """The target logit as a linear function of the residual stream, the final norm's scale and
+    any logit soft-cap frozen.
 
     Returns `(g, c)` with `logit(x) = g . x + c` exactly at `x = final` (the full last-position
     residual) and, for any split `x = sum_i x_i`, `g . x_i` is component i's direct effect.
-    With u = the unembedding column of the target (through any linear projection after the norm),
-    w, b the norm's weight and bias, and s its scale frozen at `final`:
-    LayerNorm: s = sqrt(var(final) + eps), g = (w*u - mean(w*u)) / s (the mean subtraction moved
-    onto g, which is the same as centring each component), c = b . u + unembedding bias;
-    RMSNorm: s = sqrt(mean(final^2) + eps), g = w*u / s.
+    With u = the unembedding column of the target (through any linear projection after the norm)
+    and the norm frozen at `final` (core/norms.py: gain w, or 1 + w for Gemma, scale s): g = w*u / s,
+    centred for LayerNorm, c = b . u + the unembedding's bias. A model that soft-caps its logits
+    (Gemma 2: `cap * tanh(l / cap)`) has the cap frozen the same way, as the ratio r =
+    capped(l) / l at the full logit l: g and c are multiplied by r.
     """
     norm, u, c = unembedding_column(lm, target)
     final = final.float()
-    if norm is None:
-        return u, c
-    weight = norm.weight if norm.weight is not None else torch.ones_like(final)
-    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-6)
-    wu = weight.float() * u
-    if isinstance(norm, nn.LayerNorm):
-        scale = (final.var(unbiased=False) + eps).sqrt()
-        bias = float(norm.bias.float() @ u) if norm.bias is not None else 0.0
-        return (wu - wu.mean()) / scale, c + bias
-    scale = (final.pow(2).mean() + eps).sqrt()
-    return wu / scale, c
+    g = u
+    if norm is not None:
+        frozen = freeze(norm, final)
+        g, c = frozen.transpose(u), c + frozen.constant(u)
+    cap = lm.card.final_softcap
+    if cap is not None:
+        raw = float(g @ final) + c
+        ratio = float(soft_cap(torch.tensor(raw), cap)) / raw if raw else 1.0
+        g, c = g * ratio, c * ratio
+    return g, c
 
 
 def head_writes(lm: LoadedModel, z: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """What each head of `layer` wrote: out_proj(z, other heads zeroed) - out_proj(0), and the bias.
 
-    z: `(heads, d_head)` at one position. Returns `(heads, d)` and the out_proj bias `(d,)`.
+    z: `(heads, d_head)` at one position. Returns `(heads, d)` and the out_proj bias `(d,)`. Where
+    a norm follows the sublayer (Gemma, OLMo 2), both pass through it frozen at the layer's whole
+    output out_proj(z) (core/norms.py): they sum to what the layer added to the stream.
     """
     block = lm.adapter.block_list(lm.model)[layer]
     out_proj = block.get_submodule(lm.adapter.out_proj)
@@ -97,7 +97,11 @@ def head_writes(lm: LoadedModel, z: torch.Tensor, layer: int) -> tuple[torch.Ten
     alone = torch.zeros(heads, heads, z.shape[1])
     alone[range(heads), range(heads)] = z
     bias = out_proj(torch.zeros(1, z.numel()))[0]
-    return out_proj(alone.flatten(1)) - bias, bias
+    writes = out_proj(alone.flatten(1)) - bias
+    if lm.adapter.attn_out_norm is None:
+        return writes, bias
+    frozen = freeze(block.get_submodule(lm.adapter.attn_out_norm), out_proj(z.reshape(1, -1))[0])
+    return frozen.linear(writes), frozen.linear(bias) + (0 if frozen.bias is None else frozen.bias)
 
 
 @dataclass
@@ -127,10 +131,14 @@ class DirectLogitAttribution:
 
     METHOD = (
         "Each head's output z at the last position is pushed through its layer's output projection "
-        "alone (other heads zeroed, projection bias removed). Every component is then read through "
-        "the final normalization with its scale frozen at the value on the full residual stream "
-        "(divide by that scale, centre for LayerNorm, multiply by the norm weight) and dotted with "
-        "the target's unembedding column. Components sum to the target's logit exactly. For "
+        "alone (other heads zeroed, projection bias removed). Every norm a contribution passes "
+        "through is linearized the same way, its scale frozen at its value on the whole it really "
+        "normalized (divide by that scale, centre for LayerNorm, multiply by the norm's gain: w, "
+        "or 1 + w in Gemma): the norm after an attention sublayer (Gemma, OLMo 2), frozen at the "
+        "layer's whole output, and the final norm, frozen at the full residual stream. Where the "
+        "model soft-caps its logits (Gemma 2), the cap is frozen too, as the ratio capped / "
+        "uncapped at the full logit. Each component is then dotted with the target's unembedding "
+        "column. Within this linearization the components sum to the target's logit exactly. For "
         "logit(A) - logit(B), each component's value is its value for A minus its value for B "
         "(the readout is linear), and they sum to the logit difference."
     )
@@ -162,8 +170,9 @@ def direct_logit_attribution(
     """Split the target's last-position logit (default: the top prediction) by component, or with
     `wrong` the logit difference logit(target) - logit(wrong) (the difference of the two splits).
 
-    Needs a pre-norm model, where the residual stream is the sum of the embeddings and every
-    sublayer's output; a model where it is not (post-norm) is refused.
+    Needs a model whose residual stream is the sum of the embeddings and every sublayer's
+    output (norms after a sublayer, as in Gemma and OLMo 2, are part of what the sublayer adds);
+    a model that normalizes the stream itself between layers (OPT-350m's post-LN) is refused.
     """
     lm = analysis.lm
     metric, notices = make_metric(lm, target, wrong, analysis.logits)
@@ -172,8 +181,9 @@ def direct_logit_attribution(
     summed = embeddings + analysis.attn_out[:, -1].sum(0) + analysis.mlp_last.sum(0)
     if not torch.allclose(summed, final, rtol=1e-3, atol=1e-3 * float(final.abs().max())):
         raise UnsupportedModelError(
-            f"{lm.card.name} normalizes its residual stream between layers (post-norm), so the "
-            "final stream is not a sum of component outputs: direct logit attribution does not apply."
+            f"{lm.card.name} normalizes its residual stream itself between layers (post-LN), so "
+            "the final stream is not a sum of component outputs: direct logit attribution does "
+            "not apply."
         )
     with torch.inference_mode():
         g, constant = readout(lm, final, metric.answer)
@@ -234,10 +244,11 @@ class TokenAttribution:
         "unchanged). Integrated gradients: the straight path from a "
         "baseline b to the prompt's embeddings x; b = all-zero token embeddings where a learned "
         "position vector is added (GPT-2, GPT-Neo, OPT), and the vocabulary's mean embedding at "
-        "every position for rotary models (Llama-style, GPT-NeoX), whose first normalization makes "
-        "f(alpha x) jump near alpha = 0. A token's score is the integral over alpha in [0, 1] of "
-        "(x - b) . df/dx(b + alpha (x - b)) over its embedding dimensions, by adaptive Simpson: 8 "
-        "panels halved once, then the panels with the largest error (how much a token's value "
+        "every position for rotary models (Llama-style, GPT-NeoX, Qwen3, Phi-3, OLMo 2, Gemma), "
+        "whose first normalization makes f(alpha x) jump near alpha = 0; the mean is of the "
+        "embeddings as the first layer reads them (Gemma's scaled by sqrt(d_model)). A token's "
+        "score is the integral over alpha in [0, 1] of (x - b) . df/dx(b + alpha (x - b)) over "
+        "its embedding dimensions, by adaptive Simpson: 8 panels halved once, then the panels with the largest error (how much a token's value "
         "changed when the panel was last halved, or the panel's scores not adding up to its "
         "change in f, known exactly) are halved until every token's summed change is within the "
         "tolerance and the scores add up to f(x) - f(b) within 5%, or the step budget is spent; "
@@ -292,10 +303,26 @@ def baseline_embeddings(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
     if kind == "zero":
         return torch.zeros_like(x)
     if kind == "mean":
-        table = lm.model.get_submodule(lm.adapter.token_embedding).weight
-        rows = table[: min(table.shape[0], len(lm.tokenizer))]
-        return rows.float().mean(0).expand_as(x).clone()
+        return mean_embedding(lm).expand_as(x).clone()
     raise UnsupportedModelError(f"Unknown attribution baseline {kind!r} for {lm.card.name}.")
+
+
+_MEAN_EMBEDDINGS: weakref.WeakKeyDictionary[LoadedModel, torch.Tensor] = weakref.WeakKeyDictionary()
+
+
+def mean_embedding(lm: LoadedModel, chunk: int = 16384) -> torch.Tensor:
+    """The mean over the vocabulary (ids the tokenizer knows) of what the embedding MODULE gives,
+    so it is on the scale the model's first layer reads (Gemma multiplies rows by sqrt(d_model)
+    inside the module); computed once per model, `chunk` ids at a time."""
+    if lm not in _MEAN_EMBEDDINGS:
+        module = lm.model.get_submodule(lm.adapter.token_embedding)
+        size = min(module.weight.shape[0], len(lm.tokenizer))
+        total = torch.zeros(module.weight.shape[1])
+        with torch.inference_mode():
+            for start in range(0, size, chunk):
+                total += module(torch.arange(start, min(size, start + chunk))).float().sum(0)
+        _MEAN_EMBEDDINGS[lm] = total / size
+    return _MEAN_EMBEDDINGS[lm]
 
 
 class _Path:

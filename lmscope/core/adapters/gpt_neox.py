@@ -13,6 +13,7 @@ GPT_NEOX = Adapter(
     token_embedding="gpt_neox.embed_in",
     position_embedding=None,
     positional_encoding="rotary (RoPE)",
+    rotary=True,
     normalization="LayerNorm",
     attribution_baseline="mean",
 )

@@ -1,4 +1,8 @@
-"""Llama-style models (Llama, Qwen2, Mistral): rotary positions, RMSNorm, grouped-query attention."""
+"""Llama-style models (Llama 1-3, Qwen2, Mistral): rotary positions, RMSNorm, grouped-query attention.
+
+Llama 3's rope scaling (`rope_parameters["rope_type"] == "llama3"`) lives in the rotary embedding
+module, which computes the angles every layer receives; nothing here depends on it.
+"""
 
 from .base import Adapter
 
@@ -13,6 +17,7 @@ LLAMA = Adapter(
     token_embedding="model.embed_tokens",
     position_embedding=None,
     positional_encoding="rotary (RoPE)",
+    rotary=True,
     normalization="RMSNorm",
     attribution_baseline="mean",
     gated_mlp=True,

@@ -23,7 +23,7 @@ EXPLAIN = (
     "visible."
 )
 GATED = (
-    "This model's MLP is gated (SwiGLU-style): two projections widen the vector side by side, the "
+    "This model's MLP is gated (GLU-style): two projections widen the vector side by side, the "
     "gate goes through {act} and multiplies the other (up) projection element by element, so "
     "the gate decides how much of each of the {mlp:,} features passes; the down projection "
     "narrows the product back to {d:,}. Three weight matrices instead of two."
@@ -93,7 +93,7 @@ def draw(analysis: Analysis | None, data: dict | None, _focus: dict | None) -> t
     if analysis is None:
         return html.P("Press Analyze to see the MLPs.", className="empty"), no_update, HIDDEN
     card = analysis.lm.card
-    gated = analysis.lm.adapter.gated_mlp
+    gated = analysis.lm.card.gated_mlp
     if gated:
         text = [
             f"Each of the {card.layers} layers has one gated MLP: gate and up "

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dash import Output, html, no_update
 
 from ...core.analysis import Analysis
-from ...core.model import LoadedModel
 from .. import figures
 from . import HIDDEN, SHOWN, Views, graph, ready, section
 from .tokens import chips
@@ -29,15 +28,9 @@ TIED_NOTE = (
 )
 
 
-def tied_embeddings(lm: LoadedModel) -> bool:
-    """Whether the unembedding shares its weights with the token embedding table."""
-    out, embed = lm.model.get_output_embeddings(), lm.model.get_input_embeddings()
-    return out is not None and embed is not None and out.weight is embed.weight
-
-
 def lens_note(analysis: Analysis, position: int = -1) -> html.P | None:
     """The logit lens's embeddings row explained, where the embeddings are tied."""
-    if not tied_embeddings(analysis.lm):
+    if not analysis.lm.card.tied_embeddings:
         return None
     token = analysis.tokens[position].display
     return html.P(

@@ -63,7 +63,9 @@ def _thin(report: HeadReport, layer: int, head: int) -> tuple[str, float, float]
     best = None
     for name in SCORES:
         value = report.scores[name][layer][head]
-        if passes(name, value, report.chance.get(name)) and not report.decided(layer, head, name):
+        if passes(name, value, report.chance_of(layer).get(name)) and not report.decided(
+            layer, head, name
+        ):
             evidence = report.evidence_of(layer, head, name) or 0.0
             if best is None or value > best[1]:
                 best = (name, value, evidence)

@@ -111,15 +111,22 @@ def _summary_row(steps: HeadSteps, top: list[int]) -> html.Tr | None:
 
 def _scaling(steps: HeadSteps) -> str:
     if steps.standard_scaling:
-        return (
+        text = (
             f"Step 3, scale: multiply each dot product by 1/√{steps.d_head} = "
             f"{steps.scaling:.4f} (d_head = {steps.d_head}), so that scores do not grow with the "
             "vector length."
         )
-    return (
-        f"Step 3, scale: this model multiplies each dot product by {steps.scaling:g} (not the "
-        f"usual 1/√{steps.d_head})."
-    )
+    else:
+        text = (
+            f"Step 3, scale: this model multiplies each dot product by {steps.scaling:g} (not the "
+            f"usual 1/√{steps.d_head})."
+        )
+    if steps.softcap is not None:
+        text += (
+            f" Then soft-cap: score = {steps.softcap:g} · tanh(scaled / {steps.softcap:g}), which "
+            f"keeps every score between −{steps.softcap:g} and {steps.softcap:g}."
+        )
+    return text
 
 
 def _mask(steps: HeadSteps) -> str:
@@ -153,10 +160,9 @@ def explain(analysis: Analysis, steps: HeadSteps, top: int = TOP) -> list:
     """The step view of one head and query token."""
     listed = steps.top(top)
     card = analysis.lm.card
-    rotary = "rotary" in card.positional_encoding.lower() or "rope" in card.positional_encoding
     where = (
         "after the rotary position rotation, as the model used it"
-        if rotary
+        if card.rotary
         else "as the model used it"
     )
     best = float(steps.scores.max())
@@ -176,6 +182,11 @@ def explain(analysis: Analysis, steps: HeadSteps, top: int = TOP) -> list:
                 html.Li(
                     [
                         f"Step 1, query: the query vector q of this token ({where}): ",
+                        *(
+                            [f"this model first normalizes them: {steps.qk_norm}. "]
+                            if steps.qk_norm
+                            else []
+                        ),
                         vector(steps.query),
                         ". Each earlier token j has a key vector k_j made the same way.",
                     ]
