@@ -207,7 +207,11 @@ def test_the_defaults_allow_the_benchmarked_operations(small_gpt2):
 @pytest.mark.parametrize(
     ("route", "body", "words"),
     [
-        ("/api/ablation-scan", {"prompt": LONG}, "about 79 forward passes of 1,024 tokens"),
+        (
+            "/api/ablation-scan",
+            {"prompt": LONG, "method": "exact"},
+            "about 79 forward passes of 1,024 tokens",
+        ),
         ("/api/token-attribution", {"prompt": LONG, "steps": 512}, "at most 512 path points"),
     ],
 )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmscope.core.tokens import tokenize
+from lmscope.core.tokens import piece_bytes, token_display, tokenize
 
 TRICKY = [
     "The cat sat on the mat",
@@ -79,7 +80,8 @@ def test_a_character_split_across_tokens_belongs_to_the_token_holding_its_last_b
     cat = [t for t in tokens if "🐱" in prompt[t.start : t.end]]
     assert len(cat) == 1 and cat[0] is tokens[-1]
     empty = [t for t in tokens if t.start == t.end]  # GPT-2 splits the emoji's 4 bytes
-    assert empty and all(t.text == "" and t.display.startswith("‹") for t in empty)
+    assert empty and all(t.text == "" and t.display.startswith("<0x") for t in empty)
+    assert all(t.split for t in empty) and cat[0].split
     check_tiling(prompt, tokens)
 
 
@@ -97,3 +99,44 @@ def test_offsets_tile_any_text(gpt2_tokenizer, prompt):
     check_tiling(prompt, tokens)
     ids = [t.id for t in tokens]
     assert gpt2_tokenizer.decode(ids, clean_up_tokenization_spaces=False) == prompt
+
+
+SCRIPTS = [
+    "Die Bären über der Brücke",
+    "I love 🍕 and ☕",
+    "我喜欢学习语言模型",
+    "mixed 猫 cat 🐱 кот — naïve",
+]
+_SHOWN_BYTE = re.compile(r"<0x([0-9A-F]{2})>")
+_INVISIBLE = str.maketrans({"␣": " ", "↵": "\n", "⇥": "\t", "␍": "\r", "⍽": "\xa0"})
+
+
+def bytes_of_display(shown: str) -> bytes:
+    """The bytes a display string stands for: <0xNN> is one byte, the rest is UTF-8 text."""
+    out, last = b"", 0
+    for match in _SHOWN_BYTE.finditer(shown):
+        out += shown[last : match.start()].translate(_INVISIBLE).encode()
+        out += bytes([int(match.group(1), 16)])
+        last = match.end()
+    return out + shown[last:].translate(_INVISIBLE).encode()
+
+
+@pytest.mark.parametrize("prompt", SCRIPTS)
+def test_every_token_shows_exactly_the_bytes_its_id_holds(gpt2_tokenizer, prompt):
+    """No chip shows a character its id does not contain: the display, read back as bytes, is the
+    id's own bytes, and it is the same wherever the id appears (decoded from the id alone)."""
+    for token in tokenize(gpt2_tokenizer, prompt):
+        own = piece_bytes(gpt2_tokenizer, [token.id])[0]
+        assert bytes_of_display(token.display) == own, (token.display, own)
+        assert token.display == token_display(gpt2_tokenizer, token.id)
+        assert token.split == (b"\xef\xbf\xbd" in own.decode("utf-8", "replace").encode())
+
+
+def test_a_space_with_the_first_byte_of_a_letter_is_not_shown_as_a_space(gpt2_tokenizer):
+    tokens = tokenize(gpt2_tokenizer, "Die Bären über der Brücke")
+    space = token_display(gpt2_tokenizer, gpt2_tokenizer.encode(" ")[0])
+    assert space == "␣"
+    halves = [t for t in tokens if t.split]
+    assert halves and all(t.display != space and "<0x" in t.display for t in halves)
+    assert all("ü" not in t.display for t in halves)  # über's ü is two tokens: shown as bytes
+    assert [t.display for t in tokens if t.display == "ü"] == ["ü"]  # Brücke's is one token

@@ -9,6 +9,7 @@ rebuilt from its queries and keys when a view asks for it (`pattern`, `layer_pat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from .budget import check_analysis
 from .errors import PromptError
 from .heads import HeadReport, chance_scores, windowed_chance
 from .model import LoadedModel
-from .tokens import Token, display, tokenize
+from .tokens import Token, is_split, piece_bytes, tokenize
 from .trace import run
 
 MAX_PROMPT_CHARS = 200_000
@@ -39,12 +40,13 @@ class Prediction:
     text: str
     probability: float
     logit: float
+    display: str  # as the token is shown everywhere (`tokens.token_display`)
 
     def to_dict(self) -> dict:
         return {
             "id": self.id,
             "text": self.text,
-            "display": display(self.text),
+            "display": self.display,
             "probability": float(f"{self.probability:.6g}"),  # significant digits, not decimals
             "logit": round(self.logit, 4),
         }
@@ -82,9 +84,7 @@ def fit_context(tokens: list[Token], context: int) -> tuple[list[Token], list[st
         f"{len(tokens) - context:,} tokens were dropped and the analysis starts at character "
         f"{kept[0].start:,}."
     )
-    renumbered = [
-        Token(i, t.id, t.piece, t.text, t.display, t.start, t.end) for i, t in enumerate(kept)
-    ]
+    renumbered = [dataclasses.replace(t, index=i) for i, t in enumerate(kept)]
     return renumbered, [notice]
 
 
@@ -94,7 +94,7 @@ def top_predictions(lm: LoadedModel, logits: torch.Tensor, k: int) -> list[list[
     top = probs.topk(min(k, probs.shape[-1]), dim=-1)
     return [
         [
-            Prediction(i, lm.token_text(i), p, float(logits[row, i]))
+            Prediction(i, lm.token_text(i), p, float(logits[row, i]), lm.token_display(i))
             for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
         ]
         for row in range(logits.shape[0])
@@ -265,12 +265,14 @@ def analyze_continuation(lm: LoadedModel, prompt: str, new_ids: list[int]) -> An
     room = lm.card.context_length - len(new_ids)
     tokens, notices = fit_context(tokenize(lm.tokenizer, prompt), max(room, 1))
     text, start = prompt, len(prompt)
-    for token_id in new_ids:
+    chunks = piece_bytes(lm.tokenizer, list(new_ids))
+    for token_id, chunk in zip(new_ids, chunks, strict=True):
         piece = lm.token_text(token_id)
         tokens.append(
             Token(
                 len(tokens), token_id, lm.tokenizer.convert_ids_to_tokens(token_id), piece,
-                display(piece), start, start + len(piece),
+                lm.token_display(token_id), start, start + len(piece),
+                split=chunk is not None and is_split(chunk),
             )
         )  # fmt: skip
         text, start = text + piece, start + len(piece)

@@ -12,7 +12,6 @@ import torch
 
 from .errors import RequestError
 from .model import LoadedModel
-from .tokens import display
 
 
 @dataclass(frozen=True)
@@ -22,12 +21,13 @@ class Neighbor:
     id: int
     text: str
     similarity: float
+    display: str  # as the token is shown everywhere (`tokens.token_display`)
 
     def to_dict(self) -> dict:
         return {
             "id": self.id,
             "text": self.text,
-            "display": display(self.text),
+            "display": self.display,
             "similarity": round(self.similarity, 4),
         }
 
@@ -63,6 +63,6 @@ def nearest_tokens(lm: LoadedModel, token_id: int, k: int = 10) -> list[Neighbor
         similarity[token_id] = -torch.inf
         top = similarity.topk(min(k, table.shape[0] - 1))
     return [
-        Neighbor(i, lm.token_text(i), s)
+        Neighbor(i, lm.token_text(i), s, lm.token_display(i))
         for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     ]

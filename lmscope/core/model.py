@@ -9,6 +9,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import Adapter
 from .card import ModelCard
+from .tokens import token_display
 
 SLOW_ROWS = range(5, 16)  # row counts for which BLAS runs x @ W^T slowly on a wide read-out
 
@@ -74,3 +75,7 @@ class LoadedModel:
     def token_text(self, token_id: int) -> str:
         """The text of one vocabulary entry."""
         return self.tokenizer.decode([token_id])
+
+    def token_display(self, token_id: int) -> str:
+        """How one vocabulary entry is shown: its own bytes, split characters as <0xNN>."""
+        return token_display(self.tokenizer, token_id)

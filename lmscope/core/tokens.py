@@ -1,12 +1,20 @@
 """Stage 1, tokenization: the prompt as the model's tokens, each tied to the characters it covers.
 
-Byte-level BPE (GPT-2) can split one character across tokens. Offsets here always tile the prompt:
-a character belongs to the token holding its last byte, so a token holding only the first bytes of a
-character covers no characters, and consecutive tokens never overlap or leave a gap.
+Byte-level BPE (GPT-2, SmolLM2, Qwen, Llama 3) and byte fallback (Gemma's SentencePiece) can split
+one character across tokens. Offsets here always tile the prompt: a character belongs to the token
+holding its last byte, so a token holding only the first bytes of a character covers no
+characters, and consecutive tokens never overlap or leave a gap.
+
+What a token is SHOWN as comes from its own bytes alone (`shown`): whole characters as text, and
+each byte of a character it holds only part of as `<0xNN>`, so "ü" split in two shows as `<0xC3>`
+and `<0xBC>`, never as a neighbour's character or as a blank (UTF-8 resynchronizes, so the bytes
+decoded alone give the same answer as in their prompt).
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from itertools import accumulate
@@ -14,7 +22,17 @@ from itertools import accumulate
 from tokenizers import decoders
 from transformers import PreTrainedTokenizerBase
 
-_VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
+_VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\xa0": "⍽"})
+BYTE = "<0x{:02X}>"  # how one byte of a split character is shown (SentencePiece's own spelling)
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+_SPACE_PIECE = "▁"  # SentencePiece writes a space as U+2581
+
+
+def _as_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
+    return "".join(BYTE.format(b) for b in error.object[error.start : error.end]), error.end
+
+
+codecs.register_error("lmscope-bytes", _as_bytes)
 
 
 @dataclass(frozen=True)
@@ -24,10 +42,11 @@ class Token:
     index: int
     id: int
     piece: str  # the vocabulary entry as stored (GPT-2 writes a leading space as 'Ġ')
-    text: str  # the decoded text, '' for a token that holds only part of a character
-    display: str  # text with spaces and line breaks made visible
+    text: str  # the prompt characters it completes, '' for a token that completes none
+    display: str  # its own bytes shown (`shown`): whitespace visible, split characters as <0xNN>
     start: int  # character offsets into the prompt: prompt[start:end]
     end: int
+    split: bool = False  # it holds part of a character that other tokens hold the rest of
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,21 +68,61 @@ def _byte_decoder() -> dict[str, int]:
 
 
 def display(text: str) -> str:
-    """Make whitespace visible: ' cat' -> '␣cat'."""
+    """Make whitespace visible: ' cat' -> '␣cat' (a no-break space is ⍽, not a blank)."""
     return text.translate(_VISIBLE)
+
+
+def shown(chunk: bytes) -> str:
+    """A token's bytes as a person should see them: whole characters as text with whitespace
+    visible, each byte of a character the token holds only part of as <0xNN>."""
+    return display(chunk.decode("utf-8", errors="lmscope-bytes"))
+
+
+def is_split(chunk: bytes) -> bool:
+    """Whether the bytes hold part of a character (they are not whole UTF-8 characters)."""
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def piece_bytes(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[bytes | None]:
+    """Each vocabulary entry's own bytes, or None where it has none to show (a special token
+    written as itself, such as <|endoftext|>, or a tokenizer whose pieces say nothing of bytes:
+    then its decoded text stands for it)."""
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    byte_level = _is_byte_level(tokenizer)
+    table = _byte_decoder()
+    found: list[bytes | None] = []
+    for token_id, piece in zip(ids, pieces, strict=True):
+        if token_id in special or not isinstance(piece, str):
+            found.append(None)
+        elif byte_level:
+            try:
+                found.append(bytes(table[c] for c in piece))
+            except KeyError:  # an added token written as itself
+                found.append(None)
+        elif match := _BYTE_PIECE.match(piece):  # SentencePiece's byte fallback
+            found.append(bytes([int(match.group(1), 16)]))
+        elif _SPACE_PIECE in piece:
+            found.append(piece.replace(_SPACE_PIECE, " ").encode("utf-8"))
+        else:
+            found.append(None)
+    return found
+
+
+def token_display(tokenizer: PreTrainedTokenizerBase, token_id: int) -> str:
+    """How one vocabulary entry is shown anywhere on the page (`shown` of its own bytes; its
+    decoded text, whitespace visible, where it has none)."""
+    chunk = piece_bytes(tokenizer, [token_id])[0]
+    return shown(chunk) if chunk is not None else display(tokenizer.decode([token_id]))
 
 
 def _is_byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     return isinstance(getattr(backend, "decoder", None), decoders.ByteLevel)
-
-
-def _token_bytes(pieces: list[str]) -> list[bytes] | None:
-    table = _byte_decoder()
-    try:
-        return [bytes(table[c] for c in piece) for piece in pieces]
-    except KeyError:  # a special token such as <|endoftext|> written as itself
-        return None
 
 
 def _byte_spans(prompt: str, chunks: list[bytes]) -> list[tuple[int, int]] | None:
@@ -95,24 +154,22 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Token]:
     encoding = tokenizer(prompt, return_offsets_mapping=True)
     ids: list[int] = encoding["input_ids"]
     pieces = tokenizer.convert_ids_to_tokens(ids)
-    chunks = _token_bytes(pieces) if _is_byte_level(tokenizer) else None
-    spans = _byte_spans(prompt, chunks) if chunks is not None else None
-    if spans is None:
-        chunks = None
+    chunks = piece_bytes(tokenizer, ids)
+    spans = None
+    if all(chunk is not None for chunk in chunks):
+        spans = _byte_spans(prompt, chunks)  # type: ignore[arg-type]
+    if spans is None:  # special tokens, or pieces that do not spell the prompt byte for byte
         spans = _tiled([tuple(o) for o in encoding["offset_mapping"]], len(prompt))
     tokens = []
-    for index, (token_id, piece, (start, end)) in enumerate(zip(ids, pieces, spans, strict=True)):
-        if chunks is not None:
-            text = chunks[index].decode("utf-8", errors="replace") if end > start else ""
-            shown = display(prompt[start:end]) if end > start else _hex(chunks[index])
-            text = prompt[start:end] if end > start else text
-        else:
+    for index, (token_id, piece, chunk, (start, end)) in enumerate(
+        zip(ids, pieces, chunks, spans, strict=True)
+    ):
+        if chunk is None:
             text = tokenizer.decode([token_id])
-            shown = display(text)
-        tokens.append(Token(index, token_id, piece, text, shown, start, end))
+            tokens.append(Token(index, token_id, piece, text, display(text), start, end))
+            continue
+        text = prompt[start:end]
+        tokens.append(
+            Token(index, token_id, piece, text, shown(chunk), start, end, split=is_split(chunk))
+        )
     return tokens
-
-
-def _hex(chunk: bytes) -> str:
-    """How a token holding part of a character is shown: its bytes, e.g. '‹F0 9F›'."""
-    return "‹" + " ".join(f"{b:02X}" for b in chunk) + "›"

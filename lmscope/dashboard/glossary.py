@@ -186,6 +186,14 @@ def entries(card: ModelCard, facts: Facts = Facts()) -> list[Entry]:
             f"The fixed list of every token the model knows: {card.vocab_size:,} of them.",
         ),
         Entry(
+            "byte-level-bpe",
+            "byte-level BPE",
+            "Text is stored as bytes (UTF-8: one to four per character), and the vocabulary is "
+            "built from byte sequences, so any text can be tokenized: a character with no token "
+            "of its own is split into its bytes across tokens. Such a token holds part of a "
+            "character and is shown as its bytes, like <0xC3>, in a dashed chip.",
+        ),
+        Entry(
             "embedding",
             "embedding",
             f"The learned vector ({card.hidden_size:,} numbers here) a token id is turned into "

@@ -25,7 +25,6 @@ from ..core.analysis import Analysis
 from ..core.errors import LmscopeError
 from ..core.heads import LABELS, SINK_MARK, HeadReport, head_name
 from ..core.model import LoadedModel
-from ..core.tokens import display
 from ..core.trace import run
 from ..experiments.ablation import ablate, head_patches
 from ..experiments.inputs import as_ids, prompt_ids
@@ -220,8 +219,8 @@ def head_text(analysis: Analysis, layer: int, head: int) -> str:
         f"on this prompt: "
         f"{HOW_IT_READS[category]}. {percent(score)} of the attention it does not park on the "
         f"first token goes there ({percent(sink)} sits on the first token). In the bottom row, "
-        f"the last token {display(tokens[-1].text)} gives {percent(float(last[key]))} to "
-        f"{display(tokens[key].text)}. Each row of the pattern is a token reading; each column, "
+        f"the last token {tokens[-1].display} gives {percent(float(last[key]))} to "
+        f"{tokens[key].display}. Each row of the pattern is a token reading; each column, "
         "a token it reads from."
     )
 
@@ -247,7 +246,7 @@ def output_text(analysis: Analysis | None) -> str:
         return "The last token's vector becomes one score per vocabulary entry."
     best = analysis.top_predictions(1)[0]
     text = (
-        f"The model's guess for the next token: {display(best.text)} at "
+        f"The model's guess for the next token: {best.display} at "
         f"{percent(best.probability)}. The bars show the top 10; the logit lens beside them "
         "shows, layer by layer, what the model would predict if it stopped there."
     )
@@ -268,8 +267,7 @@ def _meaning(
     before, after = target["probability_before"], target["probability_after"]
     names = ", ".join(head_name(*h) for h in heads)
     text = (
-        f"Without {names}, p({display(target['text'])}) went from {percent(before)} to "
-        f"{percent(after)}. "
+        f"Without {names}, p({target['display']}) went from {percent(before)} to {percent(after)}. "
     )
     if second is not None:
         text += (
@@ -313,7 +311,7 @@ def mover_job(analysis: Analysis, result: dict, heads: list[list[int]]) -> str:
     """What the name-mover ablation means on this model: whether the heads the scan ranks first
     read the name from the last token, and, if not, which heads do and what removing them does."""
     target = result["target"]
-    name = display(target["text"])
+    name = target["display"]
     readers = name_readers(analysis, target["id"])
     if not readers:
         return "the scan finds which heads this answer needs."

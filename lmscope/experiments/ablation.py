@@ -155,6 +155,7 @@ class Ablation(Compared):
             "target": {
                 "id": self.target,
                 "text": self.target_text,
+                "display": self.lm.token_display(self.target),
                 "probability_before": significant(p_before),
                 "probability_after": significant(p_after),
                 "probability_change": significant(p_after - p_before),

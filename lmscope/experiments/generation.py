@@ -264,7 +264,13 @@ def generate(
         p = probs[i, token]
         steps.append(
             Step(
-                chosen=Prediction(token, lm.token_text(token), float(p), float(logits[i, token])),
+                chosen=Prediction(
+                    token,
+                    lm.token_text(token),
+                    float(p),
+                    float(logits[i, token]),
+                    lm.token_display(token),
+                ),
                 rank=int((probs[i] > p).sum()),
                 alternatives=top[i],
                 sampling_probability=float(sampled[i, token])

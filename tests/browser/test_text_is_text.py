@@ -10,11 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 from playwright.sync_api import expect
-from test_dashboard import chips, figure, wait_for_stages
+from test_dashboard import analyze, chips, figure, open_demo, wait_for_stages
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
 from lmscope.core.catalog import DEMO_PATH
 from lmscope.core.loading import from_model
+from lmscope.core.tokens import token_display
 
 pytestmark = pytest.mark.browser
 
@@ -92,3 +93,18 @@ def test_hostile_tokens_show_as_text_and_run_nothing(
     assert dialogs == []
     for selector in ("img[src=x]", "#stage-1 b", "#stage-5 b", "#stage-5 img", "#stage-1 script"):
         expect(page.locator(selector)).to_have_count(0)
+
+
+def test_a_character_split_over_tokens_shows_as_its_bytes_in_a_dashed_chip(
+    page, dashboard_url, gpt2_tokenizer, artifacts
+):
+    """'über' is ' ' + the first byte of ü, then its second byte: two chips that show those
+    bytes, not a space chip and an 'ü' chip; 'Brücke' has ü as one token, shown as ü."""
+    open_demo(page, dashboard_url)
+    analyze(page, "Die Bären über der Brücke")
+    texts, ids = chips(page)
+    assert texts == [token_display(gpt2_tokenizer, int(i)) for i in ids]
+    split = page.locator("#token-chips .chip-split .chip-text").all_inner_texts()
+    assert split == ["␣<0xC3>", "<0xBC>"]
+    assert texts.count("ü") == 1 and "␣" not in texts
+    page.locator("#stage-1").screenshot(path=str(artifacts / "tokens-split-character.png"))

@@ -14,7 +14,9 @@ EXPLAIN = (
     "The model never sees letters. A tokenizer cuts the text into pieces ([[tokens|token]]) from a "
     "fixed [[vocabulary]] and the model reads each piece as a number, its [[id|token id]]. "
     "Common words are one token; rare words are split. A space usually belongs to the word after "
-    "it, shown here as ␣. Hover a token to find it everywhere on the page; click it to look at its embedding in stage 2."
+    "it, shown here as ␣. A character the vocabulary has no token for is split into its bytes "
+    "([[byte-level BPE]]): such a token shows its bytes, like <0xC3>, in a dashed chip. Hover a "
+    "token to find it everywhere on the page; click it to look at its embedding in stage 2."
 )
 
 
@@ -30,14 +32,17 @@ def chips(
     """Many chips as one component: each token's text (whitespace visible) over its id.
 
     The tokens travel as JSON in `data-chips` and assets/chips.js draws them as DOM text, so no
-    token is ever parsed as markup and long prompts stay fast to draw. `notes` (one per token)
+    token is ever parsed as markup and long prompts stay fast to draw. A token holding part of a
+    character split over tokens (shown as its bytes, <0xC3>) gets a dashed chip. `notes` (one per token)
     extend the tooltips, `styles` (one CSS colour per token) tint the chips, and `after`
     ({"id", "text", "label", "title"}) adds a highlighted chip at the end.
     """
+    split = [int(t.split) for t in tokens]
     row = {
         "t": [t.display for t in tokens],
         "d": [t.id for t in tokens],
         "i": [t.index for t in tokens],
+        "x": split if any(split) else None,  # holds part of a character split over tokens
         "c": extra,
         "n": notes,
         "s": styles,

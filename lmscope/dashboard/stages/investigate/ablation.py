@@ -11,7 +11,6 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ....core.errors import LmscopeError, RequestError
 from ....core.heads import head_name
-from ....core.tokens import display
 from ....experiments.ablation import MODES, ablate, ablation_scan
 from ....experiments.ablation_atp import ablation_estimate, head_scan
 from ....experiments.atp import agreement
@@ -205,7 +204,7 @@ def register(app: Dash, panel: Panel) -> None:
         ids = [p.id for p in top_before] + [
             p.id for p in top_after if p.id not in {q.id for q in top_before}
         ]
-        rows = [(i, display(lm.token_text(i)), float(before[i]), float(after[i])) for i in ids]
+        rows = [(i, lm.token_display(i), float(before[i]), float(after[i])) for i in ids]
         names = ", ".join(head_name(*h) for h in result.heads)
         change = p_after - p_before
         sign = "+" if change >= 0 else "-"
@@ -237,7 +236,7 @@ def register(app: Dash, panel: Panel) -> None:
             html.P(
                 [
                     "Target ",
-                    html.Strong(display(result.target_text), className="mono"),
+                    html.Strong(lm.token_display(result.target), className="mono"),
                     f" (id {result.target}): {figures.percent(p_before)} → "
                     f"{figures.percent(p_after)} (change {sign}{figures.percent(abs(change))}"
                     f"{logratio}). KL divergence (before ‖ after): ",
@@ -299,7 +298,7 @@ def register(app: Dash, panel: Panel) -> None:
             html.P(
                 [
                     f"{scan.mode.capitalize()} ablation of each head alone; target ",
-                    html.Strong(display(scan.target_text), className="mono"),
+                    html.Strong(lm.token_display(scan.target), className="mono"),
                     f" ({label} = {clean:.3f} on the clean prompt). Removing ",
                     html.Strong(head_name(*worst)),
                     f" lowers it most ({float(effect.min()):+.3f}).",

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dash import Dash, Input, Output, State, html, no_update
 
 from ....core.errors import LmscopeError
-from ....core.tokens import display
 from ....experiments.attribution import (
     COMPLETENESS,
     TokenAttribution,
@@ -127,7 +126,7 @@ def token_rows(result: TokenAttribution) -> list:
             f"{gap:.4f} (relative error {result.completeness_error:.2%}, {result.steps} path "
             f"points, largest per-token error estimate {result.token_change:.4f}, "
             f"{BASELINES.get(result.baseline, result.baseline)} baseline; {'converged' if valid else 'NOT converged'}). "
-            f"f = {result.metric.label if result.metric else f'log p({display(result.target_text)})'}.",
+            f"f = {result.metric.label}.",
             id="inv-completeness",
             className="hint",
         )

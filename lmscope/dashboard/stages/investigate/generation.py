@@ -15,7 +15,6 @@ from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_upda
 
 from ....core.analysis import Analysis, analyze_continuation
 from ....core.errors import LmscopeError
-from ....core.tokens import display
 from ....experiments.generation import (
     MAX_BEAMS,
     MAX_NEW_TOKENS,
@@ -166,7 +165,7 @@ def distribution_bars(analysis: Analysis, settings: GenerationSettings, n: int =
     top = logits.topk(min(n, logits.shape[-1])).indices
     return {
         "ids": top.tolist(),
-        "texts": [display(analysis.lm.token_text(i)) for i in top.tolist()],
+        "texts": [analysis.lm.token_display(i) for i in top.tolist()],
         "model": logits.softmax(-1)[top].tolist(),
         "sampled": sampled[top].tolist(),
         "allowed": int((sampled > 0).sum()),

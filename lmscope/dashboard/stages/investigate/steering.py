@@ -8,7 +8,6 @@ from __future__ import annotations
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ....core.errors import LmscopeError
-from ....core.tokens import display
 from ....experiments.defaults import default
 from ....experiments.steering import Steering, steer
 from ... import figures
@@ -97,9 +96,9 @@ def steering_view(result: Steering) -> list:
         html.P(
             [
                 "Top token without: ",
-                html.Strong(display(before.text), className="mono", id="inv-steer-top-before"),
+                html.Strong(before.display, className="mono", id="inv-steer-top-before"),
                 f" {figures.percent(before.probability)}; with the vector: ",
-                html.Strong(display(after.text), className="mono", id="inv-steer-top-after"),
+                html.Strong(after.display, className="mono", id="inv-steer-top-after"),
                 f" {figures.percent(after.probability)}. KL divergence (without ‖ with): ",
                 html.Strong(f"{result.kl:.4f}", id="inv-steer-kl"),
                 " nats.",
@@ -121,7 +120,7 @@ def chart(result: Steering):
     before, after = result.before.softmax(-1), result.after.softmax(-1)
     top_before = [p.id for p in result.top("before")]
     ids = top_before + [p.id for p in result.top("after") if p.id not in top_before]
-    rows = [(i, display(lm.token_text(i)), float(before[i]), float(after[i])) for i in ids]
+    rows = [(i, lm.token_display(i), float(before[i]), float(after[i])) for i in ids]
     title = "Next-token probabilities without (before) and with (after) the steering vector"
     return figures.before_after(rows, title)
 
