@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from lmscope.core.heads import HeadReport
-from lmscope.dashboard.stages.investigate.redundancy import barely_moved, small_effect_note
+from lmscope.dashboard.stages.investigate.redundancy import small_effect_note
+from lmscope.experiments.ablation import barely_moved
 
 
 def text_of(component) -> str:

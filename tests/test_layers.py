@@ -89,3 +89,16 @@ def test_no_module_imports_itself_around_a_circle():
 def test_the_graph_sees_imports_inside_functions():
     # the CLI imports the web server inside its `serve` command (Dash loads only for it)
     assert "lmscope.web.server" in GRAPH["lmscope.cli"]
+
+
+def test_the_dashboard_runs_no_forward_pass_of_its_own():
+    """Passes, patches and hooks live in the library: no dashboard module imports them."""
+    passes = ("lmscope.core.trace", "lmscope.core.attention")
+    wrong = sorted(
+        f"{name} imports {target}"
+        for name, targets in GRAPH.items()
+        if name.startswith("lmscope.dashboard")
+        for target in targets
+        if target in passes
+    )
+    assert not wrong, wrong

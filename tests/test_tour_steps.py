@@ -11,16 +11,9 @@ from lmscope.core.analysis import analyze
 from lmscope.core.heads import HeadReport
 from lmscope.core.loading import load_model
 from lmscope.dashboard.figures import percent
-from lmscope.dashboard.tour import (
-    IOI,
-    SEQUENCE,
-    clear_head,
-    head_text,
-    induction_prompt,
-    mover_job,
-    second_copy_loss,
-)
+from lmscope.dashboard.tour import IOI, head_text, mover_job
 from lmscope.experiments.ablation import ablate
+from lmscope.experiments.induction import SEQUENCE, induction_prompt, second_copy_loss
 
 
 def report(categories, strength, sink) -> HeadReport:
@@ -35,20 +28,20 @@ def report(categories, strength, sink) -> HeadReport:
 
 def test_a_diffuse_head_is_never_the_one_shown_even_with_the_highest_score():
     shown = report(["diffuse", "self", "previous_token"], [0.99, 0.9, 0.6], [0.0, 0.0, 0.0])
-    assert clear_head(shown) == (0, 2)  # previous-token before self; diffuse never
-    assert clear_head(report(["diffuse", "other"], [0.99, 0.0], [0.0, 0.0])) is None
+    assert shown.clearest_head() == (0, 2)  # previous-token before self; diffuse never
+    assert report(["diffuse", "other"], [0.99, 0.0], [0.0, 0.0]).clearest_head() is None
 
 
 def test_a_head_that_parks_its_attention_on_the_first_token_loses_to_one_that_shows_its_role():
     shown = report(["previous_token", "previous_token"], [0.95, 0.7], [0.8, 0.05])
-    assert clear_head(shown) == (0, 1)  # 0.95 x 0.2 of the heatmap vs 0.7 x 0.95
+    assert shown.clearest_head() == (0, 1)  # 0.95 x 0.2 of the heatmap vs 0.7 x 0.95
 
 
 def test_on_smollm2_and_the_ioi_prompt_the_tour_opens_a_previous_token_head_and_says_it_truly(
     smollm2, smollm2_hf
 ):
     analysis = analyze(smollm2, IOI)
-    layer, head = clear_head(analysis.heads)
+    layer, head = analysis.heads.clearest_head()
     assert analysis.heads.categories[layer][head] == "previous_token"
     # transformers' own eager pass: that head's pattern is a stripe below the diagonal.
     model, tokenizer = smollm2_hf
@@ -156,7 +149,8 @@ def test_the_induction_losses_leave_out_each_copys_first_word_and_match_a_plain_
 
     second = range(SEQUENCE + 1, 2 * SEQUENCE - 1)  # the second copy after its first word
     first = range(1, SEQUENCE)  # the first copy after its first word
-    before, after, scale = second_copy_loss(lm, prompt, [[1, 0]])
+    losses = second_copy_loss(lm, prompt, [[1, 0]])
+    before, after, scale = losses.before, losses.after, losses.first_copy
     assert abs(before - loss(clean, second)) < 1e-3
     assert abs(after - loss(ablated, second)) < 1e-3
     assert abs(scale - loss(clean, first)) < 1e-3

@@ -37,6 +37,7 @@ can still see key 0 (i < w), and its chance level is uniform attention over its 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Literal
@@ -76,6 +77,8 @@ CHANCE_MULTIPLE = 2.0
 MIN_EVIDENCE = 4.0
 # A head parking at least this share on the first token is marked as a sink head in the grid.
 SINK_MARK = 0.5
+# Categories whose pattern a learner can see at a glance, the most telling first
+CLEAR: tuple[str, ...] = ("induction", "duplicate_token", "previous_token", "self")
 FIRST_ROW = 2  # query rows from here on are scored
 # Specific behaviours win over generic ones when a head passes several thresholds.
 _SPECIFIC: tuple[Category, ...] = ("induction", "duplicate_token", "previous_token", "self")
@@ -456,6 +459,43 @@ class HeadReport:
             for head, category in enumerate(row):
                 members[category].append((-(self.strength(layer, head) or 0.0), layer, head))
         return {c: [head_name(l, h) for _, l, h in sorted(m)] for c, m in members.items()}
+
+    def visible_share(self, layer: int, head: int) -> float:
+        """The share of ALL the head's attention (the sink included) its category's score
+        describes: what its heatmap shows. A head parking 90% on the first token draws a sink
+        column, however high its score on the rest."""
+        return (self.strength(layer, head) or 0.0) * (1.0 - (self.sink(layer, head) or 0.0))
+
+    def clearest_head(self) -> tuple[int, int] | None:
+        """The head to show a learner: of the first category in `CLEAR` that any head is filed
+        under, the one whose pattern shows it most (`visible_share`); None if no head has a clear
+        role (a diffuse head shows nothing to point at)."""
+        for category in CLEAR:
+            heads = [
+                (layer, head)
+                for layer, row in enumerate(self.categories)
+                for head, filed in enumerate(row)
+                if filed == category
+            ]
+            if heads:
+                return max(heads, key=lambda h: (self.visible_share(*h), -h[0], -h[1]))
+        return None
+
+    def strongest(self, category: Category, n: int) -> list[list[int]]:
+        """At most `n` heads filed under `category`, strongest first; the best scores on it when
+        none is filed (NaN scores left out)."""
+        scores = self.scores[category]
+        ranked = sorted(
+            (
+                (float(scores[l][h]), l, h)
+                for l in range(self.layers)
+                for h in range(len(self.categories[l]))
+                if not math.isnan(float(scores[l][h]))
+            ),
+            reverse=True,
+        )
+        filed = [[l, h] for _, l, h in ranked if self.categories[l][h] == category]
+        return (filed or [[l, h] for _, l, h in ranked])[:n]
 
     def sink_heads(self) -> list[str]:
         """Heads parking at least `SINK_MARK` of their attention on the first token, most first."""

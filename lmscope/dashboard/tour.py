@@ -13,9 +13,6 @@ whose data is not there yet waits for it. The steps travel as JSON in the
 from __future__ import annotations
 
 import json
-import math
-import random
-import re
 from collections.abc import Callable
 
 import torch
@@ -25,21 +22,19 @@ from ..core.analysis import Analysis
 from ..core.errors import LmscopeError
 from ..core.heads import LABELS, SINK_MARK, HeadReport, head_name
 from ..core.model import LoadedModel
-from ..core.trace import run
-from ..experiments.ablation import ablate, head_patches
-from ..experiments.inputs import as_ids, prompt_ids
+from ..experiments.ablation import barely_moved
+from ..experiments.induction import SEQUENCE, SecondCopyLoss, induction_prompt, second_copy_loss
+from ..experiments.name_movers import name_movers
 from ..service import Service
 from .figures import percent
 from .shown import while_shown
 from .stages.investigate import ablation
-from .stages.investigate.redundancy import REDUNDANCY, barely_moved
+from .stages.investigate.redundancy import REDUNDANCY
 
 TOURS = ("tour", "induction", "name-mover")
 TOP_HEADS = 3  # heads the name-mover experiment ablates, from the scan
 INDUCTION_HEADS = 4  # at most this many induction heads are ablated
-SEQUENCE = 12  # random tokens repeated in the induction experiment
 UNSURE = 0.2  # a top prediction below this probability is called a weak guess
-READS_NAME = 0.3  # a head giving the name this share from the last token reads it, as movers do
 HOW_IT_READS = {
     "previous_token": "it reads the token just before (a stripe just below the diagonal)",
     "self": "each token reads itself (the diagonal)",
@@ -47,7 +42,6 @@ HOW_IT_READS = {
     "duplicate_token": "it reads earlier copies of the current token",
     "induction": "it reads the token after the earlier copy of the current token",
 }
-_WORD = re.compile(r"^ [a-z]{4,9}$")
 
 
 def _id(**parts) -> str:
@@ -68,65 +62,11 @@ IOI = "When Mary and John went to the store, John gave a drink to"  # layout.STA
 STARTER = by_id(index=0, kind="starter")
 OUTPUT = "#stage-5 .two-col"  # the top-10 bars and the logit lens that the output steps speak of
 OPEN_ABLATION = ["set", "inv-tabs", {"value": ablation.TAB}]  # the panel's tab with the ablation
-_SEQUENCES: dict[str, tuple[int, ...]] = {}
 
 
 def step(title: str, text: str, target: str, **more) -> dict:
     """One step: `ready` defaults to True, `do` to nothing."""
     return {"title": title, "text": text, "target": target, "ready": True} | more
-
-
-# ----- the random sequence of the induction experiment -----
-
-
-def _sequence(lm: LoadedModel) -> tuple[int, ...]:
-    """`SEQUENCE` random single-token words of this vocabulary (fixed per model, so a learner and
-    a test see the same prompt), each a token that reads back as itself."""
-    if lm.model_id in _SEQUENCES:
-        return _SEQUENCES[lm.model_id]
-    rng = random.Random(f"lmscope-induction-{lm.model_id}")
-    tokenizer, chosen = lm.tokenizer, []
-    vocab = lm.card.vocab_size
-    for _ in range(50_000):
-        token = rng.randrange(vocab)
-        text = tokenizer.decode([token])
-        if token in chosen or not _WORD.match(text):
-            continue
-        if tokenizer(text, add_special_tokens=False)["input_ids"] != [token]:
-            continue
-        chosen.append(token)
-        if len(chosen) == SEQUENCE:
-            break
-    _SEQUENCES[lm.model_id] = tuple(chosen)
-    return _SEQUENCES[lm.model_id]
-
-
-def induction_prompt(lm: LoadedModel) -> str:
-    """A random word sequence, then the same sequence again without its last word: the model can
-    only predict the second copy by copying the first."""
-    words = [lm.tokenizer.decode([t]) for t in _sequence(lm)]
-    return "".join(words) + "".join(words[:-1])
-
-
-def second_copy_loss(
-    lm: LoadedModel, prompt: str, heads: list[list[int]]
-) -> tuple[float, float, float]:
-    """Mean next-token loss (nats) over the second copy after its first word (the tokens the
-    first copy predicts), with every head and without `heads`; and, with every head, over the
-    first copy after its first word (which nothing predicts), for scale."""
-    ids = as_ids(prompt_ids(lm, prompt)[0])
-    half = (ids.shape[1] + 1) // 2
-    losses = []
-    for patches in (None, head_patches(lm, [tuple(h) for h in heads])):
-        with torch.no_grad():
-            logits, _ = run(lm, ids, capture=False, patches=patches, logits_to_keep=ids.shape[1])
-        loss = -logits[0, :-1].float().log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0]
-        losses.append(loss)  # loss[i]: of token i + 1
-    return (
-        float(losses[0][half:].mean()),
-        float(losses[1][half:].mean()),
-        float(losses[0][: half - 1].mean()),
-    )
 
 
 # ----- what the steps say about the model -----
@@ -172,33 +112,6 @@ def attention_text(lm: LoadedModel, report: HeadReport | None) -> str:
                 "this model shows no attention sink on this prompt."
             )
     return text
-
-
-# The categories whose pattern a learner can see at a glance, the most telling first; a diffuse
-# head (attention spread thin) shows nothing to point at.
-CLEAR = ("induction", "duplicate_token", "previous_token", "self")
-
-
-def visible_share(report: HeadReport, layer: int, head: int) -> float:
-    """The share of ALL the head's attention (the sink included) its category's score describes:
-    what the heatmap shows. A head parking 90% on the first token draws a sink column, however
-    high its score on the rest."""
-    return (report.strength(layer, head) or 0.0) * (1.0 - (report.sink(layer, head) or 0.0))
-
-
-def clear_head(report: HeadReport) -> tuple[int, int] | None:
-    """The head to show a learner: of the first category in `CLEAR` that any head is filed under,
-    the head whose pattern shows it most (`visible_share`); None if no head has a clear role."""
-    for category in CLEAR:
-        heads = [
-            (layer, head)
-            for layer, row in enumerate(report.categories)
-            for head, cat in enumerate(row)
-            if cat == category
-        ]
-        if heads:
-            return max(heads, key=lambda h: (visible_share(report, *h), -h[0], -h[1]))
-    return None
 
 
 def article(word: str) -> str:
@@ -259,9 +172,7 @@ def output_text(analysis: Analysis | None) -> str:
     return text
 
 
-def _meaning(
-    result: dict, heads: list[list[int]], second: tuple[float, float, float] | None, job: str
-) -> str:
+def _meaning(result: dict, heads: list[list[int]], second: SecondCopyLoss | None, job: str) -> str:
     """What an ablation's result means, in words; backup heads when it barely moved."""
     target = result["target"]
     before, after = target["probability_before"], target["probability_after"]
@@ -272,8 +183,8 @@ def _meaning(
     if second is not None:
         text += (
             f"Over the second copy (after its first word), the loss per token went from "
-            f"{second[0]:.2f} to {second[1]:.2f} nats; the first copy, which nothing predicts, "
-            f"costs {second[2]:.2f}. "
+            f"{second.before:.2f} to {second.after:.2f} nats; the first copy, which nothing "
+            f"predicts, costs {second.first_copy:.2f}. "
         )
     if barely_moved(before, after):
         return text + "That barely moved. " + REDUNDANCY
@@ -288,62 +199,43 @@ def _meaning(
     return text + "Removing them made the target more likely: these heads worked against it."
 
 
-def name_readers(analysis: Analysis, name_id: int) -> list[tuple[float, int, int]]:
-    """Every head's attention from the last token to the earlier copies of the token `name_id`
-    (what a name mover does: it copies the name to the end), most first."""
-    last = len(analysis.tokens) - 1
-    positions = [t.index for t in analysis.tokens[:last] if t.id == name_id]
-    if not positions:
-        return []
-    readers = []
-    for layer in range(analysis.lm.card.layers):
-        rows = analysis.layer_patterns(layer, slice(last, None))[:, 0]  # (heads, T)
-        readers += [(float(w), layer, h) for h, w in enumerate(rows[:, positions].sum(-1))]
-    return sorted(readers, reverse=True)
-
-
-def _weights(readers: list[tuple[float, int, int]], heads) -> str:
-    shares = {(layer, head): w for w, layer, head in readers}
+def _weights(shares: dict[tuple[int, int], float], heads: list[list[int]]) -> str:
     return ", ".join(f"{head_name(*h)} ({percent(shares[tuple(h)])})" for h in heads)
 
 
 def mover_job(analysis: Analysis, result: dict, heads: list[list[int]]) -> str:
     """What the name-mover ablation means on this model: whether the heads the scan ranks first
-    read the name from the last token, and, if not, which heads do and what removing them does."""
+    read the name from the last token, and, if not, which heads do and what removing them does
+    (`experiments.name_movers`)."""
     target = result["target"]
     name = target["display"]
-    readers = name_readers(analysis, target["id"])
-    if not readers:
+    found = name_movers(analysis, target["id"], heads)
+    if found is None:
         return "the scan finds which heads this answer needs."
-    shares = {(layer, head): w for w, layer, head in readers}
-    movers = [h for h in heads if shares[tuple(h)] >= READS_NAME]
-    others = [h for h in heads if shares[tuple(h)] < READS_NAME]
-    if movers:
+    if found.movers:
         text = (
-            f"{_weights(readers, movers)} read {name} from the last token, as a name mover "
-            "does (it copies a name from earlier in the text to the end)."
+            f"{_weights(found.shares, found.movers)} read {name} from the last token, as a name "
+            "mover does (it copies a name from earlier in the text to the end)."
         )
-        if others:
+        if found.others:
             text += (
-                f" {_weights(readers, others)} barely read it: they do other work this answer "
-                "needs."
+                f" {_weights(found.shares, found.others)} barely read it: they do other work "
+                "this answer needs."
             )
         return text
-    most = max(shares[tuple(h)] for h in heads)
+    most = max(found.shares[tuple(h)] for h in heads)
     text = (
         f"they matter, but none of them gives {name} more than {percent(most)} of the last "
         "token's attention, so they are not name movers (heads that copy a name from earlier in "
         "the text to the end): the scan finds what the answer needs, not which heads carry the "
         "name."
     )
-    candidates = [[layer, head] for w, layer, head in readers[:TOP_HEADS] if w >= READS_NAME]
-    if not candidates:
+    if found.candidates_p is None:
         return text
-    removed = ablate(analysis.lm, analysis.prompt, candidates, target=target["id"], new_tokens=0)
-    before, after = removed.target_probability
+    before, after = found.candidates_p
     text += (
         f" The heads that read {name} most from the last position are "
-        f"{_weights(readers, candidates)}: the name-mover candidates. Without them, "
+        f"{_weights(found.shares, found.candidates)}: the name-mover candidates. Without them, "
         f"p({name}) goes from {percent(before)} to {percent(after)}"
     )
     if barely_moved(before, after):
@@ -500,7 +392,7 @@ def main_tour(lm: LoadedModel, analysis: Analysis | None, results: dict) -> list
     on_ioi = analysis is not None and analysis.prompt == IOI
     shown = analysis if on_ioi else None
     report = shown.heads if shown is not None else None
-    head = clear_head(report) if report is not None else None
+    head = report.clearest_head() if report is not None else None
     tokens = (f"The prompt became {len(shown.tokens)} tokens. " if shown is not None else "") + (
         f"{card.name} knows {card.vocab_size:,} tokens; each piece of text is one of them, with "
         "its id underneath. A space belongs to the word after it (␣). Hover a token to find it "
@@ -549,7 +441,7 @@ def induction_steps(lm: LoadedModel, analysis: Analysis | None, results: dict) -
     prompt = induction_prompt(lm)
     on_it = analysis is not None and analysis.prompt == prompt
     report = analysis.heads if on_it else None
-    heads = induction_heads(report) if report is not None else None
+    heads = report.strongest("induction", INDUCTION_HEADS) if report is not None else None
     found = (
         "Induction heads on this prompt: " + ", ".join(head_name(*h) for h in heads) + "."
         if heads
@@ -611,22 +503,6 @@ def induction_steps(lm: LoadedModel, analysis: Analysis | None, results: dict) -
         second=True,
     )
     return steps
-
-
-def induction_heads(report: HeadReport) -> list[list[int]]:
-    """The heads filed as induction, strongest first (or the best induction scores if none)."""
-    scores = report.scores["induction"]
-    ranked = sorted(
-        (
-            (float(scores[l][h]), l, h)
-            for l in range(report.layers)
-            for h in range(len(report.categories[l]))
-            if not math.isnan(float(scores[l][h]))
-        ),
-        reverse=True,
-    )
-    filed = [[l, h] for _, l, h in ranked if report.categories[l][h] == "induction"]
-    return (filed or [[l, h] for _, l, h in ranked])[:INDUCTION_HEADS]
 
 
 def tours(lm: LoadedModel, analysis: Analysis | None, results: dict | None) -> dict[str, list]:

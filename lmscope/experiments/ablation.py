@@ -329,3 +329,14 @@ def ablation_scan(
 def significant(x: float, digits: int = 6) -> float:
     """`x` to `digits` significant digits: 7.03e-05 stays 7.03e-05 (6 decimals made it 7e-05)."""
     return float(f"{x:.{digits}g}")
+
+
+SMALL_EFFECT = 0.1  # |log p_after - log p_before| below this (about 10%) counts as barely moved
+
+
+def barely_moved(p_before: float, p_after: float) -> bool:
+    """Whether the target's probability changed by less than `SMALL_EFFECT` in log terms (a
+    change to or from zero always counts)."""
+    if p_before <= 0 or p_after <= 0:
+        return False
+    return abs(math.log(p_after) - math.log(p_before)) < SMALL_EFFECT

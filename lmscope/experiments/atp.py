@@ -147,3 +147,15 @@ def agreement(estimate: torch.Tensor, exact: torch.Tensor, k: int = 10) -> dict:
         "top_k": k,
         "top_k_overlap": len(top_estimate & top_exact),
     }
+
+
+def scan_agreement(exact: dict | None, estimate: dict | None, k: int = 10) -> dict | None:
+    """AtP against the exact head-ablation scan, from their `to_dict()` documents: their
+    `agreement`, when both measured the same thing (the same ablation mode and metric), else
+    None."""
+    if not exact or not estimate or exact.get("mode") != estimate.get("mode"):
+        return None
+    keys = ("label", "answer", "wrong")
+    if any(exact["metric"][key] != estimate["metric"][key] for key in keys):
+        return None
+    return agreement(torch.tensor(estimate["atp"]), torch.tensor(exact["effect"]), k)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import math
 
-import torch
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ....core.errors import LmscopeError, RequestError
 from ....core.heads import head_name
 from ....experiments.ablation import MODES, ablate, ablation_scan
 from ....experiments.ablation_atp import ablation_estimate, head_scan
-from ....experiments.atp import agreement
+from ....experiments.atp import scan_agreement
 from ....experiments.defaults import default
 from ....experiments.inputs import check_heads, parse_heads
 from ....experiments.patching import CHECK_TOP
@@ -312,7 +311,7 @@ def register(app: Dash, panel: Panel) -> None:
             "Δ logit diff" if contrastive else "Δ log p",
             "change in the logit difference" if contrastive else "change in log-probability",
         )
-        agreed = scan_agreement(doc, (results or {}).get("ablation_atp"))
+        agreed = agreement_of(doc, (results or {}).get("ablation_atp"))
         return body, fig, SHOWN, agreed, "", keep("ablation_scan", doc)
 
     @app.callback(
@@ -362,17 +361,11 @@ def register(app: Dash, panel: Panel) -> None:
             "Δ logit diff" if contrastive else "Δ log p",
             "estimated change",
         )
-        agreed = scan_agreement((results or {}).get("ablation_scan"), doc)
+        agreed = agreement_of((results or {}).get("ablation_scan"), doc)
         return body, fig, SHOWN, agreed, "", keep("ablation_atp", doc)
 
 
-def scan_agreement(exact: dict | None, atp: dict | None) -> list:
-    """AtP against the exact scan (their `to_dict()` documents), when both measured the same
-    thing: the same ablation mode and metric."""
-    if not exact or not atp or exact["mode"] != atp["mode"]:
-        return []
-    same = all(exact["metric"][key] == atp["metric"][key] for key in ("label", "answer", "wrong"))
-    if not same:
-        return []
-    estimate, measured = torch.tensor(atp["atp"]), torch.tensor(exact["effect"])
-    return agreement_line(agreement(estimate, measured, CHECK_TOP), "inv-scan-agreement-line")
+def agreement_of(exact: dict | None, estimate: dict | None) -> list:
+    """The agreement line of the two scans the page holds (`atp.scan_agreement`), if any."""
+    found = scan_agreement(exact, estimate, CHECK_TOP)
+    return [] if found is None else agreement_line(found, "inv-scan-agreement-line")

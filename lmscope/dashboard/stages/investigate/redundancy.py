@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 from dash import html
 
 from ....core.heads import LABELS, SCORES, HeadReport, head_name
+from ....experiments.ablation import barely_moved
 
-SMALL_EFFECT = 0.1  # |log p_after - log p_before| below this (about 10%) counts as barely moved
 REDUNDANCY = (
     "Models are redundant: several heads often do the same job, and some heads take "
     "over when another is removed (the 'backup name mover' heads of GPT-2's "
@@ -17,13 +15,6 @@ REDUNDANCY = (
     "which single heads this prediction leans on, or remove more heads of the same kind "
     "together."
 )
-
-
-def barely_moved(p_before: float, p_after: float) -> bool:
-    """Whether the target's probability changed by less than `SMALL_EFFECT` in log terms."""
-    if p_before <= 0 or p_after <= 0:
-        return False
-    return abs(math.log(p_after) - math.log(p_before)) < SMALL_EFFECT
 
 
 def _named(report: HeadReport | None, heads: list[tuple[int, int]]) -> str:
