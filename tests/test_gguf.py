@@ -90,9 +90,8 @@ def test_dequantized_weights_are_cached_once_and_the_second_load_reads_them(
     smollm2, smollm2_file, monkeypatch
 ):
     root = gguf.cache_root()
-    folders = [p for p in root.iterdir() if p.is_dir() and p.name != "digests"]
-    assert [p.name for p in folders] == [sha256(smollm2_file)[:32]]  # keyed by the content hash
-    folder = folders[0]
+    folder = root / sha256(smollm2_file)[:32]  # keyed by the content hash
+    assert folder.is_dir()  # (Gemma 3's folder may sit beside it when its tests ran first)
     assert {"config.json", "model.safetensors", "tokenizer.json", gguf.INFO} <= {
         p.name for p in folder.iterdir()
     }

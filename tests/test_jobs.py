@@ -207,7 +207,8 @@ def test_an_api_scan_stops_when_its_client_hangs_up(small_gpt2, monkeypatch) -> 
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        body = json.dumps({"model": key, "prompt": long_prompt(300)}).encode()
+        body = {"model": key, "prompt": long_prompt(300), "method": "exact"}
+        body = json.dumps(body).encode()
         client = socket.create_connection(("127.0.0.1", server.effective_port))
         client.sendall(
             b"POST /api/ablation-scan HTTP/1.1\r\nHost: 127.0.0.1\r\n"
