@@ -138,3 +138,33 @@ def test_the_api_serves_the_operators_model_by_default_and_lists_its_id(tiny_gpt
     assert unnamed.json["model"]["model_id"] == served[0]["id"]
     named = client.post("/api/analyze", json={"model": served[0]["id"], "prompt": "The cat sat"})
     assert named.json["predictions"] == unnamed.json["predictions"]
+
+
+def test_models_not_on_this_machine_say_what_picking_them_would_do():
+    """Offline (as the tests run), GPT-2 is listed but marked and cannot be picked; the demo and
+    the installed packages can."""
+    from lmscope.dashboard.layout import model_options
+
+    service = Service(ModelCache(budget=2**30))
+    catalog = {entry["id"]: entry for entry in service.catalog()}
+    gpt2 = catalog["openai-community/gpt2"]
+    assert not gpt2["on_disk"] and "cannot be reached" in gpt2["picking"]
+    assert catalog["demo"]["on_disk"] and catalog["demo"]["picking"] == ""
+    options = {option["value"]: option for option in model_options(service.catalog())}
+    assert options["openai-community/gpt2"]["disabled"] is True
+    assert "not on this machine" in options["openai-community/gpt2"]["label"]
+    assert not options["demo"].get("disabled")
+
+
+def test_the_terms_of_a_catalog_model_are_served_from_its_package():
+    from lmscope.core.catalog import CATALOG, terms_path
+
+    client = api_app(Service(ModelCache(budget=2**30))).test_client()
+    with_terms = [entry for entry in CATALOG if entry.terms]
+    assert with_terms  # Gemma 3 270M
+    for entry in with_terms:
+        answer = client.get(f"/terms/{entry.id}")
+        assert answer.status_code == 200 and answer.mimetype == "text/html"
+        assert answer.data == terms_path(entry).read_bytes()
+        assert answer.headers["Content-Security-Policy"]
+    assert client.get("/terms/openai-community/gpt2").status_code == 404

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import json
 import pytest
 import torch
 from families import NEW_FAMILIES, SMALL, block, build, head_dim
@@ -564,3 +565,19 @@ def test_an_adapter_that_does_not_fit_its_model_is_a_visible_warning(
     monkeypatch.setattr(cli, "load_model", lambda *args, **kwargs: lm)
     cli.load("anything")
     assert "warning: lmscope's trace does NOT reproduce" in capsys.readouterr().err
+    # The API answers carry it, and the page's model card shows it as a warning.
+    from lmscope.core.model_cache import ModelCache
+    from lmscope.dashboard.layout import card_view
+    from lmscope.service import Service
+    from lmscope.web.server import api_app
+
+    service = Service(ModelCache(budget=2**30))
+    service.models.add(lm)
+    client = api_app(service).test_client()
+    doc = client.post("/api/analyze", json={"model": lm.model_id, "prompt": "one two"}).json
+    assert doc["warnings"] == [lm.card.parity]
+    body = {"model": lm.model_id, "prompt": "one two three", "heads": [[0, 0]], "new_tokens": 0}
+    assert client.post("/api/ablate", json=body).json["warnings"] == [lm.card.parity]
+    shown = json.dumps(card_view(lm.card).to_plotly_json(), default=str)
+    assert "parity-warning" in shown and "does NOT reproduce" in shown
+    assert "parity-warning" not in json.dumps(card_view(good.card).to_plotly_json(), default=str)

@@ -21,7 +21,7 @@ as the CLI's and the dashboard's. `target` is a token id, a single-token text, o
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint
 
 from ..core.analysis import analyze
 from ..core.errors import RequestError
@@ -34,7 +34,7 @@ from ..experiments.generation import GenerationSettings, generate
 from ..experiments.patching import patch
 from ..experiments.steering import steer
 from ..service import Service
-from .requests import body_int, given, json_body
+from .requests import answer, body_int, given, json_body
 
 
 def add_experiment_routes(api: Blueprint, service: Service) -> None:
@@ -44,8 +44,8 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
     def generate_route():
         body = json_body()
         lm = service.model(body.get("model"))
-        return jsonify(
-            generate(lm, body.get("prompt"), GenerationSettings.from_request(body)).to_dict()
+        return answer(
+            generate(lm, body.get("prompt"), GenerationSettings.from_request(body)).to_dict(), lm
         )
 
     @api.post("/ablate")
@@ -61,7 +61,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             **given(body, "mode"),
             new_tokens=body_int(body, "new_tokens", default(ablate, "new_tokens")),
         )
-        return jsonify(result.to_dict())
+        return answer(result.to_dict(), lm)
 
     @api.post("/ablation-scan")
     def scan_route():
@@ -75,14 +75,15 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             **given(body, "mode", "method"),
             check=body_int(body, "check", default(head_scan, "check")),
         )
-        return jsonify(scan.to_dict())
+        return answer(scan.to_dict(), lm)
 
     @api.post("/logit-attribution")
     def logit_attribution_route():
         body = json_body()
         analysis = analyze(service.model(body.get("model")), body.get("prompt"))
         result = direct_logit_attribution(analysis, body.get("target"), body.get("wrong"))
-        return jsonify(result.to_dict())
+        lm = analysis.lm
+        return answer(result.to_dict(), lm)
 
     @api.post("/token-attribution")
     def token_attribution_route():
@@ -92,7 +93,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
         result = token_attribution(
             lm, body.get("prompt"), body.get("target"), wrong=body.get("wrong"), steps=steps
         )
-        return jsonify(result.to_dict())
+        return answer(result.to_dict(), lm)
 
     @api.post("/steer")
     def steer_route():
@@ -108,7 +109,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             position=body.get("position"),
             new_tokens=body_int(body, "new_tokens", default(steer, "new_tokens")),
         )
-        return jsonify(result.to_dict())
+        return answer(result.to_dict(), lm)
 
     @api.post("/compare")
     def compare_route():
@@ -119,7 +120,7 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
                 '\'models\' must be a list of two model ids, e.g. ["gpt2", "gpt2-medium"].'
             )
         first, second = (service.model(m) for m in models)
-        return jsonify(compare(first, second, body.get("prompt")).to_dict())
+        return answer(compare(first, second, body.get("prompt")).to_dict(), first, second)
 
     @api.post("/patch")
     def patch_route():
@@ -134,4 +135,4 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
             **given(body, "component", "direction", "scan"),
             check=body_int(body, "check", default(patch, "check")),
         )
-        return jsonify(result.to_dict())
+        return answer(result.to_dict(), lm)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import request
+from flask import Response, jsonify, request
 
 from ..core.analysis import OVERVIEW
 from ..core.errors import RequestError
+from ..core.model import LoadedModel
 
 
 def json_body() -> dict:
@@ -57,3 +58,10 @@ def given(body: dict, *names: str) -> dict:
     """The settings among `names` that the body names: passed on as they are, so that one left out
     takes the library function's own default."""
     return {name: body[name] for name in names if name in body}
+
+
+def answer(doc: dict, *models: LoadedModel) -> Response:
+    """An experiment's document as the API answers it, with the `warnings` of its models (a
+    failed parity check: what lmscope shows for them may be wrong)."""
+    warnings = [w for lm in models for w in lm.warnings()]
+    return jsonify(doc | {"warnings": doc.get("warnings", []) + warnings})

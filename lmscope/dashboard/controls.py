@@ -175,7 +175,7 @@ def register(app: Dash, service: Service) -> None:
         if changed:  # rewriting them would redraw what follows them
             result |= {
                 "model": {"id": key, "name": lm.card.name},
-                "options": layout.model_options(names),
+                "options": layout.model_options(service.catalog(), names),
                 "card": layout.card_view(lm.card),
             }
         if text is None:

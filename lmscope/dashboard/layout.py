@@ -9,7 +9,7 @@ from typing import NamedTuple
 from dash import dcc, html
 
 from ..core.card import ModelCard
-from ..core.catalog import CATALOG
+from ..core.catalog import entry as catalog_entry
 from . import progress, tour
 from .glossary import glossary
 from .share import layout as share_layout
@@ -71,10 +71,18 @@ STARTERS: tuple[Starter, ...] = (
 )
 
 
-def model_options(extra: dict[str, str] | None = None) -> list[dict]:
-    """The picker's entries: the catalog, then any other model this page has loaded."""
-    options = [{"label": e.name, "value": e.id} for e in CATALOG]
-    known = {e.id for e in CATALOG}
+def model_options(catalog: list[dict], extra: dict[str, str] | None = None) -> list[dict]:
+    """The picker's entries: the service's catalog (a model not on this machine says what
+    picking it would do, and cannot be picked where the hub is out of reach), then any other
+    model this page has loaded."""
+    options = []
+    for entry in catalog:
+        option = {"label": entry["name"], "value": entry["id"]}
+        if entry["picking"]:
+            option["label"] += f" ({entry['picking']})"
+            option["disabled"] = "cannot be reached" in entry["picking"]
+        options.append(option)
+    known = {entry["id"] for entry in catalog}
     for model_id, name in (extra or {}).items():
         if model_id not in known:
             options.append({"label": name, "value": model_id})
@@ -99,12 +107,24 @@ def card_view(card: ModelCard) -> html.Div:
         ("normalization", card.normalization),
         ("activation", card.activation),
     ) + ((("weights", card.source),) if card.source else ())
+    fields += tuple((name, value) for name, value in design(card) if value)
+    entry = catalog_entry(card.model_id)
+    if entry is not None and entry.terms:
+        fields += (("terms", html.A(entry.terms, href=f"/terms/{entry.id}", target="_blank")),)
+    if card.parity:
+        fields += (("trace check", card.parity),)
+    warning = (
+        html.P(["Warning: ", card.parity], className="message error", id="parity-warning")
+        if card.parity_ok is False
+        else None
+    )
     return static(
         html.Div(
             [
                 html.H2(
                     [card.name, html.Span(f" {card.family} · {card.model_id}", className="sub")]
                 ),
+                warning,
                 html.Dl(
                     [x for k, v in fields for x in (html.Dt(k), html.Dd(v))],
                     className="card-fields",
@@ -115,8 +135,29 @@ def card_view(card: ModelCard) -> html.Div:
     )
 
 
-def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
-    """The whole page for one visitor (a fresh client id each load, for the progress line)."""
+def design(card: ModelCard) -> list[tuple[str, str]]:
+    """The card's lines on what sets this family apart, where it has them."""
+    local = ""
+    if card.sliding_window:
+        layers = len(card.local_layers)
+        local = f"{card.sliding_window:,} tokens on {layers} of {card.layers} layers"
+    caps = ", ".join(
+        f"{name} at {value:g}"
+        for name, value in (("attention", card.attention_softcap), ("logits", card.final_softcap))
+        if value
+    )
+    return [
+        ("sliding window", local),
+        ("soft-capping", caps),
+        ("norms", "also after each sublayer" if card.post_norms else ""),
+        ("query/key norm", "yes" if card.qk_norm else ""),
+        ("embedding scale", f"x {card.embedding_scale:g}" if card.embedding_scale != 1.0 else ""),
+    ]
+
+
+def page(model_id: str, card: ModelCard, notice: str | None, catalog: list[dict]) -> html.Div:
+    """The whole page for one visitor (a fresh client id each load, for the progress line);
+    `catalog`: the service's, for the model picker."""
     controls = html.Div(
         [
             html.Div(
@@ -124,7 +165,7 @@ def page(model_id: str, card: ModelCard, notice: str | None) -> html.Div:
                     html.Label("Model", htmlFor="model-picker", className="field-label"),
                     dcc.Dropdown(
                         id="model-picker",
-                        options=model_options({model_id: card.name}),
+                        options=model_options(catalog, {model_id: card.name}),
                         value=model_id,
                         clearable=False,
                         searchable=False,

@@ -5,9 +5,16 @@ from __future__ import annotations
 from ..core.analysis import Analysis, analyze
 from ..core.availability import on_disk
 from ..core.card import ModelCard
-from ..core.catalog import CATALOG, DEFAULT_MODEL_ID, DEMO_ID, SMOLLM2_ID
+from ..core.catalog import CATALOG, DEFAULT_MODEL_ID, DEMO_ID, SMOLLM2_ID, installed, terms_path
 from ..core.errors import LmscopeError, RequestError
-from ..core.loading import Progress, inspect_model, load_model, memory_needed, no_progress
+from ..core.loading import (
+    Progress,
+    hub_reachable,
+    inspect_model,
+    load_model,
+    memory_needed,
+    no_progress,
+)
 from ..core.model import LoadedModel
 from ..core.model_cache import ModelCache, default_cache
 from .jobs import ClientJobs
@@ -107,14 +114,30 @@ class Service:
             )
 
     def catalog(self) -> list[dict]:
-        """The models a client may name: the catalog's, and the served model where it is not one
-        of them (an operator's folder, as its `local:NAME` id)."""
+        """The models a client may name: the catalog's (a model shipped in a package only where
+        it is installed), and the served model where it is not one of them (an operator's folder,
+        as its `local:NAME` id). Each says whether it is on this machine and, if not, what
+        picking it would do; and the terms its weights come under, where they are not open."""
         cached = set(self.models.cached())
-        listed = [
-            {"id": e.id, "name": e.name, "description": e.description, "loaded": e.id in cached}
-            for e in CATALOG
-        ]
         served = ModelCache.key(self.served) if self.served else None
+        listed = []
+        for entry in CATALOG:
+            if entry.package and not installed(entry):
+                continue
+            here = entry.id in cached or on_disk(entry.id)
+            listed.append(
+                {
+                    "id": entry.id,
+                    "name": entry.name,
+                    "description": entry.description,
+                    "loaded": entry.id in cached,
+                    "on_disk": here,
+                    "served": entry.id == served,
+                    "picking": "" if here else _not_here(),
+                    "terms": entry.terms,
+                    "terms_url": f"/terms/{entry.id}" if terms_path(entry) else None,
+                }
+            )
         if served and all(entry["id"] != served for entry in listed):
             lm = self.models.get(served)
             listed.insert(
@@ -125,8 +148,18 @@ class Service:
                     "description": f"{lm.card.family}, {lm.card.layers} layers x "
                     f"{lm.card.heads_per_layer} heads: the model this server was started with",
                     "loaded": True,
+                    "on_disk": True,
+                    "served": True,
+                    "picking": "",
+                    "terms": "",
+                    "terms_url": None,
                 },
             )
-        for entry in listed:
-            entry["served"] = entry["id"] == served
         return listed
+
+
+def _not_here() -> str:
+    """What picking a hub model that is not on this machine does."""
+    if hub_reachable():
+        return "not on this machine: picking it downloads it from the Hugging Face hub"
+    return "not on this machine, and the Hugging Face hub cannot be reached from here"

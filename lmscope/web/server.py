@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterable
 
 from dash import Dash
 from dash.exceptions import DependencyException
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from ..api import create_blueprint
+from ..core.catalog import entry as catalog_entry
+from ..core.catalog import terms_path
 from ..core.errors import LmscopeError
 from ..core.model_cache import ModelCache
 from ..dashboard.app import create_app as create_dashboard
@@ -48,6 +50,15 @@ def install(
         if under_api and not (request.endpoint or "").startswith("api."):
             return jsonify({"error": f"No API route {request.path} (see docs/api.md)."}), 404
         return None
+
+    @app.get("/terms/<path:model_id>")
+    def terms(model_id: str):
+        """The terms a catalog model's weights come under, as its package ships them."""
+        entry = catalog_entry(model_id)
+        path = terms_path(entry) if entry is not None else None
+        if path is None:
+            return jsonify({"error": f"No terms are shipped for {model_id[:100]!r}."}), 404
+        return send_file(path, mimetype="text/html")
 
     @app.errorhandler(LmscopeError)
     def lmscope_error(error: LmscopeError):
