@@ -9,10 +9,10 @@ adapters.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import json
 import pytest
 import torch
 from families import NEW_FAMILIES, SMALL, block, build, head_dim
