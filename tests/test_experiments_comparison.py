@@ -9,6 +9,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from lmscope.core import attention
 from lmscope.core.heads import HeadReport
 from lmscope.core.loading import from_model
+from lmscope.core.profile import head_profile
 from lmscope.experiments.comparison import compare, depths
 
 PROMPT = "The cat sat on the mat. The cat sat on the"
@@ -43,5 +44,13 @@ def test_two_models_are_compared_on_their_own_predictions_and_heads(tiny_gpt2, g
                 expected = report.counts_per_layer()[category][layer] / lm.heads
                 assert fraction == round(expected, 4)
         assert side["model"]["layers"] == lm.layers
+        # First-token heads and the sink, from transformers' own weights on the first key.
+        first = torch.stack(out.attentions)[:, 0, :, 2:, 0].mean(-1)  # (layers, heads): rows i >= 2
+        assert side["first_token_per_layer"] == (first >= 0.5).sum(-1).tolist()
+        assert side["sink_per_layer"] == [round(float(x), 4) for x in first.mean(-1)]
+        # The model in general: its head profile on the probe set.
+        profile = head_profile(lm)
+        assert side["profile"]["counts_per_layer"] == profile.counts_per_layer()
+        assert side["profile"]["first_token_per_layer"] == profile.first_token_counts()
     same = doc["models"][0]["predictions"][0]["id"] == doc["models"][1]["predictions"][0]["id"]
     assert doc["same_top_prediction"] == same

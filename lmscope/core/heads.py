@@ -515,6 +515,24 @@ class HeadReport:
                 counts[category][layer] += 1
         return counts
 
+    def sink_per_layer(self) -> list[float | None]:
+        """Each layer's mean share of attention on the first token (None where no head has one)."""
+        means = []
+        for layer in range(self.layers):
+            shares = [self.sink(layer, h) for h in range(len(self.categories[layer]))]
+            known = [share for share in shares if share is not None]
+            means.append(sum(known) / len(known) if known else None)
+        return means
+
+    def first_token_counts(self) -> list[int]:
+        """Per layer, the heads that park at least `SINK_MARK` of their attention on the first
+        token: GPT-2 overviews call them first-token or positional heads; on modern models this
+        is the attention sink, a head's resting place when it has nothing to read."""
+        return [
+            sum((self.sink(layer, h) or 0.0) >= SINK_MARK for h in range(len(row)))
+            for layer, row in enumerate(self.categories)
+        ]
+
     def counts_by_depth(self, bins: int = 5) -> dict[Category, list[int]]:
         """How many heads of each category sit in each fifth (`bins`) of the model's depth."""
         counts = {c: [0] * bins for c in CATEGORIES}

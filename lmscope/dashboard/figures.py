@@ -430,41 +430,67 @@ def layer_bars(values: torch.Tensor, title: str, axis: str) -> go.Figure:
 
 
 def categories_by_depth(sides: list[dict], labels: dict[str, str]) -> go.Figure:
-    """Per model, the fraction of heads in each category at each relative depth (stacked bars).
+    """Per model (a column each), the fraction of heads in each category at each relative depth
+    (stacked bars), on this prompt (top row) and on the model's probe set (bottom row, what its
+    heads do in general), with the share of first-token heads (sink at least half) as a line.
 
-    `sides` are `Comparison.side(...)` dicts: `depth`, `fraction_per_layer`, `model`.
+    `sides` are `Comparison.side(...)` dicts: `depth`, `fraction_per_layer`,
+    `first_token_per_layer`, `profile` (the same for the probe set), `model`.
     """
+    rows = (("this prompt", lambda side: side), ("in general (probe set)", lambda s: s["profile"]))
+    titles = [plot_text(f"{side['model']['name']}: {what}") for what, _ in rows for side in sides]
     fig = make_subplots(
-        rows=1,
+        rows=len(rows),
         cols=len(sides),
         shared_yaxes=True,
+        vertical_spacing=0.16,
         horizontal_spacing=0.04,
-        subplot_titles=[plot_text(s["model"]["name"]) for s in sides],
+        subplot_titles=titles,
     )
     width = min(0.3, *(0.9 / max(1, len(s["depth"]) - 1) for s in sides))
-    for col, side in enumerate(sides, 1):
-        depth = side["depth"]
-        for category, fractions in side["fraction_per_layer"].items():
+    for row, (what, part) in enumerate(rows, 1):
+        for col, side in enumerate(sides, 1):
+            depth, data = side["depth"], part(side)
+            first = row == 1 and col == 1
+            for category, fractions in data["fraction_per_layer"].items():
+                fig.add_trace(
+                    go.Bar(
+                        x=depth,
+                        y=fractions,
+                        width=width,
+                        name=labels[category],
+                        legendgroup=category,
+                        showlegend=first,
+                        marker_color=CATEGORY_COLORS[category],
+                        customdata=list(range(len(depth))),
+                        hovertemplate=f"{labels[category]} ({what})<br>layer %{{customdata}} "
+                        "(depth %{x:.2f})<br>%{y:.0%} of heads<extra></extra>",
+                    ),
+                    row=row,
+                    col=col,
+                )
+            heads = side["model"]["heads_per_layer"]
             fig.add_trace(
-                go.Bar(
+                go.Scatter(
                     x=depth,
-                    y=fractions,
-                    width=width,
-                    name=labels[category],
-                    legendgroup=category,
-                    showlegend=col == 1,
-                    marker_color=CATEGORY_COLORS[category],
+                    y=[n / heads for n in data["first_token_per_layer"]],
+                    mode="lines+markers",
+                    line=dict(color="#222222", dash="dot", width=1.5),
+                    marker=dict(size=4),
+                    name="first-token heads (sink at least half)",
+                    legendgroup="first-token",
+                    showlegend=first,
                     customdata=list(range(len(depth))),
-                    hovertemplate=f"{labels[category]}<br>layer %{{customdata}} (depth %{{x:.2f}})"
-                    "<br>%{y:.0%} of heads<extra></extra>",
+                    hovertemplate=f"first-token heads ({what})<br>layer %{{customdata}}: "
+                    "%{y:.0%} of heads park half or more on the first token<extra></extra>",
                 ),
-                row=1,
+                row=row,
                 col=col,
             )
-    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.12))
     edge = width / 2 + 0.02
-    fig.update_xaxes(
-        title="relative depth (0 = first layer, 1 = last)", range=[-edge, 1 + edge], dtick=0.25
-    )
-    fig.update_yaxes(title="fraction of heads", tickformat=".0%", range=[0, 1], col=1)
-    return _style(fig, 440, margin=dict(l=10, r=10, t=60, b=10))
+    fig.update_xaxes(range=[-edge, 1 + edge], dtick=0.25)
+    fig.update_xaxes(title="relative depth (0 = first layer, 1 = last)", row=len(rows))
+    fig.update_yaxes(tickformat=".0%", range=[0, 1])
+    fig.update_yaxes(title="fraction of heads", col=1)
+    return _style(fig, 720, margin=dict(l=10, r=10, t=60, b=10))

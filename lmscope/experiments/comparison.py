@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from ..core import jobs
 from ..core.analysis import Analysis, analyze
 from ..core.budget import check_comparison
-from ..core.heads import LABELS
+from ..core.heads import LABELS, HeadReport
 from ..core.model import LoadedModel
+from ..core.profile import head_profile
 from .inputs import prompt_ids
 
 TOP_K = 10
@@ -21,6 +22,18 @@ TOP_K = 10
 def depths(layers: int) -> list[float]:
     """`layer / (layers - 1)` for each layer; a one-layer model sits at 0."""
     return [layer / (layers - 1) if layers > 1 else 0.0 for layer in range(layers)]
+
+
+def by_layer(report: HeadReport, heads: int) -> dict:
+    """Per layer: how many heads of each category, their share of the layer, how many park half
+    their attention or more on the first token, and the layer's mean sink share."""
+    counts = report.counts_per_layer()
+    return {
+        "counts_per_layer": counts,
+        "fraction_per_layer": {c: [round(n / heads, 4) for n in row] for c, row in counts.items()},
+        "first_token_per_layer": report.first_token_counts(),
+        "sink_per_layer": [None if s is None else round(s, 4) for s in report.sink_per_layer()],
+    }
 
 
 @dataclass
@@ -37,20 +50,20 @@ class Comparison:
 
     @staticmethod
     def side(analysis: Analysis) -> dict:
-        """One model's column: card, tokens, predictions, head categories per layer by depth."""
-        counts = analysis.heads.counts_per_layer()
-        heads = analysis.lm.heads
+        """One model's column: card, tokens, predictions, and per layer by depth its heads'
+        categories, first-token heads and sink share, on this prompt and (`profile`) on the
+        model's probe set, what its heads do in general (`core.profile`)."""
+        lm = analysis.lm
         return {
-            "model": analysis.lm.card.to_dict(),
+            "model": lm.card.to_dict(),
+            "warnings": lm.warnings(),
             "notices": analysis.notices,
             "tokens": [t.display for t in analysis.tokens],
             "predictions": [p.to_dict() for p in analysis.top_predictions(TOP_K)],
-            "depth": depths(analysis.lm.layers),
-            "counts_per_layer": counts,
-            "fraction_per_layer": {
-                c: [round(n / heads, 4) for n in row] for c, row in counts.items()
-            },
+            "depth": depths(lm.layers),
+            **by_layer(analysis.heads, lm.heads),
             "categories": analysis.heads.categories,
+            "profile": by_layer(head_profile(lm), lm.heads),
         }
 
     def to_dict(self) -> dict:
@@ -67,7 +80,11 @@ def compare(first: LoadedModel, second: LoadedModel, prompt: str) -> Comparison:
     check_comparison(
         first, second, (len(prompt_ids(first, prompt)[0]), len(prompt_ids(second, prompt)[0]))
     )
-    jobs.report(0, 2, "model")
+    jobs.report(0, 4, "step")
     one = analyze(first, prompt)
-    jobs.report(1, 2, "model")
-    return Comparison(prompt, (one, analyze(second, prompt)))
+    jobs.report(1, 4, "step")
+    two = analyze(second, prompt)
+    for done, lm in enumerate((first, second), start=2):  # measured once per model, then cached
+        jobs.report(done, 4, "step")
+        head_profile(lm)
+    return Comparison(prompt, (one, two))

@@ -9,6 +9,7 @@ from ....core.errors import LmscopeError, RequestError
 from ....core.heads import LABELS
 from ....experiments.comparison import compare
 from ... import figures
+from ...terms import linked
 from .. import SHOWN, graph
 from .panel import Panel, button, keep, message
 
@@ -19,14 +20,18 @@ FIGURES = ("inv-compare",)
 
 EXPLAIN_COMPARE = (
     "Run the same prompt through a second model: what each predicts, and which kinds of heads "
-    "each has at each depth (0 = first layer, 1 = last), so models of different depth line up."
+    "each has at each depth (0 = first layer, 1 = last, so models of different depth line up): "
+    "on this prompt, and in general, on each model's probe set of natural text and repeated "
+    "random tokens. Compare a small and a larger model to see heads specialize with scale. The "
+    "dotted line counts first-token heads: in GPT-2 overviews, 'first / positional' heads; in "
+    "today's models the [[attention sink]], where a head rests when it has nothing to read."
 )
 
 
 def layout() -> list:
     return [
         html.H3("Compare with another model"),
-        html.P(EXPLAIN_COMPARE, className="explain"),
+        html.P(linked(EXPLAIN_COMPARE), className="explain"),
         html.Div(
             [
                 dcc.Dropdown(
@@ -112,5 +117,5 @@ def register(app: Dash, panel: Panel) -> None:
             ),
         ]  # fmt: skip
         fig = figures.categories_by_depth(sides, LABELS)
-        fig.update_layout(title="Head categories on this prompt by relative depth")
+        fig.update_layout(title="Head categories by relative depth")
         return body, fig, SHOWN, "", keep("comparison", result)
