@@ -16,6 +16,9 @@ os.environ["HF_HOME"] = str(_HOME / "hf")
 os.environ["HF_HUB_CACHE"] = str(_HOME / "hf" / "hub")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as lmscope sets it; torch reads it at import
+# Cost estimates at an assumed speed, so that what a test expects to run or be refused does not
+# depend on how busy the machine is; tests/test_speed.py measures the real one.
+os.environ.setdefault("LMSCOPE_GFLOPS", "150")
 os.environ["XDG_CACHE_HOME"] = str(_HOME / "cache")
 
 import pytest  # noqa: E402
@@ -105,6 +108,12 @@ def hub_cache(tiny_gpt2_model, gpt2_tokenizer) -> Path:
     cache = Path(os.environ["HF_HUB_CACHE"])
     save_hub_snapshot(tiny_gpt2_model, gpt2_tokenizer, cache, "openai-community/gpt2")
     return cache
+
+
+@pytest.fixture(scope="session")
+def demo_lm() -> LoadedModel:
+    """The bundled demo model, loaded once for the session."""
+    return load_model("demo")
 
 
 @pytest.fixture(scope="session")

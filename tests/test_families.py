@@ -553,9 +553,9 @@ def test_an_adapter_that_does_not_fit_its_model_is_a_visible_warning(
 
     good = from_model(build("gemma2"), gpt2_tokenizer, "tiny-gemma2")
     assert good.card.parity_ok and good.card.parity_error < 1e-5
-    assert good.card.parity == (
-        f"lmscope's trace reproduces this model's logits to {good.card.parity_error:.0e}"
-    )
+    exact = "lmscope's trace reproduces this model's logits exactly (on the load probe)"
+    close = f"lmscope's trace reproduces this model's logits to {good.card.parity_error:.0e}"
+    assert good.card.parity == (exact if good.card.parity_error == 0 else close)
     broken = replace(gemma.GEMMA2, final_softcap=None)
     monkeypatch.setitem(adapters._BY_MODEL_TYPE, "gemma2", broken)
     lm = from_model(build("gemma2"), gpt2_tokenizer, "tiny-gemma2-broken")

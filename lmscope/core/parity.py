@@ -41,6 +41,8 @@ class Parity:
         return self.error <= self.tolerance * max(self.scale, 1.0)
 
     def sentence(self) -> str:
+        if self.ok and self.error == 0:
+            return "lmscope's trace reproduces this model's logits exactly (on the load probe)"
         if self.ok:
             return f"lmscope's trace reproduces this model's logits to {self.error:.0e}"
         return (
