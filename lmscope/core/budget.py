@@ -22,9 +22,12 @@ Limits (environment variables, read on every request):
 
 from __future__ import annotations
 
+import math
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from . import speed
@@ -40,12 +43,35 @@ _LAYER_PARAMETERS: weakref.WeakKeyDictionary[LoadedModel, float] = weakref.WeakK
 
 
 class CostLimitError(RequestError):
-    """A request whose estimated cost is over a configured limit; refused before it runs."""
+    """A request whose estimated cost is over a configured limit; refused before it runs.
+    `seconds`: the estimated time when the time limit refused it (the page may then offer to run
+    it anyway, see `confirmed`); None when memory did."""
 
     status = 413
 
+    def __init__(self, message: str, seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+_CONFIRMED: ContextVar[bool] = ContextVar("lmscope_long_work_confirmed", default=False)
+
+
+@contextmanager
+def confirmed() -> Iterator[None]:
+    """Work started in this context was offered with its estimate and confirmed by the user (the
+    page's "Run anyway"): it is not held to `LMSCOPE_MAX_REQUEST_SECONDS`, since it shows its
+    progress and can be cancelled. The memory limit still holds."""
+    token = _CONFIRMED.set(True)
+    try:
+        yield
+    finally:
+        _CONFIRMED.reset(token)
+
 
 def max_seconds() -> float:
+    if _CONFIRMED.get():
+        return math.inf
     raw = os.environ.get(SECONDS_ENV, "").strip()
     return positive_setting(SECONDS_ENV, raw) if raw else DEFAULT_SECONDS
 
@@ -152,7 +178,8 @@ def check(estimate: Estimate, at: Callable[[int], Estimate], other: str = "") ->
     hint = f"Use {' or '.join(ways)}, or raise" if ways else "Raise"
     raise CostLimitError(
         f"{estimate.what} would take {estimate.describe()}; the limit is {limit:g} s of work per "
-        f"request. {hint} the limit with {SECONDS_ENV}."
+        f"request. {hint} the limit with {SECONDS_ENV}.",
+        seconds=estimate.seconds,
     )
 
 
@@ -286,7 +313,8 @@ def check_comparison(
         raise CostLimitError(
             f"This comparison would take {a.describe()} and {b.describe()}; the limit is "
             f"{limit:g} s of work per request. Use a shorter prompt, or raise the limit with "
-            f"{SECONDS_ENV}."
+            f"{SECONDS_ENV}.",
+            seconds=a.seconds + b.seconds,
         )
     return a, b
 
