@@ -7,8 +7,10 @@ Work is counted in floating-point operations of the passes an operation will run
 layer `2 x (the layer's parameters)` for the matrix products, `4 x keys x heads x d_head` for the
 attention products, and `PATTERN_FLOP` per attention score (eager attention's masking, softmax and
 copies are memory-bound); `2 x vocab x d` per unembedded position; a backward pass counts twice its
-forward pass. That is turned into seconds at an assumed speed (`LMSCOPE_GFLOPS`) plus
-`CALL_SECONDS` per model call, and shown to the user as "about N forward passes of T tokens".
+forward pass. That is turned into seconds at an assumed speed (`LMSCOPE_GFLOPS`, else the
+default of the device the model runs on: `DEFAULT_GFLOPS`) plus `CALL_SECONDS` per model call,
+and shown to the user as "about N forward passes of T tokens". An analysis holds its streams,
+queries and keys in the model's dtype (`analysis_memory`).
 The constants fit benchmarks/results/experiments.md and the plain passes of
 shared/notes/measured-here.md (GPT-2 Small, 2 CPU cores) to within about 30%: a pass of 32 / 512 /
 1,024 tokens 0.07 / 1.4 / 4.5 s (measured 0.09 / 1.06 / 3.49), the 144-head scan of 32 tokens
@@ -30,12 +32,18 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+
 from .errors import LmscopeError, RequestError
 from .loading import parse_bytes
 from .model import LoadedModel
 
 SECONDS_ENV, DEFAULT_SECONDS = "LMSCOPE_MAX_REQUEST_SECONDS", 90.0
-SPEED_ENV, DEFAULT_GFLOPS = "LMSCOPE_GFLOPS", 150.0
+SPEED_ENV = "LMSCOPE_GFLOPS"
+# Assumed speed by device type. cpu: fitted on 2 busy cores (above). cuda and mps: placeholders
+# until benchmarks/gpu_check.sh has measured a GPU (its table prints this estimate beside the
+# measured time); far below a GPU's peak, as lmscope's attention builds float32 patterns in blocks.
+DEFAULT_GFLOPS = {"cpu": 150.0, "cuda": 20_000.0, "mps": 1_000.0}
 MEMORY_ENV, DEFAULT_MEMORY = "LMSCOPE_MAX_ANALYSIS_MEMORY", "4G"
 PATTERN_FLOP = 3000  # one attention score costs about as much as 3,000 FLOP of matrix products
 CALL_SECONDS = 0.03  # fixed cost of one model call (Python, dispatch, cache handling)
@@ -71,9 +79,10 @@ def max_seconds() -> float:
     return _setting(SECONDS_ENV, DEFAULT_SECONDS)
 
 
-def speed() -> float:
-    """Assumed FLOP per second."""
-    return _setting(SPEED_ENV, DEFAULT_GFLOPS) * 1e9
+def speed(lm: LoadedModel | None = None) -> float:
+    """Assumed FLOP per second: `LMSCOPE_GFLOPS`, else the default of the model's device type."""
+    device = lm.device.type if lm is not None else "cpu"
+    return _setting(SPEED_ENV, DEFAULT_GFLOPS.get(device, DEFAULT_GFLOPS["cpu"])) * 1e9
 
 
 def max_memory() -> int:
@@ -129,7 +138,7 @@ class Estimate:
 
     @property
     def seconds(self) -> float:
-        return self.flop / speed() + self.calls * CALL_SECONDS
+        return self.flop / speed(self.lm) + self.calls * CALL_SECONDS
 
     @property
     def passes(self) -> float:
@@ -141,7 +150,7 @@ class Estimate:
         return (
             f"about {passes} forward pass{'' if passes == '1' else 'es'} of {self.tokens:,} tokens "
             f"through {self.lm.card.name} ({_count(self.flop / 1e12)} TFLOP, roughly "
-            f"{_duration(self.seconds)} at {speed() / 1e9:g} GFLOP/s)"
+            f"{_duration(self.seconds)} at {speed(self.lm) / 1e9:g} GFLOP/s on {self.lm.device})"
         )
 
 
@@ -189,13 +198,16 @@ def check(estimate: Estimate, at: Callable[[int], Estimate], other: str = "") ->
 
 
 def analysis_memory(lm: LoadedModel, tokens: int) -> int:
-    """Bytes an analysis of `tokens` tokens holds (float32): the residual stream, the embeddings,
-    every head's z, queries and keys (which rebuild its attention patterns on request), the norms
-    of what each sublayer wrote, each MLP's last row and the logits row."""
+    """Bytes an analysis of `tokens` tokens holds on the model's device: in the model's dtype the
+    residual stream, every head's z, queries and keys (which rebuild its attention patterns on
+    request) and each MLP's last row; in float32 the embeddings, the norms of what each sublayer
+    wrote and the logits row."""
     d, layers = lm.card.hidden_size, lm.layers
-    streams = (layers + 3) * tokens * d + 2 * layers * tokens + layers * d
+    size = torch.empty(0, dtype=lm.dtype).element_size()
+    streams = (layers + 1) * tokens * d + layers * d
     heads = layers * tokens * lm.card.head_size * (2 * lm.heads + lm.card.key_value_heads)
-    return 4 * (streams + heads + lm.card.vocab_size)
+    single = 2 * tokens * d + 2 * layers * tokens + lm.card.vocab_size
+    return size * (streams + heads) + 4 * single
 
 
 def analysis(lm: LoadedModel, tokens: int) -> Estimate:
