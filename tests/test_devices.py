@@ -12,7 +12,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from lmscope.core.analysis import analyze
-from lmscope.core.catalog import SMOLLM2_ID
+from lmscope.core.catalog import DEMO_ID, SMOLLM2_ID
 from lmscope.core.devices import placement, tolerance
 from lmscope.core.embeddings import nearest_tokens
 from lmscope.core.head_steps import head_steps
@@ -31,6 +31,7 @@ PROMPTS = [
     "When Mary and John went to the store, John gave a drink to",
 ]
 IOI = PROMPTS[2]
+INDUCTION = ["one two three four five one two three four", "red green blue yellow red green blue"]
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (gpu_check.sh)")
 
@@ -164,11 +165,13 @@ def test_an_offloaded_model_shows_what_the_whole_model_shows(family_folder, tmp_
 
 
 @gpu
-@pytest.mark.parametrize("prompt", PROMPTS)
-def test_a_gpu_in_bfloat16_predicts_what_the_cpu_in_float32_predicts(smollm2, prompt):
-    lm = load_model(SMOLLM2_ID, placement=placement("cuda", "bfloat16"))
+@pytest.mark.parametrize("prompt", INDUCTION)
+def test_a_gpu_in_bfloat16_predicts_what_the_cpu_in_float32_predicts(prompt):
+    """The bundled demo model (trained: it completes repeated sequences), on the GPU in bfloat16
+    and on the CPU in float32 (SmolLM2's package cannot reach a GPU machine with no network)."""
+    lm = load_model(DEMO_ID, placement=placement("cuda", "bfloat16"))
     assert lm.card.device == "cuda:0" and lm.card.parity_ok, lm.card.parity
-    gpu_analysis, cpu_analysis = analyze(lm, prompt), analyze(smollm2, prompt)
+    gpu_analysis, cpu_analysis = analyze(lm, prompt), analyze(load_model(DEMO_ID), prompt)
     assert gpu_analysis.residual.device.type == "cuda"  # the analysis stays where it was made
     assert gpu_analysis.top_predictions(1)[0].id == cpu_analysis.top_predictions(1)[0].id
     allowed = tolerance(torch.bfloat16) * float(cpu_analysis.logits.abs().max())
