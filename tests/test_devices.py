@@ -50,6 +50,21 @@ def test_the_card_says_where_and_in_what_precision(smollm2, smollm2_half):
     assert smollm2_half.card.parity_ok, smollm2_half.card.parity  # within the dtype's tolerance
 
 
+def test_the_python_api_and_the_service_load_in_the_placement_asked_for(tiny_gpt2_folder):
+    import lmscope
+    from lmscope.core.model_cache import ModelCache
+    from lmscope.service import Service
+
+    lm = lmscope.load(str(tiny_gpt2_folder), device="cpu", dtype="bfloat16")
+    assert (lm.card.dtype, lm.dtype, lm.device.type) == ("bfloat16", torch.bfloat16, "cpu")
+    assert lmscope.load(str(tiny_gpt2_folder), device="cpu", dtype="float32").dtype == torch.float32
+    service = Service(ModelCache(placement=placement("cpu", "float16")))
+    service.serve(str(tiny_gpt2_folder))
+    assert service.model(None).card.placement == "float16 on cpu"
+    _, needed_half = service.inspect("demo")[1:]
+    assert needed_half < Service(ModelCache()).inspect("demo")[2]  # the check counts the dtype
+
+
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_half_precision_predicts_what_float32_predicts(smollm2, smollm2_half, prompt):
     full, half = analyze(smollm2, prompt), analyze(smollm2_half, prompt)
