@@ -229,7 +229,9 @@ class Analysis:
         """The compact document the CLI prints and the API answers: what the views draw."""
 
         def norms(x: torch.Tensor) -> list:
-            return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).round(decimals=3).tolist()
+            return (
+                torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).round(decimals=3).tolist()
+            )
 
         return {
             "model": self.lm.card.to_dict() | {"revision": self.lm.revision},

@@ -154,12 +154,12 @@ def check_memory(
     available = device_memory(placement.device)
     # dequantizing holds the float32 weights about twice over for a moment, on the CPU
     if dequantizing:
-        cpu_peak = 2 * card.parameters * 4
         on_cpu = placement.device.type == "cpu"
-        if max(cpu_peak, needed if on_cpu else 0) > available_memory():
+        peak = max(2 * card.parameters * 4, needed if on_cpu else 0)
+        if peak > available_memory():
             raise ModelTooLargeError(
                 f"{model_id} has {card.parameters / 1e9:.2f}B parameters and needs about "
-                f"{gib(max(cpu_peak, needed))} of memory to dequantize; only "
+                f"{gib(peak)} of memory to dequantize{' and analyze' if on_cpu else ''}; only "
                 f"{gib(available_memory())} is available."
             )
     if needed > available:
