@@ -183,8 +183,11 @@ class Analysis:
         (and any norm after the sublayer) applied to z, computed on request (the pass keeps z,
         not this second copy of its size)."""
         with torch.inference_mode():
-            return torch.stack(
-                [self.lm.attention_writes(layer, z.flatten(-2)) for layer, z in enumerate(self.z)]
+            return torch.stack(  # each layer's on the analysis's device (a device map spreads them)
+                [
+                    self.lm.attention_writes(layer, z.flatten(-2)).to(self.z.device)
+                    for layer, z in enumerate(self.z)
+                ]
             )
 
     @property

@@ -31,8 +31,11 @@ HOOKS: dict[Component, str] = {
 def captured(lm: LoadedModel, rec: Recorder, component: Component, row: int = 0) -> torch.Tensor:
     """One row's activations of `component` from a recorded pass: `(layers, T, d)`, or
     `(layers, T, heads, d_head)` for heads; a copy outside the pass's inference mode."""
-    acts = torch.stack(
-        [rec.acts[f"blocks.{layer}.{HOOKS[component]}"][row] for layer in range(lm.layers)]
+    acts = torch.stack(  # each layer's from its device (a device map spreads them)
+        [
+            rec.acts[f"blocks.{layer}.{HOOKS[component]}"][row].to(lm.device)
+            for layer in range(lm.layers)
+        ]
     )
     acts = acts.float().clone()
     return acts.unflatten(-1, (lm.heads, -1)) if component == "heads" else acts
@@ -94,8 +97,8 @@ def backward(lm: LoadedModel, tape: Tape, metric: Metric) -> Gradients:
         raise NotImplementedError(
             f"{lm.card.name}: no gradient reaches {tape.component} activations"
         )
-    values = torch.stack([a[0].detach().float() for a in tape.acts])
-    grads = torch.stack([g[0].float() for g in grads])
+    values = torch.stack([a[0].detach().float().to(lm.device) for a in tape.acts])
+    grads = torch.stack([g[0].float().to(lm.device) for g in grads])
     if tape.component == "heads":
         values, grads = (t.unflatten(-1, (lm.heads, -1)) for t in (values, grads))
     return Gradients(float(value.detach()), values, grads)
