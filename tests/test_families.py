@@ -563,7 +563,7 @@ def test_an_adapter_that_does_not_fit_its_model_is_a_visible_warning(
     assert lm.card.parity_error > 0.01
     assert "does NOT reproduce this model's logits" in lm.card.parity
     monkeypatch.setattr(cli, "load_model", lambda *args, **kwargs: lm)
-    cli.load("anything")
+    cli.load(cli.parser().parse_args(["analyze", "--model", "anything", "--prompt", "x"]))
     assert "warning: lmscope's trace does NOT reproduce" in capsys.readouterr().err
     # The API answers carry it, and the page's model card shows it as a warning.
     from lmscope.core.model_cache import ModelCache

@@ -92,10 +92,13 @@ def top_predictions(lm: LoadedModel, logits: torch.Tensor, k: int) -> list[list[
     """The k most likely tokens of each row of `logits` `(rows, vocab)`, most likely first."""
     probs = logits.float().softmax(-1)
     top = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    chosen = logits.float().gather(-1, top.indices).tolist()  # one copy from the device
     return [
         [
-            Prediction(i, lm.token_text(i), p, float(logits[row, i]), lm.token_display(i))
-            for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
+            Prediction(i, lm.token_text(i), p, value, lm.token_display(i))
+            for p, i, value in zip(
+                top.values[row].tolist(), top.indices[row].tolist(), chosen[row], strict=True
+            )
         ]
         for row in range(logits.shape[0])
     ]
@@ -103,7 +106,9 @@ def top_predictions(lm: LoadedModel, logits: torch.Tensor, k: int) -> list[list[
 
 @dataclass(eq=False)
 class Analysis:
-    """Everything one forward pass showed about a prompt. Tensors are float32, batch axis dropped.
+    """Everything one forward pass showed about a prompt, batch axis dropped. Tensors stay on the
+    device that made them (`lm.device`; a view moves what it sends), the stream and z in the
+    model's dtype, the norms, the embeddings, the logits and the rebuilt patterns in float32.
 
     residual[0] is the embedding sum, residual[l + 1] the stream after layer l. What each sublayer
     wrote into the stream: `attn_norms` and `mlp_norms` `(layers, T)`, its norms at every position,
@@ -161,7 +166,7 @@ class Analysis:
         tokens = len(self.tokens)
         factor = math.ceil(tokens / size)
         cells = math.ceil(tokens / factor)
-        out = torch.zeros(cells, cells)
+        out = torch.zeros(cells, cells, device=self.keys[layer].query.device)
         step = factor * max(1, ROW_BLOCK // factor)
         for start in range(0, tokens, step):
             stop = min(tokens, start + step)
@@ -178,8 +183,11 @@ class Analysis:
         (and any norm after the sublayer) applied to z, computed on request (the pass keeps z,
         not this second copy of its size)."""
         with torch.inference_mode():
-            return torch.stack(
-                [self.lm.attention_writes(layer, z.flatten(-2)) for layer, z in enumerate(self.z)]
+            return torch.stack(  # each layer's on the analysis's device (a device map spreads them)
+                [
+                    self.lm.attention_writes(layer, z.flatten(-2)).to(self.z.device)
+                    for layer, z in enumerate(self.z)
+                ]
             )
 
     @property
@@ -224,7 +232,9 @@ class Analysis:
         """The compact document the CLI prints and the API answers: what the views draw."""
 
         def norms(x: torch.Tensor) -> list:
-            return x.norm(dim=-1).round(decimals=3).tolist()
+            return (
+                torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).round(decimals=3).tolist()
+            )
 
         return {
             "model": self.lm.card.to_dict() | {"revision": self.lm.revision},

@@ -12,6 +12,7 @@ score and of a model call are measured once per model by a short timed probe (co
 so the estimate follows the machine and the model ("about 3 forward passes of 1,024 tokens
 through SmolLM2, roughly 12 s"), not assumed constants; `LMSCOPE_GFLOPS` assumes a speed instead.
 benchmarks/results/estimates.md compares estimates with measured times.
+An analysis holds its streams, queries and keys in the model's dtype (`analysis_memory`).
 
 Limits (environment variables, read on every request):
 - `LMSCOPE_MAX_REQUEST_SECONDS` (default 90): estimated seconds of work one request may start, so
@@ -29,6 +30,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+
+import torch
 
 from . import speed
 from .errors import RequestError, SettingError, positive_setting
@@ -184,13 +187,16 @@ def check(estimate: Estimate, at: Callable[[int], Estimate], other: str = "") ->
 
 
 def analysis_memory(lm: LoadedModel, tokens: int) -> int:
-    """Bytes an analysis of `tokens` tokens holds (float32): the residual stream, the embeddings,
-    every head's z, queries and keys (which rebuild its attention patterns on request), the norms
-    of what each sublayer wrote, each MLP's last row and the logits row."""
+    """Bytes an analysis of `tokens` tokens holds on the model's device: in the model's dtype the
+    residual stream, every head's z, queries and keys (which rebuild its attention patterns on
+    request) and each MLP's last row; in float32 the embeddings, the norms of what each sublayer
+    wrote and the logits row."""
     d, layers = lm.card.hidden_size, lm.layers
-    streams = (layers + 3) * tokens * d + 2 * layers * tokens + layers * d
+    size = torch.empty(0, dtype=lm.dtype).element_size()
+    streams = (layers + 1) * tokens * d + layers * d
     heads = layers * tokens * lm.card.head_size * (2 * lm.heads + lm.card.key_value_heads)
-    return 4 * (streams + heads + lm.card.vocab_size)
+    single = 2 * tokens * d + 2 * layers * tokens + lm.card.vocab_size
+    return size * (streams + heads) + 4 * single
 
 
 def analysis(lm: LoadedModel, tokens: int) -> Estimate:

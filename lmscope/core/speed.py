@@ -99,13 +99,21 @@ def _probe_ids(lm: LoadedModel, tokens: int) -> torch.Tensor:
     return torch.randint(0, high, (1, tokens), generator=generator).to(device)
 
 
-def _timed(run) -> float:
-    """The faster of two timings, after a warm-up run (a busy machine slows some of them)."""
+def _timed(run, device: torch.device) -> float:
+    """The faster of two timings, after a warm-up run (a busy machine slows some of them); on a
+    GPU, to the end of the work it queued."""
+
+    def wait() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     run()
     times = []
     for _ in range(2):
+        wait()
         started = time.perf_counter()
         run()
+        wait()
         times.append(time.perf_counter() - started)
     return min(times)
 
@@ -137,16 +145,17 @@ def measure(lm: LoadedModel) -> Speed:
     pass gives the cost of a call; longer plain passes, what remains per FLOP and per score;
     recording passes, their own two."""
     empty = torch.empty(0, dtype=torch.long)
+    device = next(lm.model.parameters()).device
     context = lm.card.context_length
     plain = [t for t in PLAIN if t <= context] or [min(context, 8)]
     traced = [t for t in TRACED if t <= context] or plain[-1:]
     with torch.inference_mode():
         one = _probe_ids(lm, 1)
-        call = _timed(lambda: run(lm, one, capture=False))
+        call = _timed(lambda: run(lm, one, capture=False), device)
         rows, seconds = [], []
         for tokens in plain:
             ids = _probe_ids(lm, tokens)
-            seconds.append(_timed(lambda ids=ids: run(lm, ids, capture=False)) - call)
+            seconds.append(_timed(lambda ids=ids: run(lm, ids, capture=False), device) - call)
             rows.append([linear_flop(lm, tokens - 1), scores(lm, tokens)])
         traced_rows, traced_seconds = [], []
         for tokens in traced:
@@ -156,7 +165,7 @@ def measure(lm: LoadedModel) -> Speed:
                 _, rec = run(lm, ids, score=True, logits_to_keep=empty)
                 lm.unembed(rec.stack("residual", lm.layers)[:, 0, -1])
 
-            traced_seconds.append(_timed(analysis_pass) - call)
+            traced_seconds.append(_timed(analysis_pass, device) - call)
             lens = readout_flop(lm, lm.layers)
             traced_rows.append([linear_flop(lm, tokens - 1) + lens, scores(lm, tokens)])
     per_flop, per_score = _nonnegative_fit(rows, seconds)

@@ -174,7 +174,7 @@ def residual_writes(analysis: Analysis) -> go.Figure:
         shown = values.clamp_min(1e-6).log10() if log else values
         hover = np.empty((*values.shape, 2), dtype=object)  # (token, norm) per cell
         hover[..., 0] = tokens
-        hover[..., 1] = values.double().round(decimals=2).numpy()
+        hover[..., 1] = values.double().round(decimals=2).cpu().numpy()
         traces.append(
             go.Heatmap(
                 z=_rounded(shown, 3 if log else 2),
