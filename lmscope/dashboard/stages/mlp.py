@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dash import Output, html, no_update
 
-from ...core.analysis import Analysis
 from ...core.card import ModelCard
 from .. import figures
 from ..static import static
-from . import HIDDEN, SHOWN, Views, graph, ready, section
+from . import HIDDEN, SHOWN, Drawing, Views, graph, ready, section
 
 EXPLAIN = (
     "After attention, every token passes through its own small feed-forward network, the [[MLP]]: "
@@ -88,8 +87,9 @@ def layout() -> html.Section:
     )
 
 
-def draw(analysis: Analysis | None, data: dict | None, _focus: dict | None) -> tuple:
+def draw(drawing: Drawing) -> tuple:
     """The MLP's shape and the residual writes (`VIEWS`)."""
+    analysis, data = drawing.analysis, drawing.data
     if analysis is None:
         return html.P("Press Analyze to see the MLPs.", className="empty"), no_update, HIDDEN
     card = analysis.lm.card

@@ -6,7 +6,7 @@ from dash import Output, html, no_update
 
 from ...core.analysis import Analysis
 from .. import figures
-from . import HIDDEN, SHOWN, Views, graph, ready, section
+from . import HIDDEN, SHOWN, Drawing, Views, graph, ready, section
 from .tokens import chips
 
 SENTENCE_TOKENS = 60  # the end of the prompt shown before the predicted token
@@ -53,8 +53,9 @@ def layout() -> html.Section:
     )
 
 
-def draw(analysis: Analysis | None, data: dict | None, focus: dict | None) -> tuple:
+def draw(drawing: Drawing) -> tuple:
     """The prediction after the followed token, its top 10 and its logit lens (`VIEWS`)."""
+    analysis, data, focus = drawing.analysis, drawing.data, drawing.focus
     if analysis is None:
         empty = html.P("Press Analyze to see the prediction.", className="empty")
         return empty, no_update, HIDDEN, no_update, HIDDEN

@@ -26,7 +26,7 @@ from ....core.profile import known_profile
 from ....service import Service
 from ... import figures
 from ...static import static
-from .. import Views, ready
+from .. import Drawing, Views, ready
 from .cells import Cell, cell_grid
 
 EXPLAIN = (
@@ -321,9 +321,10 @@ def draw(analysis: Analysis | None, data: dict | None) -> tuple:
 MEASURING = "Measuring this model's heads on a reference text, once per model…"
 
 
-def categories(analysis: Analysis | None, data: dict | None, _focus: dict | None) -> tuple:
+def categories(drawing: Drawing) -> tuple:
     """The categories table (`CATEGORY_VIEWS`), drawn with the other stages when the model's profile is
     at hand; else the profile is asked for in a request of its own (it takes seconds to measure)."""
+    analysis, data = drawing.analysis, drawing.data
     if analysis is None:
         return [], no_update
     profile = known_profile(analysis.lm)
