@@ -6,6 +6,7 @@ from dash import Input, Output, html, no_update
 
 from ...core.analysis import Analysis
 from ...core.embeddings import nearest_tokens
+from ...core.model import LoadedModel
 from .. import figures
 from ..static import static
 from . import HIDDEN, SHOWN, Drawing, Views, graph, position_input, ready, section
@@ -148,3 +149,19 @@ def draw(drawing: Drawing) -> tuple:
 
 
 VIEWS = Views(OUTPUTS, draw, reads=(Input("embed-position", "value"),))
+
+
+def tour_text(lm: LoadedModel) -> str:
+    """What the tour says of this stage, for this model."""
+    card = lm.card
+    if card.rotary:
+        return (
+            f"{card.name} adds nothing for position here: it uses rotary positions (RoPE), which "
+            "rotate each query and key inside attention by an angle that grows with the position. "
+            "So the token's own vector is all that enters layer 0, at any position."
+        )
+    return (
+        f"{card.name} adds a learned position vector to each token's vector "
+        f"({card.context_length:,} positions, one vector each), so the same word at two places "
+        "enters layer 0 as two different vectors. Pick another token in the menu to compare."
+    )

@@ -6,6 +6,7 @@ from dash import Output, html, no_update
 
 from ...core.analysis import Analysis
 from .. import figures
+from ..figures import percent
 from . import HIDDEN, SHOWN, Drawing, Views, graph, ready, section
 from .tokens import chips
 
@@ -138,3 +139,25 @@ def followed(analysis: Analysis, position: int) -> html.P | None:
         id="output-position",
         **{"data-position": str(position)},
     )
+
+
+UNSURE = 0.2  # a top prediction below this probability is called a weak guess
+
+
+def tour_text(analysis: Analysis | None) -> str:
+    """What the tour says of this stage, for this prompt (the model's own guess)."""
+    if analysis is None:
+        return "The last token's vector becomes one score per vocabulary entry."
+    best = analysis.top_predictions(1)[0]
+    text = (
+        f"The model's guess for the next token: {best.display} at "
+        f"{percent(best.probability)}. The bars show the top 10; the logit lens beside them "
+        "shows, layer by layer, what the model would predict if it stopped there."
+    )
+    if best.probability < UNSURE:
+        text += (
+            f" {analysis.lm.card.name} is far from sure here: a small model trained for its "
+            "attention heads rather than for language guesses weakly; a trained model such as "
+            "GPT-2 or SmolLM2 answers ␣Mary with high probability."
+        )
+    return text

@@ -73,7 +73,10 @@ VIEWS = (
     Views(
         layer.OUTPUTS,
         lambda d: layer.draw(
-            d.analysis, d.focus, _value(d, "layer-select.value"), _value(d, "layer-view.open"),
+            d.analysis,
+            d.focus,
+            _value(d, "layer-select.value"),
+            _value(d, "layer-view.open"),
             "analysis" if d.new else "focus",
         ),
         follows_focus=True,

@@ -381,3 +381,31 @@ def focus_position(position: int) -> Patch:
     focus = Patch()
     focus["position"] = position
     return focus
+
+
+def tour_text(lm: LoadedModel, report: HeadReport | None) -> str:
+    """What the tour says of the grid, for this model and (`report`) this prompt."""
+    card = lm.card
+    text = (
+        f"Each cell is one head: {card.layers} layers x {card.heads_per_layer} heads. Its colour "
+        "says what the head does on this prompt (previous token, self, spread out, duplicate, "
+        "induction); the bar at the bottom is its share on the first token."
+    )
+    if card.key_value_heads < card.heads_per_layer:
+        text += (
+            f" {card.name} uses grouped-query attention: the {card.heads_per_layer} query heads of "
+            f"a layer share {card.key_value_heads} key/value heads (the lines in the grid)."
+        )
+    if report is not None:
+        sinks, total = len(report.sink_heads()), report.layers * len(report.categories[0])
+        if sinks:
+            text += (
+                f" Attention sink: on this prompt {sinks} of {total} heads park at least "
+                f"{SINK_MARK:.0%} of their attention on the first token, whatever it is."
+            )
+        else:
+            text += (
+                f" No head parks {SINK_MARK:.0%} of its attention on the first token here: "
+                "this model shows no attention sink on this prompt."
+            )
+    return text
