@@ -42,7 +42,7 @@ def fastest(run, times: int = 3) -> float:
 def test_the_probe_measures_a_model_once_and_keeps_it(demo_lm, measured, monkeypatch, tmp_path):
     monkeypatch.setattr(speed, "_cache_file", lambda lm: tmp_path / "speed.json")
     found = speed.speed_of(demo_lm)
-    assert found.measured and found.flops > 1e7 and found.call >= 0 and found.score_flop > 0
+    assert found.measured and found.flops > 1e7 and found.call >= 0 and found.score_flop >= 0
     assert speed.speed_of(demo_lm) is found  # kept in memory
     monkeypatch.setattr(speed, "_MEASURED", speed.weakref.WeakKeyDictionary())
     monkeypatch.setattr(speed, "measure", lambda lm: pytest.fail("measured again"))

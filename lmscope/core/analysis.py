@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from . import speed
 from .attention import ROW_BLOCK, LayerKeys
 from .budget import check_analysis
 from .errors import PromptError
@@ -291,12 +292,14 @@ def analyze_continuation(lm: LoadedModel, prompt: str, new_ids: list[int]) -> An
 
 
 def _analyze_tokens(
-    lm: LoadedModel, prompt: str, tokens: list[Token], notices: list[str]
+    lm: LoadedModel, prompt: str, tokens: list[Token], notices: list[str], *, check: bool = True
 ) -> Analysis:
-    """The traced pass over `tokens` (already cut to the model's context)."""
+    """The traced pass over `tokens` (already cut to the model's context); `check`: against the
+    cost limits first (the speed probe, which the estimate itself waits for, does not)."""
     if not tokens:
         raise PromptError("The prompt gave no tokens to analyze.")
-    check_analysis(lm, len(tokens))
+    if check:
+        check_analysis(lm, len(tokens))
     ids = torch.tensor([[t.id for t in tokens]])
     with torch.inference_mode():
         # The model's own unembedding is skipped: the logit lens at the last position reads the
@@ -335,3 +338,17 @@ def _analyze_tokens(
         heads=heads,
         last_lens=top_predictions(lm, lens, LENS_K),
     )
+
+
+_PROBE_WORDS = "the river keeps a slow map of every town it passes and".split()
+
+
+def probe_analysis(lm: LoadedModel, tokens: int) -> None:
+    """An analysis of about `tokens` tokens of plain words, as `analyze` runs one, for the speed
+    probe (core/speed.py) to time: the pass and everything an analysis makes of it."""
+    text = " ".join(_PROBE_WORDS[i % len(_PROBE_WORDS)] for i in range(tokens + 8))
+    kept = tokenize(lm.tokenizer, text)[:tokens]
+    _analyze_tokens(lm, text[: kept[-1].end], kept, [], check=False)
+
+
+speed.time_analyses_with(probe_analysis)

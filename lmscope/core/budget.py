@@ -208,7 +208,7 @@ def analysis(lm: LoadedModel, tokens: int) -> Estimate:
         * (lm.layers * 2 * tokens * layer_parameters(lm) + (lm.layers + 1) * unembed_flop(lm))
         + traced * lm.layers * lm.heads * tokens * tokens
     )
-    return Estimate(lm, "This analysis", tokens, flop)
+    return Estimate(lm, "This analysis", tokens, flop + fast.analysis_call * fast.flops)
 
 
 def check_analysis(lm: LoadedModel, tokens: int) -> Estimate:

@@ -1,17 +1,18 @@
 """How fast this machine runs a loaded model, measured: a short timed probe per model, so that
 cost estimates (core/budget.py) are calibrated, not assumed.
 
-The probe runs plain forward passes of `PLAIN` tokens and recording, head-scoring passes (what an
-analysis runs) of `TRACED` tokens, and fits each kind as
+The probe times a one-token pass (the cost of a call), plain forward passes of `PLAIN` tokens and
+analyses of `TRACED` tokens (the pass that records and scores every head, and all an analysis
+makes of it), and fits
 
     seconds = call + linear FLOP / flops + scores x score_flop / flops
 
-where `call` is a one-token pass (the unembedding of its one position included), `linear` is
-2 x the blocks' parameters per further token, `scores` the attention scores (heads x
-queries x keys, every layer). A recording pass gets its
-own two coefficients (`traced_factor`, `traced_score_flop`, in the plain pass's FLOP units). The
-result is kept in memory per loaded model and on disk per model, revision, device, dtype, torch
-threads and torch version (under `$XDG_CACHE_HOME/lmscope/speed/`), so a model is measured once.
+where `linear` is 2 x the blocks' parameters per token after the first and `scores` the
+attention scores (heads x queries x keys, every layer); an analysis gets its own coefficients
+(`traced_factor`, `traced_score_flop`, in the plain pass's FLOP units) and what it adds once
+(`analysis_call`). Coefficients are fitted non-negative. The result is kept in memory per loaded
+model and on disk per model, revision, device, dtype, torch threads and torch version (under
+`$XDG_CACHE_HOME/lmscope/speed/`), so a model is measured once: about a second on SmolLM2.
 
 With `LMSCOPE_GFLOPS` set, nothing is measured: the assumed speed and `ASSUMED_SCORE_FLOP` are
 used (a machine to plan for, or a test that wants fixed numbers).
@@ -26,6 +27,7 @@ import platform
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,10 +42,21 @@ SPEED_ENV = "LMSCOPE_GFLOPS"
 ASSUMED_SCORE_FLOP = 400.0  # one attention score as FLOP of matrix products, when not measured
 ASSUMED_CALL = 0.03  # seconds per model call, when not measured
 PLAIN = (32, 256)  # token counts of the timed plain passes (after a one-token pass)
-TRACED = (32, 256)  # ... and of the timed recording passes
+TRACED = (16, 64, 256)  # ... and of the timed analyses
 ASSUMED_GFLOPS = 150.0  # where a pass costs no more than its call, for want of a measure
-VERSION = 1  # of the probe: a new one measures again
+VERSION = 2  # of the probe: a new one measures again
 _MEASURED: weakref.WeakKeyDictionary[LoadedModel, Speed] = weakref.WeakKeyDictionary()
+# How to time one analysis of `tokens` tokens (core/analysis.py registers `probe_analysis`:
+# the pass and everything an analysis makes of it); else the recording pass alone is timed.
+_ANALYSIS: list[Callable[[LoadedModel, int], object]] = []
+
+
+def time_analyses_with(probe: Callable[[LoadedModel, int], object]) -> None:
+    """What the probe times as one analysis (registered by core/analysis.py, which needs this
+    module for its estimates: it cannot be imported from here)."""
+    _ANALYSIS[:] = [probe]
+
+
 _LOCK = threading.Lock()
 
 
@@ -56,6 +69,7 @@ class Speed:
     call: float  # seconds per model call
     traced_factor: float = 1.0  # a recording pass's matrix products, against a plain pass's
     traced_score_flop: float | None = None  # one attention score of a recording pass
+    analysis_call: float = 0.0  # what an analysis adds to its pass, once (its tables, top-k)
     measured: bool = False
 
     def seconds(self, flop: float, calls: int) -> float:
@@ -123,21 +137,27 @@ def _fit(rows: list[list[float]], seconds: list[float]) -> list[float]:
     return [float(x) for x in solution]
 
 
-def _nonnegative_fit(rows: list[list[float]], seconds: list[float]) -> tuple[float, float]:
-    """Least squares of `seconds` on two columns with both coefficients >= 0 (the better of the
-    full fit and each column alone)."""
-    a, b = _fit(rows, seconds)
-    if a >= 0 and b >= 0:
-        return a, b
-    only = [
-        (max(0.0, _fit([[r[0]] for r in rows], seconds)[0]), 0.0),
-        (0.0, max(0.0, _fit([[r[1]] for r in rows], seconds)[0])),
-    ]
-
-    def error(c: tuple[float, float]) -> float:
-        return sum((c[0] * r[0] + c[1] * r[1] - t) ** 2 for r, t in zip(rows, seconds, strict=True))
-
-    return min(only, key=error)
+def _nonnegative_fit(rows: list[list[float]], seconds: list[float]) -> list[float]:
+    """Least squares of `seconds` on the columns of `rows` with every coefficient >= 0: the best
+    of the plain fits on each subset of the columns whose coefficients all come out >= 0 (a few
+    columns: every subset is tried)."""
+    width = len(rows[0])
+    best, best_error = [0.0] * width, sum(t * t for t in seconds)
+    for mask in range(1, 2**width):
+        used = [c for c in range(width) if mask >> c & 1]
+        found = _fit([[r[c] for c in used] for r in rows], seconds)
+        if min(found) < 0:
+            continue
+        full = [0.0] * width
+        for c, value in zip(used, found, strict=True):
+            full[c] = value
+        error = sum(
+            (sum(f * x for f, x in zip(full, r, strict=True)) - t) ** 2
+            for r, t in zip(rows, seconds, strict=True)
+        )
+        if error < best_error:
+            best, best_error = full, error
+    return best
 
 
 def measure(lm: LoadedModel) -> Speed:
@@ -161,23 +181,27 @@ def measure(lm: LoadedModel) -> Speed:
         for tokens in traced:
             ids = _probe_ids(lm, tokens)
 
-            def analysis_pass(ids=ids) -> None:
+            def analysis_pass(ids=ids, tokens=tokens) -> None:
+                if _ANALYSIS:
+                    _ANALYSIS[0](lm, tokens)
+                    return
                 _, rec = run(lm, ids, score=True, logits_to_keep=empty)
                 lm.unembed(rec.stack("residual", lm.layers)[:, 0, -1])
 
             traced_seconds.append(_timed(analysis_pass, device) - call)
             lens = readout_flop(lm, lm.layers)
-            traced_rows.append([linear_flop(lm, tokens - 1) + lens, scores(lm, tokens)])
+            traced_rows.append([1.0, linear_flop(lm, tokens - 1) + lens, scores(lm, tokens)])
     per_flop, per_score = _nonnegative_fit(rows, seconds)
     if per_flop <= 0:  # the passes took no longer than a call: the matrix products are cheap
         per_flop = 1.0 / (ASSUMED_GFLOPS * 1e9)
-    per_traced_flop, per_traced_score = _nonnegative_fit(traced_rows, traced_seconds)
+    extra, per_traced_flop, per_traced_score = _nonnegative_fit(traced_rows, traced_seconds)
     return Speed(
         flops=1.0 / per_flop,
         score_flop=per_score / per_flop,
         call=call,
         traced_factor=max(1.0, per_traced_flop / per_flop),
         traced_score_flop=max(per_score, per_traced_score) / per_flop,
+        analysis_call=extra,
         measured=True,
     )
 
