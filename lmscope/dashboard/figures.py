@@ -487,10 +487,10 @@ def categories_by_depth(sides: list[dict], labels: dict[str, str]) -> go.Figure:
                 row=row,
                 col=col,
             )
-    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.12))
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.1, yanchor="top"))
     edge = width / 2 + 0.02
     fig.update_xaxes(range=[-edge, 1 + edge], dtick=0.25)
     fig.update_xaxes(title="relative depth (0 = first layer, 1 = last)", row=len(rows))
     fig.update_yaxes(tickformat=".0%", range=[0, 1])
     fig.update_yaxes(title="fraction of heads", col=1)
-    return _style(fig, 720, margin=dict(l=10, r=10, t=60, b=10))
+    return _style(fig, 760, margin=dict(l=10, r=10, t=60, b=90))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
 
 from ....core.analysis import Analysis
+from ....core.card import ModelCard
 from ....core.errors import LmscopeError
 from ....core.heads import CATEGORIES as HEAD_CATEGORIES
 from ....core.heads import (
@@ -103,7 +104,8 @@ def kv_groups(heads: int, kv_heads: int | None) -> str | None:
     )
     return (
         f"Grouped-query attention: each layer's {heads} query heads read only {kv_heads} "
-        f"key/value heads, {size} query heads per key/value group ({groups}). Heads of one group "
+        f"key/value head{'s' if kv_heads > 1 else ''}, {size} query heads per key/value group "
+        f"({groups}). Heads of one group "
         "see the same keys and values; only their "
         "queries differ, so they can still attend differently. The lines in the grid separate "
         "the groups."
@@ -146,9 +148,14 @@ def head_grid(report: HeadReport, kv_heads: int | None = None) -> html.Div:
     )
 
 
-def legend(report: HeadReport | None = None, heads: int = 0, kv_heads: int | None = None):
-    """What the colours mean: hue = category, depth = score, the brown bar = the sink share (one
-    static component)."""
+def legend(
+    report: HeadReport | None = None,
+    heads: int = 0,
+    kv_heads: int | None = None,
+    window: str | None = None,
+):
+    """What the colours mean: hue = category, depth = score, the brown bar = the sink share, and
+    the model's grouped keys and sliding window (`window`), if any (one static component)."""
     items = [
         html.Span(
             LABELS[c],
@@ -199,7 +206,23 @@ def legend(report: HeadReport | None = None, heads: int = 0, kv_heads: int | Non
     groups = kv_groups(heads, kv_heads)
     if groups:
         lines.append(html.P(groups, className="hint kv-groups"))
+    if window:
+        lines.append(html.P(window, className="hint sliding-window"))
     return static(html.Div(lines, className="legend-block"))
+
+
+def sliding_window(card: ModelCard) -> str | None:
+    """Which layers read only the last `sliding_window` tokens, in words (None: every layer
+    reads the whole prompt)."""
+    if not card.sliding_window or not card.local_layers:
+        return None
+    every = [layer for layer in range(card.layers) if layer not in card.local_layers]
+    names = ", ".join(f"L{layer}" for layer in every) or "none"
+    return (
+        f"Sliding window: {len(card.local_layers)} of {card.layers} layers read only the last "
+        f"{card.sliding_window:,} tokens before each token (local attention); {names} read the "
+        "whole prompt. On a shorter prompt the two kinds see the same."
+    )
 
 
 def _rule(category: str) -> str:
@@ -315,7 +338,8 @@ def draw(analysis: Analysis | None, data: dict | None) -> tuple:
     card = analysis.lm.card
     kv = getattr(card, "key_value_heads", None)
     grid = head_grid(analysis.heads, kv)
-    return legend(analysis.heads, card.heads_per_layer, kv), [grid, ready(data["id"])]
+    shown = legend(analysis.heads, card.heads_per_layer, kv, sliding_window(card))
+    return shown, [grid, ready(data["id"])]
 
 
 MEASURING = "Measuring this model's heads on a reference text, once per model…"
