@@ -346,7 +346,7 @@ _PROBE_WORDS = "the river keeps a slow map of every town it passes and".split()
 def probe_analysis(lm: LoadedModel, tokens: int) -> None:
     """An analysis of about `tokens` tokens of plain words, as `analyze` runs one, for the speed
     probe (core/speed.py) to time: the pass and everything an analysis makes of it."""
-    text = " ".join(_PROBE_WORDS[i % len(_PROBE_WORDS)] for i in range(tokens + 8))
+    text = " ".join(_PROBE_WORDS[i % len(_PROBE_WORDS)] for i in range(tokens))
     kept = tokenize(lm.tokenizer, text)[:tokens]
     _analyze_tokens(lm, text[: kept[-1].end], kept, [], check=False)
 
