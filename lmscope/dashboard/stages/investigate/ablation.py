@@ -17,13 +17,13 @@ from ....experiments.defaults import default
 from ....experiments.inputs import check_heads, parse_heads
 from ....experiments.patching import CHECK_TOP
 from ... import figures
-from .. import SHOWN, graph
+from .. import graph
 from .panel import (
+    Outcome,
     Panel,
     agreement_line,
     button,
     checked_table,
-    keep,
     message,
     metric_line,
     number,
@@ -171,32 +171,24 @@ def register(app: Dash, panel: Panel) -> None:
         Input("head-grid-body", "children"),
     )
 
-    @app.callback(
-        Output("inv-ablation-body", "children"),
-        Output({"kind": "figure", "name": "inv-ablation"}, "figure"),
-        Output({"kind": "figure", "name": "inv-ablation"}, "style"),
-        Output("inv-message", "children", allow_duplicate=True),
-        Output("inv-results", "data", allow_duplicate=True),
-        Input("inv-ablate", "n_clicks"),
-        State("inv-heads", "data"),
-        State("inv-mode", "value"),
-        State("inv-target", "value"),
-        State("inv-wrong", "value"),
-        State("analysis", "data"),
-        State("client", "data"),
-        running=[(Output("inv-ablate", "disabled"), True, False)],
-        prevent_initial_call=True,
+    @panel.experiment(
+        app,
+        buttons=("inv-ablate",),
+        body="inv-ablation-body",
+        figures=("inv-ablation",),
+        reads={
+            "heads": State("inv-heads", "data"),
+            "mode": State("inv-mode", "value"),
+            "target": State("inv-target", "value"),
+            "wrong": State("inv-wrong", "value"),
+        },
     )
-    @panel.current_only
-    def run_ablation(_clicks, heads, mode, target, wrong, data):
-        try:
-            lm, prompt = panel.model_and_prompt(data)
-            if not heads:
-                raise RequestError("Pick at least one head to ablate.")
-            result = ablate(lm, prompt, heads, mode, target=parse_target(target),
-                            wrong=parse_target(wrong), new_tokens=ABLATION_TOKENS)  # fmt: skip
-        except LmscopeError as error:
-            return no_update, no_update, no_update, message(error), no_update
+    def run_ablation(data, _trigger, heads, mode, target, wrong) -> Outcome:
+        lm, prompt = panel.model_and_prompt(data)
+        if not heads:
+            raise RequestError("Pick at least one head to ablate.")
+        result = ablate(lm, prompt, heads, mode, target=parse_target(target),
+                        wrong=parse_target(wrong), new_tokens=ABLATION_TOKENS)  # fmt: skip
         p_before, p_after = result.target_probability
         before, after = result.before.softmax(-1), result.after.softmax(-1)
         top_before, top_after = result.top("before"), result.top("after")
@@ -255,39 +247,28 @@ def register(app: Dash, panel: Panel) -> None:
         note = small_effect_note(analysis and analysis.heads, result.heads, p_before, p_after)
         body += [note] if note is not None else []
         title = "Next-token probabilities before and after the ablation (top 10 of each)"
-        return (
-            body,
-            figures.before_after(rows, title),
-            SHOWN,
-            "",
-            keep("ablation", doc),
-        )
+        return Outcome(body, {"inv-ablation": figures.before_after(rows, title)}, ("ablation", doc))
 
-    @app.callback(
-        Output("inv-scan-body", "children"),
-        Output({"kind": "figure", "name": "inv-scan"}, "figure"),
-        Output({"kind": "figure", "name": "inv-scan"}, "style"),
-        Output("inv-scan-agreement", "children", allow_duplicate=True),
-        Output("inv-message", "children", allow_duplicate=True),
-        Output("inv-results", "data", allow_duplicate=True),
-        Input("inv-scan-run", "n_clicks"),
-        State("inv-mode", "value"),
-        State("inv-target", "value"),
-        State("inv-wrong", "value"),
-        State("inv-results", "data"),
-        State("analysis", "data"),
-        State("client", "data"),
-        running=[(Output("inv-scan-run", "disabled"), True, False)],
-        prevent_initial_call=True,
+    scan_reads = {
+        "mode": State("inv-mode", "value"),
+        "target": State("inv-target", "value"),
+        "wrong": State("inv-wrong", "value"),
+        "results": State("inv-results", "data"),
+    }
+    agreement = Output("inv-scan-agreement", "children", allow_duplicate=True)
+
+    @panel.experiment(
+        app,
+        buttons=("inv-scan-run",),
+        body="inv-scan-body",
+        figures=("inv-scan",),
+        reads=scan_reads,
+        also=(agreement,),
     )
-    @panel.current_only
-    def run_scan(_clicks, mode, target, wrong, results, data):
-        try:
-            lm, prompt = panel.model_and_prompt(data)
-            scan = ablation_scan(lm, prompt, mode, target=parse_target(target),
-                                 wrong=parse_target(wrong))  # fmt: skip
-        except LmscopeError as error:
-            return (no_update,) * 4 + (message(error), no_update)
+    def run_scan(data, _trigger, mode, target, wrong, results) -> Outcome:
+        lm, prompt = panel.model_and_prompt(data)
+        scan = ablation_scan(lm, prompt, mode, target=parse_target(target),
+                             wrong=parse_target(wrong))  # fmt: skip
         doc = scan.to_dict()
         label, clean = doc["metric"]["label"], doc["metric"]["clean"]
         effect = scan.effect
@@ -312,34 +293,22 @@ def register(app: Dash, panel: Panel) -> None:
             "change in the logit difference" if contrastive else "change in log-probability",
         )
         agreed = agreement_of(doc, (results or {}).get("ablation_atp"))
-        return body, fig, SHOWN, agreed, "", keep("ablation_scan", doc)
+        return Outcome(
+            body, {"inv-scan": fig}, ("ablation_scan", doc), {"inv-scan-agreement.children": agreed}
+        )
 
-    @app.callback(
-        Output("inv-scan-atp-body", "children"),
-        Output({"kind": "figure", "name": "inv-scan-atp"}, "figure"),
-        Output({"kind": "figure", "name": "inv-scan-atp"}, "style"),
-        Output("inv-scan-agreement", "children", allow_duplicate=True),
-        Output("inv-message", "children", allow_duplicate=True),
-        Output("inv-results", "data", allow_duplicate=True),
-        Input("inv-scan-atp-run", "n_clicks"),
-        State("inv-mode", "value"),
-        State("inv-target", "value"),
-        State("inv-wrong", "value"),
-        State("inv-scan-k", "value"),
-        State("inv-results", "data"),
-        State("analysis", "data"),
-        State("client", "data"),
-        running=[(Output("inv-scan-atp-run", "disabled"), True, False)],
-        prevent_initial_call=True,
+    @panel.experiment(
+        app,
+        buttons=("inv-scan-atp-run",),
+        body="inv-scan-atp-body",
+        figures=("inv-scan-atp",),
+        reads=scan_reads | {"k": State("inv-scan-k", "value")},
+        also=(agreement,),
     )
-    @panel.current_only
-    def run_scan_atp(_clicks, mode, target, wrong, k, results, data):
-        try:
-            lm, prompt = panel.model_and_prompt(data)
-            result = ablation_estimate(lm, prompt, mode, parse_target(target), parse_target(wrong),
-                                       check=default(head_scan, "check") if k is None else int(k))  # fmt: skip
-        except LmscopeError as error:
-            return (no_update,) * 4 + (message(error), no_update)
+    def run_scan_atp(data, _trigger, mode, target, wrong, results, k) -> Outcome:
+        lm, prompt = panel.model_and_prompt(data)
+        result = ablation_estimate(lm, prompt, mode, parse_target(target), parse_target(wrong),
+                                   check=default(head_scan, "check") if k is None else int(k))  # fmt: skip
         doc = result.to_dict()
         label = doc["metric"]["label"]
         top = divmod(int(result.atp.abs().argmax()), result.atp.shape[1])
@@ -354,15 +323,17 @@ def register(app: Dash, panel: Panel) -> None:
             *checked_table([(c["name"], c["atp"], c["exact"]) for c in result.checked],
                            "AtP's strongest heads, ablated exactly:", "inv-scan-checked", "head"),
         ]  # fmt: skip
-        contrastive = result.metric.contrastive
         fig = figures.head_map(
             result.atp,
             f"AtP estimate of the change in {label} when one head is removed",
-            "Δ logit diff" if contrastive else "Δ log p",
+            "Δ logit diff" if result.metric.contrastive else "Δ log p",
             "estimated change",
         )
         agreed = agreement_of((results or {}).get("ablation_scan"), doc)
-        return body, fig, SHOWN, agreed, "", keep("ablation_atp", doc)
+        return Outcome(
+            body, {"inv-scan-atp": fig}, ("ablation_atp", doc),
+            {"inv-scan-agreement.children": agreed},
+        )  # fmt: skip
 
 
 def agreement_of(exact: dict | None, estimate: dict | None) -> list:

@@ -3,9 +3,9 @@ gradients, gradient x input)."""
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, State, html, no_update
+from dash import Dash, State, html
 
-from ....core.errors import LmscopeError
+from ....core.errors import RequestError
 from ....experiments.attribution import (
     COMPLETENESS,
     TokenAttribution,
@@ -13,9 +13,9 @@ from ....experiments.attribution import (
     token_attribution,
 )
 from ... import figures
-from .. import SHOWN, graph
+from .. import graph
 from ..tokens import chips
-from .panel import NO_ANALYSIS, Panel, button, keep, message, metric_line, parse_target
+from .panel import NO_ANALYSIS, Outcome, Panel, button, metric_line, parse_target
 
 TAB = "attribution"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-dla-body", "inv-attr-body")
@@ -135,32 +135,20 @@ def token_rows(result: TokenAttribution) -> list:
 
 
 def register(app: Dash, panel: Panel) -> None:
-    @app.callback(
-        Output("inv-dla-body", "children"),
-        Output({"kind": "figure", "name": "inv-dla-heads"}, "figure"),
-        Output({"kind": "figure", "name": "inv-dla-heads"}, "style"),
-        Output({"kind": "figure", "name": "inv-dla-mlp"}, "figure"),
-        Output({"kind": "figure", "name": "inv-dla-mlp"}, "style"),
-        Output("inv-message", "children", allow_duplicate=True),
-        Output("inv-results", "data", allow_duplicate=True),
-        Input("inv-dla-run", "n_clicks"),
-        State("inv-target", "value"),
-        State("inv-wrong", "value"),
-        State("analysis", "data"),
-        State("client", "data"),
-        running=[(Output("inv-dla-run", "disabled"), True, False)],
-        prevent_initial_call=True,
+    targets = {"target": State("inv-target", "value"), "wrong": State("inv-wrong", "value")}
+
+    @panel.experiment(
+        app,
+        buttons=("inv-dla-run",),
+        body="inv-dla-body",
+        figures=("inv-dla-heads", "inv-dla-mlp"),
+        reads=targets,
     )
-    @panel.current_only
-    def run_dla(_clicks, target, wrong, data):
-        failed = (no_update,) * 5
+    def run_dla(data, _trigger, target, wrong) -> Outcome:
         analysis = panel.service.stored(data)
         if analysis is None:
-            return *failed, message(NO_ANALYSIS), no_update
-        try:
-            dla = direct_logit_attribution(analysis, parse_target(target), parse_target(wrong))
-        except LmscopeError as error:
-            return *failed, message(error), no_update
+            raise RequestError(NO_ANALYSIS)
+        dla = direct_logit_attribution(analysis, parse_target(target), parse_target(wrong))
         doc = dla.to_dict()
         shown = dla.label
         body = [
@@ -178,27 +166,14 @@ def register(app: Dash, panel: Panel) -> None:
             dla.heads, f"Each head's direct effect on {shown}", "logit", "logit"
         )
         mlps = figures.layer_bars(dla.mlps, f"Each MLP's direct effect on {shown}", "logit")
-        return body, heads, SHOWN, mlps, SHOWN, "", keep("logit_attribution", doc)
+        return Outcome(
+            body, {"inv-dla-heads": heads, "inv-dla-mlp": mlps}, ("logit_attribution", doc)
+        )
 
-    @app.callback(
-        Output("inv-attr-body", "children"),
-        Output("inv-message", "children", allow_duplicate=True),
-        Output("inv-results", "data", allow_duplicate=True),
-        Input("inv-attr-run", "n_clicks"),
-        State("inv-target", "value"),
-        State("inv-wrong", "value"),
-        State("analysis", "data"),
-        State("client", "data"),
-        running=[(Output("inv-attr-run", "disabled"), True, False)],
-        prevent_initial_call=True,
-    )
-    @panel.current_only
-    def run_attribution(_clicks, target, wrong, data):
-        try:
-            lm, prompt = panel.model_and_prompt(data)
-            result = token_attribution(lm, prompt, parse_target(target), wrong=parse_target(wrong))
-        except LmscopeError as error:
-            return no_update, message(error), no_update
+    @panel.experiment(app, buttons=("inv-attr-run",), body="inv-attr-body", reads=targets)
+    def run_attribution(data, _trigger, target, wrong) -> Outcome:
+        lm, prompt = panel.model_and_prompt(data)
+        result = token_attribution(lm, prompt, parse_target(target), wrong=parse_target(wrong))
         doc = result.to_dict()
         head = metric_line(doc["metric"], result.notices, "inv-attr-metric")
-        return [head, *token_rows(result)], "", keep("token_attribution", doc)
+        return Outcome([head, *token_rows(result)], kept=("token_attribution", doc))

@@ -3,15 +3,15 @@ relative depth."""
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import Dash, Input, Output, State, dcc, html
 
-from ....core.errors import LmscopeError, RequestError
+from ....core.errors import RequestError
 from ....core.heads import LABELS
 from ....experiments.comparison import compare
 from ... import figures
 from ...terms import linked
-from .. import SHOWN, graph
-from .panel import Panel, button, keep, message
+from .. import graph
+from .panel import Outcome, Panel, button
 
 COMPARE_TOP = 5
 TAB = "comparison"  # its tab in the panel (labelled capitalized)
@@ -78,30 +78,20 @@ def register(app: Dash, panel: Panel) -> None:
     def compare_choices(options):
         return options
 
-    @app.callback(
-        Output("inv-compare-body", "children"),
-        Output({"kind": "figure", "name": "inv-compare"}, "figure"),
-        Output({"kind": "figure", "name": "inv-compare"}, "style"),
-        Output("inv-message", "children", allow_duplicate=True),
-        Output("inv-results", "data", allow_duplicate=True),
-        Input("inv-compare-run", "n_clicks"),
-        State("inv-compare-model", "value"),
-        State("inv-compare-custom", "value"),
-        State("analysis", "data"),
-        State("client", "data"),
-        running=[(Output("inv-compare-run", "disabled"), True, False)],
-        prevent_initial_call=True,
-    )
-    @panel.current_only
-    def run_compare(_clicks, picked, custom, data):
-        try:
-            first, prompt = panel.model_and_prompt(data)
-            second_id = (custom or "").strip() or picked
-            if not second_id:
-                raise RequestError("Choose a second model to compare with.")
-            result = compare(first, panel.service.model(second_id), prompt).to_dict()
-        except LmscopeError as error:
-            return no_update, no_update, no_update, message(error), no_update
+    @panel.experiment(
+        app,
+        buttons=("inv-compare-run",),
+        body="inv-compare-body",
+        figures=("inv-compare",),
+        reads={"picked": State("inv-compare-model", "value"),
+               "custom": State("inv-compare-custom", "value")},
+    )  # fmt: skip
+    def run_compare(data, _trigger, picked, custom) -> Outcome:
+        first, prompt = panel.model_and_prompt(data)
+        second_id = (custom or "").strip() or picked
+        if not second_id:
+            raise RequestError("Choose a second model to compare with.")
+        result = compare(first, panel.service.model(second_id), prompt).to_dict()
         sides = result["models"]
         same = "the same" if result["same_top_prediction"] else "different"
         body = [
@@ -118,4 +108,4 @@ def register(app: Dash, panel: Panel) -> None:
         ]  # fmt: skip
         fig = figures.categories_by_depth(sides, LABELS)
         fig.update_layout(title="Head categories by relative depth")
-        return body, fig, SHOWN, "", keep("comparison", result)
+        return Outcome(body, {"inv-compare": fig}, ("comparison", result))

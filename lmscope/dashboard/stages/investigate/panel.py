@@ -8,14 +8,16 @@ import contextlib
 import functools
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
-from dash import Patch, ctx, dcc, html, no_update
+from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 
 from ....core import budget
 from ....core.errors import LmscopeError, RequestError
 from ....core.model import LoadedModel
 from ....service import Service
 from ...progress import refusal
+from .. import HIDDEN, SHOWN
 
 NO_ANALYSIS = "Press Analyze first: the experiments work on the analyzed prompt."
 JOB_LABELS = {"run_scan": "Ablation scan", "run_scan_atp": "Ablation scan (AtP)",
@@ -95,6 +97,17 @@ def keep(name: str, result: dict) -> Patch:
     return patch
 
 
+@dataclass
+class Outcome:
+    """What an experiment of the panel shows: its text (`body`), its figures by name (None hides
+    one), and the result kept in the downloadable results (`kept`: its name and document)."""
+
+    body: object = no_update
+    figures: dict[str, object] = field(default_factory=dict)
+    kept: tuple[str, dict] | None = None
+    also: dict[str, object] = field(default_factory=dict)  # "id.property": value (`also`)
+
+
 class Panel:
     """The server side of the panel: the service, and per tab the analysis it now belongs to."""
 
@@ -141,3 +154,66 @@ class Panel:
             return result
 
         return checked
+
+    def experiment(
+        self,
+        app: Dash,
+        *,
+        buttons: tuple[str, ...],
+        body: str,
+        figures: tuple[str, ...] = (),
+        reads: dict[str, State] | None = None,
+        also: tuple[Output, ...] = (),
+    ) -> Callable[[Callable[..., Outcome]], Callable[..., Outcome]]:
+        """Register one experiment of the panel: a press of one of `buttons` runs the decorated
+        `run(data, trigger, **reads)` on the analysis shown (`data`), as the tab's job
+        (`current_only`), and shows its `Outcome` in `body` and the named `figures`. An
+        `LmscopeError` becomes the panel's message (long work is offered to run anyway); `also`:
+        more outputs the outcome may fill (`Outcome.also`)."""
+        named = {
+            "body": Output(body, "children"),
+            "message": Output("inv-message", "children", allow_duplicate=True),
+            "kept": Output("inv-results", "data", allow_duplicate=True),
+        }
+        for name in figures:
+            named[f"{name}.figure"] = Output({"kind": "figure", "name": name}, "figure")
+            named[f"{name}.style"] = Output({"kind": "figure", "name": name}, "style")
+        for output in also:
+            named[f"{output.component_id}.{output.component_property}"] = output
+        keys = list(named)
+        reads = reads or {}
+
+        def register(run: Callable[..., Outcome]) -> Callable[..., Outcome]:
+            @app.callback(
+                *named.values(),
+                *(Input(button, "n_clicks") for button in buttons),
+                *reads.values(),
+                State("analysis", "data"),
+                State("client", "data"),
+                running=[(Output(b, "disabled"), True, False) for b in buttons],
+                prevent_initial_call=True,
+            )
+            @functools.wraps(run)
+            def callback(*args):
+                values = dict(zip(reads, args[len(buttons) : -2], strict=True))
+                return self.current_only(shown)(values, *args[-2:])
+
+            def shown(values: dict, data: dict | None) -> tuple:
+                answer = dict.fromkeys(keys, no_update)
+                try:
+                    outcome = run(data, ctx.triggered_id, **values)
+                except LmscopeError as error:
+                    return tuple((answer | {"message": message(error)}).values())
+                answer |= {"body": outcome.body, "message": ""}
+                for name, figure in outcome.figures.items():  # None: hidden (a stale one)
+                    answer[f"{name}.style"] = HIDDEN if figure is None else SHOWN
+                    answer[f"{name}.figure"] = no_update if figure is None else figure
+                if outcome.kept is not None:
+                    answer["kept"] = keep(*outcome.kept)
+                answer |= outcome.also
+                return tuple(answer.values())
+
+            shown.__name__ = run.__name__
+            return callback
+
+        return register

@@ -8,18 +8,16 @@ import plotly.graph_objects as go
 import torch
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 
-from ....core.errors import LmscopeError
 from ....experiments.defaults import default
 from ....experiments.patching import Patching, patch
 from ... import figures
-from .. import HIDDEN, SHOWN, graph
+from .. import graph
 from .panel import (
+    Outcome,
     Panel,
     agreement_line,
     button,
     checked_table,
-    keep,
-    message,
     metric_line,
     number,
     parse_target,
@@ -156,56 +154,41 @@ def summary(result: Patching) -> list:
 
 
 def register(app: Dash, panel: Panel) -> None:
-    @app.callback(
-        Output("inv-patch-body", "children"),
-        Output({"kind": "figure", "name": "inv-patch-atp"}, "figure"),
-        Output({"kind": "figure", "name": "inv-patch-atp"}, "style"),
-        Output({"kind": "figure", "name": "inv-patch-exact"}, "figure"),
-        Output({"kind": "figure", "name": "inv-patch-exact"}, "style"),
-        Output("inv-message", "children", allow_duplicate=True),
-        Output("inv-results", "data", allow_duplicate=True),
-        Input("inv-patch-atp-run", "n_clicks"),
-        Input("inv-patch-exact-run", "n_clicks"),
-        State("inv-patch-corrupt", "value"),
-        State("inv-patch-component", "value"),
-        State("inv-patch-direction", "value"),
-        State("inv-patch-k", "value"),
-        State("inv-target", "value"),
-        State("inv-wrong", "value"),
-        State("analysis", "data"),
-        State("client", "data"),
-        running=[
-            (Output("inv-patch-atp-run", "disabled"), True, False),
-            (Output("inv-patch-exact-run", "disabled"), True, False),
-        ],
-        prevent_initial_call=True,
+    @panel.experiment(
+        app,
+        buttons=("inv-patch-atp-run", "inv-patch-exact-run"),
+        body="inv-patch-body",
+        figures=("inv-patch-atp", "inv-patch-exact"),
+        reads={
+            "corrupt": State("inv-patch-corrupt", "value"),
+            "component": State("inv-patch-component", "value"),
+            "direction": State("inv-patch-direction", "value"),
+            "k": State("inv-patch-k", "value"),
+            "target": State("inv-target", "value"),
+            "wrong": State("inv-wrong", "value"),
+        },
     )
-    @panel.current_only
-    def run_patching(_atp, _exact, corrupt, component, direction, k, target, wrong, data):
-        scan = "both" if ctx.triggered_id == "inv-patch-exact-run" else "atp"
-        try:
-            lm, prompt = panel.model_and_prompt(data)
-            result = patch(
-                lm,
-                prompt,
-                corrupt or "",
-                parse_target(target),
-                parse_target(wrong),
-                component=component,
-                direction=direction,
-                scan=scan,
-                check=default(patch, "check") if k is None else int(k),
-            )
-        except LmscopeError as error:
-            return (no_update,) * 5 + (message(error), no_update)
+    def run_patching(data, trigger, corrupt, component, direction, k, target, wrong) -> Outcome:
+        lm, prompt = panel.model_and_prompt(data)
+        result = patch(
+            lm,
+            prompt,
+            corrupt or "",
+            parse_target(target),
+            parse_target(wrong),
+            component=component,
+            direction=direction,
+            scan="both" if trigger == "inv-patch-exact-run" else "atp",
+            check=default(patch, "check") if k is None else int(k),
+        )
         atp = heatmap(
             result, result.atp, "AtP estimate (one forward pass of each prompt, one backward)"
         )
-        if result.exact is None:
-            exact, shown = no_update, HIDDEN
-        else:
-            exact, shown = heatmap(result, result.exact, "Exact: each cell patched alone"), SHOWN
-        return summary(result), atp, SHOWN, exact, shown, "", keep("patching", result.to_dict())
+        exact = None
+        if result.exact is not None:
+            exact = heatmap(result, result.exact, "Exact: each cell patched alone")
+        figures = {"inv-patch-atp": atp, "inv-patch-exact": exact}
+        return Outcome(summary(result), figures, ("patching", result.to_dict()))
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),
