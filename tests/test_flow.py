@@ -17,6 +17,7 @@ from lmscope.core.analysis import analyze
 from lmscope.core.flow import LINE_FLOOR, flow, head_lines, line_window
 from lmscope.core.loading import from_model
 from lmscope.core.model import LoadedModel
+from lmscope.dashboard.stages.attention.lines import read_ask
 
 PROMPT = "The cat sat on the mat. The cat sat on the"
 
@@ -102,6 +103,10 @@ def check_flow(lm: LoadedModel, model: PreTrainedModel, parts: Parts, position: 
     assert [p.probability for p in doc.predictions] == pytest.approx(
         ref["top"].values.tolist(), abs=1e-5
     )
+    answer, guesses = ref["top"].indices[0], ref["lens"][1:]
+    settled = next(i for i in range(len(guesses)) if all(g == answer for g in guesses[i:]))
+    assert doc.settled_layer == settled
+    assert doc.largest_write[2] == pytest.approx(max(ref["attn"] + ref["mlp"]), **close)
     # the document is the analysis's own numbers as well
     assert [s.attention for s in doc.layers] == analysis.attn_norms[:, position].tolist()
     assert doc.predictions == analysis.top_predictions(5, position)
@@ -164,3 +169,22 @@ def test_head_lines_are_the_heads_own_rows(tiny_llama):
         assert line.weights == pytest.approx(row[expected].tolist(), abs=1e-6)
         visible = [k for k in shown if k <= position]
         assert line.elsewhere == pytest.approx(1 - float(row[visible].sum()), abs=1e-5)
+
+
+def test_a_line_request_that_does_not_fit_the_analysis_is_refused(tiny_gpt2):
+    analysis = analyze(tiny_gpt2, PROMPT)
+    good = {"analysis": "k", "layer": 1, "position": 4, "heads": [0, 3], "end": 11, "n": 2}
+    assert read_ask(good, analysis, "k") == (1, 4, [0, 3], 11)
+    for change in (
+        {"analysis": "another"},  # an older page's analysis
+        {"layer": 2},
+        {"position": 12},
+        {"position": True},
+        {"heads": [0, 0]},
+        {"heads": [4]},
+        {"heads": "0"},
+        {"end": -1},
+        {"end": 3},  # position 4 is not in a window that ends at token 3
+    ):
+        assert read_ask(good | change, analysis, "k") is None, change
+    assert read_ask(None, analysis, "k") is None

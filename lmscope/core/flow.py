@@ -64,7 +64,26 @@ class Flow:
     predictions: list[Prediction]
     design: dict  # rotary, gated_mlp, post_norms, tied_embeddings, ... (see `design_of`)
 
+    @property
+    def settled_layer(self) -> int | None:
+        """The first layer after which the logit lens's guess is the model's answer at every
+        later layer (the last layer's guess is the model's own output)."""
+        settled = None
+        for step in reversed(self.layers):
+            if step.lens.id != self.predictions[0].id:
+                break
+            settled = step.layer
+        return settled
+
+    @property
+    def largest_write(self) -> tuple[str, int, float]:
+        """The longest vector any sublayer added here: ("attention" or "MLP", layer, length)."""
+        writes = [("attention", s.layer, s.attention) for s in self.layers]
+        writes += [("MLP", s.layer, s.mlp) for s in self.layers]
+        return max(writes, key=lambda write: write[2])
+
     def to_dict(self) -> dict:
+        part, layer, length = self.largest_write
         return {
             "position": self.position,
             "tokens": self.tokens,
@@ -80,6 +99,8 @@ class Flow:
             "final_in": round(self.final_in, 4),
             "final_out": round(self.final_out, 4),
             "predictions": [p.to_dict() for p in self.predictions],
+            "settled_layer": self.settled_layer,
+            "largest_write": {"part": part, "layer": layer, "length": round(length, 4)},
             "design": self.design,
         }
 

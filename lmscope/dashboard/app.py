@@ -20,12 +20,13 @@ from . import controls, glossary, layout, progress, tour
 from .figures import graph_config
 from .share import export_name
 from .share import register as register_share
-from .stages import attention, embeddings, investigate, mlp, output, register_views, tokens
+from .stages import attention, embeddings, flow, investigate, mlp, output, register_views, tokens
+from .stages.attention import lines
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-STAGES = (embeddings, attention, investigate)  # with callbacks of their own
+STAGES = (flow, embeddings, attention, investigate)  # with callbacks of their own
 # Views drawn for a new analysis in one request (stages.register_views)
-VIEWS = (tokens.VIEWS, attention.CATEGORY_VIEWS, mlp.VIEWS, output.VIEWS)
+VIEWS = (flow.VIEWS, tokens.VIEWS, attention.CATEGORY_VIEWS, lines.VIEWS, mlp.VIEWS, output.VIEWS)
 
 
 def create_app(service: Service) -> Dash:

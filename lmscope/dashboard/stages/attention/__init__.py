@@ -11,7 +11,7 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from ....service import Service
 from .. import new_analysis, section
-from . import grid, head, layer, model_view, steps, token_view
+from . import grid, head, layer, lines, model_view, steps, token_view
 from .cells import pick_store
 from .grid import CATEGORY_VIEWS, EXPLAIN, head_grid, kv_groups
 
@@ -33,6 +33,7 @@ def layout() -> html.Section:
         dcc.Store(id="head-scrolled"),
         steps.layout(),
         token_view.layout(),
+        lines.layout(),
         html.Div(id="head-categories"),
         dcc.Store(id="head-profile-asked"),  # the analysis whose model's profile is measured
         layer.layout(),
@@ -41,7 +42,7 @@ def layout() -> html.Section:
 
 
 def register(app: Dash, service: Service) -> None:
-    for view in (grid, head, steps, token_view, layer, model_view):
+    for view in (grid, head, steps, token_view, lines, layer, model_view):
         view.register(app, service)
 
     @app.callback(
