@@ -63,7 +63,15 @@ def drawn_predictions(page: Page) -> list[tuple[int, float]]:
 def click_into_view(page: Page, part: str, stage: int) -> None:
     """Click a part of the flow; the stage explaining it scrolls to the top and takes the focus."""
     page.locator(f"#flow-diagram {part}").first.click()
-    page.wait_for_function(IN_VIEW, arg=f"stage-{stage}")
+    try:
+        page.wait_for_function(IN_VIEW, arg=f"stage-{stage}", timeout=20_000)
+    except Exception as error:
+        where = page.evaluate(
+            "id => [document.getElementById(id).getBoundingClientRect().top, window.scrollY,"
+            " window.innerHeight, document.activeElement && document.activeElement.id]",
+            f"stage-{stage}",
+        )
+        raise AssertionError(f"{part} -> stage {stage}: {where}") from error
 
 
 def show_lines(page: Page) -> None:
@@ -146,7 +154,7 @@ def test_flow_on_the_demo_walks_to_every_stage(
     page.locator("#stage-0").scroll_into_view_if_needed()
     page.fill("#flow-position", "3")
     page.keyboard.press("Enter")
-    expect(page.locator("#flow-diagram .flow-followed")).to_have_attribute("data-token-index", "3")
+    expect(page.locator("#flow-diagram .flow-followed")).to_have_attribute("data-position", "3")
     check_numbers(page, analysis, 3)
     expect(page.locator("#output-position")).to_have_attribute("data-position", "3")
 

@@ -41,7 +41,7 @@
     if (doc.tail.length && doc.tail[0][0] > 0) tail.append(el("span", "flow-more", "…"));
     doc.tail.forEach(function (pair) {
       const chip = el("span", "flow-chip", pair[1]);
-      chip.setAttribute("data-token-index", String(pair[0]));
+      chip.dataset.position = String(pair[0]);
       if (pair[0] === doc.position) {
         chip.classList.add("flow-followed");
         chip.style.backgroundColor = doc.followed_colour;
@@ -236,15 +236,19 @@
     holder.replaceChildren(start, legend(doc), into, layerGrid(doc, readout), readout, endParts(doc));
   }
 
-  // A click on any part brings the stage that explains it into view (and gives it the keyboard
-  // focus, as the skip links do); an attention cell also shows its layer in the line view.
+  // A click on any part brings the stage that explains it into view at once, as the skip links
+  // do (a smooth scroll could be cut short), gives it the keyboard focus and outlines it for a
+  // moment; an attention cell also shows its layer in the line view.
   document.addEventListener("click", function (event) {
     const target = event.target.closest ? event.target.closest(".flow [data-stage]") : null;
     if (!target) return;
     const stage = document.getElementById("stage-" + target.dataset.stage);
     if (!stage) return;
-    stage.scrollIntoView({ behavior: "smooth", block: "start" });
+    stage.scrollIntoView({ behavior: "instant", block: "start" });
     stage.focus({ preventScroll: true });
+    stage.classList.remove("flow-arrived");
+    void stage.offsetWidth; // restart the outline's animation
+    stage.classList.add("flow-arrived");
     if (target.dataset.stage === "3" && target.dataset.layer !== undefined) {
       document.dispatchEvent(new CustomEvent("lmscope:lines-layer", {
         detail: Number(target.dataset.layer),

@@ -133,6 +133,10 @@
     readout.id = "lines-readout";
     readout.setAttribute("aria-live", "polite");
     holder.replaceChildren(controls(doc), body, readout);
+    // the lines' room is there before any line is: an answer never moves what lies below
+    const first = body.querySelector(".lines-token");
+    const rowHeight = first ? first.getBoundingClientRect().height || 20 : 20;
+    svg.setAttribute("height", String(rowHeight * view.rows.length));
     body.addEventListener("mouseover", pick);
     body.addEventListener("focusin", pick);
     watch(holder);
