@@ -58,8 +58,9 @@
     const d = doc.design;
     const node = part(2, "flow-embed", "Stage 2: the embedding table and positions");
     node.append(el("span", "flow-title", "2 · Embedding"));
-    let row = "its row of " + d.hidden_size.toLocaleString() + " numbers: length " +
-      num(doc.token_embedding);
+    const scaled = d.embedding_scale !== 1 ? ", × " + num(d.embedding_scale) : "";
+    const row = "its row of " + d.hidden_size.toLocaleString() + " numbers" + scaled +
+      ": length " + num(doc.token_embedding);
     node.append(el("span", "flow-line", row));
     if (doc.position_embedding !== null) {
       node.append(el("span", "flow-line", "+ position " + doc.position + "'s learned vector: length " +
