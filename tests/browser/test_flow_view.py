@@ -5,6 +5,8 @@ shown head reads (checked against `Analysis.pattern`)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from playwright.sync_api import Page, expect
@@ -101,6 +103,10 @@ def check_lines(page: Page, analysis, layer: int, position: int, heads: list[int
     shown = line_window(len(analysis.tokens), len(analysis.tokens) - 1)
     drawn = drawn_lines(page)
     assert set(drawn) <= set(heads)
+    # the browser got only what it draws: one row per shown head, only the weights drawn
+    sent = json.loads(page.locator("#lines-answer [data-lines]").get_attribute("data-lines"))
+    assert [line["head"] for line in sent["lines"]] == heads
+    assert sum(len(line["keys"]) for line in sent["lines"]) == sum(map(len, drawn.values()))
     for head in heads:
         row = analysis.pattern(layer, head, slice(position, position + 1))[0]
         expected = {k: float(row[k]) for k in shown if k <= position and row[k] >= LINE_FLOOR}
