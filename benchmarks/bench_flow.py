@@ -25,7 +25,7 @@ os.environ.setdefault("LMSCOPE_MAX_REQUEST_SECONDS", "3600")  # an 8,192-token a
 import lmscope
 from lmscope.core.analysis import analyze
 from lmscope.core.flow import head_lines, line_window
-from lmscope.dashboard.stages import flow
+from lmscope.dashboard.stages import Drawing, flow
 from lmscope.dashboard.stages.attention import lines
 
 WORDS = "the river keeps a slow map of every town it passes and".split()
@@ -54,10 +54,11 @@ def row(lm, tokens: int, repeats: int) -> str:
     analyzed = time.perf_counter() - start
     count = len(analysis.tokens)
     data = {"id": "bench"}
-    middle = {"position": count // 2}
-    body, last_s = median_time(lambda: flow.draw(analysis, data, None), repeats)
-    _, middle_s = median_time(lambda: flow.draw(analysis, data, middle), repeats)
-    _, frame_s = median_time(lambda: lines.frame(analysis, data, None), repeats)
+    last = Drawing(analysis, data, None, True, "analysis", {})
+    middle = Drawing(analysis, data, {"position": count // 2}, False, "focus", {})
+    body, last_s = median_time(lambda: flow.draw(last), repeats)
+    _, middle_s = median_time(lambda: flow.draw(middle), repeats)
+    _, frame_s = median_time(lambda: lines.frame(last), repeats)
     shown = line_window(count, count - 1)
     heads = list(range(analysis.heads_per_layer))
     hover, hover_s = median_time(lambda: head_lines(analysis, 15, count - 1, heads, shown), repeats)

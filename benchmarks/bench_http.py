@@ -25,16 +25,16 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as lmscope serve sets it, before torch loads
 
-import torch  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast  # noqa: E402
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
-from lmscope.core.analysis import analyze  # noqa: E402
-from lmscope.core.catalog import DEMO_PATH  # noqa: E402
-from lmscope.core.loading import from_model  # noqa: E402
-from lmscope.core.model_cache import ModelCache  # noqa: E402
-from lmscope.service import Service  # noqa: E402
-from lmscope.web.server import dashboard_app  # noqa: E402
-from lmscope.web.wsgi import make_server  # noqa: E402
+from lmscope.core.analysis import analyze
+from lmscope.core.catalog import DEMO_PATH
+from lmscope.core.loading import from_model
+from lmscope.core.model_cache import ModelCache
+from lmscope.service import Service
+from lmscope.web.server import dashboard_app
+from lmscope.web.wsgi import make_server
 
 WORDS = "the river keeps a slow map of every town it passes and".split()
 

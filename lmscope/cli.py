@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from .core.analysis import Analysis, analyze
 from .core.catalog import CATALOG, DEMO_ID, hub_aliases, installed, terms_path
+from .core.devices import DEVICE_MAPS, DEVICES, DTYPES, Placement, placement
 from .core.errors import LmscopeError
 from .core.loading import load_model
 from .experiments.ablation import ablate
@@ -35,10 +36,40 @@ def _progress(message: str) -> None:
     print(f"… {message}", file=sys.stderr, flush=True)
 
 
-def load(model_id: str):
-    """The operator's model: hub id, `demo`, a catalog id, a local folder or a .gguf file; a
-    failed parity check (core/parity.py) is printed as a warning on stderr."""
-    lm = load_model(model_id, allow_local_path=True, progress=_progress)
+def add_model_options(p: argparse.ArgumentParser, default: str | None = "gpt2") -> None:
+    """--model and where and how it runs (--device, --dtype, --device-map, --max-memory,
+    --offload-folder): every command that loads a model takes them the same way, read back by
+    `placement_of` and `load`."""
+    p.add_argument("--model", default=default, help=MODEL_HELP)
+    where = p.add_argument_group("where the model runs")
+    where.add_argument("--device", default="auto", metavar="|".join(DEVICES),
+                       help="auto: the first GPU where there is one, else the CPU (default: auto)")  # fmt: skip
+    where.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
+                       help="auto: bfloat16 on a GPU that supports it (else float16), float32 on "
+                       "the CPU (default: auto)")  # fmt: skip
+    where.add_argument("--device-map", choices=DEVICE_MAPS,
+                       help="spread a model too large for one device over the GPUs, the CPU (and "
+                       "disk) with accelerate: auto fills the first GPU first, balanced spreads "
+                       "the layers evenly")  # fmt: skip
+    where.add_argument("--max-memory", metavar="DEV=SIZE,...",
+                       help="each device's budget for --device-map, e.g. 0=20GiB,1=20GiB,cpu=64GiB "
+                       "(default: what each device has free)")  # fmt: skip
+    where.add_argument("--offload-folder", metavar="DIR",
+                       help="with --device-map: weights that fit nowhere go to this folder (slow)")  # fmt: skip
+
+
+def placement_of(args: argparse.Namespace) -> Placement:
+    """The placement the model options of `add_model_options` ask for, checked on this machine."""
+    return placement(args.device, args.dtype, args.device_map, args.max_memory, args.offload_folder)
+
+
+def load(args: argparse.Namespace):
+    """The operator's model (`--model`: hub id, `demo`, a catalog id, a local folder or a .gguf
+    file) where the model options put it; a failed parity check (core/parity.py) is printed as
+    a warning on stderr."""
+    lm = load_model(
+        args.model, allow_local_path=True, progress=_progress, placement=placement_of(args)
+    )
     if lm.card.parity_ok is False:
         print(f"warning: {lm.card.parity}", file=sys.stderr, flush=True)
     return lm
@@ -54,6 +85,7 @@ def print_analysis(analysis: Analysis) -> None:
         f"MLP {card.mlp_size}, vocab {card.vocab_size:,}, {card.positional_encoding} positions, "
         f"context {card.context_length:,}, {card.normalization}, {card.activation}"
     )
+    print(f"runs in {card.placement}")
     if card.parity:
         print(f"{'warning: ' if card.parity_ok is False else ''}{card.parity}.")
     print(f"\n{len(analysis.tokens)} tokens:")
@@ -70,7 +102,7 @@ def print_analysis(analysis: Analysis) -> None:
 
 @command("analyze")
 def _analyze(args: argparse.Namespace) -> int:
-    analysis = analyze(load(args.model), args.prompt)
+    analysis = analyze(load(args), args.prompt)
     if args.json:
         print(json.dumps(analysis.to_dict(), ensure_ascii=False))
     else:
@@ -106,7 +138,7 @@ def _models(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .web.server import serve  # Dash is imported only for this command
 
-    return serve(args.model, args.host, args.port, args.allowed_host)
+    return serve(args.model, args.host, args.port, args.allowed_host, placement_of(args))
 
 
 @command("heads")
@@ -114,7 +146,7 @@ def _heads(args: argparse.Namespace) -> int:
     from .core.heads import CATEGORIES, LABELS, SCORES
     from .core.profile import active_roles, compare, head_profile
 
-    lm = load(args.model)
+    lm = load(args)
     profile = head_profile(lm)
     analysis = analyze(lm, args.prompt) if args.prompt is not None else None
     if args.json:
@@ -192,7 +224,7 @@ def _generate(args: argparse.Namespace) -> int:
         settings = GenerationSettings("beam", args.max_new_tokens, beams=args.beams)
     else:
         settings = GenerationSettings("greedy", args.max_new_tokens)
-    result = generate(load(args.model), args.prompt, settings)
+    result = generate(load(args), args.prompt, settings)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
@@ -206,7 +238,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace) -> int:
     heads = parse_heads(args.heads)
     result = ablate(
-        load(args.model),
+        load(args),
         args.prompt,
         heads,
         args.mode,
@@ -259,7 +291,7 @@ def print_continuations(result, before: str, after: str) -> None:
 def _steer(args: argparse.Namespace) -> int:
 
     result = steer(
-        load(args.model),
+        load(args),
         args.prompt,
         args.layer,
         args.coefficient,
@@ -287,7 +319,7 @@ def _steer(args: argparse.Namespace) -> int:
 def _patch(args: argparse.Namespace) -> int:
 
     result = patch(
-        load(args.model),
+        load(args),
         args.clean,
         args.corrupt,
         args.answer,
@@ -350,7 +382,7 @@ def print_agreement(agreement: dict | None) -> None:
 @command("ablation-scan")
 def _ablation_scan(args: argparse.Namespace) -> int:
 
-    lm = load(args.model)
+    lm = load(args)
     result = head_scan(lm, args.prompt, args.mode, args.target, args.wrong, method=args.method,
                        check=args.check)  # fmt: skip
     doc = json_or_notes(result, args.json)
@@ -376,16 +408,16 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="lmscope", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
     p = sub.add_parser("analyze", help="analyze a prompt: tokens, predictions, heads, model card")
-    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--prompt", required=True)
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
     sub.add_parser("models", help="list the catalog and what is cached")
     p = sub.add_parser("heads", help="what each head does: the model's head profile by category")
-    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--prompt", help="also show which heads play their role on this prompt")
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
     p = sub.add_parser("serve", help="open the dashboard (and the JSON API) in a browser")
-    p.add_argument("--model", help="model to open on: " + MODEL_HELP)
+    add_model_options(p, default=None)  # None: GPT-2 Small, else what is on this machine
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network")
     p.add_argument("--port", type=int, default=8050)
     p.add_argument(
@@ -396,7 +428,7 @@ def parser() -> argparse.ArgumentParser:
         help="also answer requests for this host name (repeatable); others get 421",
     )
     p = sub.add_parser("generate", help="continue a prompt, with the alternatives at each step")
-    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=default(GenerationSettings, "max_new_tokens"),
                    help=f"1 to {MAX_NEW_TOKENS} (default: %(default)s)")  # fmt: skip
@@ -407,7 +439,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="sample, repeatably, with this seed")
     p.add_argument("--json", action="store_true", help="print the generation as JSON")
     p = sub.add_parser("ablate", help="remove heads; the next-token distribution before and after")
-    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--prompt", required=True)
     p.add_argument("--heads", required=True, help="LAYER.HEAD, comma separated: 0.1,3.5")
     p.add_argument("--mode", choices=("zero", "mean"), default=default(ablate, "mode"),
@@ -418,7 +450,7 @@ def parser() -> argparse.ArgumentParser:
                    help="greedy continuation length (default: %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("ablation-scan", help="remove each head alone: exact, or estimated by AtP")
-    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--prompt", required=True)
     p.add_argument("--mode", choices=("zero", "mean"), default=default(head_scan, "mode"),
                    help="what replaces each head's output (default: %(default)s)")  # fmt: skip
@@ -433,7 +465,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "steer", help="add a vector to the residual stream; predictions with and without"
     )
-    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--prompt", required=True)
     p.add_argument("--layer", type=int, required=True, help="the vector enters before this layer")
     p.add_argument("--coefficient", type=float, required=True, help="how many times the vector")
@@ -445,7 +477,7 @@ def parser() -> argparse.ArgumentParser:
                    help="greedy continuation length (default: %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p = sub.add_parser("patch", help="activation patching between a clean and a corrupted prompt")
-    p.add_argument("--model", default="gpt2", help=MODEL_HELP)
+    add_model_options(p)
     p.add_argument("--clean", required=True, help="the clean prompt")
     p.add_argument("--corrupt", required=True, help="the corrupted prompt (same token count)")
     p.add_argument("--answer", help="the clean answer token (default: the clean top prediction)")

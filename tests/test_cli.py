@@ -98,3 +98,65 @@ def test_offline_without_the_model_exits_nonzero_with_one_line_and_no_traceback(
     assert len(errors) == 1
     assert "gpt2-medium" in errors[0] and "no cached copy" in errors[0]
     assert result.stdout == ""
+
+
+def test_device_and_dtype_options_reach_the_card(tiny_gpt2_folder, capsys):
+    args = ["analyze", "--model", str(tiny_gpt2_folder), "--prompt", PROMPT, "--json"]
+    assert main([*args, "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    card = json.loads(capsys.readouterr().out)["model"]
+    assert (card["device"], card["dtype"], card["placement"]) == (
+        "cpu",
+        "bfloat16",
+        "bfloat16 on cpu",
+    )
+    assert main(args) == 0  # auto on a machine without a GPU: float32 on the CPU
+    card = json.loads(capsys.readouterr().out)["model"]
+    assert (card["device"], card["dtype"]) == (
+        ("cuda:0", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32")
+    )
+
+
+def test_a_device_map_with_a_small_budget_offloads_to_disk_and_says_so(
+    tiny_gpt2_folder, tmp_path, capsys
+):
+    folder = tmp_path / "offload"
+    args = ["analyze", "--model", str(tiny_gpt2_folder), "--prompt", PROMPT, "--device-map", "auto"]
+    assert main([*args, "--max-memory", "cpu=1M", "--offload-folder", str(folder)]) == 0
+    out, err = capsys.readouterr()
+    assert "runs in float32, spread by accelerate (auto): everything on disk" in out
+    assert "on disk" in err  # the load's progress line names where the layers go
+    assert (
+        main([*args, "--max-memory", "cpu=1M"]) == 2
+    )  # no folder: refused, saying what fits where
+    err = capsys.readouterr().err
+    assert "float32 weights do not fit in 1 MiB on the CPU" in err and "everything on disk" in err
+
+
+def test_the_same_model_options_on_every_command_that_loads_one():
+    from lmscope.cli import parser
+
+    commands = [
+        "analyze",
+        "heads",
+        "serve",
+        "generate",
+        "ablate",
+        "ablation-scan",
+        "steer",
+        "patch",
+    ]
+    sub = next(a for a in parser()._actions if a.dest == "command")
+    for name in commands:
+        options = {o for a in sub.choices[name]._actions for o in a.option_strings}
+        assert {"--model", "--device", "--dtype", "--device-map", "--max-memory"} <= options, name
+
+
+def test_a_device_this_machine_lacks_is_one_clear_line(tiny_gpt2_folder, capsys):
+    if torch.cuda.is_available():
+        return
+    code = main(
+        ["analyze", "--model", str(tiny_gpt2_folder), "--prompt", PROMPT, "--device", "cuda"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and "no CUDA GPU" in err[0]

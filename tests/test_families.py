@@ -553,9 +553,9 @@ def test_an_adapter_that_does_not_fit_its_model_is_a_visible_warning(
 
     good = from_model(build("gemma2"), gpt2_tokenizer, "tiny-gemma2")
     assert good.card.parity_ok and good.card.parity_error < 1e-5
-    assert good.card.parity == (
-        f"lmscope's trace reproduces this model's logits to {good.card.parity_error:.0e}"
-    )
+    exact = "lmscope's trace reproduces this model's logits exactly (on the load probe)"
+    close = f"lmscope's trace reproduces this model's logits to {good.card.parity_error:.0e}"
+    assert good.card.parity == (exact if good.card.parity_error == 0 else close)
     broken = replace(gemma.GEMMA2, final_softcap=None)
     monkeypatch.setitem(adapters._BY_MODEL_TYPE, "gemma2", broken)
     lm = from_model(build("gemma2"), gpt2_tokenizer, "tiny-gemma2-broken")
@@ -563,7 +563,7 @@ def test_an_adapter_that_does_not_fit_its_model_is_a_visible_warning(
     assert lm.card.parity_error > 0.01
     assert "does NOT reproduce this model's logits" in lm.card.parity
     monkeypatch.setattr(cli, "load_model", lambda *args, **kwargs: lm)
-    cli.load("anything")
+    cli.load(cli.parser().parse_args(["analyze", "--model", "anything", "--prompt", "x"]))
     assert "warning: lmscope's trace does NOT reproduce" in capsys.readouterr().err
     # The API answers carry it, and the page's model card shows it as a warning.
     from lmscope.core.model_cache import ModelCache

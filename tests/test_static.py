@@ -34,8 +34,10 @@ def test_event_handlers_and_outside_links_do_not_pass():
         {"href": "#glossary-rope"},
         "entry",
     ]
-    with pytest.raises(ValueError, match="within the page"):
-        node(html.A("away", href="javascript:alert(1)"))
+    assert node(html.A("terms", href="/terms/gemma3-270m"))[1] == {"href": "/terms/gemma3-270m"}
+    for away in ("javascript:alert(1)", "//attacker.example/x", "https://attacker.example"):
+        with pytest.raises(ValueError, match="within this site"):
+            node(html.A("away", href=away))
 
 
 def test_only_plain_html_without_callback_ids_can_be_static():

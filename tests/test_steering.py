@@ -206,7 +206,8 @@ def test_cli_steer_refuses_two_sources_in_one_line(tiny_gpt2_folder, capsys):
 
 @pytest.mark.parametrize("long_part", ["prompt", "from_prompts"])
 def test_api_steer_over_the_cost_limit_is_a_413(client, tiny_gpt2, monkeypatch, long_part):
-    """The steered prompt is costed as an ablation, each steering prompt as an analysis."""
+    """The whole request is costed: the steered prompt as an ablation, and each steering prompt
+    as a pass; a long prompt in either place takes it over the limit."""
     from lmscope.core import budget
 
     long = "the cat sat on the mat and " * 10
@@ -214,8 +215,9 @@ def test_api_steer_over_the_cost_limit_is_a_413(client, tiny_gpt2, monkeypatch, 
              "from_prompts": [LOVE, HATE], "new_tokens": 0}  # fmt: skip
     body = short | ({"prompt": long} if long_part == "prompt" else {"from_prompts": [long, HATE]})
     monkeypatch.setenv(budget.SPEED_ENV, "1e-6")  # flop, not the per-call overhead, decides
-    cheap = budget.ablation(tiny_gpt2, len(ids_of(tiny_gpt2, PROMPT)[0]), 0).seconds
-    monkeypatch.setenv(budget.SECONDS_ENV, str(cheap * 4))
+    lengths = [len(ids_of(tiny_gpt2, text)[0]) for text in (PROMPT, LOVE, HATE)]  # the model
+    cheap = budget.steering(tiny_gpt2, lengths[0], 0, lengths[1:]).seconds  # "demo" names here
+    monkeypatch.setenv(budget.SECONDS_ENV, str(cheap * 2))
     response = client.post("/api/steer", json=body)
     assert response.status_code == 413
     assert "\n" not in response.get_json()["error"]

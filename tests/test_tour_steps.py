@@ -11,7 +11,8 @@ from lmscope.core.analysis import analyze
 from lmscope.core.heads import HeadReport
 from lmscope.core.loading import load_model
 from lmscope.dashboard.figures import percent
-from lmscope.dashboard.tour import IOI, head_text, mover_job
+from lmscope.dashboard.stages.attention.head import tour_text as head_text
+from lmscope.dashboard.tour import IOI, mover_job
 from lmscope.experiments.ablation import ablate
 from lmscope.experiments.induction import SEQUENCE, induction_prompt, second_copy_loss
 

@@ -69,7 +69,7 @@ def create_blueprint(service: Service) -> Blueprint:
             answer["overview"] = {"factor": -(-tokens // pattern.shape[0]), "pool": "max"}
         if request.args.get("format") == "uint8":  # compact: one byte per cell, weight * 255
             cells = (pattern * 255).round().clamp(0, 255).to(torch.uint8)
-            encoded = base64.b64encode(cells.numpy().tobytes()).decode("ascii")
+            encoded = base64.b64encode(cells.cpu().numpy().tobytes()).decode("ascii")
             del answer["tokens"]  # the analysis document has them; this form is kept small
             return jsonify(answer | {"shape": list(cells.shape), "uint8": encoded})
         return jsonify(answer | {"pattern": pattern.round(decimals=5).tolist()})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from . import speed
 from .attention import ROW_BLOCK, LayerKeys
 from .budget import check_analysis
 from .errors import PromptError
@@ -92,10 +93,13 @@ def top_predictions(lm: LoadedModel, logits: torch.Tensor, k: int) -> list[list[
     """The k most likely tokens of each row of `logits` `(rows, vocab)`, most likely first."""
     probs = logits.float().softmax(-1)
     top = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    chosen = logits.float().gather(-1, top.indices).tolist()  # one copy from the device
     return [
         [
-            Prediction(i, lm.token_text(i), p, float(logits[row, i]), lm.token_display(i))
-            for p, i in zip(top.values[row].tolist(), top.indices[row].tolist(), strict=True)
+            Prediction(i, lm.token_text(i), p, value, lm.token_display(i))
+            for p, i, value in zip(
+                top.values[row].tolist(), top.indices[row].tolist(), chosen[row], strict=True
+            )
         ]
         for row in range(logits.shape[0])
     ]
@@ -103,7 +107,9 @@ def top_predictions(lm: LoadedModel, logits: torch.Tensor, k: int) -> list[list[
 
 @dataclass(eq=False)
 class Analysis:
-    """Everything one forward pass showed about a prompt. Tensors are float32, batch axis dropped.
+    """Everything one forward pass showed about a prompt, batch axis dropped. Tensors stay on the
+    device that made them (`lm.device`; a view moves what it sends), the stream and z in the
+    model's dtype, the norms, the embeddings, the logits and the rebuilt patterns in float32.
 
     residual[0] is the embedding sum, residual[l + 1] the stream after layer l. What each sublayer
     wrote into the stream: `attn_norms` and `mlp_norms` `(layers, T)`, its norms at every position,
@@ -161,7 +167,7 @@ class Analysis:
         tokens = len(self.tokens)
         factor = math.ceil(tokens / size)
         cells = math.ceil(tokens / factor)
-        out = torch.zeros(cells, cells)
+        out = torch.zeros(cells, cells, device=self.keys[layer].query.device)
         step = factor * max(1, ROW_BLOCK // factor)
         for start in range(0, tokens, step):
             stop = min(tokens, start + step)
@@ -178,8 +184,11 @@ class Analysis:
         (and any norm after the sublayer) applied to z, computed on request (the pass keeps z,
         not this second copy of its size)."""
         with torch.inference_mode():
-            return torch.stack(
-                [self.lm.attention_writes(layer, z.flatten(-2)) for layer, z in enumerate(self.z)]
+            return torch.stack(  # each layer's on the analysis's device (a device map spreads them)
+                [
+                    self.lm.attention_writes(layer, z.flatten(-2)).to(self.z.device)
+                    for layer, z in enumerate(self.z)
+                ]
             )
 
     @property
@@ -224,7 +233,9 @@ class Analysis:
         """The compact document the CLI prints and the API answers: what the views draw."""
 
         def norms(x: torch.Tensor) -> list:
-            return x.norm(dim=-1).round(decimals=3).tolist()
+            return (
+                torch.linalg.vector_norm(x, dim=-1, dtype=torch.float32).round(decimals=3).tolist()
+            )
 
         return {
             "model": self.lm.card.to_dict() | {"revision": self.lm.revision},
@@ -281,12 +292,14 @@ def analyze_continuation(lm: LoadedModel, prompt: str, new_ids: list[int]) -> An
 
 
 def _analyze_tokens(
-    lm: LoadedModel, prompt: str, tokens: list[Token], notices: list[str]
+    lm: LoadedModel, prompt: str, tokens: list[Token], notices: list[str], *, check: bool = True
 ) -> Analysis:
-    """The traced pass over `tokens` (already cut to the model's context)."""
+    """The traced pass over `tokens` (already cut to the model's context); `check`: against the
+    cost limits first (the speed probe, which the estimate itself waits for, does not)."""
     if not tokens:
         raise PromptError("The prompt gave no tokens to analyze.")
-    check_analysis(lm, len(tokens))
+    if check:
+        check_analysis(lm, len(tokens))
     ids = torch.tensor([[t.id for t in tokens]])
     with torch.inference_mode():
         # The model's own unembedding is skipped: the logit lens at the last position reads the
@@ -325,3 +338,17 @@ def _analyze_tokens(
         heads=heads,
         last_lens=top_predictions(lm, lens, LENS_K),
     )
+
+
+_PROBE_WORDS = "the river keeps a slow map of every town it passes and".split()
+
+
+def probe_analysis(lm: LoadedModel, tokens: int) -> None:
+    """An analysis of about `tokens` tokens of plain words, as `analyze` runs one, for the speed
+    probe (core/speed.py) to time: the pass and everything an analysis makes of it."""
+    text = " ".join(_PROBE_WORDS[i % len(_PROBE_WORDS)] for i in range(tokens))
+    kept = tokenize(lm.tokenizer, text)[:tokens]
+    _analyze_tokens(lm, text[: kept[-1].end], kept, [], check=False)
+
+
+speed.time_analyses_with(probe_analysis)

@@ -4,17 +4,15 @@ Every analysis and experiment calls one of the `check_*` functions below at its 
 library, the CLI, the HTTP API and the dashboard refuse the same inputs with the same message.
 
 Work is counted in floating-point operations of the passes an operation will run: per token and
-layer `2 x (the layer's parameters)` for the matrix products, `4 x keys x heads x d_head` for the
-attention products, and `PATTERN_FLOP` per attention score (eager attention's masking, softmax and
-copies are memory-bound); `2 x vocab x d` per unembedded position; a backward pass counts twice its
-forward pass. That is turned into seconds at an assumed speed (`LMSCOPE_GFLOPS`) plus
-`CALL_SECONDS` per model call, and shown to the user as "about N forward passes of T tokens".
-The constants fit benchmarks/results/experiments.md and the plain passes of
-shared/notes/measured-here.md (GPT-2 Small, 2 CPU cores) to within about 30%: a pass of 32 / 512 /
-1,024 tokens 0.07 / 1.4 / 4.5 s (measured 0.09 / 1.06 / 3.49), the 144-head scan of 32 tokens
-3.3 s (3.4), integrated gradients with 64 points 7.8 s (6.4), 20 greedy tokens 0.8 s (0.9); and
-SmolLM2 analyses of 1,001 / 4,001 tokens 7.3 / 100 s (measured 4.9 / 153 s on one thread of a busy
-machine: long prompts are the least certain part).
+layer `2 x (the layer's parameters)` for the matrix products, and per attention score (one head,
+one query, one key) the FLOP-equivalent that THIS model's attention costs on this machine;
+`2 x vocab x d` per unembedded position; a backward pass counts twice its forward pass; a
+recording, head-scoring pass (an analysis) its own measured share more. The speed, the cost of a
+score and of a model call are measured once per model by a short timed probe (core/speed.py),
+so the estimate follows the machine and the model ("about 3 forward passes of 1,024 tokens
+through SmolLM2, roughly 12 s"), not assumed constants; `LMSCOPE_GFLOPS` assumes a speed instead.
+benchmarks/results/estimates.md compares estimates with measured times.
+An analysis holds its streams, queries and keys in the model's dtype (`analysis_memory`).
 
 Limits (environment variables, read on every request):
 - `LMSCOPE_MAX_REQUEST_SECONDS` (default 90): estimated seconds of work one request may start, so
@@ -25,55 +23,60 @@ Limits (environment variables, read on every request):
 
 from __future__ import annotations
 
+import math
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from .errors import LmscopeError, RequestError
+import torch
+
+from . import speed
+from .errors import RequestError, SettingError, positive_setting
 from .loading import parse_bytes
 from .model import LoadedModel
+from .speed import speed_of
 
 SECONDS_ENV, DEFAULT_SECONDS = "LMSCOPE_MAX_REQUEST_SECONDS", 90.0
-SPEED_ENV, DEFAULT_GFLOPS = "LMSCOPE_GFLOPS", 150.0
+SPEED_ENV = speed.SPEED_ENV
 MEMORY_ENV, DEFAULT_MEMORY = "LMSCOPE_MAX_ANALYSIS_MEMORY", "4G"
-PATTERN_FLOP = 3000  # one attention score costs about as much as 3,000 FLOP of matrix products
-CALL_SECONDS = 0.03  # fixed cost of one model call (Python, dispatch, cache handling)
 _LAYER_PARAMETERS: weakref.WeakKeyDictionary[LoadedModel, float] = weakref.WeakKeyDictionary()
 
 
 class CostLimitError(RequestError):
-    """A request whose estimated cost is over a configured limit; refused before it runs."""
+    """A request whose estimated cost is over a configured limit; refused before it runs.
+    `seconds`: the estimated time when the time limit refused it (the page may then offer to run
+    it anyway, see `confirmed`); None when memory did."""
 
     status = 413
 
-
-class SettingError(LmscopeError):
-    """A limit's environment variable does not parse (the operator's mistake, not the user's)."""
-
-    status = 500
+    def __init__(self, message: str, seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.seconds = seconds
 
 
-def _setting(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
+_CONFIRMED: ContextVar[bool] = ContextVar("lmscope_long_work_confirmed", default=False)
+
+
+@contextmanager
+def confirmed() -> Iterator[None]:
+    """Work started in this context was offered with its estimate and confirmed by the user (the
+    page's "Run anyway"): it is not held to `LMSCOPE_MAX_REQUEST_SECONDS`, since it shows its
+    progress and can be cancelled. The memory limit still holds."""
+    token = _CONFIRMED.set(True)
     try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:  # also refuses NaN
-        raise SettingError(f"{name} must be a positive number (or inf for no limit), got {raw!r}.")
-    return value
+        yield
+    finally:
+        _CONFIRMED.reset(token)
 
 
 def max_seconds() -> float:
-    return _setting(SECONDS_ENV, DEFAULT_SECONDS)
-
-
-def speed() -> float:
-    """Assumed FLOP per second."""
-    return _setting(SPEED_ENV, DEFAULT_GFLOPS) * 1e9
+    if _CONFIRMED.get():
+        return math.inf
+    raw = os.environ.get(SECONDS_ENV, "").strip()
+    return positive_setting(SECONDS_ENV, raw) if raw else DEFAULT_SECONDS
 
 
 def max_memory() -> int:
@@ -90,21 +93,15 @@ def max_memory() -> int:
 def layer_parameters(lm: LoadedModel) -> float:
     """Parameters of one transformer block, averaged over the blocks (embeddings excluded)."""
     if lm not in _LAYER_PARAMETERS:
-        blocks = lm.adapter.block_list(lm.model)
-        total = sum(p.numel() for block in blocks for p in block.parameters())
-        _LAYER_PARAMETERS[lm] = total / max(1, len(blocks))
+        _LAYER_PARAMETERS[lm] = speed.layer_parameters(lm)
     return _LAYER_PARAMETERS[lm]
 
 
 def layer_flop(lm: LoadedModel, tokens: int, keys: int | None = None) -> float:
-    """One layer, one batch row: `tokens` new positions attending to `keys` positions (default all)."""
+    """One layer, one batch row: `tokens` new positions attending to `keys` positions (default
+    all), each attention score at what it costs this model here (`Speed.score_flop`)."""
     keys = tokens if keys is None else keys
-    width = lm.heads * lm.card.head_size
-    return (
-        2 * tokens * layer_parameters(lm)
-        + 4 * tokens * keys * width
-        + PATTERN_FLOP * lm.heads * tokens * keys
-    )
+    return 2 * tokens * layer_parameters(lm) + speed_of(lm).score_flop * lm.heads * tokens * keys
 
 
 def unembed_flop(lm: LoadedModel) -> float:
@@ -129,7 +126,7 @@ class Estimate:
 
     @property
     def seconds(self) -> float:
-        return self.flop / speed() + self.calls * CALL_SECONDS
+        return speed_of(self.lm).seconds(self.flop, self.calls)
 
     @property
     def passes(self) -> float:
@@ -141,7 +138,7 @@ class Estimate:
         return (
             f"about {passes} forward pass{'' if passes == '1' else 'es'} of {self.tokens:,} tokens "
             f"through {self.lm.card.name} ({_count(self.flop / 1e12)} TFLOP, roughly "
-            f"{_duration(self.seconds)} at {speed() / 1e9:g} GFLOP/s)"
+            f"{_duration(self.seconds)} at {speed_of(self.lm).describe()})"
         )
 
 
@@ -184,22 +181,34 @@ def check(estimate: Estimate, at: Callable[[int], Estimate], other: str = "") ->
     hint = f"Use {' or '.join(ways)}, or raise" if ways else "Raise"
     raise CostLimitError(
         f"{estimate.what} would take {estimate.describe()}; the limit is {limit:g} s of work per "
-        f"request. {hint} the limit with {SECONDS_ENV} (or {SPEED_ENV} on a faster machine)."
+        f"request. {hint} the limit with {SECONDS_ENV}.",
+        seconds=estimate.seconds,
     )
 
 
 def analysis_memory(lm: LoadedModel, tokens: int) -> int:
-    """Bytes an analysis of `tokens` tokens holds (float32): the residual stream, the embeddings,
-    every head's z, queries and keys (which rebuild its attention patterns on request), the norms
-    of what each sublayer wrote, each MLP's last row and the logits row."""
+    """Bytes an analysis of `tokens` tokens holds on the model's device: in the model's dtype the
+    residual stream, every head's z, queries and keys (which rebuild its attention patterns on
+    request) and each MLP's last row; in float32 the embeddings, the norms of what each sublayer
+    wrote and the logits row."""
     d, layers = lm.card.hidden_size, lm.layers
-    streams = (layers + 3) * tokens * d + 2 * layers * tokens + layers * d
+    size = torch.empty(0, dtype=lm.dtype).element_size()
+    streams = (layers + 1) * tokens * d + layers * d
     heads = layers * tokens * lm.card.head_size * (2 * lm.heads + lm.card.key_value_heads)
-    return 4 * (streams + heads + lm.card.vocab_size)
+    single = 2 * tokens * d + 2 * layers * tokens + lm.card.vocab_size
+    return size * (streams + heads) + 4 * single
 
 
 def analysis(lm: LoadedModel, tokens: int) -> Estimate:
-    return Estimate(lm, "This analysis", tokens, pass_flop(lm, tokens))
+    """One recording, head-scoring pass, and the logit lens read off every layer's stream."""
+    fast = speed_of(lm)
+    traced = fast.traced_score_flop or fast.score_flop
+    flop = (
+        fast.traced_factor
+        * (lm.layers * 2 * tokens * layer_parameters(lm) + (lm.layers + 1) * unembed_flop(lm))
+        + traced * lm.layers * lm.heads * tokens * tokens
+    )
+    return Estimate(lm, "This analysis", tokens, flop + fast.analysis_call * fast.flops)
 
 
 def check_analysis(lm: LoadedModel, tokens: int) -> Estimate:
@@ -310,7 +319,8 @@ def check_comparison(
         raise CostLimitError(
             f"This comparison would take {a.describe()} and {b.describe()}; the limit is "
             f"{limit:g} s of work per request. Use a shorter prompt, or raise the limit with "
-            f"{SECONDS_ENV} (or {SPEED_ENV} on a faster machine)."
+            f"{SECONDS_ENV}.",
+            seconds=a.seconds + b.seconds,
         )
     return a, b
 

@@ -31,7 +31,8 @@ class ModelCard:
     name): `rotary`, `gated_mlp`, `tied_embeddings`, `post_norms` (a norm after each sublayer),
     `qk_norm`, the soft-caps (None: none), `sliding_window` and the `local_layers` it applies to.
     `parity` is set at load (core/parity.py): how closely lmscope's traced pass reproduces the
-    model's own logits; `parity_ok` False is a warning every front-end must show.
+    model's own logits; `parity_ok` False is a warning every front-end must show. `device`,
+    `dtype` and `placement` are set at load too: where the model runs and in what precision.
     """
 
     model_id: str
@@ -64,6 +65,13 @@ class ModelCard:
     parity: str = ""  # "lmscope's trace reproduces this model's logits to 3e-06"
     parity_error: float | None = None  # the largest |logit difference| on the load probe
     parity_ok: bool | None = None  # None: not checked (a card read without loading weights)
+    # Where it runs, set at load (core/devices.py): the device that takes the input and holds the
+    # analyses, the dtype it computes in, one sentence on the placement (the layers each device
+    # holds, for a model spread by a device map), and whether weights are offloaded to CPU/disk.
+    device: str = "cpu"
+    dtype: str = "float32"
+    placement: str = ""
+    offloaded: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

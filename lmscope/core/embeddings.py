@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .devices import onloaded
 from .errors import RequestError
 from .model import LoadedModel
 
@@ -33,7 +34,8 @@ class Neighbor:
 
 
 def embedding_table(lm: LoadedModel) -> torch.Tensor:
-    """The token embedding matrix `(vocab, d)`, rows limited to ids the tokenizer knows."""
+    """The token embedding matrix `(vocab, d)`, rows limited to ids the tokenizer knows; read
+    inside `devices.onloaded` of the embedding where the model may be offloaded."""
     weight = lm.model.get_submodule(lm.adapter.token_embedding).weight
     return weight[: min(weight.shape[0], len(lm.tokenizer))]
 
@@ -51,11 +53,13 @@ def _row_norms(lm: LoadedModel, table: torch.Tensor) -> torch.Tensor:
 
 def nearest_tokens(lm: LoadedModel, token_id: int, k: int = 10) -> list[Neighbor]:
     """The `k` tokens whose embeddings have the highest cosine similarity to `token_id`'s (itself
-    left out): one matrix-vector product over the table, its row lengths kept per model."""
-    table = embedding_table(lm)
-    if not isinstance(token_id, int) or not 0 <= token_id < table.shape[0]:
-        raise RequestError(f"'token_id' must be between 0 and {table.shape[0] - 1}.")
-    with torch.inference_mode():
+    left out): one matrix-vector product over the table, its row lengths kept per model. The
+    table is onloaded for it where accelerate offloaded it (then it sits on `meta`)."""
+    module = lm.model.get_submodule(lm.adapter.token_embedding)
+    with torch.inference_mode(), onloaded(module):
+        table = embedding_table(lm)
+        if not isinstance(token_id, int) or not 0 <= token_id < table.shape[0]:
+            raise RequestError(f"'token_id' must be between 0 and {table.shape[0] - 1}.")
         norms = _row_norms(lm, table)
         vector = table[token_id].float()
         dots = table.float() @ vector

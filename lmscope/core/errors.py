@@ -31,3 +31,21 @@ class ModelTooLargeError(LmscopeError):
 
 class RequestError(LmscopeError):
     """A request's arguments are malformed (bad head index, bad JSON field)."""
+
+
+class SettingError(LmscopeError):
+    """A setting's environment variable does not parse (the operator's mistake, not the user's)."""
+
+    status = 500
+
+
+def positive_setting(name: str, raw: str) -> float:
+    """A positive number from an environment variable's text (`inf` allowed), or a
+    `SettingError` naming the variable."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # also refuses NaN
+        raise SettingError(f"{name} must be a positive number (or inf for no limit), got {raw!r}.")
+    return value

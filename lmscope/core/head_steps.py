@@ -141,7 +141,7 @@ def head_steps(
     query = keys.query[0, head, position].float()
     key = keys.key[0, kv_head].float()  # (T, d_head)
     dots = key @ query
-    j = torch.arange(tokens)
+    j = torch.arange(tokens, device=key.device)
     allowed = j <= position
     if keys.window is not None:
         allowed &= position - j < keys.window

@@ -35,15 +35,23 @@ from .catalog import (
     is_valid_hub_id,
     packaged_file,
 )
+from .devices import (
+    Placement,
+    bytes_per_parameter,
+    dtype_name,
+    execution_device,
+    onloaded,
+    parse_bytes,
+)
 from .errors import LmscopeError, ModelNotFoundError, ModelTooLargeError, UnsupportedModelError
 from .gguf import GgufFile, dequantize, open_gguf, read_config
 from .gguf import model_type as gguf_model_type
 from .model import LoadedModel
+from .placement import Layout, budget_text, device_label, plan
 from .trace import install_hooks
 
 Progress = Callable[[str], None]
 LOCAL_PREFIX = "local:"  # the public id of an operator's folder or file
-BYTES_PER_PARAMETER = 4  # weights are held in float32 on the CPU
 # what a hub download fetches: config, safetensors weights, tokenizer files
 DOWNLOADED = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 _REACHABLE: dict[str, tuple[float, bool]] = {}
@@ -84,23 +92,85 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def parse_bytes(text: str) -> int:
-    """'8G', '512M', '1.5GB' or a plain number of bytes."""
-    text = text.strip().upper().removesuffix("B")
-    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
-
-
 def gib(n: int) -> str:
     """A size for people: 1.5 GiB, or 12 MiB below one GiB."""
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
 
 
-def memory_needed(card: ModelCard) -> int:
-    """Weights in float32 plus one full-context analysis (attention patterns dominate)."""
+def memory_needed(card: ModelCard, dtype: torch.dtype = torch.float32) -> int:
+    """The weights in `dtype` plus one full-context analysis (`analysis_reserve`)."""
+    return int(card.parameters * bytes_per_parameter(dtype) * 1.1) + analysis_reserve(card, dtype)
+
+
+def analysis_reserve(card: ModelCard, dtype: torch.dtype = torch.float32) -> int:
+    """What one full-context analysis may add beside the weights, on the device it runs on: its
+    streams in `dtype`, and the float32 attention blocks of the pass (at most 2 GiB)."""
     patterns = card.total_heads * card.context_length**2 * 4
-    stream = 4 * (card.layers + 1) * card.context_length * card.hidden_size * 4
-    return int(card.parameters * BYTES_PER_PARAMETER * 1.1 + min(patterns, 2**31) + stream)
+    stream = 4 * (card.layers + 1) * card.context_length * card.hidden_size
+    return int(min(patterns, 2**31) + stream * bytes_per_parameter(dtype))
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes free on `device`: a CUDA GPU's free memory, else what this process may use."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return available_memory()
+
+
+def machine_budgets(placement: Placement) -> dict[int | str, int]:
+    """Each device's budget for a device map: `--max-memory` where given, else every GPU's free
+    memory and the CPU's available memory."""
+    if placement.max_memory:
+        return dict(placement.max_memory)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    budgets: dict[int | str, int] = {i: device_memory(torch.device("cuda", i)) for i in range(gpus)}
+    return budgets | {"cpu": available_memory()}
+
+
+def check_memory(
+    model_id: str, card: ModelCard, config, placement: Placement, dequantizing: bool
+) -> Layout | None:
+    """Refuse a model that will not fit where it is to run, before any weight is read; for a
+    device map, the layout of its layers (`placement.plan`) over every device's budget, with
+    room kept on the device that runs the analyses."""
+    reserve = analysis_reserve(card, placement.dtype)
+    if placement.device_map:
+        budgets = machine_budgets(placement)
+        main: int | str = placement.device.index or 0 if placement.device.type == "cuda" else "cpu"
+        room = dict(budgets)
+        if main in room:
+            room[main] = max(0, room[main] - reserve)
+        layout = plan(config, placement.dtype, room, placement.device_map,
+                      adapter_for(config, model_id).blocks, disk=True)  # fmt: skip
+        if "disk" in layout.device_map.values() and placement.offload_folder is None:
+            raise ModelTooLargeError(
+                f"{model_id}'s {placement.dtype_name} weights do not fit in "
+                f"{budget_text(budgets)} ({gib(reserve)} of {device_label(main)} kept for an "
+                f"analysis): {layout.describe()}. Give more memory (--max-memory), a smaller "
+                "dtype, or a folder for the weights on disk (--offload-folder, slow)."
+            )
+        return layout
+    needed = memory_needed(card, placement.dtype)
+    available = device_memory(placement.device)
+    # dequantizing holds the float32 weights about twice over for a moment, on the CPU
+    if dequantizing:
+        on_cpu = placement.device.type == "cpu"
+        peak = max(2 * card.parameters * 4, needed if on_cpu else 0)
+        if peak > available_memory():
+            raise ModelTooLargeError(
+                f"{model_id} has {card.parameters / 1e9:.2f}B parameters and needs about "
+                f"{gib(peak)} of memory to dequantize{' and analyze' if on_cpu else ''}; only "
+                f"{gib(available_memory())} is available."
+            )
+    if needed > available:
+        where = "" if placement.device.type == "cpu" else f" on {placement.device}"
+        raise ModelTooLargeError(
+            f"{model_id} has {card.parameters / 1e9:.2f}B parameters and needs about "
+            f"{gib(needed)} of memory{where} to analyze in {placement.dtype_name}; only "
+            f"{gib(available)} is available{where}. A smaller dtype (--dtype bfloat16) or a "
+            "device map over several devices (--device-map auto) may fit it."
+        )
+    return None
 
 
 def _source(model_id: str, allow_local_path: bool) -> str:
@@ -221,10 +291,10 @@ def revision_of(config: PretrainedConfig, source: str) -> str:
 def _origin(model_id: str, source: str) -> str:
     """The card's line on where the weights came from (GGUF files say so themselves)."""
     if model_id == DEMO_ID:
-        return "bundled with lmscope, float32"
+        return "bundled with lmscope"
     if not os.path.isabs(source) or _hub_snapshot(Path(source)):
-        return "Hugging Face hub, float32"
-    return "local folder, float32"
+        return "Hugging Face hub"
+    return "local folder"
 
 
 def _public_id(model_id: str, source: str) -> str:
@@ -282,32 +352,34 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def load_model(
-    model_id: str, *, allow_local_path: bool = False, progress: Progress = no_progress
+    model_id: str,
+    *,
+    allow_local_path: bool = False,
+    progress: Progress = no_progress,
+    placement: Placement | None = None,
 ) -> LoadedModel:
     """Load a causal LM for tracing, refusing clearly what cannot be loaded.
 
     `model_id` is a hub id (`gpt2`, `org/name`), `demo`, a catalog id, or, when
     `allow_local_path`, a folder or a .gguf file (dequantized once into a cached folder).
+    `placement` (core/devices.py) says where and in what precision: float32 on the CPU by default.
     """
+    placement = placement or Placement()
     progress(f"Reading the configuration of {model_id}")
     with quiet_transformers():
         config, source, card, packed = _inspect(model_id, allow_local_path)
-        needed, available = memory_needed(card), available_memory()
         dequantizing = packed is not None and not packed.cached
-        # dequantizing holds the float32 weights about twice over for a moment
-        peak = max(needed, 2 * card.parameters * BYTES_PER_PARAMETER) if dequantizing else needed
-        if peak > available:
-            raise ModelTooLargeError(
-                f"{model_id} has {card.parameters / 1e9:.2f}B parameters and needs about "
-                f"{gib(peak)} of memory to {'dequantize and ' if dequantizing else ''}analyze; "
-                f"only {gib(available)} is available."
-            )
+        layout = check_memory(model_id, card, config, placement, dequantizing)
         if dequantizing:
             progress(f"Dequantizing {card.name} from its GGUF file, once (then cached on disk)")
             source = str(dequantize(packed, model_id, config))
             config, source = _read_config(source, model_id)
-        progress(f"Loading {card.parameters / 1e6:,.0f}M parameters of {card.name}")
-        model, tokenizer = _weights(model_id, source, config)
+        where = layout.describe() if layout else str(placement.device)
+        progress(
+            f"Loading {card.parameters / 1e6:,.0f}M parameters of {card.name} in "
+            f"{placement.dtype_name}: {where}"
+        )
+        model, tokenizer = _weights(model_id, source, config, placement, layout)
     model.eval().requires_grad_(False)
     lm = LoadedModel(
         model_id=card.model_id,
@@ -316,8 +388,10 @@ def load_model(
         adapter=adapter_for(config, model_id),
         card=card,
         revision=packed.revision if packed is not None else revision_of(config, source),
-        nbytes=needed,
+        nbytes=memory_needed(card, placement.dtype),
+        device=placement.device,
     )
+    lm.card = with_placement(lm.card, placement, layout)
     _bind(lm)
     progress(f"{card.name} is ready")
     return lm
@@ -333,18 +407,50 @@ def _download_weights(folder: Path) -> None:
     snapshot_download(repo_id, revision=folder.name, allow_patterns=DOWNLOADED)
 
 
-def _weights(model_id: str, source: str, config: PretrainedConfig):
-    """The model (float32, eager attention) and its tokenizer, from a folder: the operator's, a
-    package's or a hub snapshot in the cache (its weights downloaded first if need be)."""
+def with_placement(card: ModelCard, placement: Placement, layout: Layout | None) -> ModelCard:
+    """The card with where the model runs and in what precision (set at load)."""
+    if layout is None:
+        text = f"{placement.dtype_name} on {placement.device}"
+    else:
+        text = f"{placement.dtype_name}, spread by accelerate ({placement.device_map}): {layout.describe()}"
+        if layout.offloaded:
+            text += f"; offloaded weights are brought to {placement.device} for each use"
+    return replace(
+        card,
+        device=str(placement.device),
+        dtype=placement.dtype_name,
+        placement=text,
+        offloaded=bool(layout and layout.offloaded),
+    )
+
+
+def _weights(
+    model_id: str,
+    source: str,
+    config: PretrainedConfig,
+    placement: Placement,
+    layout: Layout | None,
+):
+    """The model (in the placement's dtype, on its device or spread by `layout`; eager
+    attention) and its tokenizer, from a folder: the operator's, a package's or a hub snapshot
+    in the cache (its weights downloaded first if need be)."""
+    where = (
+        {"device_map": layout.device_map, "offload_folder": placement.offload_folder}
+        if layout is not None
+        else {"device_map": {"": placement.device}}
+        if placement.device.type != "cpu"
+        else {}  # transformers' own default: no device map
+    )
     try:
         _download_weights(Path(source))
         model = AutoModelForCausalLM.from_pretrained(
             source,
             config=config,
-            dtype=torch.float32,
+            dtype=placement.dtype,
             attn_implementation="eager",  # the only implementation that returns attention patterns
             trust_remote_code=False,
             local_files_only=True,
+            **where,
         )
         tokenizer = AutoTokenizer.from_pretrained(
             source, trust_remote_code=False, local_files_only=True
@@ -366,7 +472,7 @@ def _bind(lm: LoadedModel) -> None:
     and run the parity check (core/parity.py), whose result goes on the card."""
     install_hooks(lm)
     with torch.inference_mode():
-        width = lm.unembed(torch.zeros(1, lm.card.hidden_size)).shape[-1]
+        width = lm.unembed(lm.zeros(1, lm.card.hidden_size)).shape[-1]
     if width != lm.card.vocab_size:
         raise UnsupportedModelError(
             f"{lm.model_id}: the {lm.adapter.family} adapter's unembedding gives {width} values, "
@@ -380,7 +486,7 @@ def embedding_scale(lm: LoadedModel) -> float:
     """What the token embedding module multiplies its table's rows by (Gemma: sqrt(d_model)),
     measured on one row."""
     module = lm.model.get_submodule(lm.adapter.token_embedding)
-    with torch.inference_mode():
+    with torch.inference_mode(), onloaded(module):
         token = module.weight[:64].float().norm(dim=-1).argmax().reshape(1)  # not a padding row
         row, out = module.weight[token].float(), module(token).float()
     size = float((row * row).sum())
@@ -398,6 +504,29 @@ def from_model(model, tokenizer, model_id: str = "custom") -> LoadedModel:
     adapter = adapter_for(config, model_id)
     card = model_card(config, adapter, model_id, display_name(model_id), "in memory (from_model)")
     model.eval().requires_grad_(False)
-    lm = LoadedModel(model_id, model, tokenizer, adapter, card, "in-memory", memory_needed(card))
+    device = execution_device(model.get_submodule(adapter.token_embedding))
+    dtype = next(model.parameters()).dtype
+    lm = LoadedModel(model_id, model, tokenizer, adapter, card, "in-memory",
+                     memory_needed(card, dtype), device=device)  # fmt: skip
+    lm.card = replace(
+        card,
+        device=str(device),
+        dtype=dtype_name(dtype),
+        placement=f"{dtype_name(dtype)} on {device}" + _map_text(model),
+        offloaded=any(p.device.type == "meta" for p in model.parameters()),
+    )
     _bind(lm)
     return lm
+
+
+def _map_text(model) -> str:
+    """', spread by accelerate: ...' for a model given a device map, from its `hf_device_map`."""
+    device_map = getattr(model, "hf_device_map", None)
+    if not device_map or len(set(device_map.values())) < 2:
+        return ""
+    places: dict[str, list[str]] = {}
+    for path, device in device_map.items():
+        places.setdefault(device_label(device), []).append(path or "everything")
+    return ", spread by accelerate: " + "; ".join(
+        f"{len(p)} parts on {d}" for d, p in places.items()
+    )

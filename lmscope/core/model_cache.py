@@ -2,6 +2,9 @@
 
 Several requests for the same model at the same moment load it once: the later ones wait for the
 first. The budget is `LMSCOPE_MODEL_CACHE` (e.g. '6G') or half the memory available at start.
+Every model is loaded with the cache's `placement` (the operator's --device and --dtype) unless a
+caller names another (`lmscope.load(model, device=...)`); the same model in two placements is two
+entries.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import threading
 from collections import OrderedDict
 
 from .catalog import DEMO_ID, canonical_id
+from .devices import Placement
 from .loading import Progress, available_memory, load_model, no_progress, parse_bytes
 from .model import LoadedModel
 
@@ -18,10 +22,17 @@ from .model import LoadedModel
 class ModelCache:
     """A thread-safe, memory-bounded LRU of loaded models."""
 
-    def __init__(self, budget: int | None = None, *, allow_local_path: bool = False) -> None:
+    def __init__(
+        self,
+        budget: int | None = None,
+        *,
+        allow_local_path: bool = False,
+        placement: Placement | None = None,
+    ) -> None:
         env = os.environ.get("LMSCOPE_MODEL_CACHE")
         self.budget = budget or (parse_bytes(env) if env else available_memory() // 2)
         self.allow_local_path = allow_local_path
+        self.placement = placement or Placement()
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
@@ -31,9 +42,15 @@ class ModelCache:
     def key(model_id: str) -> str:
         return DEMO_ID if model_id == DEMO_ID else canonical_id(model_id)
 
-    def get(self, model_id: str, progress: Progress = no_progress) -> LoadedModel:
-        """The model, loaded at most once however many threads ask at the same time."""
+    def get(
+        self, model_id: str, progress: Progress = no_progress, placement: Placement | None = None
+    ) -> LoadedModel:
+        """The model, loaded at most once however many threads ask at the same time; in the
+        cache's placement, or `placement`."""
+        placement = placement or self.placement
         key = self.key(model_id)
+        if placement != self.placement:
+            key = f"{key} ({placement.key})"
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -44,7 +61,12 @@ class ModelCache:
                 if key in self._models:
                     return self._models[key]
             try:
-                lm = load_model(model_id, allow_local_path=self.allow_local_path, progress=progress)
+                lm = load_model(
+                    model_id,
+                    allow_local_path=self.allow_local_path,
+                    progress=progress,
+                    placement=placement,
+                )
             except BaseException:
                 with self._lock:
                     self._loading.pop(key, None)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .devices import onloaded
+
 
 def is_norm(module: nn.Module) -> bool:
     """Whether a module is a LayerNorm or an RMSNorm (any family's class of that name)."""
@@ -62,15 +64,18 @@ class FrozenNorm:
 
 
 def freeze(module: nn.Module, at: torch.Tensor) -> FrozenNorm:
-    """`module` (a LayerNorm or RMSNorm) frozen at the vector `at` `(d,)`."""
+    """`module` (a LayerNorm or RMSNorm) frozen at the vector `at` `(d,)`; in float32 on `at`'s
+    device (a LayerNorm's weights read inside `devices.onloaded`: they may be offloaded)."""
     at = at.float()
     eps = _eps(module)
     if isinstance(module, nn.LayerNorm):
-        weight, bias = module.weight, module.bias
-        gain = weight.float() if weight is not None else torch.ones_like(at)
+        with onloaded(module):
+            weight, bias = module.weight, module.bias
+            gain = weight.to(at) if weight is not None else torch.ones_like(at)
+            bias = None if bias is None else bias.to(at)
         scale = math.sqrt(float(at.var(unbiased=False)) + eps)
-        return FrozenNorm(gain, scale, True, None if bias is None else bias.float())
+        return FrozenNorm(gain, scale, True, bias)
     with torch.inference_mode():
         ones = torch.ones_like(at, dtype=next(module.parameters(), at).dtype)
-        gain = module(ones).float() * math.sqrt(1.0 + eps)
+        gain = module(ones).to(at) * math.sqrt(1.0 + eps)
     return FrozenNorm(gain.clone(), math.sqrt(float(at.pow(2).mean()) + eps), False, None)

@@ -18,14 +18,12 @@ import torch
 
 from . import attention
 from .card import ModelCard
+from .devices import tolerance
 from .model import LoadedModel
 from .trace import run
 
 PROBE_TOKENS = 12
 PROBE_TEXT = Path(__file__).resolve().parent / "probe_text.txt"
-# The largest logit difference allowed, as a share of the largest logit's size: sdpa and eager
-# attention differ by rounding only (about 1e-6 in float32).
-TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
 @dataclass(frozen=True)
@@ -34,13 +32,15 @@ class Parity:
 
     error: float  # the largest |logit difference| over the vocabulary
     scale: float  # the largest |logit| of the model's own pass
-    tolerance: float  # allowed error / max(scale, 1)
+    tolerance: float  # allowed error / max(scale, 1): the dtype's (devices.TOLERANCE)
 
     @property
     def ok(self) -> bool:
         return self.error <= self.tolerance * max(self.scale, 1.0)
 
     def sentence(self) -> str:
+        if self.ok and self.error == 0:
+            return "lmscope's trace reproduces this model's logits exactly (on the load probe)"
         if self.ok:
             return f"lmscope's trace reproduces this model's logits to {self.error:.0e}"
         return (
@@ -57,7 +57,7 @@ def probe_ids(lm: LoadedModel) -> torch.Tensor:
     ids = [i for i in lm.tokenizer(text)["input_ids"] if i < lm.card.vocab_size]
     size = min(PROBE_TOKENS, lm.card.context_length)
     ids = (ids or list(range(size)))[:size]
-    return torch.tensor([ids])
+    return lm.ids([ids])
 
 
 def check(lm: LoadedModel) -> Parity:
@@ -69,11 +69,10 @@ def check(lm: LoadedModel) -> Parity:
         traced = lm.unembed(rec.stack("residual", lm.layers)[-1, 0, -1]).float()
         with attention.eager(lm.model):
             own = lm.model(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
-    dtype = next(lm.model.parameters()).dtype
     return Parity(
         error=float((traced - own).abs().max()),
         scale=float(own.abs().max()),
-        tolerance=TOLERANCE.get(dtype, 1e-2),
+        tolerance=tolerance(lm.dtype),
     )
 
 

@@ -91,8 +91,8 @@ class StreamPatch:
     def apply(self, value: torch.Tensor) -> torch.Tensor:
         tokens, width = self.source.shape
         split = value.reshape(-1, tokens, width)  # OPT's fc2 flattens (batch, T) into one axis
-        mask = self.mask.to(torch.bool).reshape(-1, tokens, 1)
-        return torch.where(mask, self.source.to(value.dtype), split).reshape(value.shape)
+        mask = self.mask.to(value.device, torch.bool).reshape(-1, tokens, 1)
+        return torch.where(mask, self.source.to(value), split).reshape(value.shape)
 
 
 @dataclass
@@ -212,9 +212,9 @@ def _steer(layer: int):
         if positions is None:  # a family that passes none: count from the cache's length
             cache = kwargs.get("cache") or kwargs.get("past_key_values")
             past = cache.get_seq_length() if cache is not None else 0
-            positions = torch.arange(hidden.shape[1]) + past
-        on = (positions.reshape(-1, positions.shape[-1]) >= steer.start).to(hidden.dtype)
-        hidden = hidden + on.unsqueeze(-1) * steer.vector.to(hidden.dtype)  # (B, T, d)
+            positions = torch.arange(hidden.shape[1], device=hidden.device) + past
+        on = (positions.reshape(-1, positions.shape[-1]) >= steer.start).to(hidden)
+        hidden = hidden + on.unsqueeze(-1) * steer.vector.to(hidden)  # (B, T, d)
         if args:
             return (hidden, *args[1:]), kwargs
         return args, kwargs | {"hidden_states": hidden}
@@ -230,6 +230,11 @@ def recording(recorder: Recorder) -> Iterator[Recorder]:
         yield recorder
     finally:
         _ACTIVE.reset(token)
+
+
+def _norms(out: torch.Tensor) -> torch.Tensor:
+    """Each position's length `(B, T)`, summed in float32 whatever the model's dtype."""
+    return torch.linalg.vector_norm(out, dim=-1, dtype=torch.float32)
 
 
 def _first(output: object) -> torch.Tensor:
@@ -260,7 +265,7 @@ def _save_attention(layer: int):
             if rec.keep_sublayer_outputs:
                 out = rec.stacked("hook_attn_out", layer, out, rec.layers)
             else:  # dropped once the MLP hook has read its shape
-                norms = rec.stacked("hook_attn_out_norm", layer, out.norm(dim=-1), rec.layers)
+                norms = rec.stacked("hook_attn_out_norm", layer, _norms(out), rec.layers)
                 rec.acts[f"blocks.{layer}.hook_attn_out_norm"] = norms
             rec.acts[f"blocks.{layer}.hook_attn_out"] = out
         return output if patch is not None else None
@@ -282,7 +287,7 @@ def _save_mlp(layer: int):
                     "hook_mlp_out", layer, out, rec.layers
                 )
             else:
-                for name, value in (("norm", out.norm(dim=-1)), ("last", out[:, -1])):
+                for name, value in (("norm", _norms(out)), ("last", out[:, -1])):
                     kept = rec.stacked(f"hook_mlp_out_{name}", layer, value, rec.layers)
                     rec.acts[f"blocks.{layer}.hook_mlp_out_{name}"] = kept
                 del rec.acts[f"blocks.{layer}.hook_attn_out"]
@@ -329,8 +334,8 @@ def _patch_z(layer: int, heads: int):
         patch = rec.patches.get(layer)
         if patch is not None:
             split = z.unflatten(-1, (heads, -1))  # (B, T, heads, d_head)
-            keep = patch.keep.to(z.dtype).reshape(-1, 1, heads, 1)
-            z = (split * keep + patch.replacement.to(z.dtype) * (1 - keep)).flatten(-2)
+            keep = patch.keep.to(z).reshape(-1, 1, heads, 1)
+            z = (split * keep + patch.replacement.to(z) * (1 - keep)).flatten(-2)
         if rec.capture:
             rec.acts[f"blocks.{layer}.attn.hook_z"] = rec.stacked(
                 "attn.hook_z", layer, z, rec.layers
@@ -440,7 +445,14 @@ def run(
     the patterns (`Recorder.keys`); without `keep_sublayer_outputs` what each sublayer wrote is kept
     as its norms (and the MLP's last row, `Recorder.keep_sublayer_outputs`).
     `stream_patches` replace positions of the residual stream or a sublayer's output (`StreamPatch`).
+    Inputs move to the model's device (`inputs_embeds` also to its dtype, differentiably); the
+    logits and the record stay where the model made them.
     """
+    input_ids = input_ids.to(lm.device)
+    if inputs_embeds is not None:
+        inputs_embeds = inputs_embeds.to(lm.device, lm.dtype)
+    if isinstance(logits_to_keep, torch.Tensor):
+        logits_to_keep = logits_to_keep.to(lm.device)
     recorder = Recorder(
         capture=capture,
         patches=patches or {},

@@ -21,12 +21,19 @@ from .figures import graph_config
 from .share import export_name
 from .share import register as register_share
 from .stages import attention, embeddings, flow, investigate, mlp, output, register_views, tokens
-from .stages.attention import lines
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-STAGES = (flow, embeddings, attention, investigate)  # with callbacks of their own
-# Views drawn for a new analysis in one request (stages.register_views)
-VIEWS = (flow.VIEWS, tokens.VIEWS, attention.CATEGORY_VIEWS, lines.VIEWS, mlp.VIEWS, output.VIEWS)
+STAGES = (flow, attention, investigate)  # with callbacks of their own, besides their views
+# Views drawn for a new analysis in one request (stages.register_views); the attention stage's
+# views are a group of their own (the browser sends the two requests at once)
+VIEWS = (
+    flow.VIEWS,
+    tokens.VIEWS,
+    embeddings.VIEWS,
+    attention.CATEGORY_VIEWS,
+    mlp.VIEWS,
+    output.VIEWS,
+)
 
 
 def create_app(service: Service) -> Dash:
@@ -50,7 +57,7 @@ def create_app(service: Service) -> Dash:
         return layout.page(key, lm.card, service.notice, service.catalog())
 
     app.layout = page
-    register_views(app, service, VIEWS)
+    register_views(app, service, VIEWS, "views-drawn")
     progress.register(app, service)
     for stage in STAGES:
         stage.register(app, service)

@@ -9,19 +9,21 @@ server keeps what each tab was asked to confirm, and the confirm button loads on
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from urllib.parse import parse_qs, urlencode
 
 from dash import ALL, Dash, Input, Output, State, ctx, html, no_update, set_props
 
+from ..core import budget
 from ..core.errors import LmscopeError
 from ..core.jobs import Cancelled
 from ..core.loading import gib
 from ..core.model_cache import ModelCache
 from ..service import Service
 from . import layout
-from .progress import BUSY_POLL_MS
+from .progress import BUSY_POLL_MS, refusal
 
 CLIENTS_KEPT = 1000  # tabs whose newest request and pending confirmation are kept
 
@@ -104,7 +106,7 @@ def register(app: Dash, service: Service) -> None:
                 model, shown, options, client):  # fmt: skip
         """Every user action that loads a model or runs an analysis goes through here."""
         trigger = ctx.triggered_id
-        target, text, new_prompt = model["id"], None, no_update
+        target, text, new_prompt, confirmed = model["id"], None, no_update, False
         set_props("confirm-load", {"hidden": True})
         if trigger not in ("model-picker", "url"):  # a URL the page itself writes keeps it
             set_props("starter-hint", {"hidden": True})
@@ -133,6 +135,7 @@ def register(app: Dash, service: Service) -> None:
                 return UNCHANGED | {"message": message("Type a model id first.", False)}
         elif trigger == "analyze":
             text = prompt or ""
+            confirmed = service.jobs.confirmed(client, "analyze")
         elif isinstance(trigger, dict) and any(starters):
             starter = layout.STARTERS[trigger["index"]]
             text = new_prompt = starter.prompt
@@ -143,7 +146,8 @@ def register(app: Dash, service: Service) -> None:
         ticket = latest[client] = latest.get(client, 0) + 1
         with service.jobs.job(client, "analyze", replaces_all=True) as job:  # older work stops
             try:
-                result = load_and_analyze(target, text, new_prompt, model, options, job)
+                with budget.confirmed() if confirmed else contextlib.nullcontext():
+                    result = load_and_analyze(target, text, new_prompt, model, options, job)
             except Cancelled as cancelled:  # by the Cancel button: the page keeps what it shows
                 result = UNCHANGED | {"message": message(str(cancelled), False)}
         if latest.get(client, ticket) != ticket:  # a newer request from this tab runs or won
@@ -185,8 +189,8 @@ def register(app: Dash, service: Service) -> None:
             analysis_id, analysis = service.analyze(key, text, report)
         except Cancelled:
             raise
-        except LmscopeError as error:
-            return result | {"message": message(str(error), False)}
+        except LmscopeError as error:  # a long one is offered to run anyway
+            return result | {"message": refusal(error, "analyze")}
         seconds = time.perf_counter() - started
         return result | {
             "analysis": {"id": analysis_id, "model": key, "prompt": text},

@@ -174,7 +174,7 @@ def residual_writes(analysis: Analysis) -> go.Figure:
         shown = values.clamp_min(1e-6).log10() if log else values
         hover = np.empty((*values.shape, 2), dtype=object)  # (token, norm) per cell
         hover[..., 0] = tokens
-        hover[..., 1] = values.double().round(decimals=2).numpy()
+        hover[..., 1] = values.double().round(decimals=2).cpu().numpy()
         traces.append(
             go.Heatmap(
                 z=_rounded(shown, 3 if log else 2),
@@ -487,10 +487,10 @@ def categories_by_depth(sides: list[dict], labels: dict[str, str]) -> go.Figure:
                 row=row,
                 col=col,
             )
-    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.12))
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.1, yanchor="top"))
     edge = width / 2 + 0.02
     fig.update_xaxes(range=[-edge, 1 + edge], dtick=0.25)
     fig.update_xaxes(title="relative depth (0 = first layer, 1 = last)", row=len(rows))
     fig.update_yaxes(tickformat=".0%", range=[0, 1])
     fig.update_yaxes(title="fraction of heads", col=1)
-    return _style(fig, 720, margin=dict(l=10, r=10, t=60, b=10))
+    return _style(fig, 760, margin=dict(l=10, r=10, t=60, b=90))

@@ -111,7 +111,8 @@ def card_view(card: ModelCard) -> html.Div:
     fields += tuple((name, value) for name, value in design(card) if value)
     entry = catalog_entry(card.model_id)
     if entry is not None and entry.terms:
-        fields += (("terms", html.A(entry.terms, href=f"/terms/{entry.id}", target="_blank")),)
+        terms = html.A(entry.terms, href=f"/terms/{entry.id}", target="_blank", rel="noopener")
+        fields += (("terms", terms),)
     if card.parity:
         fields += (("trace check", card.parity),)
     warning = (

@@ -9,12 +9,36 @@ tab is still open.
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, State, dcc, html, no_update, set_props
+import time
 
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update, set_props
+
+from ..core.jobs import time_left
 from ..service import Service
 from ..service.jobs import CANCELLING
 
 IDLE_POLL_MS, BUSY_POLL_MS = 2000, 400
+
+
+def refusal(error: object, button: str | None) -> html.Div:
+    """An error as the page shows it. Work refused for its estimated time (`CostLimitError` with
+    `seconds`: it would show its progress and can be cancelled) is offered to run anyway, by the
+    button whose press starts it (`button`)."""
+    seconds = getattr(error, "seconds", None)
+    if seconds is None or button is None:
+        return html.Div(str(error), className="message error")
+    return html.Div(
+        [
+            html.Span(str(error) + " "),
+            html.Button(
+                f"Run it anyway ({time_left(seconds).removesuffix(' left')}; it shows its "
+                "progress and can be cancelled)",
+                id={"kind": "run-anyway", "button": button},
+                className="button secondary",
+            ),
+        ],
+        className="message error confirm",
+    )
 
 
 def status_line() -> html.Div:
@@ -51,6 +75,22 @@ def register(app: Dash, service: Service) -> None:
         set_props("cancel", {"hidden": not lines})
         set_props("progress-poll", {"interval": BUSY_POLL_MS if lines else IDLE_POLL_MS})
         return f"… {' · '.join(lines)}" if lines else ""
+
+    @app.callback(
+        Output({"kind": "run-anyway", "button": ALL}, "disabled"),
+        Input({"kind": "run-anyway", "button": ALL}, "n_clicks"),
+        State("client", "data"),
+        prevent_initial_call=True,
+    )
+    def run_anyway(clicks, client):
+        """Long work confirmed: its button is pressed again, here, and that start is allowed past
+        the time limit once (`ClientJobs.confirm`)."""
+        trigger = ctx.triggered_id
+        if not any(clicks) or not isinstance(trigger, dict) or not isinstance(client, str):
+            return [no_update] * len(clicks)
+        service.jobs.confirm(client, trigger["button"])
+        set_props(trigger["button"], {"n_clicks": time.time_ns() // 1_000_000})
+        return [bool(n) for n in clicks]
 
     @app.callback(
         Output("status", "children", allow_duplicate=True),

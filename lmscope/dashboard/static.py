@@ -4,7 +4,7 @@ Dash's renderer checks every mounted component on every update of the page, so a
 cells made each Analyze slower. `static(tree)` takes a tree of plain `dash.html` components that
 no callback reads or writes inside, and sends it as JSON in one `data-static` attribute;
 assets/static.js builds the DOM from it. Text only ever goes to text nodes; attributes are a
-short list (no event handlers, links only within the page).
+short list (no event handlers, links only within this site).
 """
 
 from __future__ import annotations
@@ -15,7 +15,24 @@ from dash import html
 from dash.development.base_component import Component
 
 # props copied to the DOM (Dash names; `className` becomes `class`), besides data-* and aria-*
-ATTRIBUTES = ("id", "className", "title", "role", "href", "colSpan", "rowSpan", "scope", "hidden")
+ATTRIBUTES = (
+    "id",
+    "className",
+    "title",
+    "role",
+    "href",
+    "target",
+    "rel",
+    "colSpan",
+    "rowSpan",
+    "scope",
+    "hidden",
+)
+
+
+def same_site(href: str) -> bool:
+    """A link within the page (`#...`) or to a path of this server (`/terms/...`), not beyond."""
+    return href.startswith("#") or (href.startswith("/") and not href.startswith("//"))
 
 
 def node(tree: object) -> object:
@@ -32,8 +49,8 @@ def node(tree: object) -> object:
     if not isinstance(props.get("id", ""), str):
         raise TypeError("static() parts have no callbacks: string ids only")
     attrs = {k: v for k, v in props.items() if k in ATTRIBUTES or k.startswith(("data-", "aria-"))}
-    if "href" in attrs and not str(attrs["href"]).startswith("#"):
-        raise ValueError("static() links stay within the page")
+    if "href" in attrs and not same_site(str(attrs["href"])):
+        raise ValueError("static() links stay within this site")
     if "style" in props:
         attrs["style"] = props["style"]
     return [tree._type.lower(), attrs, node(props.get("children"))]

@@ -20,7 +20,7 @@ from dash import Dash, Input, Output, dcc, html
 
 from ..core.analysis import Analysis
 from ..core.errors import LmscopeError
-from ..core.heads import LABELS, SINK_MARK, HeadReport, head_name
+from ..core.heads import head_name
 from ..core.model import LoadedModel
 from ..experiments.ablation import barely_moved
 from ..experiments.induction import SEQUENCE, SecondCopyLoss, induction_prompt, second_copy_loss
@@ -28,20 +28,14 @@ from ..experiments.name_movers import name_movers
 from ..service import Service
 from .figures import percent
 from .shown import while_shown
+from .stages import embeddings, mlp, output
+from .stages.attention import grid
 from .stages.investigate import ablation
 from .stages.investigate.redundancy import REDUNDANCY
 
 TOURS = ("tour", "induction", "name-mover")
 TOP_HEADS = 3  # heads the name-mover experiment ablates, from the scan
 INDUCTION_HEADS = 4  # at most this many induction heads are ablated
-UNSURE = 0.2  # a top prediction below this probability is called a weak guess
-HOW_IT_READS = {
-    "previous_token": "it reads the token just before (a stripe just below the diagonal)",
-    "self": "each token reads itself (the diagonal)",
-    "diffuse": "its attention is spread over many earlier tokens",
-    "duplicate_token": "it reads earlier copies of the current token",
-    "induction": "it reads the token after the earlier copy of the current token",
-}
 
 
 def _id(**parts) -> str:
@@ -69,109 +63,6 @@ def step(title: str, text: str, target: str, **more) -> dict:
     return {"title": title, "text": text, "target": target, "ready": True} | more
 
 
-# ----- what the steps say about the model -----
-
-
-def positions_text(lm: LoadedModel) -> str:
-    card = lm.card
-    if card.rotary:
-        return (
-            f"{card.name} adds nothing for position here: it uses rotary positions (RoPE), which "
-            "rotate each query and key inside attention by an angle that grows with the position. "
-            "So the token's own vector is all that enters layer 0, at any position."
-        )
-    return (
-        f"{card.name} adds a learned position vector to each token's vector "
-        f"({card.context_length:,} positions, one vector each), so the same word at two places "
-        "enters layer 0 as two different vectors. Pick another token in the menu to compare."
-    )
-
-
-def attention_text(lm: LoadedModel, report: HeadReport | None) -> str:
-    card = lm.card
-    text = (
-        f"Each cell is one head: {card.layers} layers x {card.heads_per_layer} heads. Its colour "
-        "says what the head does on this prompt (previous token, self, spread out, duplicate, "
-        "induction); the bar at the bottom is its share on the first token."
-    )
-    if card.key_value_heads < card.heads_per_layer:
-        text += (
-            f" {card.name} uses grouped-query attention: the {card.heads_per_layer} query heads of "
-            f"a layer share {card.key_value_heads} key/value heads (the lines in the grid)."
-        )
-    if report is not None:
-        sinks, total = len(report.sink_heads()), report.layers * len(report.categories[0])
-        if sinks:
-            text += (
-                f" Attention sink: on this prompt {sinks} of {total} heads park at least "
-                f"{SINK_MARK:.0%} of their attention on the first token, whatever it is."
-            )
-        else:
-            text += (
-                f" No head parks {SINK_MARK:.0%} of its attention on the first token here: "
-                "this model shows no attention sink on this prompt."
-            )
-    return text
-
-
-def article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-def head_text(analysis: Analysis, layer: int, head: int) -> str:
-    """What the tour says of the head it opens: its role and score on this prompt, its share on
-    the first token, and where the last token reads most, in this prompt's numbers."""
-    report = analysis.heads
-    category = report.categories[layer][head]
-    score, sink = report.strength(layer, head) or 0.0, report.sink(layer, head) or 0.0
-    last = analysis.pattern(layer, head, slice(-1, None))[0]
-    key = int(last.argmax())
-    tokens = analysis.tokens
-    return (
-        f"This is {head_name(layer, head)}, {article(LABELS[category])} {LABELS[category]} head "
-        f"on this prompt: "
-        f"{HOW_IT_READS[category]}. {percent(score)} of the attention it does not park on the "
-        f"first token goes there ({percent(sink)} sits on the first token). In the bottom row, "
-        f"the last token {tokens[-1].display} gives {percent(float(last[key]))} to "
-        f"{tokens[key].display}. Each row of the pattern is a token reading; each column, "
-        "a token it reads from."
-    )
-
-
-def mlp_text(lm: LoadedModel) -> str:
-    card = lm.card
-    if lm.card.gated_mlp:
-        return (
-            f"Each layer's MLP is gated ({'SwiGLU' if card.activation == 'SiLU' else 'GLU'}): "
-            f"the {card.hidden_size:,} numbers are widened "
-            f"twice to {card.mlp_size:,}, one copy goes through {card.activation} and multiplies "
-            "the other, and the product is narrowed back. The boxes' heights follow the widths."
-        )
-    return (
-        f"Each layer's MLP widens the {card.hidden_size:,} numbers to {card.mlp_size:,}, applies "
-        f"{card.activation}, and narrows them back. The heatmap below shows how much each "
-        "attention and MLP layer wrote at each position."
-    )
-
-
-def output_text(analysis: Analysis | None) -> str:
-    if analysis is None:
-        return "The last token's vector becomes one score per vocabulary entry."
-    best = analysis.top_predictions(1)[0]
-    text = (
-        f"The model's guess for the next token: {best.display} at "
-        f"{percent(best.probability)}. The bars show the top 10; the logit lens beside them "
-        "shows, layer by layer, what the model would predict if it stopped there."
-    )
-    if best.probability < UNSURE:
-        text += (
-            f" {analysis.lm.card.name} is far from sure here: a small model trained for its "
-            "attention heads rather than for language guesses weakly; a trained model such as "
-            "GPT-2 or SmolLM2 answers ␣Mary with high probability."
-        )
-    return text
-
-
 def _meaning(result: dict, heads: list[list[int]], second: SecondCopyLoss | None, job: str) -> str:
     """What an ablation's result means, in words; backup heads when it barely moved."""
     target = result["target"]
@@ -190,7 +81,7 @@ def _meaning(result: dict, heads: list[list[int]], second: SecondCopyLoss | None
         return text + "That barely moved. " + REDUNDANCY
     if after < before:
         text += f"The prediction leaned on these heads: {job}"
-        if before < UNSURE:
+        if before < output.UNSURE:
             text += (
                 " (This model was unsure of its answer to begin with, so read the drop as what "
                 "these heads add to a weak guess.)"
@@ -331,7 +222,7 @@ def name_mover_steps(
         steps.append(
             step(
                 "The prediction",
-                output_text(analysis if on_ioi else None),
+                output.tour_text(analysis if on_ioi else None),
                 OUTPUT,
                 do=[["click", STARTER]],
                 ready=on_ioi,
@@ -377,7 +268,7 @@ def one_head_step(shown: Analysis | None, head: tuple[int, int] | None) -> dict:
         return step("3. One head", text, "#head-grid-body .head-grid", ready=shown is not None)
     return step(
         "3. One head",
-        head_text(shown, *head),
+        head.tour_text(shown, *head),
         figure("head-heatmap"),
         do=[
             ["set", "grid-mode", {"value": "inspect"}],
@@ -410,18 +301,18 @@ def main_tour(lm: LoadedModel, analysis: Analysis | None, results: dict) -> list
         step(
             "2. Embeddings",
             "Each token id picks a row of the embedding table: the strip shows the numbers of "
-            "one token's vector. " + positions_text(lm),
+            "one token's vector. " + embeddings.tour_text(lm),
             figure("token-vector"),
             ready=on_ioi,
         ),
         step(
-            "3. Attention", attention_text(lm, report), "#head-grid-body .head-grid", ready=on_ioi
+            "3. Attention", grid.tour_text(lm, report), "#head-grid-body .head-grid", ready=on_ioi
         ),
     ]
     steps.append(one_head_step(shown, head))
     steps += [
-        step("4. MLP", mlp_text(lm), "#mlp-shape-diagram", ready=on_ioi),
-        step("5. Output", output_text(shown), OUTPUT, ready=on_ioi),
+        step("4. MLP", mlp.tour_text(lm), "#mlp-shape-diagram", ready=on_ioi),
+        step("5. Output", output.tour_text(shown), OUTPUT, ready=on_ioi),
         *name_mover_steps(lm, analysis, results, intro=False),
         step(
             "Words and experiments",

@@ -58,7 +58,7 @@ def replacements(lm: LoadedModel, mode: Mode, z: torch.Tensor | None) -> torch.T
         if z is None:
             raise ValueError("mean ablation needs the clean run's z")
         return z.mean(dim=1)
-    return torch.zeros(lm.layers, lm.heads, lm.card.head_size)
+    return lm.zeros(lm.layers, lm.heads, lm.card.head_size)
 
 
 def head_patches(
@@ -66,7 +66,7 @@ def head_patches(
 ) -> dict[int, HeadPatch]:
     """One `HeadPatch` per touched layer removing `heads`; `z` (clean run) is needed for 'mean'."""
     values = replacements(lm, mode, z)
-    keep = torch.ones(lm.layers, lm.heads)
+    keep = torch.ones(lm.layers, lm.heads, device=lm.device)
     for layer, head in heads:
         keep[layer, head] = 0
     touched = sorted({layer for layer, _ in heads})
@@ -276,7 +276,7 @@ def scan_pass(
     patches, rows = {}, 1
     for layer, count in sorted(grow.items()):
         rows += count
-        keep = torch.ones(rows, lm.heads)
+        keep = torch.ones(rows, lm.heads, device=lm.device)
         for row, (_, head) in enumerate(h for h in heads if h[0] == layer):
             keep[rows - count + row, head] = 0
         patches[layer] = HeadPatch(keep, values[layer])

@@ -31,8 +31,11 @@ HOOKS: dict[Component, str] = {
 def captured(lm: LoadedModel, rec: Recorder, component: Component, row: int = 0) -> torch.Tensor:
     """One row's activations of `component` from a recorded pass: `(layers, T, d)`, or
     `(layers, T, heads, d_head)` for heads; a copy outside the pass's inference mode."""
-    acts = torch.stack(
-        [rec.acts[f"blocks.{layer}.{HOOKS[component]}"][row] for layer in range(lm.layers)]
+    acts = torch.stack(  # each layer's from its device (a device map spreads them)
+        [
+            rec.acts[f"blocks.{layer}.{HOOKS[component]}"][row].to(lm.device)
+            for layer in range(lm.layers)
+        ]
     )
     acts = acts.float().clone()
     return acts.unflatten(-1, (lm.heads, -1)) if component == "heads" else acts
@@ -75,14 +78,18 @@ def forward(lm: LoadedModel, ids: torch.Tensor, component: Component) -> Tape:
     embedding = lm.model.get_submodule(lm.adapter.token_embedding)
     recorder = Recorder(capture=True, keep_keys=False)
     with torch.inference_mode(False), torch.enable_grad():
-        embeds = embedding(ids).detach().requires_grad_(True)
+        embeds = embedding(ids.to(lm.device)).detach().requires_grad_(True)
         with pass_slot(), recording(recorder):
             out = lm.model(inputs_embeds=embeds, logits_to_keep=1)
     return Tape(component, out.logits[0, -1], [recorder.acts[name] for name in names])
 
 
 def backward(lm: LoadedModel, tape: Tape, metric: Metric) -> Gradients:
-    """One backward pass from the metric of `tape`'s logits to each layer's activation."""
+    """One backward pass from the metric of `tape`'s logits to each layer's activation.
+
+    In half precision the pass runs in the model's dtype (its gradients carry that dtype's
+    rounding), and the metric (from float32 logits) and everything after it, the products with
+    activation differences and their sums (`first_order`), are float32."""
     with torch.inference_mode(False), torch.enable_grad():
         value = metric(tape.logits)
         grads = torch.autograd.grad(value, tape.acts, allow_unused=True)
@@ -90,8 +97,8 @@ def backward(lm: LoadedModel, tape: Tape, metric: Metric) -> Gradients:
         raise NotImplementedError(
             f"{lm.card.name}: no gradient reaches {tape.component} activations"
         )
-    values = torch.stack([a[0].detach().float() for a in tape.acts])
-    grads = torch.stack([g[0].float() for g in grads])
+    values = torch.stack([a[0].detach().float().to(lm.device) for a in tape.acts])
+    grads = torch.stack([g[0].float().to(lm.device) for g in grads])
     if tape.component == "heads":
         values, grads = (t.unflatten(-1, (lm.heads, -1)) for t in (values, grads))
     return Gradients(float(value.detach()), values, grads)
@@ -112,8 +119,9 @@ def first_order(grad: Gradients, target: torch.Tensor, component: Component) -> 
 
 
 def ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..n-1 of the flattened `x`, ties given their average rank."""
-    x = x.flatten().double()
+    """Ranks 0..n-1 of the flattened `x`, ties given their average rank (on the CPU: a heatmap's
+    cells, a few thousand values at most)."""
+    x = x.flatten().double().cpu()
     order = torch.empty_like(x)
     order[x.argsort()] = torch.arange(len(x), dtype=torch.double)
     _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)

@@ -17,6 +17,7 @@ from torch import nn
 from ..core import jobs
 from ..core.analysis import Analysis
 from ..core.budget import check_token_attribution
+from ..core.devices import tolerance
 from ..core.errors import RequestError, UnsupportedModelError
 from ..core.model import LoadedModel, soft_cap
 from ..core.norms import freeze, is_norm
@@ -49,13 +50,13 @@ def unembedding_column(
         )
     width = modules[0].in_features
     with torch.inference_mode(False), torch.enable_grad():
-        y = torch.zeros(width, requires_grad=True)
+        y = lm.zeros(width).requires_grad_(True)
         out = y
         for module in modules:
             out = module(out)
         (u,) = torch.autograd.grad(out[target], y)
     bias = float(out[target].detach())  # the unembedding's own bias (0 in every family so far)
-    return norm, u, bias
+    return norm, u.float().to(lm.device), bias
 
 
 def readout(lm: LoadedModel, final: torch.Tensor, target: int) -> tuple[torch.Tensor, float]:
@@ -72,6 +73,7 @@ def readout(lm: LoadedModel, final: torch.Tensor, target: int) -> tuple[torch.Te
     """
     norm, u, c = unembedding_column(lm, target)
     final = final.float()
+    u = u.to(final.device)
     g = u
     if norm is not None:
         frozen = freeze(norm, final)
@@ -94,13 +96,15 @@ def head_writes(lm: LoadedModel, z: torch.Tensor, layer: int) -> tuple[torch.Ten
     block = lm.adapter.block_list(lm.model)[layer]
     out_proj = block.get_submodule(lm.adapter.out_proj)
     heads = z.shape[0]
-    alone = torch.zeros(heads, heads, z.shape[1])
+    z = z.to(lm.dtype)
+    alone = z.new_zeros(heads, heads, z.shape[1])
     alone[range(heads), range(heads)] = z
-    bias = out_proj(torch.zeros(1, z.numel()))[0]
-    writes = out_proj(alone.flatten(1)) - bias
+    bias = out_proj(z.new_zeros(1, z.numel()))[0].float().to(z.device)
+    writes = out_proj(alone.flatten(1)).float().to(z.device) - bias
     if lm.adapter.attn_out_norm is None:
         return writes, bias
-    frozen = freeze(block.get_submodule(lm.adapter.attn_out_norm), out_proj(z.reshape(1, -1))[0])
+    whole = out_proj(z.reshape(1, -1))[0].to(z.device)
+    frozen = freeze(block.get_submodule(lm.adapter.attn_out_norm), whole)
     return frozen.linear(writes), frozen.linear(bias) + (0 if frozen.bias is None else frozen.bias)
 
 
@@ -176,10 +180,13 @@ def direct_logit_attribution(
     """
     lm = analysis.lm
     metric, notices = make_metric(lm, target, wrong, analysis.logits)
-    final = analysis.residual[-1, -1]
-    embeddings = analysis.residual[0, -1]
-    summed = embeddings + analysis.attn_out[:, -1].sum(0) + analysis.mlp_last.sum(0)
-    if not torch.allclose(summed, final, rtol=1e-3, atol=1e-3 * float(final.abs().max())):
+    final = analysis.residual[-1, -1].float()
+    embeddings = analysis.residual[0, -1].float()
+    attn = analysis.attn_out[:, -1].float().sum(0)
+    summed = embeddings + attn + analysis.mlp_last.float().sum(0)
+    # In half precision the stream was rounded after every sublayer: the dtype's tolerance.
+    close = max(1e-3, tolerance(lm.dtype))
+    if not torch.allclose(summed, final, rtol=close, atol=close * float(final.abs().max())):
         raise UnsupportedModelError(
             f"{lm.card.name} normalizes its residual stream itself between layers (post-LN), so "
             "the final stream is not a sum of component outputs: direct logit attribution does "
@@ -191,9 +198,9 @@ def direct_logit_attribution(
             g_wrong, c_wrong = readout(lm, final, metric.wrong)
             g, constant = g - g_wrong, constant - c_wrong
         writes = [head_writes(lm, analysis.z[layer, -1], layer) for layer in range(lm.layers)]
-        heads = torch.stack([w for w, _ in writes]) @ g
-        biases = torch.stack([b for _, b in writes]) @ g
-        mlps = analysis.mlp_last @ g
+        heads = torch.stack([w.to(g.device) for w, _ in writes]) @ g
+        biases = torch.stack([b.to(g.device) for _, b in writes]) @ g
+        mlps = analysis.mlp_last.float().to(g.device) @ g
     logit = float(analysis.logits[metric.answer])
     if metric.wrong is not None:
         logit -= float(analysis.logits[metric.wrong])
@@ -204,7 +211,7 @@ def direct_logit_attribution(
         heads=heads,
         attention_bias=biases,
         mlps=mlps,
-        embeddings=float(embeddings @ g),
+        embeddings=float(embeddings.to(g.device) @ g),
         constant=constant,
         metric=metric,
         notices=tuple(notices),
@@ -316,11 +323,12 @@ def mean_embedding(lm: LoadedModel, chunk: int = 16384) -> torch.Tensor:
     inside the module); computed once per model, `chunk` ids at a time."""
     if lm not in _MEAN_EMBEDDINGS:
         module = lm.model.get_submodule(lm.adapter.token_embedding)
-        size = min(module.weight.shape[0], len(lm.tokenizer))
-        total = torch.zeros(module.weight.shape[1])
+        size = min(module.weight.shape[0], len(lm.tokenizer))  # shapes are known on `meta` too
+        total = lm.zeros(module.weight.shape[1], dtype=torch.float32)
         with torch.inference_mode():
             for start in range(0, size, chunk):
-                total += module(torch.arange(start, min(size, start + chunk))).float().sum(0)
+                ids = torch.arange(start, min(size, start + chunk), device=lm.device)
+                total += module(ids).float().sum(0).to(lm.device)
         _MEAN_EMBEDDINGS[lm] = total / size
     return _MEAN_EMBEDDINGS[lm]
 
@@ -342,23 +350,27 @@ class _Path:
         self.size = max(1, min(batch_tokens // length, BATCH_CELLS // length**2))
 
     def __call__(self, alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """At each alpha: f `(n,)`, (x - b) . grad per token `(n, T)` and x . grad `(n, T)`."""
+        """At each alpha: f `(n,)`, (x - b) . grad per token `(n, T)` and x . grad `(n, T)`;
+        float32 on the CPU (the refinement reads them number by number)."""
         delta = self.x - self.base
         values, along, times_x = [], [], []
         with torch.inference_mode(False), torch.enable_grad():
-            for chunk in alphas.split(self.size):
+            for chunk in alphas.to(delta.device).split(self.size):
                 embeds = self.base + chunk.view(-1, 1, 1) * delta
                 f, grad = _metric_and_grad(self.lm, self.ids, embeds, self.metric)
                 values.append(f)
                 along.append((grad * delta).sum(-1))
                 times_x.append((grad * self.x).sum(-1))
-        return torch.cat(values), torch.cat(along), torch.cat(times_x)
+        return tuple(torch.cat(parts).cpu() for parts in (values, along, times_x))
 
 
 def _metric_and_grad(
     lm: LoadedModel, ids: torch.Tensor, embeds: torch.Tensor, metric: Metric
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The metric at the last position for each row of `embeds` `(B, T, d)`, and its gradient."""
+    """The metric at the last position for each row of `embeds` `(B, T, d)`, and its gradient.
+
+    `embeds` is a float32 leaf: in half precision the pass runs in the model's dtype (the cast is
+    part of the graph), and the gradient arrives in float32 at the leaf."""
     embeds = embeds.detach().requires_grad_(True)
     logits, _ = run(lm, ids.expand(len(embeds), -1), capture=False, inputs_embeds=embeds)
     f = metric(logits[:, -1])
@@ -447,7 +459,7 @@ def token_attribution(
     ids = as_ids(tokens)
     embedding = lm.model.get_submodule(lm.adapter.token_embedding)
     with torch.inference_mode(False), torch.no_grad():
-        x = embedding(ids).float()  # (1, T, d)
+        x = embedding(ids.to(lm.device)).float()  # (1, T, d), float32 whatever the model's dtype
         clean, _ = run(lm, ids, capture=False)
     metric, targets = make_metric(lm, target, wrong, clean[0, -1])
     path = _Path(lm, ids, x, baseline_embeddings(lm, x), metric, batch_tokens)

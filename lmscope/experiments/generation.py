@@ -191,6 +191,7 @@ def _decode(
     """Greedy or sampled continuation of `ids` `(1, T)` with the KV cache; stops at end-of-text."""
     eos = lm.tokenizer.eos_token_id
     new: list[int] = []
+    ids = ids.to(lm.device)
     cache, step, seq = None, ids, ids
     for _ in range(settings.max_new_tokens):
         with pass_slot():
@@ -199,8 +200,9 @@ def _decode(
         if settings.method == "greedy":
             token = logits.argmax(-1, keepdim=True)
         else:
-            probs = settings.distribution(logits, seq)
-            token = torch.multinomial(probs, 1, generator=generator)
+            # drawn on the CPU, whatever the device: a seed gives the same draw everywhere
+            probs = settings.distribution(logits, seq).cpu()
+            token = torch.multinomial(probs, 1, generator=generator).to(lm.device)
         new.append(int(token))
         if new[-1] == eos:
             break
@@ -212,6 +214,7 @@ def _decode(
 def _beam(lm: LoadedModel, ids: torch.Tensor, settings: GenerationSettings) -> list[int]:
     """transformers' beam search; the best beam's new tokens."""
     eos = lm.tokenizer.eos_token_id
+    ids = ids.to(lm.device)
     with pass_slot():
         out = lm.model.generate(
             ids,

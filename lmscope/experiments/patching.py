@@ -179,7 +179,7 @@ def _position_pass(
     patches, rows = {}, 1
     for layer, count in sorted(grow.items()):
         rows += count
-        mask = torch.zeros(rows, p.tokens)
+        mask = torch.zeros(rows, p.tokens, device=p.lm.device)
         for row, (_, position) in enumerate(c for c in cells if c[0] == layer):
             mask[rows - count + row, position] = 1
         patches[f"blocks.{layer}.{HOOKS[component]}"] = StreamPatch(mask, sources[layer])
@@ -241,13 +241,13 @@ def patched_together(
     base, _ = p.runs(direction)
     sources = _sources(p, component, direction)
     if component == "heads":
-        keep = torch.ones(p.lm.layers, p.lm.heads)
+        keep = torch.ones(p.lm.layers, p.lm.heads, device=p.lm.device)
         for layer, head in cells:
             keep[layer, head] = 0
         patches = {layer: HeadPatch(keep[layer], sources[layer]) for layer in range(p.lm.layers)}
         streams = {}
     else:
-        mask = torch.zeros(p.lm.layers, p.tokens)
+        mask = torch.zeros(p.lm.layers, p.tokens, device=p.lm.device)
         for layer, position in cells:
             mask[layer, position] = 1
         name = HOOKS[component]

@@ -30,7 +30,23 @@ class ClientJobs:
         self.heartbeat = heartbeat
         self._jobs: dict[str, dict[str, Job]] = {}
         self._seen: dict[str, float] = {}
+        self._confirmed: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+
+    def confirm(self, client: str, what: str) -> None:
+        """Client `client` confirmed long work `what` after seeing its estimate: its next start
+        is allowed past the time limit, once (see `core.budget.confirmed`)."""
+        with self._lock:
+            if len(self._confirmed) > CLIENTS_KEPT:
+                self._confirmed.clear()
+            self._confirmed.add((client, what))
+
+    def confirmed(self, client: str, what: str) -> bool:
+        """Whether `what` was confirmed by `client` (and the confirmation is used up)."""
+        with self._lock:
+            found = (client, what) in self._confirmed
+            self._confirmed.discard((client, what))
+            return found
 
     @contextmanager
     def job(self, client: str, kind: str, label: str = "", *, replaces_all: bool = False

@@ -69,10 +69,15 @@ class Service:
 
     def inspect(self, model_id: str) -> tuple[ModelCard, int, int]:
         """A model read from its config alone, nothing downloaded or loaded: its card, the bytes
-        its weights would download, and the memory loading it would need."""
+        its weights would download, and the memory loading it would need (in the dtype this
+        server loads models in)."""
         config, _, card = inspect_model(model_id)
         half = str(getattr(config, "dtype", "")).endswith(("float16", "bfloat16"))
-        return card, card.parameters * (2 if half else 4), memory_needed(card)
+        return (
+            card,
+            card.parameters * (2 if half else 4),
+            memory_needed(card, self.models.placement.dtype),
+        )
 
     def has_on_disk(self, model_id: str) -> bool:
         """Whether a request for `model_id` downloads nothing: it is loaded, or on this machine."""
@@ -92,7 +97,8 @@ class Service:
             if key in self.models.cached():
                 self.served = key
             else:
-                lm = load_model(requested, allow_local_path=True, progress=progress)
+                lm = load_model(requested, allow_local_path=True, progress=progress,
+                                placement=self.models.placement)  # fmt: skip
                 self.served = self.models.add(lm)
             return None
         try:

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 from ..api import create_blueprint
 from ..core.catalog import entry as catalog_entry
 from ..core.catalog import terms_path
+from ..core.devices import Placement
 from ..core.errors import LmscopeError
 from ..core.model_cache import ModelCache
 from ..dashboard.app import create_app as create_dashboard
@@ -125,15 +126,16 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8050,
     allowed_hosts: Iterable[str] = (),
+    placement: Placement | None = None,
 ) -> int:
     """Run the dashboard and the API on waitress (the `lmscope serve` command); the operator may
     name a local folder or file. Only Host headers naming host:port (or `allowed_hosts`) are
-    answered."""
+    answered. Every model is loaded with `placement` (the operator's --device and --dtype)."""
 
     def say(line: str) -> None:
         print(f"… {line}", file=sys.stderr, flush=True)
 
-    service = Service(ModelCache())
+    service = Service(ModelCache(placement=placement))
     notice = service.serve(model, say)
     if notice:
         say(notice)

@@ -22,7 +22,10 @@
       if (key === "style") {
         Object.keys(value).forEach(function (k) { el.style[k] = value[k]; });
       } else if (key === "href") {
-        if (String(value).charAt(0) === "#") el.setAttribute("href", String(value));
+        const href = String(value); // within the page or this server only (static.py same_site)
+        if (href.charAt(0) === "#" || (href.charAt(0) === "/" && href.charAt(1) !== "/")) {
+          el.setAttribute("href", href);
+        }
       } else if (key === "hidden") {
         el.hidden = Boolean(value);
       } else if (!/^on/i.test(key)) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
@@ -14,16 +15,34 @@ from ..static import static
 from ..terms import linked
 
 
-class Views(NamedTuple):
-    """Views of a stage drawn with other stages' in one request (`register_views`).
+@dataclass(frozen=True)
+class Drawing:
+    """What a view draws from: the analysis shown (None before the first Analyze, or once the
+    store evicted it), its page data, the page's focus, whether the analysis is new to the view's
+    group (`new_analysis`), what set the request off, and the values of the view's own controls
+    (`Views.reads`) as `values["id.property"]`."""
 
-    `draw(analysis, data, focus)` gives one value per output (`analysis` None before the first
-    Analyze or once the store evicted it); `follows_focus`: drawn again when the focus changes.
+    analysis: Analysis | None
+    data: dict | None
+    focus: dict | None
+    new: bool
+    trigger: object
+    values: dict[str, object]
+
+
+class Views(NamedTuple):
+    """Views drawn together, in ONE request per group (`register_views`): the one way a stage
+    is drawn.
+
+    `draw(drawing)` gives one value per output. A view is drawn for a new analysis, when the
+    focus changes if it `follows_focus`, and when one of its own controls among `reads` (an
+    `Input`; a `State` is only read) changes.
     """
 
     outputs: tuple[Output, ...]
-    draw: Callable[[Analysis | None, dict | None, dict | None], tuple]
+    draw: Callable[[Drawing], tuple]
     follows_focus: bool = False
+    reads: tuple[Input | State, ...] = ()
 
 
 def new_analysis(data: dict | None, drawn: str | None) -> bool:
@@ -34,28 +53,46 @@ def new_analysis(data: dict | None, drawn: str | None) -> bool:
     return (data or {}).get("id") != drawn or ctx.triggered_id is None
 
 
-def register_views(app: Dash, service: Service, views: Sequence[Views]) -> None:
-    """ONE callback draws `views` for each new analysis (see `new_analysis`; `views-drawn` holds
-    what it last drew): every callback costs the page's renderer a round of updates over all its
-    mounted components (four in one: 20-35 ms less per Analyze on a 2-core CPU)."""
+def _key(dependency: Input | State) -> str:
+    return f"{dependency.component_id}.{dependency.component_property}"
+
+
+def register_views(app: Dash, service: Service, views: Sequence[Views], drawn: str) -> None:
+    """ONE callback draws a group of `views` (see `Views`); the store `drawn` holds the analysis
+    it last drew (`new_analysis`). Every callback costs the page's renderer a round of updates
+    over all its mounted components, and a browser opens at most six requests at once: views
+    are grouped so that an Analyze costs few requests (four stages in one: 20-35 ms less per
+    Analyze on a 2-core CPU)."""
+    inputs = [r for view in views for r in view.reads if isinstance(r, Input)]
+    states = [r for view in views for r in view.reads if isinstance(r, State)]
+    outputs = [output for view in views for output in view.outputs]
+    duplicates = any(getattr(o, "allow_duplicate", False) for o in outputs)
 
     @app.callback(
-        *(output for view in views for output in view.outputs),
-        Output("views-drawn", "data"),
+        *outputs,
+        Output(drawn, "data"),
         Input("analysis", "data"),
         Input("focus", "data"),
-        State("views-drawn", "data"),
+        *inputs,
+        State(drawn, "data"),
+        *states,
+        prevent_initial_call="initial_duplicate" if duplicates else False,
     )
-    def draw(data, focus, drawn):
-        analysis = service.stored(data)
-        new = new_analysis(data, drawn)
-        values: list = []
+    def draw(data, focus, *rest):
+        own = rest[: len(inputs)]
+        last, *read = rest[len(inputs) :]
+        values = {_key(d): v for d, v in zip([*inputs, *states], [*own, *read], strict=True)}
+        trigger = ctx.triggered_id
+        new = new_analysis(data, last)
+        drawing = Drawing(service.stored(data), data, focus, new, trigger, values)
+        answer: list = []
         for view in views:
-            if new or view.follows_focus:
-                values.extend(view.draw(analysis, data, focus))
+            asked = any(isinstance(r, Input) and r.component_id == trigger for r in view.reads)
+            if new or asked or (view.follows_focus and trigger in ("focus", "analysis")):
+                answer.extend(view.draw(drawing))
             else:
-                values.extend((no_update,) * len(view.outputs))
-        return (*values, (data or {}).get("id") if new else no_update)
+                answer.extend((no_update,) * len(view.outputs))
+        return (*answer, (data or {}).get("id") if new else no_update)
 
 
 def section(

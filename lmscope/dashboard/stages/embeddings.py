@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, ctx, html, no_update
-from dash.exceptions import PreventUpdate
+from dash import Input, Output, html, no_update
 
 from ...core.analysis import Analysis
 from ...core.embeddings import nearest_tokens
-from ...service import Service
+from ...core.model import LoadedModel
 from .. import figures
 from ..static import static
-from . import HIDDEN, SHOWN, graph, position_input, ready, section
+from . import HIDDEN, SHOWN, Drawing, Views, graph, position_input, ready, section
 
 EXPLAIN = (
     "Each token id picks one row of a big table, the [[embedding]] matrix: a list of numbers (a "
@@ -118,33 +117,51 @@ def stage(analysis: Analysis, position: int, analysis_id: str) -> tuple:
     )
 
 
-def register(app: Dash, service: Service) -> None:
-    @app.callback(
-        Output("embed-position", "max"),
-        Output("embed-position", "value"),
-        Output("embed-info", "children"),
-        Output({"kind": "figure", "name": "token-vector"}, "figure"),
-        Output({"kind": "figure", "name": "token-vector"}, "style"),
-        Output({"kind": "figure", "name": "position-vector"}, "figure"),
-        Output({"kind": "figure", "name": "position-vector"}, "style"),
-        Output("embed-position-note", "children"),
-        Output("embed-position-note", "hidden"),
-        Output("embed-neighbors", "children"),
-        Input("analysis", "data"),
-        Input("embed-position", "value"),
+OUTPUTS = (
+    Output("embed-position", "max"),
+    Output("embed-position", "value"),
+    Output("embed-info", "children"),
+    Output({"kind": "figure", "name": "token-vector"}, "figure"),
+    Output({"kind": "figure", "name": "token-vector"}, "style"),
+    Output({"kind": "figure", "name": "position-vector"}, "figure"),
+    Output({"kind": "figure", "name": "position-vector"}, "style"),
+    Output("embed-position-note", "children"),
+    Output("embed-position-note", "hidden"),
+    Output("embed-neighbors", "children"),
+)
+BOX = "embed-position.value"
+
+
+def draw(drawing: Drawing) -> tuple:
+    """A new analysis shows its last token; a token typed in the box or clicked elsewhere shows
+    that one (`VIEWS`). What is not a position of the prompt changes nothing: the box keeps what
+    was typed, the stage what it shows."""
+    analysis = drawing.analysis
+    if analysis is None:
+        return None, None, [], no_update, HIDDEN, no_update, HIDDEN, "", True, []
+    last = len(analysis.tokens) - 1
+    if drawing.new:
+        return last, last, *stage(analysis, last, drawing.data["id"])
+    position = drawing.values[BOX]
+    if position is None or position != int(position) or not 0 <= position <= last:
+        return (no_update,) * len(OUTPUTS)
+    return no_update, no_update, *stage(analysis, int(position), drawing.data["id"])
+
+
+VIEWS = Views(OUTPUTS, draw, reads=(Input("embed-position", "value"),))
+
+
+def tour_text(lm: LoadedModel) -> str:
+    """What the tour says of this stage, for this model."""
+    card = lm.card
+    if card.rotary:
+        return (
+            f"{card.name} adds nothing for position here: it uses rotary positions (RoPE), which "
+            "rotate each query and key inside attention by an angle that grows with the position. "
+            "So the token's own vector is all that enters layer 0, at any position."
+        )
+    return (
+        f"{card.name} adds a learned position vector to each token's vector "
+        f"({card.context_length:,} positions, one vector each), so the same word at two places "
+        "enters layer 0 as two different vectors. Pick another token in the menu to compare."
     )
-    def draw(data, position):
-        """A new analysis shows its last token (one round trip, not a chained second one); a
-        token typed in the box or clicked elsewhere shows that one."""
-        analysis = service.stored(data)
-        if analysis is None:
-            return None, None, [], no_update, HIDDEN, no_update, HIDDEN, "", True, []
-        last = len(analysis.tokens) - 1
-        if ctx.triggered_id == "embed-position":
-            if position is None or position != int(position) or not 0 <= position <= last:
-                raise PreventUpdate  # the box keeps what was typed; the stage what it shows
-            largest = value = no_update
-            position = int(position)
-        else:
-            largest = value = position = last
-        return largest, value, *stage(analysis, position, data["id"])

@@ -11,7 +11,7 @@ from dash import Dash, Input, Output, State, html, no_update
 from ...core.analysis import Analysis
 from ...core.flow import flow
 from ...service import Service
-from . import Views, position_input, section
+from . import Drawing, Views, position_input, section
 from .attention.grid import focus_position
 from .output import focused_position
 from .tokens import FOCUSED
@@ -55,8 +55,9 @@ def document(analysis: Analysis, position: int, key: str) -> dict:
     return doc
 
 
-def draw(analysis: Analysis | None, data: dict | None, focus: dict | None) -> tuple:
+def draw(drawing: Drawing) -> tuple:
     """The diagram for the followed token, and the position box (`VIEWS`)."""
+    analysis, data, focus = drawing.analysis, drawing.data, drawing.focus
     if analysis is None:
         return html.P("Press Analyze to see the pass.", className="empty"), None, None, ""
     position = focused_position(analysis, focus)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dash import Output, html, no_update
 
-from ...core.analysis import Analysis
 from ...core.card import ModelCard
+from ...core.model import LoadedModel
 from .. import figures
 from ..static import static
-from . import HIDDEN, SHOWN, Views, graph, ready, section
+from . import HIDDEN, SHOWN, Drawing, Views, graph, ready, section
 
 EXPLAIN = (
     "After attention, every token passes through its own small feed-forward network, the [[MLP]]: "
@@ -88,8 +88,9 @@ def layout() -> html.Section:
     )
 
 
-def draw(analysis: Analysis | None, data: dict | None, _focus: dict | None) -> tuple:
+def draw(drawing: Drawing) -> tuple:
     """The MLP's shape and the residual writes (`VIEWS`)."""
+    analysis, data = drawing.analysis, drawing.data
     if analysis is None:
         return html.P("Press Analyze to see the MLPs.", className="empty"), no_update, HIDDEN
     card = analysis.lm.card
@@ -119,3 +120,20 @@ VIEWS = Views(
     ),
     draw,
 )
+
+
+def tour_text(lm: LoadedModel) -> str:
+    """What the tour says of this stage, for this model."""
+    card = lm.card
+    if lm.card.gated_mlp:
+        return (
+            f"Each layer's MLP is gated ({'SwiGLU' if card.activation == 'SiLU' else 'GLU'}): "
+            f"the {card.hidden_size:,} numbers are widened "
+            f"twice to {card.mlp_size:,}, one copy goes through {card.activation} and multiplies "
+            "the other, and the product is narrowed back. The boxes' heights follow the widths."
+        )
+    return (
+        f"Each layer's MLP widens the {card.hidden_size:,} numbers to {card.mlp_size:,}, applies "
+        f"{card.activation}, and narrows them back. The heatmap below shows how much each "
+        "attention and MLP layer wrote at each position."
+    )

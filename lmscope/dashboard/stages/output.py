@@ -6,7 +6,8 @@ from dash import Output, html, no_update
 
 from ...core.analysis import Analysis
 from .. import figures
-from . import HIDDEN, SHOWN, Views, graph, ready, section
+from ..figures import percent
+from . import HIDDEN, SHOWN, Drawing, Views, graph, ready, section
 from .tokens import chips
 
 SENTENCE_TOKENS = 60  # the end of the prompt shown before the predicted token
@@ -53,8 +54,9 @@ def layout() -> html.Section:
     )
 
 
-def draw(analysis: Analysis | None, data: dict | None, focus: dict | None) -> tuple:
+def draw(drawing: Drawing) -> tuple:
     """The prediction after the followed token, its top 10 and its logit lens (`VIEWS`)."""
+    analysis, data, focus = drawing.analysis, drawing.data, drawing.focus
     if analysis is None:
         empty = html.P("Press Analyze to see the prediction.", className="empty")
         return empty, no_update, HIDDEN, no_update, HIDDEN
@@ -137,3 +139,25 @@ def followed(analysis: Analysis, position: int) -> html.P | None:
         id="output-position",
         **{"data-position": str(position)},
     )
+
+
+UNSURE = 0.2  # a top prediction below this probability is called a weak guess
+
+
+def tour_text(analysis: Analysis | None) -> str:
+    """What the tour says of this stage, for this prompt (the model's own guess)."""
+    if analysis is None:
+        return "The last token's vector becomes one score per vocabulary entry."
+    best = analysis.top_predictions(1)[0]
+    text = (
+        f"The model's guess for the next token: {best.display} at "
+        f"{percent(best.probability)}. The bars show the top 10; the logit lens beside them "
+        "shows, layer by layer, what the model would predict if it stopped there."
+    )
+    if best.probability < UNSURE:
+        text += (
+            f" {analysis.lm.card.name} is far from sure here: a small model trained for its "
+            "attention heads rather than for language guesses weakly; a trained model such as "
+            "GPT-2 or SmolLM2 answers ␣Mary with high probability."
+        )
+    return text

@@ -6,9 +6,8 @@ import json
 
 from dash import Output, html
 
-from ...core.analysis import Analysis
 from ...core.tokens import Token
-from . import Views, ready, section
+from . import Drawing, Views, ready, section
 
 EXPLAIN = (
     "The model never sees letters. A tokenizer cuts the text into pieces ([[tokens|token]]) from a "
@@ -61,8 +60,9 @@ def layout() -> html.Section:
     )
 
 
-def draw(analysis: Analysis | None, data: dict | None, focus: dict | None) -> tuple:
+def draw(drawing: Drawing) -> tuple:
     """The tokens, the followed one marked (`VIEWS`)."""
+    analysis, data, focus = drawing.analysis, drawing.data, drawing.focus
     if analysis is None:
         return (html.P("Press Analyze to see the tokens.", className="empty"),)
     count = len(analysis.tokens)

@@ -7,10 +7,10 @@ thumbnail, the layer view or a shared link sets it), `focus.position` the follow
 
 from __future__ import annotations
 
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import Dash, State, dcc, html
 
 from ....service import Service
-from .. import new_analysis, section
+from .. import Drawing, Views, register_views, section
 from . import grid, head, layer, lines, model_view, steps, token_view
 from .cells import pick_store
 from .grid import CATEGORY_VIEWS, EXPLAIN, head_grid, kv_groups
@@ -41,50 +41,61 @@ def layout() -> html.Section:
     )
 
 
+def _value(drawing: Drawing, key: str) -> object:
+    return drawing.values[key]
+
+
+# The stage's views, drawn in ONE request for a new analysis or a new focus (`register_views`),
+# a group of their own beside the other stages' (so the browser sends the two at once); the
+# views' own controls have their own callbacks.
+VIEWS = (
+    Views(grid.OUTPUTS, lambda d: grid.draw(d.analysis, d.data)),
+    Views(
+        head.OUTPUTS,
+        lambda d: head.draw(d.analysis, d.data, d.focus, _value(d, "head-shown.data")),
+        follows_focus=True,
+        reads=(State("head-shown", "data"),),
+    ),
+    Views(
+        steps.OUTPUTS,
+        lambda d: steps.draw(
+            d.analysis, d.data, d.focus, _value(d, "attn-query.value"), _value(d, "attn-query.max")
+        ),
+        follows_focus=True,
+        reads=(State("attn-query", "value"), State("attn-query", "max")),
+    ),
+    Views((token_view.CHOICES,), lambda d: (token_view.choices(d.analysis),)),
+    Views(
+        (token_view.OUTPUT,),
+        lambda d: (token_view.draw(d.analysis, d.focus, _value(d, "attn-overlay.value")),),
+        follows_focus=True,
+        reads=(State("attn-overlay", "value"),),
+    ),
+    lines.VIEWS,
+    Views(
+        layer.OUTPUTS,
+        lambda d: layer.draw(
+            d.analysis,
+            d.focus,
+            _value(d, "layer-select.value"),
+            _value(d, "layer-view.open"),
+            "analysis" if d.new else "focus",
+        ),
+        follows_focus=True,
+        reads=(State("layer-select", "value"), State("layer-view", "open")),
+    ),
+    Views(
+        (model_view.OUTPUT,),
+        lambda d: (model_view.draw(d.analysis, _value(d, "model-view-box.open")),),
+        reads=(State("model-view-box", "open"),),
+    ),
+)
+
+
 def register(app: Dash, service: Service) -> None:
     for view in (grid, head, steps, token_view, lines, layer, model_view):
         view.register(app, service)
-
-    @app.callback(
-        *grid.OUTPUTS,
-        *head.OUTPUTS,
-        *steps.OUTPUTS,
-        token_view.CHOICES,
-        token_view.OUTPUT,
-        *layer.OUTPUTS,
-        model_view.OUTPUT,
-        Output("attn-drawn", "data"),
-        Input("focus", "data"),
-        Input("analysis", "data"),
-        State("attn-drawn", "data"),
-        State("head-shown", "data"),
-        State("attn-query", "value"),
-        State("attn-query", "max"),
-        State("attn-overlay", "value"),
-        State("layer-select", "value"),
-        State("layer-view", "open"),
-        State("model-view-box", "open"),
-        prevent_initial_call="initial_duplicate",
-    )
-    def follow(focus, data, drawn, shown, query, query_max, overlay, layer_shown, layer_open,
-               model_open):  # fmt: skip
-        """Every view of the stage for a new analysis or a new focus, in ONE request: each
-        callback costs the page's renderer a round of updates over all its components, and
-        the browser opens at most six requests at once. The views' own controls have their own
-        callbacks. Whether the analysis is new: `new_analysis`, from `attn-drawn`."""
-        analysis = service.stored(data)
-        key = (data or {}).get("id")
-        new = new_analysis(data, drawn)
-        return (
-            *(grid.draw(analysis, data) if new else (no_update,) * len(grid.OUTPUTS)),
-            *head.draw(analysis, data, focus, shown),
-            *steps.draw(analysis, data, focus, query, query_max),
-            token_view.choices(analysis) if new else no_update,
-            token_view.draw(analysis, focus, overlay),
-            *layer.draw(analysis, focus, layer_shown, layer_open, "analysis" if new else "focus"),
-            model_view.draw(analysis, model_open) if new else no_update,
-            key if new else no_update,
-        )
+    register_views(app, service, VIEWS, "attn-drawn")
 
 
 __all__ = ["CATEGORY_VIEWS", "head_grid", "kv_groups", "layout", "register"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
 
 from ....core.analysis import Analysis
+from ....core.card import ModelCard
 from ....core.errors import LmscopeError
 from ....core.heads import CATEGORIES as HEAD_CATEGORIES
 from ....core.heads import (
@@ -26,7 +27,7 @@ from ....core.profile import known_profile
 from ....service import Service
 from ... import figures
 from ...static import static
-from .. import Views, ready
+from .. import Drawing, Views, ready
 from .cells import Cell, cell_grid
 
 EXPLAIN = (
@@ -103,7 +104,8 @@ def kv_groups(heads: int, kv_heads: int | None) -> str | None:
     )
     return (
         f"Grouped-query attention: each layer's {heads} query heads read only {kv_heads} "
-        f"key/value heads, {size} query heads per key/value group ({groups}). Heads of one group "
+        f"key/value head{'s' if kv_heads > 1 else ''}, {size} query heads per key/value group "
+        f"({groups}). Heads of one group "
         "see the same keys and values; only their "
         "queries differ, so they can still attend differently. The lines in the grid separate "
         "the groups."
@@ -146,9 +148,14 @@ def head_grid(report: HeadReport, kv_heads: int | None = None) -> html.Div:
     )
 
 
-def legend(report: HeadReport | None = None, heads: int = 0, kv_heads: int | None = None):
-    """What the colours mean: hue = category, depth = score, the brown bar = the sink share (one
-    static component)."""
+def legend(
+    report: HeadReport | None = None,
+    heads: int = 0,
+    kv_heads: int | None = None,
+    window: str | None = None,
+):
+    """What the colours mean: hue = category, depth = score, the brown bar = the sink share, and
+    the model's grouped keys and sliding window (`window`), if any (one static component)."""
     items = [
         html.Span(
             LABELS[c],
@@ -199,7 +206,23 @@ def legend(report: HeadReport | None = None, heads: int = 0, kv_heads: int | Non
     groups = kv_groups(heads, kv_heads)
     if groups:
         lines.append(html.P(groups, className="hint kv-groups"))
+    if window:
+        lines.append(html.P(window, className="hint sliding-window"))
     return static(html.Div(lines, className="legend-block"))
+
+
+def sliding_window(card: ModelCard) -> str | None:
+    """Which layers read only the last `sliding_window` tokens, in words (None: every layer
+    reads the whole prompt)."""
+    if not card.sliding_window or not card.local_layers:
+        return None
+    every = [layer for layer in range(card.layers) if layer not in card.local_layers]
+    names = ", ".join(f"L{layer}" for layer in every) or "none"
+    return (
+        f"Sliding window: {len(card.local_layers)} of {card.layers} layers read only the last "
+        f"{card.sliding_window:,} tokens before each token (local attention); {names} read the "
+        "whole prompt. On a shorter prompt the two kinds see the same."
+    )
 
 
 def _rule(category: str) -> str:
@@ -315,15 +338,17 @@ def draw(analysis: Analysis | None, data: dict | None) -> tuple:
     card = analysis.lm.card
     kv = getattr(card, "key_value_heads", None)
     grid = head_grid(analysis.heads, kv)
-    return legend(analysis.heads, card.heads_per_layer, kv), [grid, ready(data["id"])]
+    shown = legend(analysis.heads, card.heads_per_layer, kv, sliding_window(card))
+    return shown, [grid, ready(data["id"])]
 
 
 MEASURING = "Measuring this model's heads on a reference text, once per model…"
 
 
-def categories(analysis: Analysis | None, data: dict | None, _focus: dict | None) -> tuple:
+def categories(drawing: Drawing) -> tuple:
     """The categories table (`CATEGORY_VIEWS`), drawn with the other stages when the model's profile is
     at hand; else the profile is asked for in a request of its own (it takes seconds to measure)."""
+    analysis, data = drawing.analysis, drawing.data
     if analysis is None:
         return [], no_update
     profile = known_profile(analysis.lm)
@@ -380,3 +405,31 @@ def focus_position(position: int) -> Patch:
     focus = Patch()
     focus["position"] = position
     return focus
+
+
+def tour_text(lm: LoadedModel, report: HeadReport | None) -> str:
+    """What the tour says of the grid, for this model and (`report`) this prompt."""
+    card = lm.card
+    text = (
+        f"Each cell is one head: {card.layers} layers x {card.heads_per_layer} heads. Its colour "
+        "says what the head does on this prompt (previous token, self, spread out, duplicate, "
+        "induction); the bar at the bottom is its share on the first token."
+    )
+    if card.key_value_heads < card.heads_per_layer:
+        text += (
+            f" {card.name} uses grouped-query attention: the {card.heads_per_layer} query heads of "
+            f"a layer share {card.key_value_heads} key/value heads (the lines in the grid)."
+        )
+    if report is not None:
+        sinks, total = len(report.sink_heads()), report.layers * len(report.categories[0])
+        if sinks:
+            text += (
+                f" Attention sink: on this prompt {sinks} of {total} heads park at least "
+                f"{SINK_MARK:.0%} of their attention on the first token, whatever it is."
+            )
+        else:
+            text += (
+                f" No head parks {SINK_MARK:.0%} of its attention on the first token here: "
+                "this model shows no attention sink on this prompt."
+            )
+    return text

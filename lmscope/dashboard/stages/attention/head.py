@@ -12,6 +12,7 @@ from ....core.analysis import OVERVIEW, Analysis
 from ....core.heads import LABELS, head_name
 from ....core.profile import known_profile
 from ....service import Service
+from ...figures import percent
 from .. import HIDDEN, SHOWN, graph
 from .grid import describe, focus_position
 from .plots import attention_heatmap
@@ -161,4 +162,37 @@ def register(app: Dash, service: Service) -> None:
         Output("head-scrolled", "data"),
         Input("head-detail", "children"),
         State("head-shown", "data"),
+    )
+
+
+HOW_IT_READS = {
+    "previous_token": "it reads the token just before (a stripe just below the diagonal)",
+    "self": "each token reads itself (the diagonal)",
+    "diffuse": "its attention is spread over many earlier tokens",
+    "duplicate_token": "it reads earlier copies of the current token",
+    "induction": "it reads the token after the earlier copy of the current token",
+}
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def tour_text(analysis: Analysis, layer: int, head: int) -> str:
+    """What the tour says of the head it opens: its role and score on this prompt, its share on
+    the first token, and where the last token reads most, in this prompt's numbers."""
+    report = analysis.heads
+    category = report.categories[layer][head]
+    score, sink = report.strength(layer, head) or 0.0, report.sink(layer, head) or 0.0
+    last = analysis.pattern(layer, head, slice(-1, None))[0]
+    key = int(last.argmax())
+    tokens = analysis.tokens
+    return (
+        f"This is {head_name(layer, head)}, {article(LABELS[category])} {LABELS[category]} head "
+        f"on this prompt: "
+        f"{HOW_IT_READS[category]}. {percent(score)} of the attention it does not park on the "
+        f"first token goes there ({percent(sink)} sits on the first token). In the bottom row, "
+        f"the last token {tokens[-1].display} gives {percent(float(last[key]))} to "
+        f"{tokens[key].display}. Each row of the pattern is a token reading; each column, "
+        "a token it reads from."
     )

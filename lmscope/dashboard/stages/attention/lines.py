@@ -15,7 +15,7 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from ....core.analysis import Analysis
 from ....core.flow import LINE_FLOOR, LINE_WINDOW, head_lines, line_window
 from ....service import Service
-from .. import Views
+from .. import Drawing, Views
 from ..output import focused_position
 
 HINT = (
@@ -58,8 +58,9 @@ def focused_layer(analysis: Analysis, focus: dict | None) -> int | None:
     return None
 
 
-def frame(analysis: Analysis | None, data: dict | None, focus: dict | None) -> tuple:
+def frame(drawing: Drawing) -> tuple:
     """The view's tokens and heads for assets/lines.js (`VIEWS`); no weights."""
+    analysis, data, focus = drawing.analysis, drawing.data, drawing.focus
     if analysis is None:
         return (html.P("Press Analyze to draw the lines.", className="empty"),)
     position = focused_position(analysis, focus)

@@ -81,7 +81,7 @@ def attention_heatmap(
     text = {"text": _cell_names(analysis, rows, keys)} if named else {}
     fig = go.Figure(
         go.Heatmap(
-            z=z.numpy(),  # float32, sent as a binary array
+            z=z.cpu().numpy(),  # float32, sent as a binary array
             **coords,
             **text,
             colorscale="Blues",
@@ -118,7 +118,7 @@ def layer_heads(analysis: Analysis, layer: int, window: int = LAYER_VIEW_WINDOW)
     the first column and the bottom row carry token labels, a click on a head opens it."""
     heads = analysis.heads_per_layer
     start = max(0, len(analysis.tokens) - window)
-    shown = analysis.layer_patterns(layer, rows=slice(start, None))[:, :, start:]
+    shown = analysis.layer_patterns(layer, rows=slice(start, None))[:, :, start:].cpu()
     labels = token_labels(analysis, start)
     cols = min(heads, 3)
     rows = -(-heads // cols)
@@ -191,7 +191,7 @@ def thumbnails(analysis: Analysis, window: int = THUMB) -> list[list[str]]:
     start = max(0, len(analysis.tokens) - window)
     images = []
     for layer in range(len(analysis.keys)):
-        shown = analysis.layer_patterns(layer, rows=slice(start, None))[:, :, start:]
+        shown = analysis.layer_patterns(layer, rows=slice(start, None))[:, :, start:].cpu()
         top = shown.flatten(1).amax(-1).clamp_min(1e-6).view(-1, 1, 1)
         images.append([_png(colour(h)) for h in shown / top])
     return images

@@ -73,7 +73,7 @@ def draw(analysis: Analysis | None, focus: dict | None, overlay: str | None):
     position = followed(analysis, focus)
     kv = analysis.keys[layer].key.shape[1]
     heads = overlay_heads(analysis.heads_per_layer, head, kv, overlay)
-    rows = analysis.keys[layer].rows(position, position + 1, heads=heads)[0, :, 0]  # (h, T)
+    rows = analysis.keys[layer].rows(position, position + 1, heads=heads)[0, :, 0].cpu()  # (h, T)
     shade = rows.amax(0)
     shown = analysis.tokens[: position + 1]
     names = [head_name(layer, h) for h in heads]

@@ -150,7 +150,7 @@ def register(app: Dash, panel: Panel) -> None:
                 lm, _ = panel.model_and_prompt(data)
                 new = check_heads(lm, parse_heads(text or ""))
             except LmscopeError as error:
-                return no_update, message(str(error))
+                return no_update, message(error)
         return heads + [list(h) for h in new if list(h) not in heads], ""
 
     @app.callback(Output("inv-chips", "children"), Input("inv-heads", "data"))
@@ -196,7 +196,7 @@ def register(app: Dash, panel: Panel) -> None:
             result = ablate(lm, prompt, heads, mode, target=parse_target(target),
                             wrong=parse_target(wrong), new_tokens=ABLATION_TOKENS)  # fmt: skip
         except LmscopeError as error:
-            return no_update, no_update, no_update, message(str(error)), no_update
+            return no_update, no_update, no_update, message(error), no_update
         p_before, p_after = result.target_probability
         before, after = result.before.softmax(-1), result.after.softmax(-1)
         top_before, top_after = result.top("before"), result.top("after")
@@ -287,7 +287,7 @@ def register(app: Dash, panel: Panel) -> None:
             scan = ablation_scan(lm, prompt, mode, target=parse_target(target),
                                  wrong=parse_target(wrong))  # fmt: skip
         except LmscopeError as error:
-            return (no_update,) * 4 + (message(str(error)), no_update)
+            return (no_update,) * 4 + (message(error), no_update)
         doc = scan.to_dict()
         label, clean = doc["metric"]["label"], doc["metric"]["clean"]
         effect = scan.effect
@@ -339,7 +339,7 @@ def register(app: Dash, panel: Panel) -> None:
             result = ablation_estimate(lm, prompt, mode, parse_target(target), parse_target(wrong),
                                        check=default(head_scan, "check") if k is None else int(k))  # fmt: skip
         except LmscopeError as error:
-            return (no_update,) * 4 + (message(str(error)), no_update)
+            return (no_update,) * 4 + (message(error), no_update)
         doc = result.to_dict()
         label = doc["metric"]["label"]
         top = divmod(int(result.atp.abs().argmax()), result.atp.shape[1])

@@ -160,7 +160,7 @@ def register(app: Dash, panel: Panel) -> None:
         try:
             dla = direct_logit_attribution(analysis, parse_target(target), parse_target(wrong))
         except LmscopeError as error:
-            return *failed, message(str(error)), no_update
+            return *failed, message(error), no_update
         doc = dla.to_dict()
         shown = dla.label
         body = [
@@ -198,7 +198,7 @@ def register(app: Dash, panel: Panel) -> None:
             lm, prompt = panel.model_and_prompt(data)
             result = token_attribution(lm, prompt, parse_target(target), wrong=parse_target(wrong))
         except LmscopeError as error:
-            return no_update, message(str(error)), no_update
+            return no_update, message(error), no_update
         doc = result.to_dict()
         head = metric_line(doc["metric"], result.notices, "inv-attr-metric")
         return [head, *token_rows(result)], "", keep("token_attribution", doc)

@@ -101,7 +101,7 @@ def register(app: Dash, panel: Panel) -> None:
                 raise RequestError("Choose a second model to compare with.")
             result = compare(first, panel.service.model(second_id), prompt).to_dict()
         except LmscopeError as error:
-            return no_update, no_update, no_update, message(str(error)), no_update
+            return no_update, no_update, no_update, message(error), no_update
         sides = result["models"]
         same = "the same" if result["same_top_prediction"] else "different"
         body = [

@@ -340,7 +340,7 @@ def register(app: Dash, panel: Panel) -> None:
             settings = settings_from(method, tokens, temperature, top_k, top_p, seed, beams)
             result = generate(lm, prompt, settings)
         except LmscopeError as error:
-            return no_update, message(str(error)), no_update, no_update
+            return no_update, message(error), no_update, no_update
         kept = {
             "key": secrets.token_hex(6),
             "model": data["model"],
@@ -372,7 +372,7 @@ def register(app: Dash, panel: Panel) -> None:
             lm = panel.service.model(kept["model"])
             analysis = analyze_continuation(lm, kept["prompt"], kept["new_ids"])
         except LmscopeError as error:
-            return no_update, no_update, message(str(error))
+            return no_update, no_update, message(error)
         focus["position"] = len(analysis.tokens) - len(kept["new_ids"]) + trigger["index"]
         key = panel.service.store.put(analysis)
         shown = {"id": key, "model": kept["model"], "prompt": analysis.prompt}

@@ -4,14 +4,18 @@ which finds the analyzed prompt and keeps each tab's results to the analysis it 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
+from contextvars import ContextVar
 
-from dash import Patch, dcc, html, no_update
+from dash import Patch, ctx, dcc, html, no_update
 
-from ....core.errors import RequestError
+from ....core import budget
+from ....core.errors import LmscopeError, RequestError
 from ....core.model import LoadedModel
 from ....service import Service
+from ...progress import refusal
 
 NO_ANALYSIS = "Press Analyze first: the experiments work on the analyzed prompt."
 JOB_LABELS = {"run_scan": "Ablation scan", "run_scan_atp": "Ablation scan (AtP)",
@@ -20,8 +24,13 @@ JOB_LABELS = {"run_scan": "Ablation scan", "run_scan_atp": "Ablation scan (AtP)"
 TABS_KEPT = 1000  # open tabs whose current analysis the server remembers
 
 
-def message(text: str) -> html.Div:
-    return html.Div(text, className="message error")
+_TRIGGER: ContextVar[object] = ContextVar("lmscope_panel_trigger", default=None)
+
+
+def message(error: str | LmscopeError) -> html.Div:
+    """An error as the panel shows it; long work is offered to run anyway by the button that
+    started it (`progress.refusal`)."""
+    return refusal(error, _TRIGGER.get())
 
 
 def parse_target(text: str | None) -> int | str | None:
@@ -114,11 +123,18 @@ class Panel:
         @functools.wraps(run)
         def checked(*args):
             *args, client = args
-            if not isinstance(client, str):
-                result = run(*args)
-            else:  # the tab's job: its progress line and Cancel (Cancelled is an LmscopeError)
-                with self.service.jobs.job(client, run.__name__, label):
-                    result = run(*args)
+            trigger = ctx.triggered_id if isinstance(ctx.triggered_id, str) else None
+            token = _TRIGGER.set(trigger)
+            allowed = isinstance(client, str) and self.service.jobs.confirmed(client, trigger)
+            try:
+                with budget.confirmed() if allowed else contextlib.nullcontext():
+                    if not isinstance(client, str):
+                        result = run(*args)
+                    else:  # the tab's job: progress line and Cancel (Cancelled: an LmscopeError)
+                        with self.service.jobs.job(client, run.__name__, label):
+                            result = run(*args)
+            finally:
+                _TRIGGER.reset(token)
             data = args[-1] or {}
             if self.shown.get(client, data.get("id")) != data.get("id"):
                 return (no_update,) * len(result)

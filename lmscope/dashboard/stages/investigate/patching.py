@@ -197,7 +197,7 @@ def register(app: Dash, panel: Panel) -> None:
                 check=default(patch, "check") if k is None else int(k),
             )
         except LmscopeError as error:
-            return (no_update,) * 5 + (message(str(error)), no_update)
+            return (no_update,) * 5 + (message(error), no_update)
         atp = heatmap(
             result, result.atp, "AtP estimate (one forward pass of each prompt, one backward)"
         )

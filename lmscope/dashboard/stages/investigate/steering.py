@@ -208,7 +208,7 @@ def register(app: Dash, panel: Panel) -> None:
             result = steer(lm, prompt, whole(layer), 0.0 if coefficient is None else coefficient,
                            position=whole(position), new_tokens=default(steer, "new_tokens"), **source)  # fmt: skip
         except LmscopeError as error:
-            return no_update, no_update, no_update, message(str(error)), no_update
+            return no_update, no_update, no_update, message(error), no_update
         return (
             steering_view(result),
             chart(result),
