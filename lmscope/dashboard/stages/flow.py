@@ -68,7 +68,11 @@ def draw(drawing: Drawing) -> tuple:
     body = html.Div(
         id="flow-diagram", className="flow", **{"data-flow": doc, "data-analysis": data["id"]}
     )
-    return body, count - 1, position, note
+    # the box is written only when it changes: a write sets off its own callback (`register`)
+    values = drawing.values
+    last = count - 1 if values.get("flow-position.max") != count - 1 else no_update
+    value = position if values.get("flow-position.value") != position else no_update
+    return body, last, value, note
 
 
 VIEWS = Views(
@@ -80,6 +84,7 @@ VIEWS = Views(
     ),
     draw,
     follows_focus=True,
+    reads=(State("flow-position", "max"), State("flow-position", "value")),
 )
 
 
