@@ -13,6 +13,7 @@ from lmscope.core import attention
 from lmscope.core.analysis import analyze
 from lmscope.core.embeddings import nearest_tokens
 from lmscope.core.errors import RequestError
+from lmscope.core.flow import flow
 from lmscope.core.model_cache import ModelCache
 from lmscope.dashboard import figures
 from lmscope.service import Service
@@ -96,6 +97,23 @@ def test_embeddings_route_answers_the_tokens_vector_and_neighbours(tiny_gpt2, ti
     assert torch.allclose(torch.tensor(body["position_vector"]), position, atol=1e-4)
     assert [n["id"] for n in body["nearest"]] == cosine_top(table, token_id, 10)
     bad = client.get(f"/api/analysis/{key}/embeddings?position=999")
+    assert bad.status_code == 400 and "position" in bad.json["error"]
+
+
+def test_flow_route_answers_the_flow_document(tiny_gpt2):
+    models = ModelCache()
+    models.add(tiny_gpt2)
+    service = Service(models)
+    client = api_app(service).test_client()
+    key = client.post("/api/analyze", json={"model": "tiny-gpt2", "prompt": PROMPT}).json[
+        "analysis_id"
+    ]
+    analysis = service.store.get(key)
+    for query, position in (("", len(analysis.tokens) - 1), ("?position=3", 3)):
+        answer = client.get(f"/api/analysis/{key}/flow{query}")
+        assert answer.status_code == 200
+        assert answer.json == json.loads(json.dumps(flow(analysis, position).to_dict()))
+    bad = client.get(f"/api/analysis/{key}/flow?position=99")
     assert bad.status_code == 400 and "position" in bad.json["error"]
 
 

@@ -117,7 +117,7 @@ def test_api_routes_never_crash_on_arbitrary_json(api, route: str, body) -> None
 
 @FUZZ
 @given(
-    path=st.sampled_from(["attention", "embeddings", "nothing"]),
+    path=st.sampled_from(["attention", "embeddings", "flow", "nothing"]),
     key=st.text(max_size=80),
     query=st.dictionaries(st.sampled_from(["layer", "head", "position", "x"]), st.text(max_size=8)),
     real=st.booleans(),

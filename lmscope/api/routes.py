@@ -18,6 +18,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from ..core.analysis import OVERVIEW
 from ..core.embeddings import nearest_tokens
 from ..core.errors import RequestError
+from ..core.flow import flow
 from ..service import Service
 from .experiment_routes import add_experiment_routes
 from .requests import int_arg, json_body, span
@@ -91,6 +92,14 @@ def create_blueprint(service: Service) -> Blueprint:
                 "nearest": [n.to_dict() for n in nearest_tokens(analysis.lm, token.id)],
             }
         )
+
+    @api.get("/analysis/<key>/flow")
+    def flow_route(key: str):
+        """The pass on one screen at one token (?position=, default the last): `core.flow`."""
+        analysis = service.store.get(key)
+        count = len(analysis.tokens)
+        position = int_arg("position", count) if "position" in request.args else count - 1
+        return jsonify(flow(analysis, position).to_dict())
 
     @api.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def unknown_route(rest: str):

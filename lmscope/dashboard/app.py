@@ -20,13 +20,20 @@ from . import controls, glossary, layout, progress, tour
 from .figures import graph_config
 from .share import export_name
 from .share import register as register_share
-from .stages import attention, embeddings, investigate, mlp, output, register_views, tokens
+from .stages import attention, embeddings, flow, investigate, mlp, output, register_views, tokens
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-STAGES = (attention, investigate)  # with callbacks of their own, besides their views
+STAGES = (flow, attention, investigate)  # with callbacks of their own, besides their views
 # Views drawn for a new analysis in one request (stages.register_views); the attention stage's
 # views are a group of their own (the browser sends the two requests at once)
-VIEWS = (tokens.VIEWS, embeddings.VIEWS, attention.CATEGORY_VIEWS, mlp.VIEWS, output.VIEWS)
+VIEWS = (
+    flow.VIEWS,
+    tokens.VIEWS,
+    embeddings.VIEWS,
+    attention.CATEGORY_VIEWS,
+    mlp.VIEWS,
+    output.VIEWS,
+)
 
 
 def create_app(service: Service) -> Dash:

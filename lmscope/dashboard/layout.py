@@ -13,11 +13,12 @@ from ..core.catalog import entry as catalog_entry
 from . import progress, tour
 from .glossary import glossary
 from .share import layout as share_layout
-from .stages import attention, embeddings, investigate, mlp, output, tokens
+from .stages import attention, embeddings, flow, investigate, mlp, output, tokens
 from .static import static
 
 # The skip links at the top: each stage's section, by the id `stages.section` gives it.
 SKIP_LINKS = (
+    ("The whole pass", "stage-0"),
     ("Tokens", "stage-1"),
     ("Embeddings", "stage-2"),
     ("Attention", "stage-3"),
@@ -265,6 +266,7 @@ def page(model_id: str, card: ModelCard, notice: str | None, catalog: list[dict]
                 open=True,
                 className="card",
             ),
+            flow.layout(),
             tokens.layout(),
             embeddings.layout(),
             attention.layout(),

@@ -251,7 +251,8 @@ def test_hovering_a_token_highlights_it_everywhere(page, dashboard_url):
     analyze(page, "one two three")
     page.locator('#token-chips [data-token-index="1"]').hover()
     lit = page.locator(".token-hl")
-    expect(lit).to_have_count(2)  # its chip in stage 1 and its copy in the output sentence
+    # its chip in stage 1, its copy in the output sentence, both columns of the line view
+    expect(lit).to_have_count(4)
     assert set(lit.evaluate_all("els => els.map(e => e.dataset.tokenIndex)")) == {"1"}
 
 

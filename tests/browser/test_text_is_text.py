@@ -87,11 +87,19 @@ def test_hostile_tokens_show_as_text_and_run_nothing(
     labels = page.locator('[id*="top10"] .ytick text').all_text_contents()
     assert {f"{rank}. {token}" for rank, token in enumerate(shown, 1)} <= set(labels), labels
 
+    # The pass on one screen and the line view show them as text too.
+    expect(page.locator("#flow-diagram .flow-pred-text").first).to_have_text(shown[0])
+    lines = page.locator(".lines-queries .lines-token").all_inner_texts()
+    assert lines == texts[-len(lines) :] and set(shown) <= set(lines)
+
     # Nothing was parsed: no dialog, no element made from a token.
     page.locator("#stage-5").screenshot(path=str(artifacts / "hostile-vocab-output.png"))
     page.locator("#stage-1").screenshot(path=str(artifacts / "hostile-vocab-tokens.png"))
     assert dialogs == []
-    for selector in ("img[src=x]", "#stage-1 b", "#stage-5 b", "#stage-5 img", "#stage-1 script"):
+    for selector in (
+        "img[src=x]", "#stage-1 b", "#stage-5 b", "#stage-5 img", "#stage-1 script",
+        "#stage-0 b", "#stage-0 img", "#attn-lines b", "#attn-lines img",
+    ):  # fmt: skip
         expect(page.locator(selector)).to_have_count(0)
 
 

@@ -11,7 +11,7 @@ from dash import Dash, State, dcc, html
 
 from ....service import Service
 from .. import Drawing, Views, register_views, section
-from . import grid, head, layer, model_view, steps, token_view
+from . import grid, head, layer, lines, model_view, steps, token_view
 from .cells import pick_store
 from .grid import CATEGORY_VIEWS, EXPLAIN, head_grid, kv_groups
 
@@ -33,6 +33,7 @@ def layout() -> html.Section:
         dcc.Store(id="head-scrolled"),
         steps.layout(),
         token_view.layout(),
+        lines.layout(),
         html.Div(id="head-categories"),
         dcc.Store(id="head-profile-asked"),  # the analysis whose model's profile is measured
         layer.layout(),
@@ -70,6 +71,7 @@ VIEWS = (
         follows_focus=True,
         reads=(State("attn-overlay", "value"),),
     ),
+    lines.VIEWS,
     Views(
         layer.OUTPUTS,
         lambda d: layer.draw(
@@ -91,7 +93,7 @@ VIEWS = (
 
 
 def register(app: Dash, service: Service) -> None:
-    for view in (grid, head, steps, token_view, layer, model_view):
+    for view in (grid, head, steps, token_view, lines, layer, model_view):
         view.register(app, service)
     register_views(app, service, VIEWS, "attn-drawn")
 
