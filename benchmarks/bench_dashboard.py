@@ -13,7 +13,9 @@ Prints a markdown table of medians. Needs Chromium at /usr/bin/chromium.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,7 +79,9 @@ def prompt_of(tokenizer: GPT2TokenizerFast, tokens: int) -> str:
 
 
 def gpt2_small_folder(tokenizer: GPT2TokenizerFast) -> str:
+    """GPT-2 Small's shape with seeded random weights, saved in a folder removed at exit."""
     folder = tempfile.mkdtemp(prefix="lmscope-bench-gpt2-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config()).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
