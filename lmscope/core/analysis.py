@@ -10,7 +10,7 @@ rebuilt from its queries and keys when a view asks for it (`pattern`, `layer_pat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .attention import ROW_BLOCK, LayerKeys
 from .budget import check_analysis
 from .errors import PromptError
-from .heads import HeadReport, chance_scores
+from .heads import HeadReport, chance_scores_per_row
 from .model import LoadedModel
 from .tokens import Token, display, tokenize
 from .trace import run
@@ -282,43 +282,67 @@ def _analyze_tokens(
     lm: LoadedModel, prompt: str, tokens: list[Token], notices: list[str]
 ) -> Analysis:
     """The traced pass over `tokens` (already cut to the model's context)."""
-    if not tokens:
+    return analyze_batch(lm, [(prompt, tokens, notices)])[0]
+
+
+def analyze_batch(
+    lm: LoadedModel, prompts: list[tuple[str, list[Token], list[str]]]
+) -> list[Analysis]:
+    """`analyze` of several prompts of the same token count in ONE traced pass, batch axis first:
+    (prompt, its tokens already cut to the model's context, its notices) each. Each Analysis holds
+    views of the batch's tensors, and equals its prompt's own up to float rounding."""
+    sizes = {len(tokens) for _, tokens, _ in prompts}
+    if sizes == {0}:
         raise PromptError("The prompt gave no tokens to analyze.")
-    check_analysis(lm, len(tokens))
-    ids = torch.tensor([[t.id for t in tokens]])
+    if len(sizes) != 1:
+        raise ValueError(f"analyze_batch needs prompts of one token count, got {sorted(sizes)}")
+    check_analysis(lm, sizes.pop())
+    ids = torch.tensor([[t.id for t in tokens] for _, tokens, _ in prompts])
     with torch.inference_mode():
         # The model's own unembedding is skipped: the logit lens at the last position reads the
         # big read-out matrix once for every layer's stream, and its last row IS the logits.
         _, rec = run(lm, ids, score=True, keep_sublayer_outputs=False, logits_to_keep=NO_POSITIONS)
         layers = lm.layers
         acts = rec.acts
-        residual = rec.stack("residual", layers)[:, 0]  # views of the pass's stacks, no copies
-        lens = lm.unembed(residual[:, -1]).float()
-        z = rec.stack("attn.hook_z", layers)[:, 0].unflatten(-1, (lm.heads, -1))
-        attn_norms = rec.stack("hook_attn_out_norm", layers)[:, 0]
-        mlp_norms = rec.stack("hook_mlp_out_norm", layers)[:, 0]
-        mlp_last = rec.stack("hook_mlp_out_last", layers)[:, 0]
+        residual = rec.stack("residual", layers)  # views of the pass's stacks, no copies
+        lens = lm.unembed(residual[:, :, -1]).float()  # (layers + 1, B, vocab)
+        z = rec.stack("attn.hook_z", layers).unflatten(-1, (lm.heads, -1))
+        attn_norms = rec.stack("hook_attn_out_norm", layers)
+        mlp_norms = rec.stack("hook_mlp_out_norm", layers)
+        mlp_last = rec.stack("hook_mlp_out_last", layers)
         scores, evidence = rec.scores(layers)
+        chance = chance_scores_per_row(ids)
         pos = acts.get("hook_pos_embed")
-        heads = HeadReport.from_scores(
-            {k: v[0].tolist() for k, v in scores.items()},
-            chance_scores(ids[0]),
-            {k: v[0].tolist() for k, v in evidence.items()},
-        )
-    return Analysis(
-        lm=lm,
-        prompt=prompt,
-        tokens=tokens,
-        notices=notices,
-        token_embeddings=acts["hook_embed"][0].float(),
-        position_embeddings=None if pos is None else pos[0].float(),
-        keys=[rec.keys[layer] for layer in range(layers)],
-        residual=residual,
-        attn_norms=attn_norms,
-        mlp_norms=mlp_norms,
-        mlp_last=mlp_last,
-        z=z,
-        logits=lens[-1].clone(),  # not a view: it would keep every layer's row
-        heads=heads,
-        _lens={len(tokens) - 1: top_predictions(lm, lens, LENS_K)},
-    )
+        analyses = []
+        for row, (prompt, tokens, notices) in enumerate(prompts):
+            heads = HeadReport.from_scores(
+                {k: v[row].tolist() for k, v in scores.items()},
+                chance[row],
+                {k: v[row].tolist() for k, v in evidence.items()},
+            )
+            analyses.append(
+                Analysis(
+                    lm=lm,
+                    prompt=prompt,
+                    tokens=tokens,
+                    notices=notices,
+                    token_embeddings=acts["hook_embed"][row].float(),
+                    position_embeddings=None if pos is None else pos[row % len(pos)].float(),
+                    keys=[_row_keys(rec.keys[layer], row) for layer in range(layers)],
+                    residual=residual[:, row],
+                    attn_norms=attn_norms[:, row],
+                    mlp_norms=mlp_norms[:, row],
+                    mlp_last=mlp_last[:, row],
+                    z=z[:, row],
+                    logits=lens[-1, row].clone(),  # not a view: it would keep every layer's row
+                    heads=heads,
+                    _lens={len(tokens) - 1: top_predictions(lm, lens[:, row], LENS_K)},
+                )
+            )
+    return analyses
+
+
+def _row_keys(keys: LayerKeys, row: int) -> LayerKeys:
+    """One batch row of a layer's queries and keys (batch axis of 1)."""
+    mask = None if keys.mask is None else keys.mask[row : row + 1]
+    return replace(keys, query=keys.query[row : row + 1], key=keys.key[row : row + 1], mask=mask)

@@ -259,10 +259,20 @@ def score_heads(pattern: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Ten
 
 
 def chance_scores(ids: torch.Tensor) -> dict[str, float]:
-    """Each score of uniform causal attention (`A[i, j] = 1/(i+1)`) on these ids: the chance level.
+    """Each score of uniform causal attention (`A[i, j] = 1/(i+1)`) on these ids: the chance level
+    (ids `(T,)`, or `(N, T)`: the mean over the rows where a score is defined)."""
+    return {k: float(v.nanmean()) for k, v in _chance(ids).items()}
 
-    Built and scored a block of rows at a time: never a whole T x T uniform pattern.
-    """
+
+def chance_scores_per_row(ids: torch.Tensor) -> list[dict[str, float]]:
+    """`chance_scores` of each row of ids `(N, T)` on its own, in one go."""
+    scores = _chance(ids)
+    return [{k: float(v[row]) for k, v in scores.items()} for row in range(ids.shape[0])]
+
+
+def _chance(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Uniform attention's scores per row of ids, `(N,)` each: built and scored a block of rows at
+    a time, never a whole T x T uniform pattern."""
     size = ids.shape[-1]
     flat = ids.reshape(-1, size)
     sums = ScoreSums.start(flat, 1)
@@ -272,8 +282,7 @@ def chance_scores(ids: torch.Tensor) -> dict[str, float]:
         rows = torch.ones(stop - start, size).tril(start)
         rows /= torch.arange(start + 1, stop + 1).unsqueeze(-1)
         sums.add(rows.expand(flat.shape[0], 1, *rows.shape), start)
-    scores = sums.scores()[0]
-    return {k: float(v.float().nanmean()) for k, v in scores.items()}
+    return {k: v.float()[:, 0] for k, v in sums.scores()[0].items()}
 
 
 def passes(category: Category, score: float, chance: float | None = None) -> bool:
