@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from .cli_runs import add_parsers as add_run_parsers
 from .core.analysis import Analysis, analyze
 from .core.catalog import CATALOG, DEMO_ID, hub_aliases, packaged_file
 from .core.errors import LmscopeError
@@ -344,6 +345,20 @@ def print_agreement(agreement: dict | None) -> None:
         )
 
 
+@command("run")
+def _run(args: argparse.Namespace) -> int:
+    from .cli_runs import run_command
+
+    return run_command(args, load)
+
+
+@command("runs")
+def _runs(args: argparse.Namespace) -> int:
+    from .cli_runs import runs_command
+
+    return runs_command(args)
+
+
 @command("ablation-scan")
 def _ablation_scan(args: argparse.Namespace) -> int:
     from .experiments.ablation_atp import AblationEstimate, head_scan
@@ -446,6 +461,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", choices=("denoising", "noising"), default="denoising")
     p.add_argument("--check", type=int, default=10, help="AtP's strongest cells patched exactly")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_run_parsers(sub, MODEL_HELP)
     return top
 
 
