@@ -17,6 +17,8 @@ os.environ["HF_HUB_CACHE"] = str(_HOME / "hf" / "hub")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as lmscope sets it; torch reads it at import
 os.environ["XDG_CACHE_HOME"] = str(_HOME / "cache")
+os.environ["XDG_DATA_HOME"] = str(_HOME / "data")  # the index of runs (lmscope.runs.index)
+os.environ.pop("LMSCOPE_RUNS_INDEX", None)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

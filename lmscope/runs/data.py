@@ -113,7 +113,7 @@ def _jsonl(path: Path) -> tuple[list[Record], tuple[str, ...]]:
             if not isinstance(value, dict):
                 records.append(Record(number, problem="not a JSON object"))
                 continue
-            fields = {k: v for k, v in value.items() if k in COLUMNS}
+            fields = {k: v for k, v in value.items() if k in COLUMNS and v is not None}
             seen |= fields.keys()
             records.append(Record(number, fields))
     return records, tuple(c for c in COLUMNS if c in seen)
