@@ -26,7 +26,7 @@ from .ablation import (
 from .atp import Gradients, agreement, backward_rows, first_order, forward, strongest
 from .inputs import Head, as_ids, check_count, choice, prompt_ids
 from .metric import Metric, make_metric
-from .patching import CHECK_TOP, in_layer_order, rows_per_pass
+from .patching import CHECK_TOP, in_layer_order, rounded_checks, rows_per_pass
 
 Method = Literal["exact", "atp", "both"]
 METHODS: tuple[Method, ...] = ("exact", "atp", "both")
@@ -58,7 +58,7 @@ class AblationEstimate:
             "base_metric": round(self.base_metric, 6),
             "atp": self.atp.round(decimals=6).tolist(),
             "exact": None if self.exact is None else self.exact.round(decimals=6).tolist(),
-            "checked": self.checked,
+            "checked": rounded_checks(self.checked),
             "agreement": self.agreement(),
         }
 
@@ -166,8 +166,8 @@ def _estimate(
     else:
         measured = exact_ablation(lm, ids, metric, values, top)[1] if top else []
     checked = [
-        {"head": [layer, head], "name": head_name(layer, head), "atp": round(float(atp[layer, head]), 6),
-         "exact": round(float(v), 6)}
+        {"head": [layer, head], "name": head_name(layer, head), "atp": float(atp[layer, head]),
+         "exact": float(v)}
         for (layer, head), v in zip(top, measured, strict=True)
     ]  # fmt: skip
     return AblationEstimate(

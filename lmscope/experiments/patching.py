@@ -392,9 +392,14 @@ class Patching:
             "columns": self.columns(),
             "exact": _rounded(self.exact),
             "atp": _rounded(self.atp),
-            "checked": self.checked,
+            "checked": rounded_checks(self.checked),
             "agreement": self.agreement(),
         }
+
+
+def rounded_checks(checked: list[dict]) -> list[dict]:
+    """Checked cells as the JSON document shows them: values to 6 decimals."""
+    return [c | {"atp": round(c["atp"], 6), "exact": round(c["exact"], 6)} for c in checked]
 
 
 def _rounded(values: torch.Tensor | None) -> list | None:
@@ -420,8 +425,8 @@ def check_top(
     return [
         {
             "cell": [layer, column],
-            "atp": round(float(atp[layer, column]), 6),
-            "exact": round(float(v), 6),
+            "atp": float(atp[layer, column]),
+            "exact": float(v),
         }
         for (layer, column), v in zip(cells, values, strict=True)
     ]
