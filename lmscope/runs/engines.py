@@ -40,17 +40,23 @@ def ray_plan(resources: dict, workers: int | None) -> tuple[int, int, int]:
     return actors, max(1, cpus // actors), 0
 
 
-def ray(spec: RunSpec, batches: list[pa.Table]) -> Iterator[pa.Table]:
-    """The batches through `BatchWorker` actors of a Ray cluster (`spec.ray_address`, else the one
-    this process has joined, else a local one started here and shut down at the end); answers
-    come back in the order they finish."""
+def import_ray():
+    """The `ray` module, or a `RunError` saying how to install it."""
     try:
         import ray as ray_
     except ImportError:
         raise RunError(RAY_MISSING) from None
+    return ray_
+
+
+def ray(spec: RunSpec, batches: list[pa.Table]) -> Iterator[pa.Table]:
+    """The batches through `BatchWorker` actors of a Ray cluster (`spec.ray_address`, else the one
+    this process has joined, else a local one started here and shut down at the end); answers
+    come back in the order they finish."""
+    ray_ = import_ray()
     started = not ray_.is_initialized()
+    _quiet(ray_)
     if started:
-        _quiet(ray_)
         if spec.ray_address:
             ray_.init(address=spec.ray_address, logging_level=logging.WARNING)
         else:

@@ -85,6 +85,8 @@ def execute(
     or cancelled). `lm` is the model already loaded (local engine), else it is loaded by id;
     `on_progress` hears each part; setting `cancel` stops the run at the next cancel point."""
     spec = spec.checked()
+    if spec.engine == "ray":
+        engines.import_ray()  # missing: say so before anything is written
     dataset = read_dataset(spec.data)
     measure_type = MEASURES[spec.experiment]
     needed = ("prompt", "corrupt") if measure_type.pair else ("prompt",)
