@@ -286,11 +286,13 @@ def _analyze_tokens(
 
 
 def analyze_batch(
-    lm: LoadedModel, prompts: list[tuple[str, list[Token], list[str]]]
+    lm: LoadedModel, prompts: list[tuple[str, list[Token], list[str]]], *, lens: bool = True
 ) -> list[Analysis]:
     """`analyze` of several prompts of the same token count in ONE traced pass, batch axis first:
     (prompt, its tokens already cut to the model's context, its notices) each. Each Analysis holds
-    views of the batch's tensors, and equals its prompt's own up to float rounding."""
+    views of the batch's tensors, and equals its prompt's own up to float rounding. Without
+    `lens`, only the last layer is read out (the logit lens is then read on request): the lens of
+    every layer is most of the work of a batch of short prompts (layers + 1 rows x vocabulary)."""
     sizes = {len(tokens) for _, tokens, _ in prompts}
     if sizes == {0}:
         raise PromptError("The prompt gave no tokens to analyze.")
@@ -305,7 +307,8 @@ def analyze_batch(
         layers = lm.layers
         acts = rec.acts
         residual = rec.stack("residual", layers)  # views of the pass's stacks, no copies
-        lens = lm.unembed(residual[:, :, -1]).float()  # (layers + 1, B, vocab)
+        read = residual[:, :, -1] if lens else residual[-1:, :, -1]
+        lens_logits = lm.unembed(read).float()  # (layers + 1, B, vocab), or (1, B, vocab)
         z = rec.stack("attn.hook_z", layers).unflatten(-1, (lm.heads, -1))
         attn_norms = rec.stack("hook_attn_out_norm", layers)
         mlp_norms = rec.stack("hook_mlp_out_norm", layers)
@@ -334,9 +337,11 @@ def analyze_batch(
                     mlp_norms=mlp_norms[:, row],
                     mlp_last=mlp_last[:, row],
                     z=z[:, row],
-                    logits=lens[-1, row].clone(),  # not a view: it would keep every layer's row
+                    logits=lens_logits[-1, row].clone(),  # not a view: it would keep every row
                     heads=heads,
-                    _lens={len(tokens) - 1: top_predictions(lm, lens[:, row], LENS_K)},
+                    _lens={len(tokens) - 1: top_predictions(lm, lens_logits[:, row], LENS_K)}
+                    if lens
+                    else {},
                 )
             )
     return analyses

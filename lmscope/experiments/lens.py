@@ -29,10 +29,25 @@ class MetricLens:
         }
 
 
-def metric_lens(analysis: Analysis, answer: object = None, wrong: object = None) -> MetricLens:
+def metric_lens(
+    analysis: Analysis,
+    answer: object = None,
+    wrong: object = None,
+    logits: torch.Tensor | None = None,
+) -> MetricLens:
     """log p(answer) (default: the top prediction), or logit(answer) - logit(wrong), after each
-    layer, from an analysis's residual stream at the last position."""
+    layer, from an analysis's residual stream at the last position; `logits` `(layers + 1,
+    vocab)` are that read-out where the caller has it already (`lens_logits` of a batch)."""
     metric, notices = make_metric(analysis.lm, answer, wrong, analysis.logits)
-    with torch.inference_mode():
-        logits = analysis.lm.unembed(analysis.residual[:, -1]).float()
+    if logits is None:
+        logits = lens_logits([analysis])[0]
     return MetricLens(metric, metric(logits), notices)
+
+
+def lens_logits(analyses: list[Analysis]) -> torch.Tensor:
+    """Every analysis's residual stream at its last position read out after each layer, in one
+    product: `(analyses, layers + 1, vocab)`."""
+    lm = analyses[0].lm
+    with torch.inference_mode():
+        streams = torch.stack([a.residual[:, -1] for a in analyses])  # (B, layers + 1, d)
+        return lm.unembed(streams).float()

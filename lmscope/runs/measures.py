@@ -24,7 +24,7 @@ from ..core.trace import Steer, run, steering
 from ..experiments.ablation import ablation_scan, kl_divergence
 from ..experiments.ablation_atp import ablation_estimates
 from ..experiments.attribution import direct_logit_attribution
-from ..experiments.lens import metric_lens
+from ..experiments.lens import lens_logits, metric_lens
 from ..experiments.metric import make_metric
 from ..experiments.patching import PairPrompts, pairs, scan_pair
 from ..experiments.steering import check_coefficient, check_layer, steering_vector
@@ -130,7 +130,8 @@ class Profile(Measure):
 
     def measure(self, items: list[Item]) -> list[Values | LmscopeError]:
         made: list[Values | LmscopeError] = []
-        for analysis in analyze_batch(self.lm, [(i.prompt, i.tokens, i.notices) for i in items]):
+        prompts = [(i.prompt, i.tokens, i.notices) for i in items]
+        for analysis in analyze_batch(self.lm, prompts, lens=False):
             values, report = Values(notices=analysis.notices), analysis.heads
             for name in (*SCORES, SINK):
                 values.grid(name, report.scores[name])
@@ -152,13 +153,21 @@ class Lens(Measure):
         return {"lens": LAYERS}
 
     def measure(self, items: list[Item]) -> list[Values | LmscopeError]:
-        def one(analysis, item: Item) -> Values:
-            lens = metric_lens(analysis, *item.targets)
+        analyses = analyze_batch(
+            self.lm, [(i.prompt, i.tokens, i.notices) for i in items], lens=False
+        )
+        logits = lens_logits(analyses)  # every row's read-out after each layer, in one product
+        made: list[Values | LmscopeError] = []
+        for analysis, item, read in zip(analyses, items, logits, strict=True):
+            try:
+                lens = metric_lens(analysis, *item.targets, logits=read)
+            except LmscopeError as error:
+                made.append(error)
+                continue
             values = Values(notices=analysis.notices + lens.notices)
             values.grid("lens", lens.values)
-            return values
-
-        return _per_analysis(self.lm, items, one)
+            made.append(values)
+        return made
 
 
 class Dla(Measure):
@@ -196,8 +205,9 @@ class Dla(Measure):
 
 
 def _per_analysis(lm: LoadedModel, items: list[Item], one) -> list[Values | LmscopeError]:
-    """`one(analysis, item)` for each row, from one batched analysis; a row's error skips it."""
-    analyses = analyze_batch(lm, [(i.prompt, i.tokens, i.notices) for i in items])
+    """`one(analysis, item)` for each row, from one batched analysis (the logit lens read only on
+    request); a row's error skips it."""
+    analyses = analyze_batch(lm, [(i.prompt, i.tokens, i.notices) for i in items], lens=False)
     made: list[Values | LmscopeError] = []
     for analysis, item in zip(analyses, items, strict=True):
         try:
