@@ -21,7 +21,7 @@ from .errors import PromptError
 from .heads import HeadReport, chance_scores_per_row
 from .model import LoadedModel
 from .tokens import Token, display, tokenize
-from .trace import run
+from .trace import Recorder, run
 
 MAX_PROMPT_CHARS = 200_000
 TOP_K = 10
@@ -313,16 +313,12 @@ def analyze_batch(
         attn_norms = rec.stack("hook_attn_out_norm", layers)
         mlp_norms = rec.stack("hook_mlp_out_norm", layers)
         mlp_last = rec.stack("hook_mlp_out_last", layers)
-        scores, evidence = rec.scores(layers)
-        chance = chance_scores_per_row(ids)
+        reports = head_reports(rec, ids, layers)
         pos = acts.get("hook_pos_embed")
         analyses = []
-        for row, (prompt, tokens, notices) in enumerate(prompts):
-            heads = HeadReport.from_scores(
-                {k: v[row].tolist() for k, v in scores.items()},
-                chance[row],
-                {k: v[row].tolist() for k, v in evidence.items()},
-            )
+        for row, ((prompt, tokens, notices), heads) in enumerate(
+            zip(prompts, reports, strict=True)
+        ):
             analyses.append(
                 Analysis(
                     lm=lm,
@@ -345,6 +341,31 @@ def analyze_batch(
                 )
             )
     return analyses
+
+
+def head_reports(rec: Recorder, ids: torch.Tensor, layers: int) -> list[HeadReport]:
+    """Each batch row's head report from a pass that scored the heads (`run(score=True)`)."""
+    scores, evidence = rec.scores(layers)
+    chance = chance_scores_per_row(ids)
+    return [
+        HeadReport.from_scores(
+            {k: v[row].tolist() for k, v in scores.items()},
+            chance[row],
+            {k: v[row].tolist() for k, v in evidence.items()},
+        )
+        for row in range(ids.shape[0])
+    ]
+
+
+def score_batch(lm: LoadedModel, token_lists: list[list[Token]]) -> list[HeadReport]:
+    """The head report `analyze` gives each of several prompts of one token count, from one
+    scored pass that keeps nothing else (no stream, no queries and keys, nothing unembedded)."""
+    check_analysis(lm, len(token_lists[0]))
+    ids = torch.tensor([[t.id for t in tokens] for tokens in token_lists])
+    with torch.inference_mode():
+        _, rec = run(lm, ids, score=True, keep_keys=False, keep_sublayer_outputs=False,
+                     logits_to_keep=NO_POSITIONS)  # fmt: skip
+        return head_reports(rec, ids, lm.layers)
 
 
 def _row_keys(keys: LayerKeys, row: int) -> LayerKeys:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..core import budget
-from ..core.analysis import analyze_batch
+from ..core.analysis import analyze_batch, score_batch
 from ..core.errors import LmscopeError, RequestError
 from ..core.heads import CATEGORIES, SCORES, SINK
 from ..core.model import LoadedModel
@@ -130,9 +130,10 @@ class Profile(Measure):
 
     def measure(self, items: list[Item]) -> list[Values | LmscopeError]:
         made: list[Values | LmscopeError] = []
-        prompts = [(i.prompt, i.tokens, i.notices) for i in items]
-        for analysis in analyze_batch(self.lm, prompts, lens=False):
-            values, report = Values(notices=analysis.notices), analysis.heads
+        for item, report in zip(
+            items, score_batch(self.lm, [i.tokens for i in items]), strict=True
+        ):
+            values = Values(notices=item.notices)
             for name in (*SCORES, SINK):
                 values.grid(name, report.scores[name])
             categories = np.array(report.categories)
