@@ -1,6 +1,6 @@
 """Dataset runs: the local engine against a plain transformers loop, batching, Ray, peak memory.
 
-    python benchmarks/bench_runs.py --part speed --model gpt2-small [--prompts 200] [--loop 50]
+    python benchmarks/bench_runs.py --part speed --model gpt2-small [--prompts 200] [--loop 20]
     python benchmarks/bench_runs.py --part batching
     python benchmarks/bench_runs.py --part ray [--prompts 200]
     python benchmarks/bench_runs.py --part memory [--prompts 200 2000]
@@ -11,7 +11,7 @@ objects; the corruption repeats the other name; answer the indirect object, wron
 same experiment written the way a researcher would script it in plain transformers, one prompt at
 a time (`loop_profile`: eager attention patterns scored with lmscope's formulas; `loop_patch_atp`:
 forward hooks caching the clean residual stream, a backward pass of the corrupted run, then the
-10 strongest cells patched one forward pass each), on `--loop` rows. `ray` times whole runs of 20
+10 strongest cells patched one forward pass each), on `--loop-profile` and `--loop` rows. `ray` times whole runs of 20
 and `--prompts` rows on each engine (model loading and, for Ray, starting a local cluster
 included) and splits them into a fixed and a per-prompt cost. `memory` runs the local engine in a
 fresh process per size and reads its peak resident memory. Medians of `--repeat` runs.
@@ -224,33 +224,32 @@ def engine_run(lm, rows: list[dict], experiment: str, settings: dict, folder: Pa
 
 
 def part_speed(args, folder: Path) -> None:
+    """Engine and loop runs alternate (engine, loop, engine, loop, ...), so a busy machine's load
+    falls on both alike; each rate is the median of `--repeat`."""
     lm, plain, tokenizer = load(args.model)
     rows = single_token_rows(tokenizer, args.prompts)
-    loop_rows = rows[: args.loop]
-    print(f"{lm.card.name}: {len(rows)} IOI-style prompts for the engine, the first {len(loop_rows)} "
-          f"for the loop; {torch.get_num_threads()} torch threads; load average "
-          f"{os.getloadavg()[0]:.1f}\n")  # fmt: skip
-    print("| experiment | local engine (prompts/s) | plain loop (prompts/s) | engine / loop |")
-    print("|---|---:|---:|---:|")
+    print(f"{lm.card.name}: {len(rows)} IOI-style prompts for the engine; {torch.get_num_threads()} "
+          f"torch threads; load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
+    print("| experiment | prompts (engine / loop) | local engine (prompts/s) | plain loop (prompts/s) "
+          "| engine / loop |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|")
     experiments = (
-        ("profile", {}, loop_profile),
-        ("patch --scan atp", {"scan": "atp"}, loop_patch_atp),
+        ("profile", {}, loop_profile, rows[: args.loop_profile]),
+        ("patch --scan atp", {"scan": "atp"}, loop_patch_atp, rows[: args.loop]),
     )
-    for name, settings, loop in experiments:
+    for name, settings, loop, loop_rows in experiments:
         experiment = name.split()[0]
         # patterns need eager attention; without them transformers' default (sdpa) is faster
         plain.set_attn_implementation("eager" if loop is loop_profile else "sdpa")
         engine_run(lm, rows[:8], experiment, settings, folder)  # warm-up
         loop(plain, tokenizer, loop_rows[:2])
-        engine = [
-            len(rows) / engine_run(lm, rows, experiment, settings, folder)
-            for _ in range(args.repeat)
-        ]
-        plain_rates = [
-            len(loop_rows) / timed(loop, plain, tokenizer, loop_rows) for _ in range(args.repeat)
-        ]
+        engine, plain_rates = [], []
+        for _ in range(args.repeat):
+            engine.append(len(rows) / engine_run(lm, rows, experiment, settings, folder))
+            plain_rates.append(len(loop_rows) / timed(loop, plain, tokenizer, loop_rows))
         e, p = statistics.median(engine), statistics.median(plain_rates)
-        print(f"| {name} | {e:.2f} | {p:.2f} | {e / p:.1f}x |", flush=True)
+        print(f"| {name} | {len(rows)} / {len(loop_rows)} | {e:.2f} | {p:.2f} | {e / p:.1f}x |",
+              flush=True)  # fmt: skip
 
 
 def part_batching(args, folder: Path) -> None:
@@ -357,7 +356,10 @@ def main() -> None:
                         choices=("speed", "batching", "ray", "memory", "memory-child"))  # fmt: skip
     parser.add_argument("--model", choices=("gpt2-small", "smollm2"), default="gpt2-small")
     parser.add_argument("--prompts", type=int, default=200)
-    parser.add_argument("--loop", type=int, default=50, help="prompts the plain loop runs")
+    parser.add_argument("--loop", type=int, default=20, help="prompts the patch loop runs")
+    parser.add_argument(
+        "--loop-profile", type=int, default=200, help="prompts the profile loop runs"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 2000])
     parser.add_argument("--experiment", default="profile", help="memory-child: what it runs")
     parser.add_argument("--experiments", nargs="+", default=["profile", "lens"],

@@ -123,7 +123,7 @@ def test_a_cancelled_run_stops_and_resumes_with_the_same_rows(demo, tmp_path):
 def test_a_longer_limit_extends_a_run_and_other_settings_are_refused(demo, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", many_rows(12))
     spec = RunSpec(model="demo", data=data, experiment="lens", out=str(tmp_path / "run"), limit=5)
-    store = execute(spec, lm=demo)
+    store = lmscope.run(demo, data, "lens", str(tmp_path / "run"), limit=5)  # = execute(spec)
     assert sorted(store.prompts()["prompt_id"].to_pylist()) == [1, 2, 3, 4, 5]
     execute(RunSpec(**spec.to_dict() | {"limit": None}), lm=demo)
     assert sorted(store.prompts()["prompt_id"].to_pylist()) == list(range(1, 13))
