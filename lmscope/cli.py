@@ -349,7 +349,7 @@ def print_agreement(agreement: dict | None) -> None:
 def _run(args: argparse.Namespace) -> int:
     from .cli_runs import run_command
 
-    return run_command(args, load)
+    return run_command(args, _progress)
 
 
 @command("runs")

@@ -90,7 +90,9 @@ def _flag(name: str, users: list) -> dict:
     return flag
 
 
-def run_command(args: argparse.Namespace, load) -> int:
+def run_command(args: argparse.Namespace, loading) -> int:
+    """`lmscope run`; `loading` hears the model's loading steps (the model loads only if rows
+    are missing)."""
     from .runs import RunSpec, execute
     from .runs.spec import SETTINGS
 
@@ -108,9 +110,8 @@ def run_command(args: argparse.Namespace, load) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
     ).checked()
-    lm = load(spec.model) if spec.engine == "local" else None
     shown = _Progress(args.experiment)
-    store = execute(spec, lm=lm, on_progress=shown)
+    store = execute(spec, on_progress=shown, loading=loading)
     shown.end()
     return show(store, args.json, 5)
 

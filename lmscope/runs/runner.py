@@ -161,6 +161,8 @@ def execute(
 def _answers(spec, pending, lm, manifest, loading, progress, on_progress):
     """The engine's answers to the pending rows' batches, as they come (a generator), with the
     manifest told which model answers them (the Ray engine's driver reads its card only)."""
+    if not pending:  # a complete run asked again: nothing to load
+        return (answer for answer in ())
     batches = _batches(pending, spec.batch_size)
     if spec.engine == "ray":
         config, source, card = inspect_model(spec.model, allow_local_path=True)
