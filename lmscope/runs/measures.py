@@ -225,20 +225,15 @@ class AblationScan(Measure):
 
     @property
     def tokens_per_pass(self) -> int:
-        return 4096 if self.settings["method"] == "exact" else 1024
+        return _tokens_per_pass(self.settings["method"])
 
     @classmethod
     def cells(cls, settings: dict) -> dict[str, Axes]:
-        cells = {"exact": HEADS, "metric": SCALAR}
-        if settings["method"] != "exact":
-            cells |= {"atp": HEADS}
-        if settings["method"] == "both":
-            cells |= {"spearman": SCALAR, "top_k_overlap": SCALAR}
-        return cells
+        return _scanned(settings["method"], HEADS) | {"metric": SCALAR}
 
     @classmethod
     def ranked(cls, settings: dict) -> tuple[str, ...]:
-        return {"exact": ("exact",), "atp": ("atp",), "both": ("atp", "exact")}[settings["method"]]
+        return RANKED[settings["method"]]
 
     def check(self, item: Item) -> None:
         mode, method = self.settings["mode"], self.settings["method"]
@@ -296,21 +291,16 @@ class Patch(Measure):
 
     @property
     def tokens_per_pass(self) -> int:
-        return 4096 if self.settings["scan"] == "exact" else 1024
+        return _tokens_per_pass(self.settings["scan"])
 
     @classmethod
     def cells(cls, settings: dict) -> dict[str, Axes]:
         grid = HEADS if settings["component"] == "heads" else POSITIONS
-        cells = {"exact": grid, "clean": SCALAR, "corrupt": SCALAR}
-        if settings["scan"] != "exact":
-            cells |= {"atp": grid}
-        if settings["scan"] == "both":
-            cells |= {"spearman": SCALAR, "top_k_overlap": SCALAR}
-        return cells
+        return _scanned(settings["scan"], grid) | {"clean": SCALAR, "corrupt": SCALAR}
 
     @classmethod
     def ranked(cls, settings: dict) -> tuple[str, ...]:
-        return {"exact": ("exact",), "atp": ("atp",), "both": ("atp", "exact")}[settings["scan"]]
+        return RANKED[settings["scan"]]
 
     def check(self, item: Item) -> None:
         s = self.settings
@@ -345,6 +335,27 @@ class Patch(Measure):
             _agreement(values, result.agreement())
             made.append(values)
         return made
+
+
+# The full grids a scan by 'exact', 'atp' or 'both' ranks (under 'atp', only AtP's checked cells
+# are measured exactly: too few to rank).
+RANKED = {"exact": ("exact",), "atp": ("atp",), "both": ("atp", "exact")}
+
+
+def _scanned(scan: str, grid: Axes) -> dict[str, Axes]:
+    """The cells of a scan by `scan`: the exact values (AtP's checked cells only, under 'atp'),
+    AtP's estimate unless 'exact', and under 'both' their agreement on each prompt."""
+    cells = {"exact": grid}
+    if scan != "exact":
+        cells["atp"] = grid
+    if scan == "both":
+        cells |= {"spearman": SCALAR, "top_k_overlap": SCALAR}
+    return cells
+
+
+def _tokens_per_pass(scan: str) -> int:
+    """A gradient keeps far more per token than a forward pass: smaller batches for AtP."""
+    return 4096 if scan == "exact" else 1024
 
 
 def _checked_or_exact(values: Values, exact, checked: list[dict], key: str) -> None:
