@@ -55,6 +55,40 @@ def analyze(model: str | LoadedModel, prompt: str) -> Analysis:
     return _analyze(lm, prompt)
 
 
+def run(
+    model: str | LoadedModel,
+    data: str,
+    experiment: str,
+    out: str,
+    *,
+    engine: str = "local",
+    ray_address: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress=None,
+    **settings,
+):
+    """Run `experiment` on every row of `data` and store it in `out` (resumable: the same call
+    again computes only what is missing); returns the run's `lmscope.runs.RunStore`.
+
+    `model` is an id or path, or a model already loaded (local engine). Settings as keywords, e.g.
+    `run("gpt2", "ioi.jsonl", "patch", "runs/ioi", component="heads", scan="both")`;
+    `progress(p)` hears each stored batch (`lmscope.runs.Progress`)."""
+    from .runs import RunSpec, execute
+    from .runs.store import RunError
+
+    lm = model if isinstance(model, LoadedModel) else None
+    if lm is not None and engine != "local":
+        raise RunError("The Ray engine loads the model in each actor: name it by id or path.")
+    spec = RunSpec(
+        model=lm.model_id if lm is not None else model, data=data, experiment=experiment,
+        out=out, settings=settings, limit=limit, engine=engine, ray_address=ray_address,
+        batch_size=batch_size, workers=workers,
+    )  # fmt: skip
+    return execute(spec, lm=lm, on_progress=progress)
+
+
 __all__ = [
     "Analysis",
     "LmscopeError",
@@ -66,4 +100,5 @@ __all__ = [
     "from_model",
     "load",
     "load_model",
+    "run",
 ]

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from .cli_runs import add_parsers as add_run_parsers
 from .core.analysis import Analysis, analyze
 from .core.catalog import CATALOG, DEMO_ID, hub_aliases, installed, terms_path
 from .core.devices import DEVICE_MAPS, DEVICES, DTYPES, Placement, placement
@@ -379,6 +380,20 @@ def print_agreement(agreement: dict | None) -> None:
         )
 
 
+@command("run")
+def _run(args: argparse.Namespace) -> int:
+    from .cli_runs import run_command
+
+    return run_command(args, _progress)
+
+
+@command("runs")
+def _runs(args: argparse.Namespace) -> int:
+    from .cli_runs import runs_command
+
+    return runs_command(args)
+
+
 @command("ablation-scan")
 def _ablation_scan(args: argparse.Namespace) -> int:
 
@@ -492,6 +507,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--check", type=int, default=default(patch, "check"),
                    help="AtP's strongest cells patched exactly (default: %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_run_parsers(sub, MODEL_HELP)
     return top
 
 

@@ -6,12 +6,16 @@ model a test loads by id is one the test put into that cache itself.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 # huggingface_hub reads these once, at import: set them before anything imports transformers.
 _HOME = Path(tempfile.mkdtemp(prefix="lmscope-tests-"))
+# removed when the session ends: it holds a dequantized SmolLM2 (about 760 MB) once a test loads it
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["HF_HOME"] = str(_HOME / "hf")
 os.environ["HF_HUB_CACHE"] = str(_HOME / "hf" / "hub")
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -20,6 +24,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as lmscope sets it; torch
 # depend on how busy the machine is; tests/test_speed.py measures the real one.
 os.environ.setdefault("LMSCOPE_GFLOPS", "150")
 os.environ["XDG_CACHE_HOME"] = str(_HOME / "cache")
+os.environ["XDG_DATA_HOME"] = str(_HOME / "data")  # the index of runs (lmscope.runs.index)
+os.environ.pop("LMSCOPE_RUNS_INDEX", None)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

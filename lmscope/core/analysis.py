@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +20,10 @@ from . import speed
 from .attention import ROW_BLOCK, LayerKeys
 from .budget import check_analysis
 from .errors import PromptError
-from .heads import HeadReport, chance_scores, windowed_chance
+from .heads import HeadReport, chance_scores_per_row, windowed_chance
 from .model import LoadedModel
 from .tokens import Token, is_split, piece_bytes, tokenize
-from .trace import run
+from .trace import Recorder, run
 
 MAX_PROMPT_CHARS = 200_000
 TOP_K = 10
@@ -296,48 +296,104 @@ def _analyze_tokens(
 ) -> Analysis:
     """The traced pass over `tokens` (already cut to the model's context); `check`: against the
     cost limits first (the speed probe, which the estimate itself waits for, does not)."""
-    if not tokens:
+    return analyze_batch(lm, [(prompt, tokens, notices)], check=check)[0]
+
+
+def analyze_batch(
+    lm: LoadedModel,
+    prompts: list[tuple[str, list[Token], list[str]]],
+    *,
+    lens: bool = True,
+    check: bool = True,
+) -> list[Analysis]:
+    """`analyze` of several prompts of the same token count in ONE traced pass, batch axis first:
+    (prompt, its tokens already cut to the model's context, its notices) each. Each Analysis holds
+    views of the batch's tensors, and equals its prompt's own up to float rounding. Without
+    `lens`, only the last layer is read out (the logit lens is then read on request): the lens of
+    every layer is most of the work of a batch of short prompts (layers + 1 rows x vocabulary)."""
+    sizes = {len(tokens) for _, tokens, _ in prompts}
+    if sizes == {0}:
         raise PromptError("The prompt gave no tokens to analyze.")
+    if len(sizes) != 1:
+        raise ValueError(f"analyze_batch needs prompts of one token count, got {sorted(sizes)}")
+    size = sizes.pop()
     if check:
-        check_analysis(lm, len(tokens))
-    ids = torch.tensor([[t.id for t in tokens]])
+        check_analysis(lm, size)
+    ids = torch.tensor([[t.id for t in tokens] for _, tokens, _ in prompts])
     with torch.inference_mode():
         # The model's own unembedding is skipped: the logit lens at the last position reads the
         # big read-out matrix once for every layer's stream, and its last row IS the logits.
         _, rec = run(lm, ids, score=True, keep_sublayer_outputs=False, logits_to_keep=NO_POSITIONS)
         layers = lm.layers
         acts = rec.acts
-        residual = rec.stack("residual", layers)[:, 0]  # views of the pass's stacks, no copies
-        lens = lm.unembed(residual[:, -1]).float()
-        z = rec.stack("attn.hook_z", layers)[:, 0].unflatten(-1, (lm.heads, -1))
-        attn_norms = rec.stack("hook_attn_out_norm", layers)[:, 0]
-        mlp_norms = rec.stack("hook_mlp_out_norm", layers)[:, 0]
-        mlp_last = rec.stack("hook_mlp_out_last", layers)[:, 0]
-        scores, evidence = rec.scores(layers)
+        residual = rec.stack("residual", layers)  # views of the pass's stacks, no copies
+        read = residual[:, :, -1] if lens else residual[-1:, :, -1]
+        lens_logits = lm.unembed(read).float()  # (layers + 1, B, vocab), or (1, B, vocab)
+        z = rec.stack("attn.hook_z", layers).unflatten(-1, (lm.heads, -1))
+        attn_norms = rec.stack("hook_attn_out_norm", layers)
+        mlp_norms = rec.stack("hook_mlp_out_norm", layers)
+        mlp_last = rec.stack("hook_mlp_out_last", layers)
+        reports = head_reports(lm, rec, ids)
         pos = acts.get("hook_pos_embed")
-        heads = HeadReport.from_scores(
-            {k: v[0].tolist() for k, v in scores.items()},
-            chance_scores(ids[0]),
-            {k: v[0].tolist() for k, v in evidence.items()},
-            windowed_chance(ids[0], [rec.keys[layer].window for layer in range(layers)]),
+        analyses = []
+        for row, ((prompt, tokens, notices), heads) in enumerate(
+            zip(prompts, reports, strict=True)
+        ):
+            analyses.append(
+                Analysis(
+                    lm=lm,
+                    prompt=prompt,
+                    tokens=tokens,
+                    notices=notices,
+                    token_embeddings=acts["hook_embed"][row].float(),
+                    position_embeddings=None if pos is None else pos[row % len(pos)].float(),
+                    keys=[_row_keys(rec.keys[layer], row) for layer in range(layers)],
+                    residual=residual[:, row],
+                    attn_norms=attn_norms[:, row],
+                    mlp_norms=mlp_norms[:, row],
+                    mlp_last=mlp_last[:, row],
+                    z=z[:, row],
+                    logits=lens_logits[-1, row].clone(),  # not a view: it would keep every row
+                    heads=heads,
+                    last_lens=top_predictions(lm, lens_logits[:, row], LENS_K) if lens else [],
+                )
+            )
+    return analyses
+
+
+def head_reports(lm: LoadedModel, rec: Recorder, ids: torch.Tensor) -> list[HeadReport]:
+    """Each batch row's head report from a pass that scored the heads (`run(score=True)`); a
+    sliding-window layer is judged against uniform attention over what it can see."""
+    scores, evidence = rec.scores(lm.layers)
+    chance = chance_scores_per_row(ids)
+    card = lm.card
+    windows = [card.sliding_window if l in card.local_layers else None for l in range(lm.layers)]
+    return [
+        HeadReport.from_scores(
+            {k: v[row].tolist() for k, v in scores.items()},
+            chance[row],
+            {k: v[row].tolist() for k, v in evidence.items()},
+            windowed_chance(ids[row], windows),
         )
-    return Analysis(
-        lm=lm,
-        prompt=prompt,
-        tokens=tokens,
-        notices=notices,
-        token_embeddings=acts["hook_embed"][0].float(),
-        position_embeddings=None if pos is None else pos[0].float(),
-        keys=[rec.keys[layer] for layer in range(layers)],
-        residual=residual,
-        attn_norms=attn_norms,
-        mlp_norms=mlp_norms,
-        mlp_last=mlp_last,
-        z=z,
-        logits=lens[-1].clone(),  # not a view: it would keep every layer's row
-        heads=heads,
-        last_lens=top_predictions(lm, lens, LENS_K),
-    )
+        for row in range(ids.shape[0])
+    ]
+
+
+def score_batch(lm: LoadedModel, token_lists: list[list[Token]]) -> list[HeadReport]:
+    """The head report `analyze` gives each of several prompts of one token count, from one
+    scored pass that keeps nothing else (no stream, no queries and keys, nothing unembedded)."""
+    check_analysis(lm, len(token_lists[0]))
+    ids = torch.tensor([[t.id for t in tokens] for tokens in token_lists])
+    with torch.inference_mode():
+        _, rec = run(lm, ids, score=True, keep_keys=False, keep_sublayer_outputs=False,
+                     logits_to_keep=NO_POSITIONS)  # fmt: skip
+        return head_reports(lm, rec, ids)
+
+
+def _row_keys(keys: LayerKeys, row: int) -> LayerKeys:
+    """One batch row of a layer's queries and keys (batch axis of 1)."""
+    mask = None if keys.mask is None else keys.mask[row : row + 1]
+    return replace(keys, query=keys.query[row : row + 1], key=keys.key[row : row + 1], mask=mask)
 
 
 _PROBE_WORDS = "the river keeps a slow map of every town it passes and".split()

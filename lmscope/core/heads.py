@@ -280,10 +280,20 @@ def score_heads(
 
 def chance_scores(ids: torch.Tensor, window: int | None = None) -> dict[str, float]:
     """Each score of uniform causal attention (`A[i, j] = 1/(i+1)`) on these ids: the chance level
-    (with a `window`, uniform over the keys a query of a sliding-window layer sees).
+    (with a `window`, uniform over the keys a query of a sliding-window layer sees; ids `(T,)`, or
+    `(N, T)`: the mean over the rows where a score is defined)."""
+    return {k: float(v.nanmean()) for k, v in _chance(ids, window).items()}
 
-    Built and scored a block of rows at a time: never a whole T x T uniform pattern.
-    """
+
+def chance_scores_per_row(ids: torch.Tensor, window: int | None = None) -> list[dict[str, float]]:
+    """`chance_scores` of each row of ids `(N, T)` on its own, in one go."""
+    scores = _chance(ids, window)
+    return [{k: float(v[row]) for k, v in scores.items()} for row in range(ids.shape[0])]
+
+
+def _chance(ids: torch.Tensor, window: int | None = None) -> dict[str, torch.Tensor]:
+    """Uniform attention's scores per row of ids, `(N,)` each: built and scored a block of rows at
+    a time, never a whole T x T uniform pattern."""
     size = ids.shape[-1]
     flat = ids.reshape(-1, size)
     sums = ScoreSums.start(flat, 1, window)
@@ -295,8 +305,7 @@ def chance_scores(ids: torch.Tensor, window: int | None = None) -> dict[str, flo
             rows = rows.triu(start - window + 1)
         rows /= rows.sum(-1, keepdim=True)
         sums.add(rows.expand(flat.shape[0], 1, *rows.shape), start)
-    scores = sums.scores()[0]
-    return {k: float(v.float().nanmean()) for k, v in scores.items()}
+    return {k: v.float()[:, 0] for k, v in sums.scores()[0].items()}
 
 
 def windowed_chance(ids: torch.Tensor, windows: list[int | None]) -> dict[int, dict[str, float]]:

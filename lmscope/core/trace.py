@@ -465,7 +465,8 @@ def run(
     )
     with pass_slot(), recording(recorder):
         if inputs_embeds is not None:
-            out = lm.model(inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep)
-        else:
-            out = lm.model(input_ids=input_ids, logits_to_keep=logits_to_keep)
+            out = lm.model(inputs_embeds=inputs_embeds, logits_to_keep=logits_to_keep,
+                           use_cache=False)  # fmt: skip
+        else:  # no key/value cache: nothing generates from this pass (3% of a short batch)
+            out = lm.model(input_ids=input_ids, logits_to_keep=logits_to_keep, use_cache=False)
     return out.logits, recorder

@@ -9,8 +9,10 @@ from typing import Literal
 import torch
 
 from ..core.budget import check_ablation_estimate
+from ..core.errors import LmscopeError
 from ..core.heads import head_name
 from ..core.model import LoadedModel
+from ..core.tokens import Token
 from ..core.trace import run
 from .ablation import (
     BATCH_TOKENS,
@@ -21,10 +23,10 @@ from .ablation import (
     replacements,
     scan_pass,
 )
-from .atp import agreement, backward, first_order, forward, strongest
+from .atp import Gradients, agreement, backward_rows, first_order, forward, strongest
 from .inputs import Head, as_ids, check_count, choice, prompt_ids
 from .metric import Metric, make_metric
-from .patching import CHECK_TOP, in_layer_order, rows_per_pass
+from .patching import CHECK_TOP, in_layer_order, rounded_checks, rows_per_pass
 
 Method = Literal["exact", "atp", "both"]
 METHODS: tuple[Method, ...] = ("exact", "atp", "both")
@@ -56,7 +58,7 @@ class AblationEstimate:
             "base_metric": round(self.base_metric, 6),
             "atp": self.atp.round(decimals=6).tolist(),
             "exact": None if self.exact is None else self.exact.round(decimals=6).tolist(),
-            "checked": self.checked,
+            "checked": rounded_checks(self.checked),
             "agreement": self.agreement(),
         }
 
@@ -100,10 +102,60 @@ def ablation_estimate(
     check = check_count(check)
     tokens, notices = prompt_ids(lm, prompt)
     check_ablation_estimate(lm, len(tokens), exact, check)
-    ids = as_ids(tokens)
-    tape = forward(lm, ids, "heads")  # its logits pick the metric: no other pass of the prompt
-    metric, more = make_metric(lm, answer, wrong, tape.logits.detach().float())
-    grad = backward(lm, tape, metric)
+    (made,) = ablation_estimates(lm, [(prompt, tokens, notices)], [(answer, wrong)], mode,
+                                 exact=exact, check=check)  # fmt: skip
+    if isinstance(made, LmscopeError):
+        raise made
+    return made
+
+
+def ablation_estimates(
+    lm: LoadedModel,
+    prompts: list[tuple[str, list[Token], list[str]]],
+    targets: list[tuple[object, object]],
+    mode: Mode,
+    *,
+    exact: bool = False,
+    check: int = CHECK_TOP,
+) -> list[AblationEstimate | LmscopeError]:
+    """`ablation_estimate` of prompts of one token count, (prompt, tokens, notices) each, with
+    one forward and one backward pass for them all; `targets` holds each one's (answer, wrong).
+    A prompt whose target is refused comes back as that error."""
+    ids = torch.cat([as_ids(tokens) for _, tokens, _ in prompts])
+    tape = forward(lm, ids, "heads")  # its logits pick the metrics: no other pass of the prompts
+    metrics: list[tuple[Metric, list[str]] | LmscopeError] = []
+    for row, (answer, wrong) in enumerate(targets):
+        try:
+            metrics.append(make_metric(lm, answer, wrong, tape.logits[row].detach().float()))
+        except LmscopeError as error:
+            metrics.append(error)
+    grads = backward_rows(lm, tape, [m[0] if isinstance(m, tuple) else None for m in metrics])
+    made: list[AblationEstimate | LmscopeError] = []
+    for row, ((prompt, _, notices), target, grad) in enumerate(
+        zip(prompts, metrics, grads, strict=True)
+    ):
+        if isinstance(target, LmscopeError):
+            made.append(target)
+            continue
+        metric, more = target
+        assert grad is not None  # every row with a metric has its gradient
+        one = ids[row : row + 1]
+        made.append(_estimate(lm, prompt, notices + more, one, metric, grad, mode, exact, check))
+    return made
+
+
+def _estimate(
+    lm: LoadedModel,
+    prompt: str,
+    notices: list[str],
+    ids: torch.Tensor,
+    metric: Metric,
+    grad: Gradients,
+    mode: Mode,
+    exact: bool,
+    check: int,
+) -> AblationEstimate:
+    """One prompt's estimate from its gradient, and the exact ablations asked for."""
     values = replacements(lm, mode, grad.values)  # (layers, heads, d_head)
     atp = first_order(grad, values.unsqueeze(1).expand_as(grad.values), "heads")
     all_heads = [(layer, head) for layer in range(lm.layers) for head in range(lm.heads)]
@@ -114,13 +166,13 @@ def ablation_estimate(
     else:
         measured = exact_ablation(lm, ids, metric, values, top)[1] if top else []
     checked = [
-        {"head": [layer, head], "name": head_name(layer, head), "atp": round(float(atp[layer, head]), 6),
-         "exact": round(float(v), 6)}
+        {"head": [layer, head], "name": head_name(layer, head), "atp": float(atp[layer, head]),
+         "exact": float(v)}
         for (layer, head), v in zip(top, measured, strict=True)
     ]  # fmt: skip
     return AblationEstimate(
-        prompt=prompt,  # type: ignore[arg-type]
-        notices=notices + more,
+        prompt=prompt,
+        notices=notices,
         mode=mode,
         metric=metric,
         base_metric=grad.metric,

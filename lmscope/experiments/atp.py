@@ -50,11 +50,11 @@ def activations(lm: LoadedModel, ids: torch.Tensor, component: Component) -> tor
 
 @dataclass
 class Tape:
-    """A forward pass of one prompt kept for one backward pass: its last position's logits and
-    each layer's activation of `component`, both still in the autograd graph."""
+    """A forward pass of a batch of prompts kept for one backward pass: the last position's logits
+    `(B, vocab)` and each layer's activation of `component`, both still in the autograd graph."""
 
     component: Component
-    logits: torch.Tensor  # (vocab,)
+    logits: torch.Tensor  # (B, vocab)
     acts: list[torch.Tensor]
 
 
@@ -68,8 +68,8 @@ class Gradients:
 
 
 def forward(lm: LoadedModel, ids: torch.Tensor, component: Component) -> Tape:
-    """One forward pass of `ids` `(1, T)` that a backward pass can follow: its logits give the
-    metric, so no other pass of this prompt is needed.
+    """One forward pass of `ids` `(B, T)` that a backward pass can follow: its logits give the
+    metric, so no other pass of these prompts is needed.
 
     The recorder keeps the very tensors the model computes with (no stacking copies), so autograd
     reaches each of them; the input embeddings are the leaf that makes the pass differentiable.
@@ -81,27 +81,44 @@ def forward(lm: LoadedModel, ids: torch.Tensor, component: Component) -> Tape:
         embeds = embedding(ids.to(lm.device)).detach().requires_grad_(True)
         with pass_slot(), recording(recorder):
             out = lm.model(inputs_embeds=embeds, logits_to_keep=1)
-    return Tape(component, out.logits[0, -1], [recorder.acts[name] for name in names])
+    return Tape(component, out.logits[:, -1], [recorder.acts[name] for name in names])
 
 
 def backward(lm: LoadedModel, tape: Tape, metric: Metric) -> Gradients:
-    """One backward pass from the metric of `tape`'s logits to each layer's activation.
+    """One backward pass from the metric of `tape`'s logits (one prompt) to each layer's activation."""
+    grad = backward_rows(lm, tape, [metric])[0]
+    assert grad is not None
+    return grad
+
+
+def backward_rows(
+    lm: LoadedModel, tape: Tape, metrics: list[Metric | None]
+) -> list[Gradients | None]:
+    """One backward pass for a batch: row b's metric `metrics[b]` to its own activations (None:
+    row b is left out). Rows never mix in a forward pass, so the gradient of the sum of the
+    rows' metrics is, at each row, that row's own gradient.
 
     In half precision the pass runs in the model's dtype (its gradients carry that dtype's
     rounding), and the metric (from float32 logits) and everything after it, the products with
     activation differences and their sums (`first_order`), are float32."""
+    rows = [row for row, m in enumerate(metrics) if m is not None]
+    if not rows:
+        return [None] * len(metrics)
     with torch.inference_mode(False), torch.enable_grad():
-        value = metric(tape.logits)
-        grads = torch.autograd.grad(value, tape.acts, allow_unused=True)
+        values = torch.stack([metrics[row](tape.logits[row]) for row in rows])
+        grads = torch.autograd.grad(values.sum(), tape.acts, allow_unused=True)
     if any(g is None for g in grads):
         raise NotImplementedError(
             f"{lm.card.name}: no gradient reaches {tape.component} activations"
         )
-    values = torch.stack([a[0].detach().float().to(lm.device) for a in tape.acts])
-    grads = torch.stack([g[0].float().to(lm.device) for g in grads])
+    acts = torch.stack([a.detach().float().to(lm.device) for a in tape.acts], 1)  # (B, layers, ...)
+    grads = torch.stack([g.float().to(lm.device) for g in grads], 1)
     if tape.component == "heads":
-        values, grads = (t.unflatten(-1, (lm.heads, -1)) for t in (values, grads))
-    return Gradients(float(value.detach()), values, grads)
+        acts, grads = (t.unflatten(-1, (lm.heads, -1)) for t in (acts, grads))
+    out: list[Gradients | None] = [None] * len(metrics)
+    for row, value in zip(rows, values.detach(), strict=True):
+        out[row] = Gradients(float(value), acts[row], grads[row])
+    return out
 
 
 def gradients(

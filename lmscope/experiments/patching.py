@@ -20,7 +20,7 @@ import torch
 
 from ..core import jobs
 from ..core.budget import check_patching
-from ..core.errors import RequestError
+from ..core.errors import LmscopeError, RequestError
 from ..core.heads import head_name
 from ..core.model import LoadedModel
 from ..core.tokens import Token
@@ -34,7 +34,7 @@ from .atp import (
     Tape,
     activations,
     agreement,
-    backward,
+    backward_rows,
     captured,
     first_order,
     forward,
@@ -89,6 +89,31 @@ class Pair:
         return [(layer, c) for layer in range(self.lm.layers) for c in range(columns)]
 
 
+@dataclass
+class PairPrompts:
+    """A clean and a corrupted prompt as the model reads them, with the same token count."""
+
+    clean: list[Token]
+    corrupt: list[Token]
+    notices: list[str]
+
+    @property
+    def tokens(self) -> int:
+        return len(self.clean)
+
+
+def pair_prompts(lm: LoadedModel, clean: object, corrupt: object) -> PairPrompts:
+    """Both prompts tokenized; a `RequestError` naming both counts when they differ."""
+    clean_tokens, notices = prompt_ids(lm, clean)
+    corrupt_tokens, more = prompt_ids(lm, corrupt)
+    if len(clean_tokens) != len(corrupt_tokens):
+        raise RequestError(
+            f"The clean prompt is {len(clean_tokens)} tokens and the corrupted prompt "
+            f"{len(corrupt_tokens)}: patching pairs their positions, so both need the same count."
+        )
+    return PairPrompts(clean_tokens, corrupt_tokens, notices + more)
+
+
 def pair(
     lm: LoadedModel,
     clean: object,
@@ -108,15 +133,57 @@ def pair(
     metric's gradient is taken (`Pair.grads`): AtP's one forward pass of each prompt and one
     backward pass, nothing run twice.
     """
-    clean_tokens, notices = prompt_ids(lm, clean)
-    corrupt_tokens, more = prompt_ids(lm, corrupt)
-    if len(clean_tokens) != len(corrupt_tokens):
-        raise RequestError(
-            f"The clean prompt is {len(clean_tokens)} tokens and the corrupted prompt "
-            f"{len(corrupt_tokens)}: patching pairs their positions, so both need the same count."
-        )
-    clean_ids, corrupt_ids = as_ids(clean_tokens), as_ids(corrupt_tokens)
-    logits, kept, tape = _passes(lm, clean_ids, corrupt_ids, component, direction, gradient)
+    prompts = pair_prompts(lm, clean, corrupt)
+    (made,) = pairs(lm, [prompts], [(answer, wrong)], component=component, direction=direction,
+                    gradient=gradient)  # fmt: skip
+    if isinstance(made, LmscopeError):
+        raise made
+    return made
+
+
+def pairs(
+    lm: LoadedModel,
+    prompts: list[PairPrompts],
+    targets: list[tuple[object, object]],
+    *,
+    component: Component | None = None,
+    direction: Direction = "denoising",
+    gradient: bool = False,
+) -> list[Pair | LmscopeError]:
+    """`pair` of several pairs of one token count in one batch of passes; `targets` holds each
+    pair's (answer, wrong). A pair that cannot be patched (a bad target, a metric that does not
+    move) comes back as the error `pair` would raise, the others as their `Pair`."""
+    clean = torch.cat([as_ids(p.clean) for p in prompts])
+    corrupt = torch.cat([as_ids(p.corrupt) for p in prompts])
+    logits, kept, tape = _passes(lm, clean, corrupt, component, direction, gradient)
+    made: list[Pair | LmscopeError] = []
+    for row, (prompt, (answer, wrong)) in enumerate(zip(prompts, targets, strict=True)):
+        try:
+            made.append(_pair(lm, prompt, logits[row], answer, wrong, clean, corrupt, row))
+        except LmscopeError as error:
+            made.append(error)
+    metrics = [m.metric if isinstance(m, Pair) else None for m in made]
+    grads = backward_rows(lm, tape, metrics) if tape is not None else [None] * len(made)
+    for row, (p, grad) in enumerate(zip(made, grads, strict=True)):
+        if isinstance(p, Pair) and component is not None:
+            p.sources[component, direction] = kept[row]
+            if grad is not None:
+                p.grads[component, direction] = grad
+    return made
+
+
+def _pair(
+    lm: LoadedModel,
+    prompt: PairPrompts,
+    logits: torch.Tensor,
+    answer: object,
+    wrong: object,
+    clean: torch.Tensor,
+    corrupt: torch.Tensor,
+    row: int,
+) -> Pair:
+    """Row `row` of a batch as a `Pair`: its metric from its logits `(2, vocab)` (clean,
+    corrupted), refused when the metric is the same on both prompts."""
     metric, targets = make_metric(lm, answer, wrong, logits[0])
     values = metric(logits)
     if abs(float(values[0] - values[1])) < 1e-6:
@@ -124,15 +191,10 @@ def pair(
             f"{metric.label} is {float(values[0]):.4g} on both prompts: there is no difference for "
             "patching to restore. Pick a corruption that changes the answer."
         )
-    p = Pair(
-        lm, clean_ids, corrupt_ids, clean_tokens, corrupt_tokens, metric,
-        float(values[0]), float(values[1]), notices + more + targets,
+    return Pair(
+        lm, clean[row : row + 1], corrupt[row : row + 1], prompt.clean, prompt.corrupt, metric,
+        float(values[0]), float(values[1]), prompt.notices + targets,
     )  # fmt: skip
-    if component is not None:
-        p.sources[component, direction] = kept
-    if tape is not None:
-        p.grads[component, direction] = backward(lm, tape, metric)
-    return p
 
 
 def _passes(
@@ -142,24 +204,31 @@ def _passes(
     component: Component | None,
     direction: Direction,
     gradient: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, Tape | None]:
-    """`pair()`'s passes: the last-position logits `(2, vocab)` (clean, corrupted), the source
-    run's activations of `component` if named, and with `gradient` the run patched into as a
-    `Tape` (then each prompt runs alone, the source one without autograd)."""
-    source_row = 0 if direction == "denoising" else 1  # clean is row 0
+) -> tuple[torch.Tensor, list[torch.Tensor], Tape | None]:
+    """`pairs()`'s passes over `(B, T)` clean and corrupted ids: the last-position logits
+    `(B, 2, vocab)` (clean, corrupted), each row's source-run activations of `component` if named,
+    and with `gradient` the run patched into as a `Tape` (then the source prompts run as one
+    batch without autograd, the others as one with it)."""
+    batch = clean.shape[0]
+    source_first = direction == "denoising"  # the clean run is the source
     if component is None or not gradient:
         with torch.inference_mode():
             out, rec = run(lm, torch.cat([clean, corrupt]), capture=component is not None,
                            keep_keys=False)  # fmt: skip
-        kept = None if component is None else captured(lm, rec, component, source_row)
-        return out[:, -1].float(), kept, None
-    source, base = (clean, corrupt) if source_row == 0 else (corrupt, clean)
+        first = 0 if source_first else batch
+        kept = [] if component is None else [
+            captured(lm, rec, component, first + row) for row in range(batch)
+        ]  # fmt: skip
+        logits = out[:, -1].float().unflatten(0, (2, batch)).transpose(0, 1)
+        return logits, kept, None
+    source, base = (clean, corrupt) if source_first else (corrupt, clean)
     with torch.inference_mode():
         source_logits, rec = run(lm, source, keep_keys=False)
-    kept = captured(lm, rec, component)
+    kept = [captured(lm, rec, component, row) for row in range(batch)]
     tape = forward(lm, base, component)
-    rows = [source_logits[0, -1], tape.logits.detach()]
-    return torch.stack(rows if source_row == 0 else rows[::-1]).float(), kept, tape
+    rows = [source_logits[:, -1], tape.logits.detach()]
+    logits = torch.stack(rows if source_first else rows[::-1], 1).float()
+    return logits, kept, tape
 
 
 def _sources(p: Pair, component: Component, direction: Direction) -> torch.Tensor:
@@ -333,9 +402,14 @@ class Patching:
             "columns": self.columns(),
             "exact": _rounded(self.exact),
             "atp": _rounded(self.atp),
-            "checked": self.checked,
+            "checked": rounded_checks(self.checked),
             "agreement": self.agreement(),
         }
+
+
+def rounded_checks(checked: list[dict]) -> list[dict]:
+    """Checked cells as the JSON document shows them: values to 6 decimals."""
+    return [c | {"atp": round(c["atp"], 6), "exact": round(c["exact"], 6)} for c in checked]
 
 
 def _rounded(values: torch.Tensor | None) -> list | None:
@@ -361,8 +435,8 @@ def check_top(
     return [
         {
             "cell": [layer, column],
-            "atp": round(float(atp[layer, column]), 6),
-            "exact": round(float(v), 6),
+            "atp": float(atp[layer, column]),
+            "exact": float(v),
         }
         for (layer, column), v in zip(cells, values, strict=True)
     ]
@@ -390,15 +464,27 @@ def patch(
     check = check_count(check)
     clean_tokens, _ = prompt_ids(lm, clean)
     check_patching(lm, len(clean_tokens), component, scan, check)
-    atp_scan = scan in ("atp", "both")
     p = pair(lm, clean, corrupt, answer, wrong, component=component, direction=direction,
-             gradient=atp_scan)  # fmt: skip
-    shape = (lm.layers, lm.heads if component == "heads" else p.tokens)
+             gradient=scan in ("atp", "both"))  # fmt: skip
+    return scan_pair(p, component, direction, scan, check, batch_tokens)
+
+
+def scan_pair(
+    p: Pair,
+    component: Component,
+    direction: Direction,
+    scan: Scan,
+    check: int = CHECK_TOP,
+    batch_tokens: int = BATCH_TOKENS,
+) -> Patching:
+    """`patch`'s scans of a pair made by `pair` / `pairs` (with the gradient where `scan` is
+    'atp' or 'both')."""
+    shape = (p.lm.layers, p.lm.heads if component == "heads" else p.tokens)
     exact_values = atp = None
     if scan in ("exact", "both"):
         exact_values = exact(p, component, direction, batch_tokens=batch_tokens).reshape(shape)
     checked: list[dict] = []
-    if atp_scan:
+    if scan in ("atp", "both"):
         atp = estimate(p, component, direction)
         if check:
             checked = check_top(p, component, direction, atp, check, exact_values)
