@@ -57,7 +57,11 @@ class BatchWorker:
         if threads:
             torch.set_num_threads(threads)
         self.spec = RunSpec.from_dict(spec)
-        self.lm = lm if lm is not None else load_model(self.spec.model, allow_local_path=True)
+        self.lm = (
+            lm
+            if lm is not None
+            else load_model(self.spec.model, allow_local_path=True, placement=self.spec.placement())
+        )
         self.measure: Measure = MEASURES[self.spec.experiment](self.lm, self.spec.settings)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

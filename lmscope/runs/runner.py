@@ -27,6 +27,7 @@ from ..core.errors import LmscopeError
 from ..core.jobs import Cancelled, time_left
 from ..core.loading import inspect_model, load_model, no_progress, revision_of
 from ..core.model import LoadedModel
+from ..version import __version__
 from . import engines
 from .aggregate import aggregates
 from .batch import INPUT
@@ -172,7 +173,9 @@ def _answers(spec, pending, lm, manifest, loading, progress, on_progress):
         progress.state = "loading"
         if on_progress:
             on_progress(progress)
-        lm = load_model(spec.model, allow_local_path=True, progress=loading)
+        lm = load_model(
+            spec.model, allow_local_path=True, progress=loading, placement=spec.placement()
+        )
     _describe(manifest, lm.card, lm.revision)
     return engines.local(spec, batches, lm)
 
@@ -253,14 +256,14 @@ def _manifest(store: RunStore, spec: RunSpec, dataset: Dataset) -> dict:
     """The run's manifest: the stored one when this is the same run resumed (same model,
     dataset content, experiment and settings), else a new one; a folder holding another run is
     refused."""
-    from .. import __version__
-
     identity = {
         "model": spec.model,
         "data_sha256": dataset.sha256,
         "experiment": spec.experiment,
         "settings": spec.settings,
     }
+    where = spec.placement()  # resolved: a run resumed on a GPU is not its CPU run
+    identity["placement"] = {"device": where.device.type, "dtype": where.dtype_name}
     stored = store.manifest()
     if stored is not None:
         was = stored.get("identity")
