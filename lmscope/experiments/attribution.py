@@ -458,6 +458,7 @@ def token_attribution(
     check_token_attribution(lm, len(tokens), steps)
     ids = as_ids(tokens)
     embedding = lm.model.get_submodule(lm.adapter.token_embedding)
+    jobs.report(0, steps, "path point", at_most=True)  # the whole count first (the clean pass too)
     with torch.inference_mode(False), torch.no_grad():
         x = embedding(ids.to(lm.device)).float()  # (1, T, d), float32 whatever the model's dtype
         clean, _ = run(lm, ids, capture=False)
@@ -465,7 +466,6 @@ def token_attribution(
     path = _Path(lm, ids, x, baseline_embeddings(lm, x), metric, batch_tokens)
     first = min(FIRST_PANELS, (steps - 1) // 4)
     store = _Panels(path)
-    jobs.report(0, steps, "path point", at_most=True)
     store.evaluate([j / (2 * first) for j in range(2 * first + 1)])  # baseline first, prompt last
     store.leaves = [(2 * p, 2 * p + 1, 2 * p + 2) for p in range(first)]
     store.errors = [torch.zeros(ids.shape[1])] * first
