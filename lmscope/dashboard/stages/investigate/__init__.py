@@ -14,6 +14,7 @@ import json
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from ....service import Service
+from ...progress import near
 from .. import HIDDEN, section
 from . import ablation, attribution, comparison, generation, patching, steering
 from .panel import Panel, button
@@ -67,6 +68,7 @@ def layout() -> html.Section:
             className="row",
         ),
         *stores,
+        near("investigate"),  # the experiments' progress and Cancel, here where they start
         dcc.Tabs(
             [_tab(part, rest) for part, rest in zip(PARTS, views, strict=True)],
             id="inv-tabs",
