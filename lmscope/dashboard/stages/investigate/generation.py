@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 
-from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update, set_props
 
 from ....core.analysis import Analysis, analyze_continuation
 from ....core.errors import LmscopeError
@@ -136,6 +136,8 @@ def layout() -> list:
         graph("inv-gen-distribution", "lmscope-next-token-distribution"),
         dcc.Store(id="inv-gen-store"),
         dcc.Store(id="inv-gen-analysis"),
+        dcc.Store(id="inv-gen-opened"),  # a clicked generated token: the stages come into view
+        dcc.Store(id="inv-gen-scrolled"),
         html.Div(id="inv-gen-body"),
     ]
 
@@ -278,6 +280,23 @@ def generation_view(result: Generation) -> list:
     ]
 
 
+def opened_line(analysis: Analysis, kept: dict, index: int) -> html.Div:
+    """The status line once prompt + generation is shown, following generated token `index`."""
+    new = len(kept["new_ids"])
+    position = len(analysis.tokens) - new + index
+    return html.Div(
+        [
+            f"Analyzed {len(analysis.tokens):,} tokens with {analysis.lm.card.name}: the prompt's "
+            f"{len(analysis.tokens) - new:,} and {new} generated. Every stage follows generated "
+            f"token {index + 1} (position {position}) ",
+            html.Span(analysis.tokens[position].display, className="chip-inline"),
+            ".",
+        ],
+        className="message ok",
+        id="gen-opened-message",
+    )
+
+
 def register(app: Dash, panel: Panel) -> None:
     @app.callback(
         Output({"kind": "figure", "name": "inv-gen-distribution"}, "figure"),
@@ -350,6 +369,18 @@ def register(app: Dash, panel: Panel) -> None:
         }
         return generation_view(result), "", keep("generation", result.to_dict()), kept
 
+    app.clientside_callback(  # in the browser: the redrawn stages, from the tokens on
+        """function (opened) {
+            const stages = document.getElementById("stage-1");
+            if (!opened || !stages) return window.dash_clientside.no_update;
+            stages.scrollIntoView({block: "start"});
+            return opened;
+        }""",
+        Output("inv-gen-scrolled", "data"),
+        Input("inv-gen-opened", "data"),
+        prevent_initial_call=True,
+    )
+
     @app.callback(
         Output("analysis", "data", allow_duplicate=True),
         Output("focus", "data", allow_duplicate=True),
@@ -364,16 +395,23 @@ def register(app: Dash, panel: Panel) -> None:
         trigger = ctx.triggered_id
         if not isinstance(trigger, dict) or not any(clicks) or not kept:
             return no_update, no_update, no_update
-        focus = Patch()
-        focus["position"] = kept["prompt_tokens"] + trigger["index"]
-        if data and data.get("generation") == kept["key"] and panel.service.stored(data):
-            return no_update, focus, ""
-        try:
-            lm = panel.service.model(kept["model"])
-            analysis = analyze_continuation(lm, kept["prompt"], kept["new_ids"])
-        except LmscopeError as error:
-            return no_update, no_update, message(error)
-        focus["position"] = len(analysis.tokens) - len(kept["new_ids"]) + trigger["index"]
-        key = panel.service.store.put(analysis)
-        shown = {"id": key, "model": kept["model"], "prompt": analysis.prompt}
-        return shown | {"generation": kept["key"]}, focus, ""
+        index, focus = trigger["index"], Patch()
+        shown = panel.service.stored(data)
+        if not (data and data.get("generation") == kept["key"] and shown):
+            try:
+                lm = panel.service.model(kept["model"])
+                shown = analyze_continuation(lm, kept["prompt"], kept["new_ids"])
+            except LmscopeError as error:
+                return no_update, no_update, message(error)
+            key = panel.service.store.put(shown)
+            data = {"id": key, "model": kept["model"], "prompt": shown.prompt,
+                    "generation": kept["key"]}  # fmt: skip
+        else:
+            data = no_update
+        focus["position"] = len(shown.tokens) - len(kept["new_ids"]) + index
+        # The page now shows prompt + generation: the prompt box and the status say so, and the
+        # stages it redrew come into view (`inv-gen-opened`).
+        set_props("prompt", {"value": shown.prompt})
+        set_props("message", {"children": opened_line(shown, kept, index)})
+        set_props("inv-gen-opened", {"data": {"key": kept["key"], "index": index}})
+        return data, focus, ""
