@@ -17,10 +17,18 @@ from ....service import Service
 from ...progress import near
 from .. import HIDDEN, section
 from . import ablation, attribution, comparison, generation, patching, steering
-from .panel import Panel, button
+from .panel import Panel, Setting, button
 
 NUMBER = 6
 PARTS = (ablation, attribution, patching, steering, generation, comparison)
+# What a shared link carries of the panel (dashboard/share.py): the "minus" token (the target is
+# the page's focus), the open tab, and each part's settings; TAB_OF: a setting's control -> tab
+URL_SETTINGS = (
+    Setting("minus", "inv-wrong", str, None),
+    Setting("tab", "inv-tabs", tuple(part.TAB for part in PARTS), PARTS[0].TAB),
+    *(setting for part in PARTS for setting in part.URL_SETTINGS),
+)
+TAB_OF = {setting.control: part.TAB for part in PARTS for setting in part.URL_SETTINGS}
 EXPLAIN = (
     "The stages above show what the model computes; here you change it ([[ablation]]) and see "
     "what happens. "

@@ -18,6 +18,7 @@ from ..tokens import chips
 from .panel import NO_ANALYSIS, Panel, button, keep, message, metric_line, parse_target
 
 TAB = "attribution"  # its tab in the panel (labelled capitalized)
+URL_SETTINGS = ()  # its settings are the panel's target and 'minus' (dashboard/share.py)
 BODIES = ("inv-dla-body", "inv-attr-body")
 FIGURES = ("inv-dla-heads", "inv-dla-mlp")
 

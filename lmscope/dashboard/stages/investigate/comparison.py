@@ -11,12 +11,17 @@ from ....experiments.comparison import compare
 from ... import figures
 from ...terms import linked
 from .. import SHOWN, graph
-from .panel import Panel, button, keep, message
+from .panel import Panel, Setting, button, keep, message
 
 COMPARE_TOP = 5
 TAB = "comparison"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-compare-body",)
 FIGURES = ("inv-compare",)
+# What a shared link carries of this tab (dashboard/share.py)
+URL_SETTINGS = (
+    Setting("vs", "inv-compare-model", str, None),
+    Setting("vsid", "inv-compare-custom", str, None),
+)
 
 EXPLAIN_COMPARE = (
     "Run the same prompt through a second model: what each predicts, and which kinds of heads "

@@ -24,7 +24,7 @@ from ....experiments.generation import (
 )
 from ... import figures
 from .. import HIDDEN, SHOWN, graph
-from .panel import Panel, button, keep, message, number
+from .panel import Panel, Setting, button, keep, message, number
 
 TAB = "generation"  # its tab in the panel (labelled capitalized)
 BODIES = ()  # the result view is kept across the analysis of its own generation (see `reset`)
@@ -40,16 +40,16 @@ EXPLAIN_GENERATION = (
 )
 CLICK_HINT = "Click a generated token to see every stage at its position: "
 
-# The URL keys of the generation settings (dashboard/share.py): key -> (control id, type, default).
-URL_SETTINGS: dict[str, tuple[str, type, object]] = {
-    "gen": ("inv-gen-method", str, "greedy"),
-    "new": ("inv-gen-tokens", int, 20),
-    "temp": ("inv-gen-temperature", float, 1.0),
-    "topk": ("inv-gen-top-k", int, 0),
-    "topp": ("inv-gen-top-p", float, 1.0),
-    "seed": ("inv-gen-seed", int, 0),
-    "beams": ("inv-gen-beams", int, 3),
-}
+# What a shared link carries of this tab (dashboard/share.py)
+URL_SETTINGS = (
+    Setting("gen", "inv-gen-method", ("greedy", "sample", "beam"), "greedy"),
+    Setting("new", "inv-gen-tokens", int, 20),
+    Setting("temp", "inv-gen-temperature", float, 1.0),
+    Setting("topk", "inv-gen-top-k", int, 0),
+    Setting("topp", "inv-gen-top-p", float, 1.0),
+    Setting("seed", "inv-gen-seed", int, 0),
+    Setting("beams", "inv-gen-beams", int, 3),
+)
 SLIDERS = ("inv-gen-temperature", "inv-gen-top-k", "inv-gen-top-p")
 
 
@@ -62,7 +62,7 @@ def _slider(slider_id: str, label: str, low: float, high: float, step: float, ma
                 min=low,
                 max=high,
                 step=step,
-                value=URL_SETTINGS[_key(slider_id)][2],
+                value=_default(slider_id),
                 marks=marks,
                 updatemode="mouseup",  # `value` (URL, Generate) on release; `drag_value` live
                 tooltip={"placement": "bottom", "always_visible": False},
@@ -73,8 +73,8 @@ def _slider(slider_id: str, label: str, low: float, high: float, step: float, ma
     )
 
 
-def _key(control: str) -> str:
-    return next(k for k, (c, _, _) in URL_SETTINGS.items() if c == control)
+def _default(control: str) -> object:
+    return next(s.default for s in URL_SETTINGS if s.control == control)
 
 
 def layout() -> list:

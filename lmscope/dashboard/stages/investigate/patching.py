@@ -15,6 +15,7 @@ from ... import figures
 from .. import HIDDEN, SHOWN, graph
 from .panel import (
     Panel,
+    Setting,
     agreement_line,
     button,
     checked_table,
@@ -46,6 +47,15 @@ COMPONENTS = [
     {"label": "heads", "value": "heads"},
 ]
 DIRECTIONS = [{"label": d, "value": d} for d in ("denoising", "noising")]
+# What a shared link carries of this tab (dashboard/share.py)
+URL_SETTINGS = (
+    Setting("corrupt", "inv-patch-corrupt", str, None),
+    Setting("pcomp", "inv-patch-component", tuple(c["value"] for c in COMPONENTS),
+            default(patch, "component")),
+    Setting("pdir", "inv-patch-direction", tuple(d["value"] for d in DIRECTIONS),
+            default(patch, "direction")),
+    Setting("pk", "inv-patch-k", int, default(patch, "check")),
+)  # fmt: skip
 
 
 def layout() -> list:

@@ -12,7 +12,7 @@ from ....experiments.defaults import default
 from ....experiments.steering import Steering, steer
 from ... import figures
 from .. import SHOWN, graph
-from .panel import Panel, button, keep, message, number, parse_target
+from .panel import Panel, Setting, button, keep, message, number, parse_target
 
 TAB = "steering"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-steer-body",)
@@ -36,6 +36,17 @@ KINDS = [
     {"label": "two prompts (activation addition)", "value": "prompts"},
     {"label": "one token's unembedding direction", "value": "token"},
 ]
+# What a shared link carries of this tab (dashboard/share.py); the defaults are the fields' own
+URL_SETTINGS = (
+    Setting("steer", "inv-steer-kind", ("prompts", "token"), "prompts"),
+    Setting("sa", "inv-steer-a", str, "Love"),
+    Setting("sb", "inv-steer-b", str, "Hate"),
+    Setting("stoken", "inv-steer-token", str, "␣love"),
+    Setting("slayer", "inv-steer-layer", int, 0, follows="layer"),
+    Setting("scoef", "inv-steer-coefficient", float, 4.0),
+    Setting("spos", "inv-steer-position", int, None, follows="position"),
+)
+FIELD = {s.control: s.default for s in URL_SETTINGS}
 
 
 def text_input(input_id: str, label: str, placeholder: str, value: str = "") -> html.Label:
@@ -54,17 +65,24 @@ def layout() -> list:
         dcc.Store(id="inv-steer-own", data={}),
         html.Div(
             [
-                dcc.RadioItems(id="inv-steer-kind", options=KINDS, value="prompts", inline=True),
-                text_input("inv-steer-a", "prompt A", "e.g. Love", "Love"),
-                text_input("inv-steer-b", "minus prompt B", "e.g. Hate", "Hate"),
-                text_input("inv-steer-token", "token", "e.g. ␣love", "␣love"),
+                dcc.RadioItems(
+                    id="inv-steer-kind", options=KINDS, value=FIELD["inv-steer-kind"], inline=True
+                ),
+                text_input("inv-steer-a", "prompt A", "e.g. Love", FIELD["inv-steer-a"]),
+                text_input("inv-steer-b", "minus prompt B", "e.g. Hate", FIELD["inv-steer-b"]),
+                text_input("inv-steer-token", "token", "e.g. ␣love", FIELD["inv-steer-token"]),
             ],
             className="row",
         ),
         html.Div(
             [
-                number("inv-steer-layer", 0, "layer", step=1, min=0),
-                number("inv-steer-coefficient", 4.0, "coefficient", step=0.5),
+                number("inv-steer-layer", FIELD["inv-steer-layer"], "layer", step=1, min=0),
+                number(
+                    "inv-steer-coefficient",
+                    FIELD["inv-steer-coefficient"],
+                    "coefficient",
+                    step=0.5,
+                ),
                 number("inv-steer-position", None, "from position (empty = all)", step=1, min=0),
                 button("Steer", "inv-steer-run", True),
             ],
