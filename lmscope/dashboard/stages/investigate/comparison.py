@@ -108,9 +108,13 @@ def register(app: Dash, panel: Panel) -> None:
         except LmscopeError as error:
             return no_update, no_update, no_update, message(error), no_update
         sides = result["models"]
-        same = "the same" if result["same_top_prediction"] else "different"
+        same = (
+            "the same top prediction"
+            if result["same_top_prediction"]
+            else "different top predictions"
+        )
         body = [
-            html.P(f"The two models make {same} top prediction."),
+            html.P(f"The two models make {same}."),
             html.Div(
                 [
                     html.Div([html.Strong(s["model"]["name"]),
