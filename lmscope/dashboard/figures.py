@@ -90,6 +90,11 @@ _NARROW = frozenset(" !'(),-./:;I[]fijlrt|·")
 _WIDE_LATIN = frozenset("%@MWmw")
 
 
+# The widest a title may run: a figure in half the page (`two-col`) leaves about this much to it
+TITLE_ROOM = 430
+TITLE_SIZE = 17  # px
+
+
 def _ems(char: str) -> float:
     if char in _NARROW:
         return 0.4
@@ -126,11 +131,30 @@ def tick_room(labels: Iterable[str], *, across: bool, angle: int = 0, title: boo
     return math.ceil(room + (line + 16 if title else 0)) + 4
 
 
+def title_lines(text: str, room: float = TITLE_ROOM, size: int = TITLE_SIZE) -> list[str]:
+    """A title broken at spaces into lines of at most `room` pixels (`text_width`), so that a
+    long one (`Each head's direct effect on logit(' Mary') - logit(' John')`) is not cut."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and text_width(joined, size) <= room:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    return lines
+
+
 def _style(fig: go.Figure, height: int, **layout) -> go.Figure:
-    """The house style; a `title` is plain text (it may quote a token or a model name)."""
+    """The house style; a `title` is plain text (it may quote a token or a model name), broken
+    into lines that fit (`title_lines`), the top margin grown to hold them."""
     layout = {"margin": dict(l=10, r=10, t=40, b=10)} | layout
     if isinstance(layout.get("title"), str):
-        layout["title"] = plot_text(layout["title"])
+        lines = title_lines(layout["title"])
+        text = "<br>".join(plot_text(line) for line in lines)
+        layout["title"] = dict(text=text, font=dict(size=TITLE_SIZE))
+        extra = round(TITLE_SIZE * 1.3 * (len(lines) - 1))
+        layout["margin"] = dict(layout["margin"]) | {"t": layout["margin"].get("t", 40) + extra}
+        height += extra
     fig.update_layout(font=FONT, height=height, **layout)
     return fig
 

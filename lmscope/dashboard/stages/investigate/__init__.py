@@ -20,6 +20,10 @@ from . import ablation, attribution, comparison, generation, patching, steering
 from .panel import Panel, Setting, button
 
 NUMBER = 6
+NOTHING_TO_DOWNLOAD = (
+    "Nothing to download yet: run an experiment below first. Its results for this prompt (JSON) "
+    "are kept for this button."
+)
 PARTS = (ablation, attribution, patching, steering, generation, comparison)
 # What a shared link carries of the panel (dashboard/share.py): the "minus" token (the target is
 # the page's focus), the open tab, and each part's settings; TAB_OF: a setting's control -> tab
@@ -107,19 +111,19 @@ def register(app: Dash, service: Service) -> None:
 
     @app.callback(
         Output("inv-download", "data"),
+        Output("inv-message", "children", allow_duplicate=True),
         Input("inv-download-json", "n_clicks"),
         State("inv-results", "data"),
         State("analysis", "data"),
         prevent_initial_call=True,
     )
     def download(_clicks, results, data):
-        if not results:
-            return no_update
+        if not results:  # said, not silently nothing
+            return no_update, html.Div(NOTHING_TO_DOWNLOAD, className="message", role="status")
         name = (data or {}).get("model", "model").replace("/", "_")
         document = {"model": (data or {}).get("model"), "prompt": (data or {}).get("prompt")}
-        return dcc.send_string(
-            json.dumps(document | results, ensure_ascii=False), f"lmscope-{name}-investigate.json"
-        )
+        text = json.dumps(document | results, ensure_ascii=False)
+        return dcc.send_string(text, f"lmscope-{name}-investigate.json"), ""
 
     @app.callback(
         *(Output(body, "children", allow_duplicate=True) for body in bodies),
