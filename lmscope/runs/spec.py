@@ -14,6 +14,7 @@ from ..experiments.ablation_atp import METHODS, head_scan
 from ..experiments.atp import COMPONENTS
 from ..experiments.defaults import default
 from ..experiments.patching import DIRECTIONS, SCANS, patch
+from ..experiments.steering import DEPTH, steer
 
 ENGINES = ("local", "ray")
 BATCH_SIZE = 32  # rows handed to the per-batch function at once (and stored as one part)
@@ -72,9 +73,17 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
     ),
     "steer": (
         Setting(
-            "layer", None, "the vector enters the stream before this layer", int, required=True
+            "layer",
+            default(steer, "layer"),
+            f"the vector enters the stream before this layer (default: {DEPTH:.0%} of the way in)",
+            int,
         ),
-        Setting("coefficient", None, "how many times the vector is added", float, required=True),
+        Setting(
+            "coefficient",
+            default(steer, "coefficient"),
+            "how many times the vector is added",
+            float,
+        ),
         Setting("from_prompts", None, "the vector: mean activation of A minus that of B", count=2),
         Setting("token", None, "the vector: this token's unit unembedding direction"),
         Setting("position", None, "steer from this position on (default: every position)", int),
