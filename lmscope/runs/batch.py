@@ -44,6 +44,9 @@ OUTPUT = pa.schema(
 )
 
 
+CARD = b"lmscope_card"  # each answer's schema metadata: the card of the model that made it
+
+
 class BatchWorker:
     """A run's model and experiment, loaded once; called with `INPUT` batches, answers `OUTPUT`.
 
@@ -87,7 +90,9 @@ class BatchWorker:
             made = self._measured([items[i] for i in indices])
             for index, result in zip(indices, made, strict=True):
                 outcomes[index] = result if isinstance(result, Values) else str(result)
-        return _output(rows, items, outcomes)
+        answer = _output(rows, items, outcomes)
+        card = json.dumps(self.lm.card.to_dict() | {"revision": self.lm.revision})
+        return answer.replace_schema_metadata({CARD: card.encode()})  # what loaded it, parity too
 
     def passes(self, items: dict[int, Item]) -> list[list[int]]:
         """Row indices grouped by token count, cut into batched passes of at most

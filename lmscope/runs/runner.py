@@ -30,7 +30,7 @@ from ..core.model import LoadedModel
 from ..version import __version__
 from . import engines
 from .aggregate import aggregates
-from .batch import INPUT
+from .batch import CARD, INPUT
 from .data import DataError, Dataset, Record, read_dataset
 from .index import RunIndex
 from .measures import MEASURES
@@ -127,6 +127,7 @@ def execute(
             try:
                 with jobs.running(job):
                     for answer in answers:
+                        _learn_card(manifest, answer)
                         _store(store, answer, manifest["model"]["public_id"], progress)
                         _pace(progress, started)
                         manifest["counts"] = _counts(progress)
@@ -178,6 +179,15 @@ def _answers(spec, pending, lm, manifest, loading, progress, on_progress):
         )
     _describe(manifest, lm.card, lm.revision)
     return engines.local(spec, batches, lm)
+
+
+def _learn_card(manifest: dict, answer: pa.Table) -> None:
+    """The card of the model a worker loaded (its placement and parity check: a Ray driver reads
+    only the config), from an answer's metadata."""
+    told = (answer.schema.metadata or {}).get(CARD)
+    if told is not None:
+        card = json.loads(told)
+        manifest["model"] |= {"revision": card.pop("revision"), "card": card}
 
 
 def _describe(manifest: dict, card, revision: str) -> None:
