@@ -42,10 +42,10 @@ def load(
     `max_memory` ('0=20GiB,cpu=64GiB' or accelerate's dict), the rest in `offload_folder`.
     The card says where it runs (`lm.card.placement`).
     """
-    cache = default_cache()
-    cache.allow_local_path = True  # a notebook user is the operator
     where = placement(device, dtype, device_map, max_memory, offload_folder)
-    return cache.get(model_id, placement=where)
+    # A notebook user is the operator: a path is theirs to name (in this call only: a server in
+    # the same process still refuses its visitors' paths).
+    return default_cache().get(model_id, placement=where, allow_local_path=True)
 
 
 def analyze(model: str | LoadedModel, prompt: str) -> Analysis:

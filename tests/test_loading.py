@@ -278,3 +278,19 @@ def test_an_operators_folder_is_shown_by_its_name_never_its_path(tiny_gpt2_folde
     # once evicted, the name cannot be reloaded by a visitor, and says why
     with pytest.raises(ModelNotFoundError, match="operator"):
         load_model(lm.model_id)
+
+
+def test_a_notebook_loading_a_folder_does_not_let_a_server_in_its_process_load_paths(
+    tiny_gpt2_folder,
+):
+    """lmscope.load (the operator's) and a server's visitors share one cache: the folder loads
+    for the first, and the second is refused by the spelling of its id, cached or not."""
+    import lmscope
+    from lmscope.service import Service
+
+    service = Service(models=ModelCache())
+    lm = lmscope.load(str(tiny_gpt2_folder))
+    assert lm.model_id == f"local:{tiny_gpt2_folder.name}"
+    for visitor in (lmscope.core.model_cache.default_cache(), service.models):
+        with pytest.raises(ModelNotFoundError, match="only by the operator"):
+            visitor.get(str(tiny_gpt2_folder))

@@ -173,6 +173,21 @@ def check_memory(
     return None
 
 
+def spelled_as_path(model_id: str) -> bool:
+    """Whether an id is spelled as a path or a .gguf file."""
+    return model_id.startswith((".", "/", "~")) or model_id.lower().endswith(".gguf")
+
+
+def refuse_path(model_id: str) -> None:
+    """A visitor's id is judged by its spelling alone: what exists on this disk (or was loaded
+    from it) must not change the answer, nor be loaded."""
+    if spelled_as_path(model_id):
+        raise ModelNotFoundError(
+            f"'{model_id}' is not a model id; local folders can be given only by the operator "
+            "(lmscope serve --model PATH), and so can .gguf files."
+        )
+
+
 def _source(model_id: str, allow_local_path: bool) -> str:
     """Where to load from: the bundled demo, an installed catalog file, an operator's folder or
     .gguf file, or a hub id."""
@@ -182,16 +197,10 @@ def _source(model_id: str, allow_local_path: bool) -> str:
     if packaged is not None:
         return str(packaged)
     path = Path(model_id).expanduser()
-    # A visitor's id is judged by its spelling alone: what exists on this disk must not change
-    # the answer (nor be loaded). os.path answers False (no OSError) for a name too long for it.
-    looks_like_path = model_id.startswith((".", "/", "~")) or model_id.lower().endswith(".gguf")
-    looks_like_path = looks_like_path or (allow_local_path and os.path.exists(path))
-    if looks_like_path:
-        if not allow_local_path:
-            raise ModelNotFoundError(
-                f"'{model_id}' is not a model id; local folders can be given only by the operator "
-                "(lmscope serve --model PATH), and so can .gguf files."
-            )
+    if not allow_local_path:
+        refuse_path(model_id)
+    # os.path answers False (no OSError) for a name too long for it.
+    if spelled_as_path(model_id) or (allow_local_path and os.path.exists(path)):
         if os.path.isfile(path):
             return str(path.resolve())  # a GGUF file, checked when it is read
         if model_id.lower().endswith(".gguf"):

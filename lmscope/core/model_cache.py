@@ -15,7 +15,14 @@ from collections import OrderedDict
 
 from .catalog import DEMO_ID, canonical_id
 from .devices import Placement
-from .loading import Progress, available_memory, load_model, no_progress, parse_bytes
+from .loading import (
+    Progress,
+    available_memory,
+    load_model,
+    no_progress,
+    parse_bytes,
+    refuse_path,
+)
 from .model import LoadedModel
 
 
@@ -43,10 +50,20 @@ class ModelCache:
         return DEMO_ID if model_id == DEMO_ID else canonical_id(model_id)
 
     def get(
-        self, model_id: str, progress: Progress = no_progress, placement: Placement | None = None
+        self,
+        model_id: str,
+        progress: Progress = no_progress,
+        placement: Placement | None = None,
+        *,
+        allow_local_path: bool | None = None,
     ) -> LoadedModel:
         """The model, loaded at most once however many threads ask at the same time; in the
-        cache's placement, or `placement`."""
+        cache's placement, or `placement`. `allow_local_path` (default: the cache's) lets the
+        caller name a folder or a file: an operator's right, never a visitor's, whatever another
+        caller of the same cache loaded."""
+        allow_local_path = self.allow_local_path if allow_local_path is None else allow_local_path
+        if not allow_local_path:
+            refuse_path(model_id)
         placement = placement or self.placement
         key = self.key(model_id)
         if placement != self.placement:
@@ -63,7 +80,7 @@ class ModelCache:
             try:
                 lm = load_model(
                     model_id,
-                    allow_local_path=self.allow_local_path,
+                    allow_local_path=allow_local_path,
                     progress=progress,
                     placement=placement,
                 )
