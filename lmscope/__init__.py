@@ -21,8 +21,7 @@ from .core.errors import LmscopeError
 from .core.loading import from_model, load_model
 from .core.model import LoadedModel
 from .core.model_cache import default_cache
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def load(
