@@ -41,6 +41,7 @@ DATASET_ID = re.compile(r"^[0-9a-f]{16}\.(jsonl|csv|parquet)$")
 SUFFIXES = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}
 STARTING_SECONDS = 30.0  # at most this long for a started run to write its manifest
 SKIPPED_SHOWN = 100  # skipped rows a run's status lists
+RESULTS_KEPT = 8  # runs whose aggregates are kept (the page asks again for each click)
 NO_PATHS = (
     "The server reads no path a client names: upload the dataset (a multipart 'file', or its "
     "rows as 'rows'); the server picks where the run is stored."
@@ -86,6 +87,7 @@ class Runs:
         self.index = index or RunIndex()
         self.uploads = self.root / "uploads"
         self._running: dict[str, Run] = {}  # run id -> the run computing in this process
+        self._results: dict[tuple, dict] = {}  # a few runs' aggregates, as they last were
         self._lock = threading.Lock()
 
     # -- datasets
@@ -260,7 +262,7 @@ class Runs:
         for row in found:
             described = self._public(row)
             run = self._running.get(row["id"])
-            if run is not None and run.running:
+            if run is not None and run.running and run.progress().total:
                 progress = run.progress()
                 described |= {"status": progress.state, "done": progress.done,
                               "skipped": progress.skipped, "total": progress.total}  # fmt: skip
@@ -282,10 +284,18 @@ class Runs:
         """The run's aggregates over the prompts done so far (`runs.aggregates`), with what each
         quantity's cells are indexed by."""
         store, manifest = self.store(run_id)
+        key = (run_id, manifest["updated"], json.dumps(manifest["counts"]), k)
+        with self._lock:
+            if key in self._results:
+                return self._results[key]
         found = aggregates(store) if k is None else aggregates(store, k)
-        return {"id": run_id, "status": manifest["status"], "cells_by": manifest["cells"]} | (
-            found.to_dict()
-        )
+        answer = {"id": run_id, "status": manifest["status"], "cells_by": manifest["cells"]}
+        answer |= found.to_dict()
+        with self._lock:
+            self._results[key] = answer
+            while len(self._results) > RESULTS_KEPT:
+                self._results.pop(next(iter(self._results)))
+        return answer
 
     def cell(self, run_id: str, quantity: object, layer: int, column: int) -> dict:
         """One cell's value on every prompt measured, by prompt id. A position cell counted from
