@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from ..core.errors import LmscopeError, RequestError
 from ..core.model import LoadedModel
-from ..runs import DataError, Run, RunError, RunIndex, RunSpec, RunStore, aggregates, start
+from ..runs import COLUMNS, DataError, Run, RunError, RunIndex, RunSpec, RunStore, aggregates, start
 from ..runs.data import data_format, read_dataset
 from ..runs.measures import POSITIONS
 from ..runs.runner import Progress, check_columns
@@ -201,7 +201,9 @@ class Runs:
     def save_prompt(self, model_id: object, fields: dict, experiment: str, settings: dict) -> dict:
         """Save a single-prompt experiment as a run of one prompt (`fields`: its prompt and,
         where used, corrupt, answer and wrong); the run's status."""
-        kept = {k: v for k, v in fields.items() if v is not None and v != ""}
+        if not isinstance(fields, dict):
+            raise RequestError("A run of one prompt needs its fields (prompt, corrupt, ...).")
+        kept = {k: v for k, v in fields.items() if k in COLUMNS and v is not None and v != ""}
         line = json.dumps(kept, ensure_ascii=False) + "\n"
         dataset = self.upload(f"{experiment}-prompt.jsonl", line.encode("utf-8"))
         return self.start(model_id, dataset["dataset"], experiment, settings)

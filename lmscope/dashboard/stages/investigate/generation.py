@@ -25,6 +25,7 @@ from ....experiments.generation import (
 from ... import figures
 from .. import HIDDEN, SHOWN, graph
 from .panel import Panel, button, keep, message, number
+from .reproduce import code_view, generation_code
 
 TAB = "generation"  # its tab in the panel (labelled capitalized)
 BODIES = ()  # the result view is kept across the analysis of its own generation (see `reset`)
@@ -348,7 +349,9 @@ def register(app: Dash, panel: Panel) -> None:
             "new_ids": result.ids,
             "prompt_tokens": len(result.tokens),
         }
-        return generation_view(result), "", keep("generation", result.to_dict()), kept
+        code = generation_code(data["model"], prompt, settings, result.seed)
+        view = [*generation_view(result), code_view(code, "inv-gen-body")]
+        return view, "", keep("generation", result.to_dict()), kept
 
     @app.callback(
         Output("analysis", "data", allow_duplicate=True),
