@@ -14,6 +14,7 @@ from playwright.sync_api import Page, expect
 from test_dashboard import figure, open_demo, shown_analysis, wait_for_stages
 
 import lmscope
+from lmscope.core.analysis import analyze
 from lmscope.runs import aggregates
 
 pytestmark = pytest.mark.browser
@@ -139,3 +140,18 @@ def test_a_run_from_the_page_shows_its_progress_heatmap_a_cell_and_opens_a_promp
     expect(page.locator("#inv-target")).to_have_value(rows[2]["answer"].replace(" ", "␣"))
     expect(page.locator("#inv-wrong")).to_have_value(rows[2]["wrong"].replace(" ", "␣"))
     page.screenshot(path=str(artifacts / "runs-prompt-opened.png"))
+
+    # The analysis on the page, saved as a run of its prompt: its head profile, each score the
+    # analysis's own (the mean over one prompt).
+    page.click("#runs-save-analysis")
+    expect(page.locator("#runs-message")).to_contain_text("Saved as run")
+    saved = page.locator("#runs-progress [data-state='complete']")
+    expect(saved).to_be_visible()
+    run_id = saved.get_attribute("data-run")
+    expect(page.locator(f"#runs-opened-summary[data-run='{run_id}']")).to_be_visible()
+    expect(page.locator("#runs-quantity")).to_contain_text("induction")
+    scores = analyze(demo, rows[2]["prompt"]).heads.scores["induction"]
+    shown = torch.tensor(figure(page, "runs-mean")["z"], dtype=torch.float64)
+    torch.testing.assert_close(
+        shown, torch.as_tensor(scores, dtype=torch.float64), atol=1e-5, rtol=0
+    )

@@ -17,6 +17,7 @@ from ...service.runs import UPLOAD_BYTES
 POLL_MS = 500
 ACTIVE = ("starting", "loading", "running")
 SETTING = "run-setting"  # pattern-matching id kind of each setting's control
+FIRST = "profile"  # the experiment the form opens on
 
 
 def layout() -> list:
@@ -46,7 +47,7 @@ def layout() -> list:
                 dcc.Dropdown(
                     id="runs-experiment",
                     options=list(EXPERIMENTS),
-                    value="profile",
+                    value=FIRST,
                     clearable=False,
                     searchable=False,
                     className="model-picker",
@@ -68,12 +69,20 @@ def layout() -> list:
             ],
             className="row",
         ),
-        html.Div(id="runs-settings", className="row runs-settings"),
+        html.Div(settings_controls(FIRST), id="runs-settings", className="row runs-settings"),
         html.Div(
             [
                 html.Button("Start the run", id="runs-start", className="button primary"),
                 html.Button(
                     "Cancel the run", id="runs-cancel", className="button secondary", hidden=True
+                ),
+                html.Span(className="spacer"),
+                html.Button(
+                    "Save the analysis above as a run",
+                    id="runs-save-analysis",
+                    className="button secondary",
+                    title="its head profile (every head's scores and category) on the analyzed "
+                    "prompt, as a run of one prompt",
                 ),
             ],
             className="row actions",
@@ -112,6 +121,12 @@ def setting_control(setting: Setting) -> html.Label:
          html.Span(f"{setting.help} ({default})", className="hint")],
         className="run-setting",
     )  # fmt: skip
+
+
+def settings_controls(experiment: str) -> list:
+    """The experiment's settings form (in the page from the start for the first experiment)."""
+    controls = [setting_control(s) for s in SETTINGS.get(experiment, ())]
+    return controls or [html.Span(f"{experiment} has no settings.", className="hint")]
 
 
 def read_settings(experiment: str, ids: list[dict], values: list) -> dict[str, object]:
@@ -177,10 +192,13 @@ def register(app: Dash, service: Service) -> None:
         text = f"{found['name']}: {found['rows']:,} rows{skipped}; columns {columns}."
         return found, html.Div(text, className="message ok", id="runs-upload-summary")
 
-    @app.callback(Output("runs-settings", "children"), Input("runs-experiment", "value"))
+    @app.callback(
+        Output("runs-settings", "children"),
+        Input("runs-experiment", "value"),
+        prevent_initial_call=True,
+    )
     def settings_form(experiment):
-        controls = [setting_control(s) for s in SETTINGS.get(experiment, ())]
-        return controls or [html.Span(f"{experiment} has no settings.", className="hint")]
+        return settings_controls(experiment)
 
     @app.callback(
         Output("runs-watched", "data"),
@@ -231,6 +249,23 @@ def register(app: Dash, service: Service) -> None:
             listed = changed if ctx.triggered_id == "runs-watched" else no_update
             return progress_view(status), False, False, listed, no_update
         return progress_view(status), True, True, changed, {"id": run_id}
+
+    @app.callback(
+        Output("runs-watched", "data", allow_duplicate=True),
+        Output("runs-message", "children", allow_duplicate=True),
+        Input("runs-save-analysis", "n_clicks"),
+        State("analysis", "data"),
+        prevent_initial_call=True,
+    )
+    def save_analysis(_clicks, data):
+        """The analyzed prompt's head profile (`profile`), saved as a run of that one prompt."""
+        if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
+            return no_update, message("Analyze a prompt first.")
+        try:
+            status = runs.save_prompt(data.get("model"), {"prompt": data["prompt"]}, "profile", {})
+        except LmscopeError as error:
+            return no_update, message(str(error))
+        return status["id"], message(f"Saved as run {status['id']}.", ok=True)
 
     @app.callback(
         Output("runs-message", "children", allow_duplicate=True),
