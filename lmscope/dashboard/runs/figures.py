@@ -48,7 +48,7 @@ def mean_map(rows: list[dict], quantity: str, axes: list, prompts: int) -> go.Fi
     diverging = low < 0 < high
     limit = max(abs(low), abs(high)) or 1.0
     names = [column_name(axes, c) for c in columns]
-    ylabels = [f"L{layer}" if layer >= 0 else quantity for layer in layers]
+    ylabels = [f"L{layer}" if layer >= 0 else plot_text(quantity) for layer in layers]
     fig = go.Figure(
         go.Heatmap(
             z=z,
