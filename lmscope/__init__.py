@@ -65,6 +65,8 @@ def run(
     limit: int | None = None,
     batch_size: int = 32,
     workers: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
     progress=None,
     **settings,
 ):
@@ -73,7 +75,8 @@ def run(
 
     `model` is an id or path, or a model already loaded (local engine). Settings as keywords, e.g.
     `run("gpt2", "ioi.jsonl", "patch", "runs/ioi", component="heads", scan="both")`;
-    `progress(p)` hears each stored batch (`lmscope.runs.Progress`)."""
+    `device` and `dtype` say where each worker runs the model (as for `load`); `progress(p)` hears
+    each stored batch (`lmscope.runs.Progress`)."""
     from .runs import RunSpec, execute
     from .runs.store import RunError
 
@@ -83,7 +86,7 @@ def run(
     spec = RunSpec(
         model=lm.model_id if lm is not None else model, data=data, experiment=experiment,
         out=out, settings=settings, limit=limit, engine=engine, ray_address=ray_address,
-        batch_size=batch_size, workers=workers,
+        batch_size=batch_size, workers=workers, device=device, dtype=dtype,
     )  # fmt: skip
     return execute(spec, lm=lm, on_progress=progress)
 

@@ -20,7 +20,7 @@ from .experiments.defaults import default
 from .experiments.generation import MAX_NEW_TOKENS, Generation, GenerationSettings, generate
 from .experiments.inputs import parse_heads
 from .experiments.patching import patch
-from .experiments.steering import steer
+from .experiments.steering import DEPTH, steer
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 MODEL_HELP = "hub id, 'demo', catalog id (lmscope models), local folder or .gguf file"
@@ -529,8 +529,11 @@ def parser() -> argparse.ArgumentParser:
     )
     add_model_options(p)
     p.add_argument("--prompt", required=True)
-    p.add_argument("--layer", type=int, required=True, help="the vector enters before this layer")
-    p.add_argument("--coefficient", type=float, required=True, help="how many times the vector")
+    p.add_argument("--layer", type=int, default=default(steer, "layer"),
+                   help="the vector enters before this layer (default: "
+                   f"{DEPTH:.0%} of the way through the model)")  # fmt: skip
+    p.add_argument("--coefficient", type=float, default=default(steer, "coefficient"),
+                   help="how many times the vector (default: %(default)s)")  # fmt: skip
     p.add_argument("--from-prompts", nargs=2, metavar=("A", "B"),
                    help="mean activation of A minus that of B (activation addition)")  # fmt: skip
     p.add_argument("--token", help="the unit unembedding direction of this token, e.g. ' love'")

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 
+from .core.devices import DTYPES
 from .core.errors import LmscopeError
 
 RUN_HELP = "run an experiment over a dataset of prompts; stored, resumable (see lmscope runs)"
@@ -19,6 +20,12 @@ def add_parsers(sub, model_help: str) -> None:
 
     p = sub.add_parser("run", help=RUN_HELP, description=RUN_HELP)
     p.add_argument("--model", required=True, help=model_help)
+    where = p.add_argument_group("where each worker runs the model")
+    where.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps: as for "
+                       "every command (default: auto, a GPU where there is one)")  # fmt: skip
+    where.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
+                       help="auto: bfloat16 on a GPU that supports it, float32 on the CPU "
+                       "(default: auto)")  # fmt: skip
     p.add_argument(
         "--data",
         required=True,
@@ -109,6 +116,8 @@ def run_command(args: argparse.Namespace, loading) -> int:
         ray_address=args.ray_address,
         batch_size=args.batch_size,
         workers=args.workers,
+        device=args.device,
+        dtype=args.dtype,
     ).checked()
     shown = _Progress(args.experiment)
     store = execute(spec, on_progress=shown, loading=loading)

@@ -137,3 +137,16 @@ def test_no_token_text_reaches_plotly_as_markup(tiny_gpt2):
         leaves = _strings(fig.to_plotly_json())
         assert not [leaf for leaf in leaves if markup in leaf], fig.layout.title.text
         assert any("&lt;b&gt;bold&lt;/b&gt;&lt;br&gt;&amp;" in leaf for leaf in leaves)
+
+
+def test_a_long_title_is_broken_into_lines_that_fit_not_cut():
+    """'Each head's direct effect on logit(' Mary') - logit(' John')' was cut at "logit(' Joh"
+    in a half-page figure: it is drawn in lines that each fit the room a title has."""
+    title = "Each head's direct effect on logit(' Mary') - logit(' John')"
+    fig = figures.head_map(torch.zeros(2, 3), title, "logit", "logit")
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) > 1 and " ".join(lines) == title
+    assert all(figures.text_width(line, figures.TITLE_SIZE) <= figures.TITLE_ROOM for line in lines)
+    assert fig.layout.margin.t > 40  # the plot moved down to leave the lines room
+    short = figures.layer_bars(torch.zeros(3), "Each MLP", "logit")
+    assert short.layout.title.text == "Each MLP" and short.layout.margin.t == 40

@@ -27,6 +27,7 @@ SETTINGS = [
     ("ablation-scan", "method", head_scan, "method"),
     ("ablation-scan", "check", head_scan, "check"),
     ("steer", "new_tokens", steer, "new_tokens"),
+    ("steer", "coefficient", steer, "coefficient"),
     ("patch", "scan", patch, "scan"),
     ("patch", "component", patch, "component"),
     ("patch", "direction", patch, "direction"),
@@ -44,6 +45,26 @@ def test_the_cli_default_is_the_librarys_and_its_help_says_it(command, dest, fun
     action = option(command, dest)
     assert action.default == default(function, name)
     assert "(default: %(default)s)" in action.help
+
+
+def test_steering_takes_the_librarys_layer_and_coefficient_everywhere(tiny_gpt2):
+    """Left out, the layer is the library's (None: 30% of the way in) in the CLI, the API and the
+    page, and so is the coefficient."""
+    from lmscope.dashboard.stages.investigate.steering import FIELD
+    from lmscope.experiments.steering import default_layer
+
+    assert option("steer", "layer").default is default(steer, "layer") is None
+    assert FIELD["inv-steer-layer"] is None
+    assert FIELD["inv-steer-coefficient"] == default(steer, "coefficient")
+    service = Service(ModelCache(budget=2**30))
+    service.models.add(tiny_gpt2)
+    client = api_app(service).test_client()
+    body = {"model": tiny_gpt2.model_id, "prompt": "I think that you are",
+            "from_prompts": ["Love", "Hate"], "new_tokens": 0}  # fmt: skip
+    answer = client.post("/api/steer", json=body)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["layer"] == default_layer(tiny_gpt2)
+    assert answer.json["coefficient"] == default(steer, "coefficient")
 
 
 def test_the_two_scans_default_to_the_same_method():

@@ -136,3 +136,18 @@ def test_the_glossary_names_the_model_once_in_its_heading_not_in_every_entry(car
     for number in (card.vocab_size, card.hidden_size, card.mlp_size, card.context_length):
         assert f"{number:,}" in text
     assert f"{card.layers}." in by_concept(items)["layer"].text
+
+
+def test_a_family_s_design_has_its_entries_and_plain_models_do_not(demo_lm):
+    import dataclasses
+
+    gemma = dataclasses.replace(
+        demo_lm.card, post_norms=True, qk_norm=True, sliding_window=512,
+        local_layers=(0, 1), final_softcap=30.0, embedding_scale=25.3,
+    )  # fmt: skip
+    terms = {e.term for e in entries(gemma)}
+    assert {"norm after each sublayer", "query/key norm", "sliding window (local attention)",
+            "soft-capping", "embedding scale"} <= terms  # fmt: skip
+    assert "logits at 30" in next(e.text for e in entries(gemma) if e.term == "soft-capping")
+    plain = {e.term for e in entries(demo_lm.card)}
+    assert not plain & {"norm after each sublayer", "query/key norm", "soft-capping"}

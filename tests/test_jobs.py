@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from itertools import pairwise
 
 import pytest
 import torch
@@ -220,3 +221,73 @@ def test_an_api_scan_stops_when_its_client_hangs_up(small_gpt2, monkeypatch) -> 
         assert outcome == [jobs.GONE]
     finally:
         server.close()
+
+
+def _watched(job: Job, monkeypatch) -> list[tuple]:
+    """Every progress call of `job` on a clock that ticks one second per layer entered (steady
+    work): after each, (share done, units done, passes, layer, estimated end or None, its line,
+    the time)."""
+    now = [0.0]
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: now[0])
+    seen: list[tuple] = []
+    layer, report = job.layer, job.report
+
+    def after(call):
+        def wrapped(*args, **kwargs):
+            if call is layer:
+                now[0] += 1.0
+            call(*args, **kwargs)
+            left = job.remaining()
+            end = None if left is None else now[0] + left
+            seen.append((job.fraction, job.done, job.passes, job.inner[0], end, job.line(), now[0]))
+
+        return wrapped
+
+    monkeypatch.setattr(job, "layer", after(layer))
+    monkeypatch.setattr(job, "report", after(report))
+    return seen
+
+
+def _assert_forward(seen: list[tuple], total: bool) -> None:
+    assert len(seen) > 4
+    for before, after in pairwise(seen):
+        assert after[0] >= before[0], (before, after)  # the share done never falls
+        assert after[1] >= before[1]  # nor the units done
+        if not total:  # the layer counter, within its pass number
+            assert (after[2], after[3]) >= (before[2], before[3]), (before[5], after[5])
+        if before[4] is not None and after[4] is not None and after[6] < before[4]:
+            assert after[4] <= before[4] + 1e-9, (before[5], after[5])  # the end only nears
+
+
+def test_progress_only_moves_forward_in_real_runs(tiny_gpt2, demo_lm, monkeypatch) -> None:
+    """Integrated gradients run several batched passes (forward and backward) per report; an
+    analysis of unknown size runs pass after pass; a scan runs two passes per unit. Before,
+    the share fell back at each new pass (the layer counter ran 24 -> 29 -> 8) and the estimate
+    jumped up."""
+    from lmscope.experiments.attribution import token_attribution
+
+    job = Job("Attribution")
+    seen = _watched(job, monkeypatch)
+    with jobs.running(job):
+        result = token_attribution(demo_lm, "Alice was tired, so she went to", batch_tokens=64)
+    assert result.steps > 33 and job.passes > 10  # refined past the first rule, in batches
+    _assert_forward(seen, total=True)
+
+    job = Job("Analysis")
+    seen = _watched(job, monkeypatch)
+    with jobs.running(job):
+        for _ in range(3):
+            analyze(tiny_gpt2, PROMPT)
+    assert job.passes == 3 and seen[-1][5].startswith("Analysis: pass 3, layer 2 of 2")
+    _assert_forward(seen, total=False)
+
+    job = Job("Scan")
+    seen = _watched(job, monkeypatch)
+    ids = torch.tensor([prompt_ids(tiny_gpt2, PROMPT)[0][0].id] * 4).unsqueeze(0)
+    with jobs.running(job), torch.no_grad():
+        for unit in range(4):
+            jobs.report(unit, 4)
+            for _ in range(2):
+                trace.run(tiny_gpt2, ids, capture=False)
+    _assert_forward(seen, total=True)
+    assert seen[-1][0] == pytest.approx((3 + 1 / 2 + 1 / 4) / 4)  # second pass, layer 2 of 2

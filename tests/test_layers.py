@@ -34,8 +34,10 @@ def imports(name: str) -> set[str]:
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            # `from package import submodule` imports the submodule too
-            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            # `from package import submodule` imports the submodule; the package's own code
+            # counts only where a name is not a submodule (an attribute of its __init__)
+            subs = [f"{base}.{alias.name}" for alias in node.names]
+            targets = subs if all(sub in MODULES for sub in subs) else [base, *subs]
         else:
             continue
         found |= {t for t in targets if t in MODULES}

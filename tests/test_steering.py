@@ -222,3 +222,30 @@ def test_api_steer_over_the_cost_limit_is_a_413(client, tiny_gpt2, monkeypatch, 
     assert response.status_code == 413
     assert "\n" not in response.get_json()["error"]
     assert client.post("/api/steer", json=short).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "prompt", [PROMPT, "When Mary and John went to the store, John gave a drink to"]
+)
+def test_the_default_moves_smollm2s_prediction_without_wrecking_the_text(smollm2, prompt):
+    """Love - Hate with the library's default layer and coefficient (measured on SmolLM2, see
+    benchmarks/results/steering-defaults.md): the next-token distribution moves (the top token
+    changes or loses at least a tenth of its probability; KL > 1 nat), and the continuation stays
+    text: under half of it newlines (the old default, layer 0 x 4, gave 20 of 20) and no token
+    repeated for most of it."""
+    from lmscope.experiments.steering import default_layer
+
+    result = steer(smollm2, prompt, prompts=[LOVE, HATE])
+    assert result.vector.layer == default_layer(smollm2) == 9
+    before, after = result.before.softmax(-1), result.after.softmax(-1)
+    top = int(before.argmax())
+    assert int(after.argmax()) != top or after[top] < before[top] - 0.1
+    assert result.kl > 1.0
+    ids = result.generation_after.ids
+    pieces = [smollm2.tokenizer.decode([i]) for i in ids]
+    newlines = sum(piece.strip() == "" and "\n" in piece for piece in pieces)
+    assert newlines / len(ids) < 0.5
+    assert len(set(ids)) / len(ids) > 0.5
+    # the added vector is of the stream's own scale, not many times it
+    doc = result.to_dict()
+    assert doc["added_norm"] < 1.5 * doc["stream_norm"]

@@ -12,7 +12,7 @@ from lmscope.core.heads import HeadReport
 from lmscope.core.loading import load_model
 from lmscope.dashboard.figures import percent
 from lmscope.dashboard.stages.attention.head import tour_text as head_text
-from lmscope.dashboard.tour import IOI, mover_job
+from lmscope.dashboard.tour import IOI, main_tour, mover_job
 from lmscope.experiments.ablation import ablate
 from lmscope.experiments.induction import SEQUENCE, induction_prompt, second_copy_loss
 
@@ -62,6 +62,10 @@ def test_on_smollm2_and_the_ioi_prompt_the_tour_opens_a_previous_token_head_and_
     assert abs(float(sink) / 100 - float(pattern[rows, 0].mean())) < 0.002
     last = re.search(r"the last token ␣to gives ([\d.]+)% to ␣drink", text).group(1)
     assert abs(float(last) / 100 - float(pattern[-1, -2])) < 0.002
+    # The tour's own step says exactly that, and opens that head.
+    shown = next(s for s in main_tour(smollm2, analysis, {}) if s["title"] == "3. One head")
+    assert shown["text"] == text
+    assert ["click", f'.head-cell[data-head="L{layer}-H{head}"]'] in shown["do"]
 
 
 def hf_last_row_on(model, ids, position: int) -> torch.Tensor:

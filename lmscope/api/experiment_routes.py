@@ -102,8 +102,8 @@ def add_experiment_routes(api: Blueprint, service: Service) -> None:
         result = steer(
             lm,
             body.get("prompt"),
-            body.get("layer"),
-            body.get("coefficient"),
+            body.get("layer", default(steer, "layer")),
+            body.get("coefficient", default(steer, "coefficient")),
             prompts=body.get("from_prompts"),
             token=body.get("token"),
             position=body.get("position"),

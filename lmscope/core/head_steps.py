@@ -22,7 +22,9 @@ from torch import nn
 
 from . import attention
 from .analysis import Analysis
+from .attention import ROW_BLOCK
 from .errors import RequestError
+from .heads import TARGETED, job_row, target_mass
 from .trace import run
 
 _CACHED_LAYERS = 2  # value tensors kept per analysis (one layer is KV x T x d_head floats)
@@ -172,6 +174,23 @@ def head_steps(
         softcap=keys.softcap,
         qk_norm=qk_norm_text(analysis.lm),
     )
+
+
+def job_position(analysis: Analysis, layer: int, head: int) -> int | None:
+    """The query token where head L`layer`-H`head` does the job it is filed under (heads.TARGETED:
+    previous-token, self, duplicate-token, induction): the row `heads.job_row` picks from the
+    attention it puts where that job looks. None for the others (diffuse, other, too little
+    evidence), and where no row looks there. Its pattern is read a block of rows at a time."""
+    category = analysis.heads.categories[layer][head]
+    if category not in TARGETED:
+        return None
+    keys, ids, tokens = analysis.keys[layer], analysis.ids, len(analysis.tokens)
+    mass = []
+    for start in range(0, tokens, ROW_BLOCK):
+        stop = min(tokens, start + ROW_BLOCK)
+        block = keys.rows(start, stop, keys=stop, heads=[head])[0, 0]
+        mass.append(target_mass(block, ids.to(block.device), start, category, keys.window).cpu())
+    return job_row(torch.cat(mass))
 
 
 def qk_norm_text(lm) -> str | None:

@@ -113,6 +113,49 @@ def repeat_targets(
     return same & (j >= 1) & earlier, induction & earlier
 
 
+# Categories with a place to look: a head's job row is where it looks there most (`job_rows`)
+TARGETED: tuple[Category, ...] = ("previous_token", "self", "duplicate_token", "induction")
+# A row within this share of the clearest one may be chosen; the latest such row is
+JOB_ROW_SHARE = 0.9
+
+
+def target_mass(
+    block: torch.Tensor,
+    ids: torch.Tensor,
+    start: int,
+    category: Category,
+    window: int | None = None,
+) -> torch.Tensor:
+    """Per query row, the share of ALL its attention (the sink included) that one head puts where
+    a `category` head looks: `(R,)` from rows `start:start + R` of its pattern `(R, K)`, keys
+    `0:K` (`K >= start + R`), ids `(T,)`. Previous-token: `A[i, i-1]`; self: `A[i, i]`;
+    duplicate-token and induction: the mass on `repeat_targets` (0 on rows without one). Rows
+    before `FIRST_ROW` get 0: they see too few keys to show anything."""
+    rows, keys = block.shape
+    position = torch.arange(start, start + rows, device=block.device)
+    if category == "previous_token":
+        mass = block.gather(-1, (position - 1).clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    elif category == "self":
+        mass = block.gather(-1, position.unsqueeze(-1)).squeeze(-1)
+    elif category in REPEAT:
+        duplicate, induction = repeat_targets(ids.reshape(1, -1), start, start + rows, keys, window)
+        targets = (duplicate if category == "duplicate_token" else induction)[0]
+        mass = (block.float() * targets).sum(-1)
+    else:
+        raise ValueError(f"A {category!r} head has no place it looks; see TARGETED.")
+    return mass.float() * (position >= FIRST_ROW)
+
+
+def job_row(mass: torch.Tensor) -> int | None:
+    """The row to show a head doing its job, from `target_mass` over every row `(T,)`: the latest
+    row within `JOB_ROW_SHARE` of the clearest (nearest the prompt's end, where views open), None
+    where no row puts anything there."""
+    best = float(mass.max()) if mass.numel() else 0.0
+    if best <= 0:
+        return None
+    return int((mass >= JOB_ROW_SHARE * best).nonzero().max())
+
+
 def row_entropy(pattern: torch.Tensor) -> torch.Tensor:
     """Entropy `-sum_j A[i,j] log A[i,j]` over `j <= i` of every row of a causal `(..., T, T)` pattern.
 

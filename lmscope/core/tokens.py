@@ -23,6 +23,7 @@ from tokenizers import decoders
 from transformers import PreTrainedTokenizerBase
 
 _VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\xa0": "⍽"})
+_RUNNING = str.maketrans({"\n": "↵", "\t": "⇥", "\r": "␍"})
 BYTE = "<0x{:02X}>"  # how one byte of a split character is shown (SentencePiece's own spelling)
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _SPACE_PIECE = "▁"  # SentencePiece writes a space as U+2581
@@ -70,6 +71,12 @@ def _byte_decoder() -> dict[str, int]:
 def display(text: str) -> str:
     """Make whitespace visible: ' cat' -> '␣cat' (a no-break space is ⍽, not a blank)."""
     return text.translate(_VISIBLE)
+
+
+def running_text(text: str) -> str:
+    """Running text (a continuation) with its line breaks, tabs and carriage returns visible as
+    the token chips show them (↵ ⇥ ␍), spaces left as spaces: twenty newlines are not a blank."""
+    return text.translate(_RUNNING)
 
 
 def shown(chunk: bytes) -> str:

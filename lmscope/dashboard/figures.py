@@ -90,6 +90,12 @@ _NARROW = frozenset(" !'(),-./:;I[]fijlrt|·")
 _WIDE_LATIN = frozenset("%@MWmw")
 
 
+# The widest a title may run: in a figure across the page, and in one of half the page (`two-col`)
+WIDE_TITLE_ROOM = 760
+TITLE_ROOM = 430
+TITLE_SIZE = 17  # px
+
+
 def _ems(char: str) -> float:
     if char in _NARROW:
         return 0.4
@@ -126,11 +132,30 @@ def tick_room(labels: Iterable[str], *, across: bool, angle: int = 0, title: boo
     return math.ceil(room + (line + 16 if title else 0)) + 4
 
 
-def _style(fig: go.Figure, height: int, **layout) -> go.Figure:
-    """The house style; a `title` is plain text (it may quote a token or a model name)."""
+def title_lines(text: str, room: float = TITLE_ROOM, size: int = TITLE_SIZE) -> list[str]:
+    """A title broken at spaces into lines of at most `room` pixels (`text_width`), so that a
+    long one (`Each head's direct effect on logit(' Mary') - logit(' John')`) is not cut."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and text_width(joined, size) <= room:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    return lines
+
+
+def _style(fig: go.Figure, height: int, title_room: float = WIDE_TITLE_ROOM, **layout) -> go.Figure:
+    """The house style; a `title` is plain text (it may quote a token or a model name), broken
+    into lines of at most `title_room` pixels (`title_lines`), the top margin grown to hold them."""
     layout = {"margin": dict(l=10, r=10, t=40, b=10)} | layout
     if isinstance(layout.get("title"), str):
-        layout["title"] = plot_text(layout["title"])
+        lines = title_lines(layout["title"], title_room)
+        text = "<br>".join(plot_text(line) for line in lines)
+        layout["title"] = dict(text=text, font=dict(size=TITLE_SIZE))
+        extra = round(TITLE_SIZE * 1.3 * (len(lines) - 1))
+        layout["margin"] = dict(layout["margin"]) | {"t": layout["margin"].get("t", 40) + extra}
+        height += extra
     fig.update_layout(font=FONT, height=height, **layout)
     return fig
 
@@ -411,7 +436,8 @@ def head_map(
     )
     fig.update_xaxes(title="head", dtick=1 if heads <= 32 else None)
     fig.update_yaxes(title="layer", autorange="reversed", dtick=1 if layers <= 48 else None)
-    return _style(fig, min(760, max(260, 160 + 26 * layers)), title=title)
+    height = min(760, max(260, 160 + 26 * layers))
+    return _style(fig, height, title_room=TITLE_ROOM, title=title)  # may stand in half the page
 
 
 def layer_bars(values: torch.Tensor, title: str, axis: str) -> go.Figure:
@@ -426,7 +452,7 @@ def layer_bars(values: torch.Tensor, title: str, axis: str) -> go.Figure:
         )
     )
     fig.update_yaxes(title=axis, zeroline=True)
-    return _style(fig, 320, title=title)
+    return _style(fig, 320, title_room=TITLE_ROOM, title=title)  # may stand in half the page
 
 
 def categories_by_depth(sides: list[dict], labels: dict[str, str]) -> go.Figure:

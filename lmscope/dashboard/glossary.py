@@ -91,6 +91,46 @@ def _normalization(card: ModelCard) -> Entry:
     )
 
 
+def _design(card: ModelCard) -> list[Entry]:
+    """Entries for what sets this model's family apart, where it has it (the card's design
+    fields, set from its adapter and config)."""
+    found = []
+    if card.post_norms:
+        found.append(Entry(
+            "post-norm", "norm after each sublayer",
+            "This model normalizes what attention and the MLP write before adding it to the "
+            "residual stream, as well as before each sublayer: what a layer adds is the normed "
+            "output, and lmscope records it after that norm.",
+        ))  # fmt: skip
+    if card.qk_norm:
+        found.append(Entry(
+            "qk-norm", "query/key norm",
+            "Each query and key is normalized before they are compared, so an attention score "
+            "is set by their directions more than by their sizes.",
+        ))  # fmt: skip
+    if card.sliding_window:
+        found.append(Entry(
+            "sliding-window", "sliding window (local attention)",
+            f"On {len(card.local_layers)} of its {card.layers} layers each token reads only the "
+            f"last {card.sliding_window:,} tokens; the other layers read the whole prompt.",
+        ))  # fmt: skip
+    if card.attention_softcap or card.final_softcap:
+        found.append(Entry(
+            "soft-capping", "soft-capping",
+            "Scores are squashed by c x tanh(score / c), so none can grow past c: "
+            + ", ".join(f"{what} at {value:g}" for what, value in (
+                ("attention scores", card.attention_softcap), ("logits", card.final_softcap),
+            ) if value) + ".",
+        ))  # fmt: skip
+    if card.embedding_scale != 1.0:
+        found.append(Entry(
+            "embedding-scale", "embedding scale",
+            f"The token's row of the embedding table is multiplied by {card.embedding_scale:g} "
+            f"(the square root of its width, {card.hidden_size:,}) before layer 0.",
+        ))  # fmt: skip
+    return found
+
+
 def _activation(card: ModelCard, gated: bool) -> Entry:
     if gated:
         name = (
@@ -213,6 +253,7 @@ def entries(card: ModelCard, facts: Facts = Facts()) -> list[Entry]:
             f"One block of the network: attention, then an MLP. The model stacks {card.layers}.",
         ),
         _normalization(card),
+        *_design(card),
         Entry(
             "residual-stream",
             "residual stream",

@@ -52,6 +52,26 @@ def status_line() -> html.Div:
     )
 
 
+def near(place: str) -> html.Div:
+    """Progress and Cancel where work is started (`place`: a part of the page far from the status
+    line, such as the Investigation panel): the tab's progress lines, copied in the browser from
+    the status line, and a Cancel button; hidden while nothing runs."""
+    return html.Div(
+        [
+            html.Div(id={"kind": "progress-near", "place": place}, className="status"),
+            html.Button(
+                "Cancel",
+                id={"kind": "cancel-near", "place": place},
+                className="button secondary",
+            ),
+        ],
+        id={"kind": "progress-near-box", "place": place},
+        className="row status-row progress-near",
+        role="status",
+        hidden=True,
+    )
+
+
 def poll() -> dcc.Interval:
     """The status poll: always on, so that the server knows the tab is still open."""
     return dcc.Interval(id="progress-poll", interval=IDLE_POLL_MS)
@@ -91,6 +111,30 @@ def register(app: Dash, service: Service) -> None:
         service.jobs.confirm(client, trigger["button"])
         set_props(trigger["button"], {"n_clicks": time.time_ns() // 1_000_000})
         return [bool(n) for n in clicks]
+
+    app.clientside_callback(  # in the browser: the status line, copied near the work
+        """function (line, hidden) {
+            const places = dash_clientside.callback_context.outputs_list[0].length;
+            const busy = Boolean(line) && !hidden;
+            return [Array(places).fill(line || ""), Array(places).fill(!busy)];
+        }""",
+        Output({"kind": "progress-near", "place": ALL}, "children"),
+        Output({"kind": "progress-near-box", "place": ALL}, "hidden"),
+        Input("status", "children"),
+        Input("cancel", "hidden"),
+    )
+
+    @app.callback(
+        Output("status", "children", allow_duplicate=True),
+        Input({"kind": "cancel-near", "place": ALL}, "n_clicks"),
+        State("client", "data"),
+        prevent_initial_call=True,
+    )
+    def cancel_near(clicks, client):
+        """Cancel pressed near the work: the same as the status line's."""
+        if not any(clicks) or not isinstance(client, str) or not registry.cancel(client):
+            return no_update
+        return f"… {CANCELLING}"
 
     @app.callback(
         Output("status", "children", allow_duplicate=True),

@@ -1,8 +1,9 @@
 """The page's state in its URL, so that a link reopens exactly the view it was copied from.
 
 The control callback (app.py) owns `?model=&prompt=` and ignores other keys. Here: what the user
-looks at (`focus`: head, layer, token position, target) and the generation settings join them as
-`head=3.5&layer=3&pos=12&target=+Mary&gen=sample&temp=0.7...`. A link's keys are read once when
+looks at (`focus`: head, layer, token position, target) and the Investigation panel's state (its
+"minus" token, open tab and every experiment's settings: `investigate.URL_SETTINGS`) join them as
+`head=3.5&layer=3&pos=12&target=+Mary&minus=+John&tab=steering&scoef=6&gen=sample...`. A link's keys are read once when
 the page opens and applied to the focus store when its first analysis arrives (`apply_link`, on
 the server: they are checked against the model); the URL is written in the browser
 (assets/share.js), so that an Analyze costs no round trip for it. Exported figures are named after
@@ -12,13 +13,16 @@ what they show (`export_name`).
 from __future__ import annotations
 
 import json
+import math
 from urllib.parse import parse_qs
 
 from dash import ClientsideFunction, Dash, Input, Output, Patch, State, dcc, no_update, set_props
 
+from ..core.errors import RequestError
+from ..experiments.inputs import parse_heads
 from ..service import Service
-from .stages.investigate.generation import TAB as GENERATION_TAB
-from .stages.investigate.generation import URL_SETTINGS
+from .stages.investigate import TAB_OF, URL_SETTINGS
+from .stages.investigate.panel import Setting
 
 MAX_TARGET = 200  # characters of a target a link may carry
 
@@ -55,20 +59,29 @@ def focus_from(keys: dict[str, str], layers: int, heads: int, tokens: int) -> di
     return focus
 
 
-def settings_from(keys: dict[str, str]) -> dict[str, object]:
-    """Generation controls a link sets: control id -> value (unreadable values left out)."""
-    values: dict[str, object] = {}
-    for key, (control, kind, _default) in URL_SETTINGS.items():
-        if key not in keys:
-            continue
+def read(setting: Setting, text: str) -> object:
+    """A setting's value from the URL's text, None where it cannot be one."""
+    kind = setting.kind
+    if kind == "heads":
         try:
-            value = kind(keys[key])
-        except ValueError:
-            continue
-        if kind is str and value not in ("greedy", "sample", "beam"):
-            continue
-        values[control] = value
-    return values
+            return [list(head) for head in parse_heads(text)]
+        except RequestError:
+            return None
+    if isinstance(kind, tuple):
+        return text if text in kind else None
+    if kind is str:
+        return text if len(text) <= MAX_TARGET else None
+    try:
+        value = kind(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def settings_from(keys: dict[str, str]) -> list[tuple[Setting, object]]:
+    """The panel's controls a link sets, with their values (unreadable values left out)."""
+    values = [(s, read(s, keys[s.key])) for s in URL_SETTINGS if s.key in keys]
+    return [(setting, value) for setting, value in values if value is not None]
 
 
 def export_name(name: str, model: str | None, focus: dict | None) -> str:
@@ -87,8 +100,7 @@ def export_name(name: str, model: str | None, focus: dict | None) -> str:
 
 
 def register(app: Dash, service: Service) -> None:
-    controls = [control for control, _, _ in URL_SETTINGS.values()]
-    defaults = [[key, default] for key, (_, _, default) in URL_SETTINGS.items()]
+    defaults = [[s.key, s.default, s.follows] for s in URL_SETTINGS]
 
     # Read at load from the browser: "client" is never written by a callback, so this runs before
     # the control callback's answer rewrites the URL to ?model=&prompt=.
@@ -116,18 +128,22 @@ def register(app: Dash, service: Service) -> None:
         prevent_initial_call=True,
     )
     def apply_link(_asked, data, pending):
-        """The first analysis takes the link's focus and generation settings, each key kept only if
-        it names something this analysis has."""
+        """The first analysis takes the link's focus and the panel's settings, each key kept only
+        if it names something this analysis has."""
         analysis = service.stored(data)
         if analysis is None or (pending or {}).get("done"):
             return no_update, no_update
         keys = query((pending or {}).get("search"))
+        lm = analysis.lm
         settings = settings_from(keys)
-        for control, value in settings.items():
-            set_props(control, {"value": value})
-        if settings:  # a link about generation opens where its settings are seen
-            set_props("inv-tabs", {"value": GENERATION_TAB})
-        found = focus_from(keys, analysis.lm.layers, analysis.lm.heads, len(analysis.tokens))
+        for setting, value in settings:
+            if setting.kind == "heads":
+                value = [h for h in value if h[0] < lm.layers and h[1] < lm.heads]
+            set_props(setting.control, {setting.prop: value})
+        tabs = [TAB_OF[s.control] for s, _ in settings if s.control in TAB_OF]
+        if tabs and "tab" not in keys:  # a link about an experiment opens where it is seen
+            set_props("inv-tabs", {"value": tabs[0]})
+        found = focus_from(keys, lm.layers, lm.heads, len(analysis.tokens))
         if found.get("target"):
             set_props("inv-target", {"value": found["target"].replace(" ", "␣")})
         if not found:  # an unchanged focus would draw every view following it again
@@ -143,7 +159,7 @@ def register(app: Dash, service: Service) -> None:
         Output("url", "search", allow_duplicate=True),
         Input("focus", "data"),
         Input("analysis", "data"),
-        *(Input(control, "value") for control in controls),
+        *(Input(s.control, s.prop) for s in URL_SETTINGS),
         State("share-pending", "data"),
         State("url", "search"),
         prevent_initial_call=True,

@@ -30,6 +30,7 @@ from .figures import percent
 from .shown import while_shown
 from .stages import embeddings, mlp, output
 from .stages.attention import grid
+from .stages.attention import head as head_view
 from .stages.investigate import ablation
 from .stages.investigate.redundancy import REDUNDANCY
 
@@ -268,7 +269,7 @@ def one_head_step(shown: Analysis | None, head: tuple[int, int] | None) -> dict:
         return step("3. One head", text, "#head-grid-body .head-grid", ready=shown is not None)
     return step(
         "3. One head",
-        head.tour_text(shown, *head),
+        head_view.tour_text(shown, *head),
         figure("head-heatmap"),
         do=[
             ["set", "grid-mode", {"value": "inspect"}],

@@ -32,6 +32,13 @@ MIN_STEPS = 5  # one panel, halved once
 MAX_STEPS = 4096
 COMPLETENESS = 0.05  # |sum of IG - (f(input) - f(baseline))| / |f(input) - f(baseline)| allowed
 TOKEN_TOLERANCE = 0.02  # per-token error estimate allowed, times max(|f(x) - f(b)|, 1)
+# A halved panel's error estimate: |S2 - S1| / 15, Richardson's for Simpson's rule, half to each
+# half (before: |S2 - S1|, the error of the coarser S1, 10-50x what was measured against a tight
+# reference: benchmarks/results/attribution.md)
+ERROR_SHARE = 1 / 30
+# Refinement goes on until the scores add up within this share (the exact check that catches a
+# step of f that Richardson's estimate misses); a result counts as complete within COMPLETENESS
+COMPLETENESS_AIM = 0.02
 BATCH_TOKENS = 4096  # tokens per batched forward/backward pass of integrated gradients
 BATCH_CELLS = 2**20  # rows x T^2 attention cells kept for the backward pass (bounds memory)
 
@@ -255,12 +262,13 @@ class TokenAttribution:
         "whose first normalization makes f(alpha x) jump near alpha = 0; the mean is of the "
         "embeddings as the first layer reads them (Gemma's scaled by sqrt(d_model)). A token's "
         "score is the integral over alpha in [0, 1] of (x - b) . df/dx(b + alpha (x - b)) over "
-        "its embedding dimensions, by adaptive Simpson: 8 panels halved once, then the panels with the largest error (how much a token's value "
-        "changed when the panel was last halved, or the panel's scores not adding up to its "
-        "change in f, known exactly) are halved until every token's summed change is within the "
-        "tolerance and the scores add up to f(x) - f(b) within 5%, or the step budget is spent; "
-        "then the result says it is not converged. Gradient x input: sum over dimensions of "
-        "x * df/dx at the prompt."
+        "its embedding dimensions, by adaptive Simpson: 8 panels halved once, then the panels "
+        "with the largest error (a token's estimated error: how much its value changed when the "
+        "panel was last halved, / 15 as Richardson estimates Simpson's error; or the panel's "
+        "scores not adding up to its change in f, known exactly) are halved until every token's "
+        "summed error is within the tolerance and the scores add up to f(x) - f(b) within 2%, or "
+        "the step budget is spent; then the result says it is not converged (complete: within "
+        "5%). Gradient x input: sum over dimensions of x * df/dx at the prompt."
     )
 
     @property
@@ -382,8 +390,8 @@ class _Panels:
     """Adaptive Simpson on [0, 1]: the points evaluated so far and the leaf panels (a, m, b).
 
     Each leaf carries a per-token error estimate: how much its parent's Simpson value changed
-    when it was halved into this leaf and its sibling (half the change to each), the rule's own
-    measure of how far from settled that stretch of the path is.
+    when it was halved into this leaf and its sibling, times `ERROR_SHARE` (Richardson's 1/15,
+    half to each), the rule's own measure of how far from settled that stretch of the path is.
     """
 
     def __init__(self, path: _Path) -> None:
@@ -424,9 +432,9 @@ class _Panels:
             a, m, b = self.leaves[p]
             left, right = (a, added[2 * k], m), (m, added[2 * k + 1], b)
             change = (self.simpson(*left) + self.simpson(*right) - self.simpson(a, m, b)).abs()
-            self.leaves[p], self.errors[p] = left, change / 2
+            self.leaves[p], self.errors[p] = left, change * ERROR_SHARE
             self.leaves.append(right)
-            self.errors.append(change / 2)
+            self.errors.append(change * ERROR_SHARE)
 
 
 def token_attribution(
@@ -446,9 +454,9 @@ def token_attribution(
     `steps` is the most path points evaluated (f and the gradient at each). Each Simpson panel
     [a, b] also knows f(b) - f(a) exactly, which its summed scores must match; a real model's f
     can jump within a thousandth of the path (SmolLM2, near alpha 0.23), so refinement is local.
-    Stops when max_i sum_panels |change of IG_i when the panel was halved| / 2 <= tolerance *
-    max(|f(x) - f(b)|, 1) and the completeness error is within COMPLETENESS, or when the budget
-    of `steps` points is spent.
+    Stops when max_i sum_panels |change of IG_i when the panel was halved| / 30 <= tolerance *
+    max(|f(x) - f(b)|, 1) and the completeness error is within COMPLETENESS_AIM, or when the
+    budget of `steps` points is spent.
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or not MIN_STEPS <= steps <= MAX_STEPS:
         raise RequestError(
@@ -458,6 +466,7 @@ def token_attribution(
     check_token_attribution(lm, len(tokens), steps)
     ids = as_ids(tokens)
     embedding = lm.model.get_submodule(lm.adapter.token_embedding)
+    jobs.report(0, steps, "path point", at_most=True)  # the whole count first (the clean pass too)
     with torch.inference_mode(False), torch.no_grad():
         x = embedding(ids.to(lm.device)).float()  # (1, T, d), float32 whatever the model's dtype
         clean, _ = run(lm, ids, capture=False)
@@ -465,13 +474,12 @@ def token_attribution(
     path = _Path(lm, ids, x, baseline_embeddings(lm, x), metric, batch_tokens)
     first = min(FIRST_PANELS, (steps - 1) // 4)
     store = _Panels(path)
-    jobs.report(0, steps, "path point", at_most=True)
     store.evaluate([j / (2 * first) for j in range(2 * first + 1)])  # baseline first, prompt last
     store.leaves = [(2 * p, 2 * p + 1, 2 * p + 2) for p in range(first)]
     store.errors = [torch.zeros(ids.shape[1])] * first
     store.split(list(range(first)))  # every leaf now has an error estimate
     gap = store.f[first * 2] - store.f[0]
-    limit = COMPLETENESS * max(abs(gap), 1e-12)
+    limit = COMPLETENESS_AIM * max(abs(gap), 1e-12)
     tolerance = tolerance * max(abs(gap), 1.0)
     while True:
         jobs.report(len(store.alphas), steps, "path point", at_most=True)

@@ -44,6 +44,9 @@ OUTPUT = pa.schema(
 )
 
 
+CARD = b"lmscope_card"  # each answer's schema metadata: the card of the model that made it
+
+
 class BatchWorker:
     """A run's model and experiment, loaded once; called with `INPUT` batches, answers `OUTPUT`.
 
@@ -57,7 +60,11 @@ class BatchWorker:
         if threads:
             torch.set_num_threads(threads)
         self.spec = RunSpec.from_dict(spec)
-        self.lm = lm if lm is not None else load_model(self.spec.model, allow_local_path=True)
+        self.lm = (
+            lm
+            if lm is not None
+            else load_model(self.spec.model, allow_local_path=True, placement=self.spec.placement())
+        )
         self.measure: Measure = MEASURES[self.spec.experiment](self.lm, self.spec.settings)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -83,7 +90,9 @@ class BatchWorker:
             made = self._measured([items[i] for i in indices])
             for index, result in zip(indices, made, strict=True):
                 outcomes[index] = result if isinstance(result, Values) else str(result)
-        return _output(rows, items, outcomes)
+        answer = _output(rows, items, outcomes)
+        card = json.dumps(self.lm.card.to_dict() | {"revision": self.lm.revision})
+        return answer.replace_schema_metadata({CARD: card.encode()})  # what loaded it, parity too
 
     def passes(self, items: dict[int, Item]) -> list[list[int]]:
         """Row indices grouped by token count, cut into batched passes of at most

@@ -27,7 +27,12 @@ from ..experiments.attribution import direct_logit_attribution
 from ..experiments.lens import lens_logits, metric_lens
 from ..experiments.metric import make_metric
 from ..experiments.patching import PairPrompts, pairs, scan_pair
-from ..experiments.steering import check_coefficient, check_layer, steering_vector
+from ..experiments.steering import (
+    check_coefficient,
+    check_layer,
+    default_layer,
+    steering_vector,
+)
 from .rows import Item
 
 # What a quantity's cells are indexed by: (layer axis, column axis), None where there is none.
@@ -382,7 +387,8 @@ class Steering(Measure):
 
     def __init__(self, lm: LoadedModel, settings: dict[str, object]) -> None:
         super().__init__(lm, settings)
-        layer = check_layer(lm, settings["layer"])
+        chosen = settings["layer"]  # None: the library's default depth
+        layer = check_layer(lm, default_layer(lm) if chosen is None else chosen)
         coefficient = check_coefficient(settings["coefficient"])
         vector = steering_vector(
             lm, layer, prompts=settings["from_prompts"], token=settings["token"]

@@ -29,7 +29,7 @@ from ..core.loading import inspect_model, load_model, no_progress, revision_of
 from ..core.model import LoadedModel
 from ..version import __version__
 from .aggregate import aggregates
-from .batch import INPUT
+from .batch import CARD, INPUT
 from .data import DataError, Dataset, Record, read_dataset
 from .engines import import_ray
 from .engines import local as local_engine
@@ -123,6 +123,7 @@ def execute(
             try:
                 with jobs.running(job):
                     for answer in answers:
+                        _learn_card(manifest, answer)
                         _store(store, answer, manifest["model"]["public_id"], progress)
                         _pace(progress, started)
                         manifest["counts"] = _counts(progress)
@@ -179,9 +180,20 @@ def _answers(spec, pending, lm, manifest, loading, progress, on_progress):
         progress.state = "loading"
         if on_progress:
             on_progress(progress)
-        lm = load_model(spec.model, allow_local_path=True, progress=loading)
+        lm = load_model(
+            spec.model, allow_local_path=True, progress=loading, placement=spec.placement()
+        )
     _describe(manifest, lm.card, lm.revision)
     return local_engine(spec, batches, lm)
+
+
+def _learn_card(manifest: dict, answer: pa.Table) -> None:
+    """The card of the model a worker loaded (its placement and parity check: a Ray driver reads
+    only the config), from an answer's metadata."""
+    told = (answer.schema.metadata or {}).get(CARD)
+    if told is not None:
+        card = json.loads(told)
+        manifest["model"] |= {"revision": card.pop("revision"), "card": card}
 
 
 def _describe(manifest: dict, card, revision: str) -> None:
@@ -266,6 +278,8 @@ def _manifest(store: RunStore, spec: RunSpec, dataset: Dataset) -> dict:
         "experiment": spec.experiment,
         "settings": spec.settings,
     }
+    where = spec.placement()  # resolved: a run resumed on a GPU is not its CPU run
+    identity["placement"] = {"device": where.device.type, "dtype": where.dtype_name}
     stored = store.manifest()
     if stored is not None:
         was = stored.get("identity")

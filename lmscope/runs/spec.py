@@ -7,11 +7,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.errors import RequestError
+from ..core.devices import Placement, placement
+from ..core.errors import LmscopeError, RequestError
 from ..experiments.ablation import MODES
-from ..experiments.ablation_atp import METHODS
+from ..experiments.ablation_atp import METHODS, head_scan
 from ..experiments.atp import COMPONENTS
-from ..experiments.patching import CHECK_TOP, DIRECTIONS, SCANS
+from ..experiments.defaults import default
+from ..experiments.patching import DIRECTIONS, SCANS, patch
+from ..experiments.steering import DEPTH, steer
 
 ENGINES = ("local", "ray")
 BATCH_SIZE = 32  # rows handed to the per-batch function at once (and stored as one part)
@@ -30,34 +33,57 @@ class Setting:
     count: int = 1  # values it takes (2 for --from-prompts A B)
 
 
-_CHECK = Setting("check", CHECK_TOP, "strongest cells of the estimate measured exactly", int)
+_CHECK = Setting(
+    "check", default(patch, "check"), "strongest cells of the estimate measured exactly", int
+)
 SETTINGS: dict[str, tuple[Setting, ...]] = {
     "profile": (),
     "lens": (),
     "dla": (),
     "ablation-scan": (
-        Setting("mode", "zero", "what replaces a removed head's output", choices=MODES),
+        Setting(
+            "mode",
+            default(head_scan, "mode"),
+            "what replaces a removed head's output",
+            choices=MODES,
+        ),
         Setting(
             "method",
-            "atp",
+            default(head_scan, "method"),
             "atp: one gradient estimates every head; exact: each removed; both",
             choices=METHODS,
         ),
         _CHECK,
     ),
     "patch": (
-        Setting("component", "resid", "what is patched", choices=COMPONENTS),
+        Setting("component", default(patch, "component"), "what is patched", choices=COMPONENTS),
         Setting(
-            "direction", "denoising", "clean into corrupted (denoising) or back", choices=DIRECTIONS
+            "direction",
+            default(patch, "direction"),
+            "clean into corrupted (denoising) or back",
+            choices=DIRECTIONS,
         ),
-        Setting("scan", "atp", "atp: the estimate; exact: every cell; both", choices=SCANS),
+        Setting(
+            "scan",
+            default(patch, "scan"),
+            "atp: the estimate; exact: every cell; both",
+            choices=SCANS,
+        ),
         _CHECK,
     ),
     "steer": (
         Setting(
-            "layer", None, "the vector enters the stream before this layer", int, required=True
+            "layer",
+            default(steer, "layer"),
+            f"the vector enters the stream before this layer (default: {DEPTH:.0%} of the way in)",
+            int,
         ),
-        Setting("coefficient", None, "how many times the vector is added", float, required=True),
+        Setting(
+            "coefficient",
+            default(steer, "coefficient"),
+            "how many times the vector is added",
+            float,
+        ),
         Setting("from_prompts", None, "the vector: mean activation of A minus that of B", count=2),
         Setting("token", None, "the vector: this token's unit unembedding direction"),
         Setting("position", None, "steer from this position on (default: every position)", int),
@@ -121,6 +147,12 @@ class RunSpec:
     ray_address: str | None = None
     batch_size: int = BATCH_SIZE
     workers: int | None = None
+    device: str = "auto"  # where each worker runs the model (core/devices.placement)
+    dtype: str = "auto"  # and in what precision
+
+    def placement(self) -> Placement:
+        """Where and in what precision a worker loads the model (one piece on `device`)."""
+        return placement(self.device, self.dtype)
 
     def checked(self) -> RunSpec:
         """The spec with its settings' defaults filled in and paths made absolute; a
@@ -132,6 +164,10 @@ class RunSpec:
             least = 0 if name == "limit" else 1
             if value is not None and (not isinstance(value, int) or value < least):
                 raise RequestError(f"'{name}' must be a whole number >= {least}, got {value!r}.")
+        try:
+            self.placement()
+        except LmscopeError as error:
+            raise RequestError(str(error)) from None
         if self.ray_address is not None and self.engine != "ray":
             raise RequestError("'ray_address' applies to the ray engine (--engine ray).")
         model = self.model

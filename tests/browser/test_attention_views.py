@@ -59,10 +59,14 @@ def test_attention_views_follow_the_learner_on_the_demo(
     profile = head_profile(analysis.lm)  # the model's general head roles, from the library
 
     # The categories table lists, beside this input's heads, the heads of each general role.
-    header = page.locator("#head-categories th").last
+    header = page.locator("#head-categories table.categories th").last
     expect(header).to_have_text("heads with this general role (profile)")
     for category, heads in profile.summary().items():
-        row = page.locator("#head-categories tbody tr").filter(has_text=LABELS[category]).first
+        row = (
+            page.locator("#head-categories table.categories tbody tr")
+            .filter(has_text=LABELS[category])
+            .first
+        )
         expect(row.locator("td").last).to_have_text(", ".join(heads) or "none")
 
     # The grid is one Tab stop: a single cell is tabbable, and the arrow keys move within it.

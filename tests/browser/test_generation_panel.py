@@ -11,6 +11,7 @@ import pytest
 import torch
 from playwright.sync_api import Page, expect
 from test_dashboard import (
+    DEMO_NAME,
     analyze,
     chips,
     open_demo,
@@ -167,6 +168,15 @@ def test_clicking_a_generated_token_opens_every_stage_there(page, dashboard_url,
         gpt2_tokenizer.decode([ids[position + 1]]).replace(" ", "␣")
     )
     expect(page.locator("#inv-gen-text")).to_have_text(result.text)  # the generation stays
+    # The prompt box and the status say what the page now shows, and the stages come into view.
+    expect(page.locator("#prompt")).to_have_value(PROMPT + result.text)
+    expect(page.locator("#message")).to_contain_text(
+        f"Analyzed {len(ids)} tokens with {DEMO_NAME}: the prompt's {len(prompt_ids)} and "
+        f"{len(result.ids)} generated. Every stage follows generated token 4 (position {position})"
+    )
+    expect(page.locator("#stage-1")).to_be_in_viewport()
+    expect(page.locator("#inv-gen-tokens-row")).not_to_be_in_viewport()
+    page.screenshot(path=str(artifacts / "generation-token-opened.png"))
     page.locator("#stage-5").screenshot(path=str(artifacts / "generation-token-output.png"))
     page.locator("#stage-1").screenshot(path=str(artifacts / "generation-token-chips.png"))
 
@@ -178,4 +188,5 @@ def test_clicking_a_generated_token_opens_every_stage_there(page, dashboard_url,
     top10 = bars(page, '{"kind":"figure","name":"top10"}')[0]
     assert top10["ids"][0] == int(logits[len(prompt_ids) + 1].argmax())
     assert shown_analysis(page) == after
+    expect(page.locator("#message")).to_contain_text("follows generated token 2")
     page.locator("#stage-6").screenshot(path=str(artifacts / "generation-token-panel.png"))

@@ -340,3 +340,13 @@ def test_the_experiments_are_tabs_a_keyboard_can_switch(page, dashboard_url, art
     open_experiment(page, "generation")
     expect(page.locator("#inv-gen-tokens")).to_have_value("7")
     page.locator("#stage-6").screenshot(path=str(artifacts / "investigate-tabs.png"))
+
+
+def test_download_before_any_result_says_there_is_nothing_yet(page, dashboard_url):
+    open_demo(page, dashboard_url)
+    analyze(page, PROMPT)
+    downloads = []
+    page.on("download", lambda download: downloads.append(download))
+    page.click("#inv-download-json")
+    expect(page.locator("#inv-message")).to_contain_text("Nothing to download yet")
+    assert downloads == []

@@ -60,6 +60,7 @@ def test_a_link_reopens_its_focus_and_generation_settings(page, dashboard_url, a
     assert url_keys(page) == {
         "model": "demo", "prompt": "The cat sat on the mat.", "head": "1.2", "layer": "1",
         "pos": "3", "target": " sat", "gen": "sample", "temp": "0.7", "topk": "5", "seed": "7",
+        "tab": "generation",
     }  # fmt: skip
     # Exported figures are named after what they show.
     assert export_filename(page, TOP10) == "lmscope-demo-pos3-top10"
@@ -175,3 +176,64 @@ def test_exported_figures_carry_the_model_from_the_first_analysis_and_in_every_t
     wait_for_export_name(
         page, '{"kind":"figure","name":"inv-dla-heads"}', "lmscope-demo-inv-dla-heads"
     )
+
+
+def test_every_experiment_setting_and_the_minus_token_survive_a_shared_link(
+    page, browser, dashboard_url, artifacts
+):
+    """A teacher sets a contrastive target, heads to ablate, a corrupted prompt and steering
+    settings, then shares the URL: the link reopens each of them, and the metric is still
+    logit(A) - logit(B) (before, the "minus" token was dropped and it became log p(A))."""
+    open_demo(page, dashboard_url)
+    analyze(page, PROMPT)
+    page.fill("#inv-target", "␣mat")
+    page.fill("#inv-wrong", "␣cat")
+    page.fill("#inv-heads-text", "0.1,1.2")
+    page.press("#inv-heads-text", "Enter")
+    expect(page.locator("#inv-chips [data-head]")).to_have_count(2)
+    page.get_by_role("radio", name="mean ablation").check()
+    open_experiment(page, "patching")
+    page.fill("#inv-patch-corrupt", "The dog sat on the mat. The dog sat on the")
+    page.get_by_role("radio", name="attention output").check()
+    open_experiment(page, "steering")
+    page.fill("#inv-steer-a", "Joy")
+    page.fill("#inv-steer-b", "Grief")
+    page.fill("#inv-steer-layer", "1")
+    page.fill("#inv-steer-coefficient", "2.5")
+    page.wait_for_function(
+        "() => ['minus', 'ablate', 'corrupt', 'sa', 'slayer', 'scoef', 'tab']"
+        ".every(k => new URLSearchParams(location.search).has(k))"
+    )
+    keys = url_keys(page)
+    assert keys["target"] == " mat" and keys["minus"] == "␣cat"  # as the boxes hold them
+    assert keys["ablate"] == "0.1,1.2" and keys["mode"] == "mean"
+    assert keys["pcomp"] == "attn" and keys["tab"] == "steering"
+    assert (keys["sa"], keys["sb"], keys["slayer"], keys["scoef"]) == ("Joy", "Grief", "1", "2.5")
+
+    other = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    again = other.new_page()
+    again.set_default_timeout(60_000)
+    again.goto(page.url)
+    wait_for_stages(again)
+    expect(again.locator("#inv-tab-steering")).to_have_attribute("aria-selected", "true")
+    expect(again.locator("#inv-target")).to_have_value("␣mat")
+    expect(again.locator("#inv-wrong")).to_have_value("␣cat")
+    expect(again.locator("#inv-steer-a")).to_have_value("Joy")
+    expect(again.locator("#inv-steer-b")).to_have_value("Grief")
+    expect(again.locator("#inv-steer-layer")).to_have_value("1")
+    expect(again.locator("#inv-steer-coefficient")).to_have_value("2.5")
+    again.click("#inv-steer-run")
+    expect(again.locator("#inv-steer-what")).to_contain_text("'Joy' minus that of 'Grief'")
+    open_experiment(again, "ablation")
+    expect(again.locator("#inv-chips [data-head]")).to_have_text(["L0-H1", "L1-H2"])
+    expect(again.get_by_role("radio", name="mean ablation")).to_be_checked()
+    again.click("#inv-ablate")
+    expect(again.locator("#inv-ablation-body")).to_contain_text("logit(' mat') - logit(' cat')")
+    open_experiment(again, "patching")
+    expect(again.locator("#inv-patch-corrupt")).to_have_value(
+        "The dog sat on the mat. The dog sat on the"
+    )
+    expect(again.get_by_role("radio", name="attention output")).to_be_checked()
+    again.screenshot(path=str(artifacts / "share-experiments.png"), full_page=False)
+    assert url_keys(again) == keys | {"tab": "patching"}  # the tab opened last
+    other.close()

@@ -17,7 +17,7 @@ def test_steering_layer_and_position_follow_the_focus_until_typed(page, dashboar
     analyze(page, PROMPT)
     open_experiment(page, "steering")
     layer, position = page.locator("#inv-steer-layer"), page.locator("#inv-steer-position")
-    expect(layer).to_have_value("0")
+    expect(layer).to_have_value("")  # empty: the library's default layer, 30% of the way in
     expect(position).to_have_value("")
 
     page.locator('.head-cell[data-head="L1-H2"]').click()  # focus.layer = 1

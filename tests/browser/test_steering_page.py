@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 from test_dashboard import DEMO_NAME, analyze, open_experiment
 
-from lmscope.core.tokens import display
+from lmscope.core.tokens import display, running_text
 from lmscope.experiments.ablation import ablation_scan
 from lmscope.experiments.steering import steer
 
@@ -49,9 +49,11 @@ def test_steering_from_two_prompts_shows_the_library_result(page, dashboard_url,
     expect(page.locator("#inv-steer-top-after")).to_have_text(display(top.text))
     expect(page.locator("#inv-steer-kl")).to_have_text(f"{result.kl:.4f}")
     expect(page.locator("#inv-steer-continuation-before")).to_have_text(
-        result.generation_before.text
+        running_text(result.generation_before.text)  # a newline shows as ↵, as in every chip
     )
-    expect(page.locator("#inv-steer-continuation-after")).to_have_text(result.generation_after.text)
+    expect(page.locator("#inv-steer-continuation-after")).to_have_text(
+        running_text(result.generation_after.text)
+    )
     expect(page.locator("#inv-steer-what")).to_contain_text("not normalized")
     page.locator("#inv-steer-body").scroll_into_view_if_needed()
     page.locator("#stage-6").screenshot(path=str(artifacts / "investigate-steering.png"))
@@ -95,3 +97,29 @@ def test_the_scan_follows_a_logit_difference_and_says_so(page, dashboard_url, de
         z = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"])).tolist()
     flat = [v for row in z for v in row] if isinstance(z[0], list) else z
     assert flat == pytest.approx(scan.effect.flatten().tolist(), abs=1e-4)
+
+
+def test_smollm2s_default_steering_moves_the_prediction_and_keeps_text(
+    page, dashboard_url, dashboard_service, artifacts
+):
+    """On SmolLM2 with the page's defaults (layer empty: 30% in; the library's coefficient) the
+    panel says why they are the defaults, and the continuation is text, newlines shown as ↵."""
+    prompt = "When Mary and John went to the store, John gave a drink to"
+    page.goto(f"{dashboard_url}/?model=smollm2-135m-instruct")
+    expect(page.locator("#model-card-body h2")).to_contain_text("SmolLM2", timeout=60_000)
+    analyze(page, prompt)
+    open_experiment(page, "steering")
+    expect(page.locator("#inv-steer-layer")).to_have_value("")
+    expect(page.locator("#inv-steer-defaults")).to_contain_text("measured on SmolLM2")
+    page.click("#inv-steer-run")
+    expect(page.locator("#inv-steer-what")).to_contain_text("entering layer 9", timeout=120_000)
+    lm = dashboard_service.model("smollm2-135m-instruct")
+    result = steer(lm, prompt, prompts=["Love", "Hate"])
+    shown = page.locator("#inv-steer-continuation-after").inner_text()
+    assert shown == running_text(result.generation_after.text)
+    assert shown.count("↵") < len(result.generation_after.ids) / 2
+    expect(page.locator("#inv-steer-top-after")).to_have_text(
+        display(result.top("after", 1)[0].text)
+    )
+    page.locator("#inv-steer-body").scroll_into_view_if_needed()
+    page.locator("#stage-6").screenshot(path=str(artifacts / "steering-default-smollm2.png"))

@@ -21,9 +21,10 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
     },
 
     // The URL of this view: model and prompt first (as app.py writes them), then the focus,
-    // then the generation settings that differ from their defaults. `args`: the callback's
-    // focus, analysis, one value per setting, the pending link and the URL's query now;
-    // `settings`: [key, default] per setting. Rewritten only when a key changed.
+    // then the panel's settings that differ from their defaults (a list of heads as 0.1,3.5).
+    // `args`: the callback's focus, analysis, one value per setting, the pending link and the
+    // URL's query now; `settings`: [key, default, the focus key it follows or null] per setting
+    // (one that still shows the focus's value is left out). Rewritten only when a key changed.
     link: function (args, settings) {
       const none = window.dash_clientside.no_update;
       const focus = args[0] || {};
@@ -40,9 +41,13 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       if (typeof focus.target === "string" && focus.target) keys.push(["target", focus.target]);
       settings.forEach(function (setting, i) {
         const value = args[2 + i];
-        if (value !== null && value !== undefined && value !== setting[1]) {
-          keys.push([setting[0], String(value)]);
-        }
+        if (value === null || value === undefined || value === "") return;
+        if (JSON.stringify(value) === JSON.stringify(setting[1])) return;
+        if (setting[2] && value === focus[setting[2]]) return;
+        const text = Array.isArray(value)
+          ? value.map(function (item) { return [].concat(item).join("."); }).join(",")
+          : String(value);
+        if (text) keys.push([setting[0], text]);
       });
       const now = new URLSearchParams(search || "");
       const same =

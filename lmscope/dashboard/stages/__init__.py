@@ -142,7 +142,7 @@ FIGURE_TEXT = {
     "layer, at each position.",
     "inv-ablation": "Bar chart of next-token probabilities before and after the ablation.",
     "inv-scan": "Heatmap over layers and heads of how much removing each head alone changes the "
-    "target's log-probability; red cells helped the target.",
+    "metric (the target's log-probability, or the logit difference); red cells helped the target.",
     "inv-dla-heads": "Heatmap over layers and heads of what each head wrote directly into the "
     "target's logit.",
     "inv-dla-mlp": "Bar chart of what each layer's MLP wrote directly into the target's logit.",

@@ -29,6 +29,7 @@ from ... import figures
 from ...static import static
 from .. import Drawing, Views, ready
 from .cells import Cell, cell_grid
+from .counts import counts_table
 
 EXPLAIN = (
     "Attention is how a token gathers information from the tokens before it. Each [[layer]] has "
@@ -352,9 +353,10 @@ def categories(drawing: Drawing) -> tuple:
     if analysis is None:
         return [], no_update
     profile = known_profile(analysis.lm)
+    counts = static(counts_table(analysis.heads))
     if profile is None:
-        return html.P(MEASURING, className="hint"), data["id"]
-    return static(category_table(analysis.heads, profile)), no_update
+        return [html.P(MEASURING, className="hint"), counts], data["id"]
+    return [static(category_table(analysis.heads, profile)), counts], no_update
 
 
 CATEGORY_VIEWS = Views(
@@ -374,7 +376,8 @@ def register(app: Dash, service: Service) -> None:
         analysis = service.stored(data)
         if analysis is None or asked != data.get("id"):
             return no_update
-        return static(category_table(analysis.heads, head_profile(analysis.lm)))
+        table = category_table(analysis.heads, head_profile(analysis.lm))
+        return [static(table), static(counts_table(analysis.heads))]
 
     app.clientside_callback(  # in the browser: one round trip less before the head opens
         """function (pick, mode, focus) {

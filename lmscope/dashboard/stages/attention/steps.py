@@ -9,8 +9,8 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from ....core.analysis import Analysis
 from ....core.errors import LmscopeError
-from ....core.head_steps import HeadSteps, head_steps
-from ....core.heads import head_name
+from ....core.head_steps import HeadSteps, head_steps, job_position
+from ....core.heads import LABELS, SINK_MARK, head_name
 from ....service import Service
 from ...static import static
 from .. import position_input
@@ -47,12 +47,59 @@ def layout() -> html.Div:
     )
 
 
-def followed(analysis: Analysis, focus: dict | None) -> int:
-    """The query token the views follow (`focus.position`), else the last one."""
+def chosen_position(analysis: Analysis, focus: dict | None) -> int | None:
+    """The query token the page follows (`focus.position`: a click, the box, a link), if any."""
     position = (focus or {}).get("position")
     if isinstance(position, int) and 0 <= position < len(analysis.tokens):
         return position
-    return len(analysis.tokens) - 1
+    return None
+
+
+def followed(analysis: Analysis, focus: dict | None) -> int:
+    """The query token the views follow (`focus.position`), else the last one."""
+    position = chosen_position(analysis, focus)
+    return len(analysis.tokens) - 1 if position is None else position
+
+
+# What each category's head reads at its job row, for the note saying why the view opened there
+JOB_READS = {
+    "previous_token": "the token just before it",
+    "self": "itself",
+    "duplicate_token": "an earlier copy of the same token",
+    "induction": "the token that followed an earlier copy of this token",
+}
+
+
+def job_note(analysis: Analysis, layer: int, head: int, position: int) -> html.P:
+    """Why the step view opened on this row rather than the last one."""
+    category = analysis.heads.categories[layer][head]
+    return html.P(
+        [
+            f"Opened on query token {position} ",
+            token(analysis, position),
+            f", where this {LABELS[category]} head does its job: it reads "
+            f"{JOB_READS[category]}. Type another position, or click a row of the pattern.",
+        ],
+        className="hint steps-job",
+        id="steps-job",
+    )
+
+
+def sink_note(analysis: Analysis, steps: HeadSteps) -> html.P | None:
+    """A row that parks at least `SINK_MARK` on the first token says so: it reads little else."""
+    share = float(steps.weights[0])
+    if steps.position == 0 or share < SINK_MARK:
+        return None
+    return html.P(
+        [
+            f"{share:.0%} of this row goes to the first token ",
+            token(analysis, 0),
+            ", the attention sink: where a head parks attention it has no use for here. The "
+            f"other {1 - share:.0%} is what it reads.",
+        ],
+        className="hint steps-sink",
+        id="steps-sink",
+    )
 
 
 def token(analysis: Analysis, position: int) -> html.Span:
@@ -219,6 +266,9 @@ def explain(analysis: Analysis, steps: HeadSteps, top: int = TOP) -> list:
             className="steps",
         ),
     ]
+    sink = sink_note(analysis, steps)
+    if sink is not None:
+        parts.insert(1, sink)
     gqa = _gqa(steps)
     if gqa:
         parts.append(html.P(gqa, className="hint gqa"))
@@ -290,8 +340,13 @@ def draw(analysis: Analysis | None, data: dict | None, focus: dict | None, curre
     is open: a new analysis without one costs no second round trip."""
     if analysis is None:
         return html.P(EMPTY, className="empty"), None, None, None, [], no_update
-    position = followed(analysis, focus)
     chosen = focused_head(analysis, focus)
+    position = chosen_position(analysis, focus)
+    job = None  # no token chosen: the open head's job row, else the last token
+    if position is None and chosen is not None:
+        job = position = job_position(analysis, *chosen)
+    if position is None:
+        position = len(analysis.tokens) - 1
     last = len(analysis.tokens) - 1
     box = (  # unchanged values are not rewritten: no round trip to `pick` for nothing
         no_update if position == current else position,
@@ -305,7 +360,10 @@ def draw(analysis: Analysis | None, data: dict | None, focus: dict | None, curre
     except LmscopeError as error:
         return html.P(str(error), className="message error"), *box, [], no_update
     asked = {"id": data["id"], "head": list(chosen), "position": position}
-    return static(explain(analysis, steps)), *box, no_update, asked
+    view = explain(analysis, steps)
+    if job is not None:
+        view.insert(1, job_note(analysis, *chosen, job))
+    return static(view), *box, no_update, asked
 
 
 def register(app: Dash, service: Service) -> None:

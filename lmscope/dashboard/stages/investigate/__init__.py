@@ -14,12 +14,25 @@ import json
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from ....service import Service
+from ...progress import near
 from .. import HIDDEN, section
 from . import ablation, attribution, comparison, generation, patching, reproduce, steering
-from .panel import Panel, button
+from .panel import Panel, Setting, button
 
 NUMBER = 6
+NOTHING_TO_DOWNLOAD = (
+    "Nothing to download yet: run an experiment below first. Its results for this prompt (JSON) "
+    "are kept for this button."
+)
 PARTS = (ablation, attribution, patching, steering, generation, comparison)
+# What a shared link carries of the panel (dashboard/share.py): the "minus" token (the target is
+# the page's focus), the open tab, and each part's settings; TAB_OF: a setting's control -> tab
+URL_SETTINGS = (
+    Setting("minus", "inv-wrong", str, None),
+    Setting("tab", "inv-tabs", tuple(part.TAB for part in PARTS), PARTS[0].TAB),
+    *(setting for part in PARTS for setting in part.URL_SETTINGS),
+)
+TAB_OF = {setting.control: part.TAB for part in PARTS for setting in part.URL_SETTINGS}
 EXPLAIN = (
     "The stages above show what the model computes; here you change it ([[ablation]]) and see "
     "what happens. "
@@ -67,6 +80,7 @@ def layout() -> html.Section:
             className="row",
         ),
         *stores,
+        near("investigate"),  # the experiments' progress and Cancel, here where they start
         dcc.Tabs(
             [_tab(part, rest) for part, rest in zip(PARTS, views, strict=True)],
             id="inv-tabs",
@@ -98,19 +112,19 @@ def register(app: Dash, service: Service) -> None:
 
     @app.callback(
         Output("inv-download", "data"),
+        Output("inv-message", "children", allow_duplicate=True),
         Input("inv-download-json", "n_clicks"),
         State("inv-results", "data"),
         State("analysis", "data"),
         prevent_initial_call=True,
     )
     def download(_clicks, results, data):
-        if not results:
-            return no_update
+        if not results:  # said, not silently nothing
+            return no_update, html.Div(NOTHING_TO_DOWNLOAD, className="message", role="status")
         name = (data or {}).get("model", "model").replace("/", "_")
         document = {"model": (data or {}).get("model"), "prompt": (data or {}).get("prompt")}
-        return dcc.send_string(
-            json.dumps(document | results, ensure_ascii=False), f"lmscope-{name}-investigate.json"
-        )
+        text = json.dumps(document | results, ensure_ascii=False)
+        return dcc.send_string(text, f"lmscope-{name}-investigate.json"), ""
 
     @app.callback(
         *(Output(body, "children", allow_duplicate=True) for body in bodies),

@@ -21,6 +21,7 @@ from .. import graph
 from .panel import (
     Outcome,
     Panel,
+    Setting,
     agreement_line,
     button,
     checked_table,
@@ -51,6 +52,13 @@ EXPLAIN_SCAN = (
     "estimates every cell at once from one gradient (about 4 passes instead of one per layer of "
     "heads) and removes its strongest heads exactly to check it; run the exact scan too to see "
     "how well the two agree."
+)
+
+# What a shared link carries of this tab (dashboard/share.py)
+URL_SETTINGS = (
+    Setting("ablate", "inv-heads", "heads", [], "data"),
+    Setting("mode", "inv-mode", tuple(MODES), default(head_scan, "mode")),
+    Setting("scank", "inv-scan-k", int, default(head_scan, "check")),
 )
 
 

@@ -19,6 +19,7 @@ from .panel import NO_ANALYSIS, Outcome, Panel, button, metric_line, parse_targe
 from .reproduce import Code, call, flag, token_text
 
 TAB = "attribution"  # its tab in the panel (labelled capitalized)
+URL_SETTINGS = ()  # its settings are the panel's target and 'minus' (dashboard/share.py)
 BODIES = ("inv-dla-body", "inv-attr-body")
 FIGURES = ("inv-dla-heads", "inv-dla-mlp")
 
@@ -37,7 +38,8 @@ EXPLAIN_TOKENS = (
     "gradients fades the prompt's token embeddings in from a neutral baseline (all zeros where "
     "a position vector is added, the vocabulary's average embedding for rotary models) and adds "
     "up the gradients on the way, refining the path until the scores settle; its scores add up "
-    "to the change in the target's log-probability (the completeness check below). When they do "
+    "to the change in the metric (the target's log-probability, or logit(A) - logit(B) with a "
+    "'minus' token: the completeness check below). When they do "
     "not settle within the step budget, the page says so and greys them out. Gradient x input is "
     "the quick one-step estimate. Blue pushed toward the target, red away; hover a token for the "
     "exact value."
@@ -78,7 +80,7 @@ def not_valid_warning(result: TokenAttribution) -> html.Div:
     problems = []
     if not result.complete:
         problems.append(
-            f"they add up to the change in log-probability only within "
+            f"they add up to the change in {result.metric.label} only within "
             f"{result.completeness_error:.1%} (the limit is {COMPLETENESS:.0%})"
         )
     if not result.converged:

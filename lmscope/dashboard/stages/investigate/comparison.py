@@ -11,13 +11,18 @@ from ....experiments.comparison import compare
 from ... import figures
 from ...terms import linked
 from .. import graph
-from .panel import Outcome, Panel, button
+from .panel import Outcome, Panel, Setting, button
 from .reproduce import Code
 
 COMPARE_TOP = 5
 TAB = "comparison"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-compare-body",)
 FIGURES = ("inv-compare",)
+# What a shared link carries of this tab (dashboard/share.py)
+URL_SETTINGS = (
+    Setting("vs", "inv-compare-model", str, None),
+    Setting("vsid", "inv-compare-custom", str, None),
+)
 
 EXPLAIN_COMPARE = (
     "Run the same prompt through a second model: what each predicts, and which kinds of heads "
@@ -94,9 +99,13 @@ def register(app: Dash, panel: Panel) -> None:
             raise RequestError("Choose a second model to compare with.")
         result = compare(first, panel.service.model(second_id), prompt).to_dict()
         sides = result["models"]
-        same = "the same" if result["same_top_prediction"] else "different"
+        same = (
+            "the same top prediction"
+            if result["same_top_prediction"]
+            else "different top predictions"
+        )
         body = [
-            html.P(f"The two models make {same} top prediction."),
+            html.P(f"The two models make {same}."),
             html.Div(
                 [
                     html.Div([html.Strong(s["model"]["name"]),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 
-from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
+from dash import ALL, Dash, Input, Output, Patch, State, ctx, dcc, html, no_update, set_props
 
 from ....core.analysis import Analysis, analyze_continuation
 from ....core.errors import LmscopeError
@@ -24,7 +24,7 @@ from ....experiments.generation import (
 )
 from ... import figures
 from .. import HIDDEN, SHOWN, graph
-from .panel import Panel, button, keep, message, number
+from .panel import Panel, Setting, button, keep, message, number
 from .reproduce import code_view, generation_code
 
 TAB = "generation"  # its tab in the panel (labelled capitalized)
@@ -41,16 +41,16 @@ EXPLAIN_GENERATION = (
 )
 CLICK_HINT = "Click a generated token to see every stage at its position: "
 
-# The URL keys of the generation settings (dashboard/share.py): key -> (control id, type, default).
-URL_SETTINGS: dict[str, tuple[str, type, object]] = {
-    "gen": ("inv-gen-method", str, "greedy"),
-    "new": ("inv-gen-tokens", int, 20),
-    "temp": ("inv-gen-temperature", float, 1.0),
-    "topk": ("inv-gen-top-k", int, 0),
-    "topp": ("inv-gen-top-p", float, 1.0),
-    "seed": ("inv-gen-seed", int, 0),
-    "beams": ("inv-gen-beams", int, 3),
-}
+# What a shared link carries of this tab (dashboard/share.py)
+URL_SETTINGS = (
+    Setting("gen", "inv-gen-method", ("greedy", "sample", "beam"), "greedy"),
+    Setting("new", "inv-gen-tokens", int, 20),
+    Setting("temp", "inv-gen-temperature", float, 1.0),
+    Setting("topk", "inv-gen-top-k", int, 0),
+    Setting("topp", "inv-gen-top-p", float, 1.0),
+    Setting("seed", "inv-gen-seed", int, 0),
+    Setting("beams", "inv-gen-beams", int, 3),
+)
 SLIDERS = ("inv-gen-temperature", "inv-gen-top-k", "inv-gen-top-p")
 
 
@@ -63,7 +63,7 @@ def _slider(slider_id: str, label: str, low: float, high: float, step: float, ma
                 min=low,
                 max=high,
                 step=step,
-                value=URL_SETTINGS[_key(slider_id)][2],
+                value=_default(slider_id),
                 marks=marks,
                 updatemode="mouseup",  # `value` (URL, Generate) on release; `drag_value` live
                 tooltip={"placement": "bottom", "always_visible": False},
@@ -74,8 +74,8 @@ def _slider(slider_id: str, label: str, low: float, high: float, step: float, ma
     )
 
 
-def _key(control: str) -> str:
-    return next(k for k, (c, _, _) in URL_SETTINGS.items() if c == control)
+def _default(control: str) -> object:
+    return next(s.default for s in URL_SETTINGS if s.control == control)
 
 
 def layout() -> list:
@@ -137,6 +137,8 @@ def layout() -> list:
         graph("inv-gen-distribution", "lmscope-next-token-distribution"),
         dcc.Store(id="inv-gen-store"),
         dcc.Store(id="inv-gen-analysis"),
+        dcc.Store(id="inv-gen-opened"),  # a clicked generated token: the stages come into view
+        dcc.Store(id="inv-gen-scrolled"),
         html.Div(id="inv-gen-body"),
     ]
 
@@ -279,6 +281,23 @@ def generation_view(result: Generation) -> list:
     ]
 
 
+def opened_line(analysis: Analysis, kept: dict, index: int) -> html.Div:
+    """The status line once prompt + generation is shown, following generated token `index`."""
+    new = len(kept["new_ids"])
+    position = len(analysis.tokens) - new + index
+    return html.Div(
+        [
+            f"Analyzed {len(analysis.tokens):,} tokens with {analysis.lm.card.name}: the prompt's "
+            f"{len(analysis.tokens) - new:,} and {new} generated. Every stage follows generated "
+            f"token {index + 1} (position {position}) ",
+            html.Span(analysis.tokens[position].display, className="chip-inline"),
+            ".",
+        ],
+        className="message ok",
+        id="gen-opened-message",
+    )
+
+
 def register(app: Dash, panel: Panel) -> None:
     @app.callback(
         Output({"kind": "figure", "name": "inv-gen-distribution"}, "figure"),
@@ -353,6 +372,18 @@ def register(app: Dash, panel: Panel) -> None:
         view = [*generation_view(result), code_view(code, "inv-gen-body")]
         return view, "", keep("generation", result.to_dict()), kept
 
+    app.clientside_callback(  # in the browser: the redrawn stages, from the tokens on
+        """function (opened) {
+            const stages = document.getElementById("stage-1");
+            if (!opened || !stages) return window.dash_clientside.no_update;
+            stages.scrollIntoView({block: "start"});
+            return opened;
+        }""",
+        Output("inv-gen-scrolled", "data"),
+        Input("inv-gen-opened", "data"),
+        prevent_initial_call=True,
+    )
+
     @app.callback(
         Output("analysis", "data", allow_duplicate=True),
         Output("focus", "data", allow_duplicate=True),
@@ -367,16 +398,23 @@ def register(app: Dash, panel: Panel) -> None:
         trigger = ctx.triggered_id
         if not isinstance(trigger, dict) or not any(clicks) or not kept:
             return no_update, no_update, no_update
-        focus = Patch()
-        focus["position"] = kept["prompt_tokens"] + trigger["index"]
-        if data and data.get("generation") == kept["key"] and panel.service.stored(data):
-            return no_update, focus, ""
-        try:
-            lm = panel.service.model(kept["model"])
-            analysis = analyze_continuation(lm, kept["prompt"], kept["new_ids"])
-        except LmscopeError as error:
-            return no_update, no_update, message(error)
-        focus["position"] = len(analysis.tokens) - len(kept["new_ids"]) + trigger["index"]
-        key = panel.service.store.put(analysis)
-        shown = {"id": key, "model": kept["model"], "prompt": analysis.prompt}
-        return shown | {"generation": kept["key"]}, focus, ""
+        index, focus = trigger["index"], Patch()
+        shown = panel.service.stored(data)
+        if not (data and data.get("generation") == kept["key"] and shown):
+            try:
+                lm = panel.service.model(kept["model"])
+                shown = analyze_continuation(lm, kept["prompt"], kept["new_ids"])
+            except LmscopeError as error:
+                return no_update, no_update, message(error)
+            key = panel.service.store.put(shown)
+            data = {"id": key, "model": kept["model"], "prompt": shown.prompt,
+                    "generation": kept["key"]}  # fmt: skip
+        else:
+            data = no_update
+        focus["position"] = len(shown.tokens) - len(kept["new_ids"]) + index
+        # The page now shows prompt + generation: the prompt box and the status say so, and the
+        # stages it redrew come into view (`inv-gen-opened`).
+        set_props("prompt", {"value": shown.prompt})
+        set_props("message", {"children": opened_line(shown, kept, index)})
+        set_props("inv-gen-opened", {"data": {"key": kept["key"], "index": index}})
+        return data, focus, ""

@@ -9,6 +9,7 @@ import functools
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 
@@ -28,6 +29,20 @@ TABS_KEPT = 1000  # open tabs whose current analysis the server remembers
 
 
 _TRIGGER: ContextVar[object] = ContextVar("lmscope_panel_trigger", default=None)
+
+
+class Setting(NamedTuple):
+    """One control a shared link carries (dashboard/share.py): its URL key, the control's id,
+    how the URL's text is read (`int`, `float`, `str`, the values a choice may take, or "heads":
+    `0.1,3.5`), the control's default (left out of the URL) and the property that holds it;
+    `follows`: the `focus` key the control copies until the user types (left out while equal)."""
+
+    key: str
+    control: str
+    kind: object
+    default: object
+    prop: str = "value"
+    follows: str | None = None
 
 
 def message(error: str | LmscopeError) -> html.Div:

@@ -15,6 +15,7 @@ from .. import graph
 from .panel import (
     Outcome,
     Panel,
+    Setting,
     agreement_line,
     button,
     checked_table,
@@ -45,6 +46,17 @@ COMPONENTS = [
     {"label": "heads", "value": "heads"},
 ]
 DIRECTIONS = [{"label": d, "value": d} for d in ("denoising", "noising")]
+COMPONENT_NAMES = {"resid": "the residual stream", "attn": "each attention output",
+                   "mlp": "each MLP output", "heads": "each head"}  # fmt: skip
+# What a shared link carries of this tab (dashboard/share.py)
+URL_SETTINGS = (
+    Setting("corrupt", "inv-patch-corrupt", str, None),
+    Setting("pcomp", "inv-patch-component", tuple(c["value"] for c in COMPONENTS),
+            default(patch, "component")),
+    Setting("pdir", "inv-patch-direction", tuple(d["value"] for d in DIRECTIONS),
+            default(patch, "direction")),
+    Setting("pk", "inv-patch-k", int, default(patch, "check")),
+)  # fmt: skip
 
 
 def layout() -> list:
@@ -140,7 +152,8 @@ def summary(result: Patching) -> list:
     body = [
         metric_line(p.metric.to_dict(), p.notices, "inv-patch-metric"),
         html.P(
-            f"{result.direction.capitalize()} patching of the {result.component}: metric "
+            f"{result.direction.capitalize()} patching of {COMPONENT_NAMES[result.component]}: "
+            "metric "
             f"{p.clean_metric:.4f} on the clean prompt (1), {p.corrupt_metric:.4f} on the "
             "corrupted one (0).",
             id="inv-patch-runs",

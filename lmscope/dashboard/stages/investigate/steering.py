@@ -8,11 +8,12 @@ from __future__ import annotations
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ....core.errors import LmscopeError
+from ....core.tokens import running_text
 from ....experiments.defaults import default
-from ....experiments.steering import Steering, steer
+from ....experiments.steering import DEPTH, Steering, steer
 from ... import figures
 from .. import SHOWN, graph
-from .panel import Panel, button, keep, message, number, parse_target
+from .panel import Panel, Setting, button, keep, message, number, parse_target
 from .reproduce import code_view, steering_code
 
 TAB = "steering"  # its tab in the panel (labelled capitalized)
@@ -33,10 +34,28 @@ FOLLOWS = (
     "Layer and position follow the page's focus (the layer or head, and the token, last clicked "
     "above) until you type your own."
 )
+DEFAULTS = (
+    f"With the layer empty the vector enters {DEPTH:.0%} of the way through the model, times "
+    f"{default(steer, 'coefficient'):g}: measured on SmolLM2, that moves the prediction visibly "
+    "and keeps the text readable (the vector about as long as the stream). At layer 0, or with "
+    "coefficients of 1 and more, the Love - Hate vector was 2 to 50 times the stream's length "
+    "and the continuation turned into newlines or one token repeated."
+)
 KINDS = [
     {"label": "two prompts (activation addition)", "value": "prompts"},
     {"label": "one token's unembedding direction", "value": "token"},
 ]
+# What a shared link carries of this tab (dashboard/share.py); the defaults are the fields' own
+URL_SETTINGS = (
+    Setting("steer", "inv-steer-kind", ("prompts", "token"), "prompts"),
+    Setting("sa", "inv-steer-a", str, "Love"),
+    Setting("sb", "inv-steer-b", str, "Hate"),
+    Setting("stoken", "inv-steer-token", str, "␣love"),
+    Setting("slayer", "inv-steer-layer", int, None, follows="layer"),
+    Setting("scoef", "inv-steer-coefficient", float, default(steer, "coefficient")),
+    Setting("spos", "inv-steer-position", int, None, follows="position"),
+)
+FIELD = {s.control: s.default for s in URL_SETTINGS}
 
 
 def text_input(input_id: str, label: str, placeholder: str, value: str = "") -> html.Label:
@@ -51,27 +70,42 @@ def layout() -> list:
     return [
         html.H3("Steering: add a direction to the residual stream"),
         html.P(EXPLAIN_STEERING, className="explain"),
-        dcc.Store(id="inv-steer-followed", data={"layer": 0, "position": None}),
+        dcc.Store(id="inv-steer-followed", data={"layer": None, "position": None}),
         dcc.Store(id="inv-steer-own", data={}),
         html.Div(
             [
-                dcc.RadioItems(id="inv-steer-kind", options=KINDS, value="prompts", inline=True),
-                text_input("inv-steer-a", "prompt A", "e.g. Love", "Love"),
-                text_input("inv-steer-b", "minus prompt B", "e.g. Hate", "Hate"),
-                text_input("inv-steer-token", "token", "e.g. ␣love", "␣love"),
+                dcc.RadioItems(
+                    id="inv-steer-kind", options=KINDS, value=FIELD["inv-steer-kind"], inline=True
+                ),
+                text_input("inv-steer-a", "prompt A", "e.g. Love", FIELD["inv-steer-a"]),
+                text_input("inv-steer-b", "minus prompt B", "e.g. Hate", FIELD["inv-steer-b"]),
+                text_input("inv-steer-token", "token", "e.g. ␣love", FIELD["inv-steer-token"]),
             ],
             className="row",
         ),
         html.Div(
             [
-                number("inv-steer-layer", 0, "layer", step=1, min=0),
-                number("inv-steer-coefficient", 4.0, "coefficient", step=0.5),
+                number(
+                    "inv-steer-layer",
+                    FIELD["inv-steer-layer"],
+                    "layer",
+                    step=1,
+                    min=0,
+                    placeholder=f"{DEPTH:.0%} in",
+                ),
+                number(
+                    "inv-steer-coefficient",
+                    FIELD["inv-steer-coefficient"],
+                    "coefficient",
+                    step=0.5,
+                ),
                 number("inv-steer-position", None, "from position (empty = all)", step=1, min=0),
                 button("Steer", "inv-steer-run", True),
             ],
             className="row actions",
         ),
         html.P(FOLLOWS, className="hint", id="inv-steer-follows"),
+        html.P(DEFAULTS, className="hint", id="inv-steer-defaults"),
         html.Div(id="inv-steer-body"),
         graph("inv-steer", "lmscope-steering"),
     ]
@@ -107,10 +141,10 @@ def steering_view(result: Steering) -> list:
             className="prediction",
         ),
         html.P([html.Span("Greedy continuation without: ", className="field-label"),
-                html.Span(result.generation_before.text, className="continuation",
+                html.Span(running_text(result.generation_before.text), className="continuation",
                           id="inv-steer-continuation-before")]),
         html.P([html.Span("with the vector: ", className="field-label"),
-                html.Span(result.generation_after.text, className="continuation",
+                html.Span(running_text(result.generation_after.text), className="continuation",
                           id="inv-steer-continuation-after")]),
     ]  # fmt: skip
 
