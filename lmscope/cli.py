@@ -15,6 +15,7 @@ from .core.errors import LmscopeError
 from .core.loading import load_model
 from .experiments.ablation import ablate
 from .experiments.ablation_atp import AblationEstimate, head_scan
+from .experiments.attribution import token_attribution
 from .experiments.defaults import default
 from .experiments.generation import MAX_NEW_TOKENS, Generation, GenerationSettings, generate
 from .experiments.inputs import parse_heads
@@ -419,6 +420,52 @@ def _ablation_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("attribute")
+def _attribute(args: argparse.Namespace) -> int:
+    from .experiments.attribution import direct_logit_attribution
+
+    lm = load(args)
+    if args.tokens:
+        result = token_attribution(lm, args.prompt, args.target, wrong=args.wrong,
+                                   steps=args.steps)  # fmt: skip
+        doc = json_or_notes(result, args.json)
+        if doc is not None:
+            print(f"token attribution of {result.metric.label} (converged: {result.valid})")
+            values = zip(result.tokens, result.integrated_gradients.tolist(),
+                         result.gradient_x_input.tolist(), strict=True)  # fmt: skip
+            for token, ig, gxi in values:
+                print(f"  {token.display!r:>20s}  integrated gradients {ig:+.4f}  "
+                      f"gradient x input {gxi:+.4f}")  # fmt: skip
+        return 0
+    result = direct_logit_attribution(analyze(lm, args.prompt), args.target, args.wrong)
+    doc = json_or_notes(result, args.json)
+    if doc is not None:
+        print(f"direct logit attribution of {result.label} = {result.logit:.4f}")
+        heads = [f"H{h}" for h in range(lm.heads)]
+        print_grid("heads (rows: layers)", heads, result.heads)
+        print_grid("MLPs (one row per layer)", ["MLP"], result.mlps[:, None])
+    return 0
+
+
+@command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    from .experiments.comparison import compare
+
+    first = load(args)
+    second = load_model(args.other, allow_local_path=True, progress=_progress,
+                        placement=placement_of(args))  # fmt: skip
+    doc = compare(first, second, args.prompt).to_dict()
+    if args.json:
+        print(json.dumps(doc, ensure_ascii=False))
+        return 0
+    for side in doc["models"]:
+        top = ", ".join(f"{p['text']!r} {p['probability']:.2%}" for p in side["predictions"][:5])
+        print(f"{side['model']['name']}: {top}")
+    same = "the same" if doc["same_top_prediction"] else "different"
+    print(f"the two models make {same} top prediction")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="lmscope", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -510,6 +557,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--check", type=int, default=default(patch, "check"),
                    help="AtP's strongest cells patched exactly (default: %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = sub.add_parser("attribute", help="direct logit attribution per head and MLP (or, with "
+                       "--tokens, per prompt token)")  # fmt: skip
+    add_model_options(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--target", help="token to follow (default: the top prediction)")
+    p.add_argument("--wrong", help="metric logit(target) - logit(wrong), e.g. --wrong ' John'")
+    p.add_argument("--tokens", action="store_true",
+                   help="score the prompt's tokens (integrated gradients, gradient x input)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=default(token_attribution, "steps"),
+                   help="with --tokens: integrated gradients' path points (default: %(default)s)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p = sub.add_parser("compare", help="a second model on the same prompt: predictions, heads")
+    add_model_options(p)
+    p.add_argument("--other", required=True, help="the second model (" + MODEL_HELP + ")")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     add_run_parsers(sub, MODEL_HELP)
     return top
 

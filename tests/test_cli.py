@@ -144,6 +144,8 @@ def test_the_same_model_options_on_every_command_that_loads_one():
         "ablation-scan",
         "steer",
         "patch",
+        "attribute",
+        "compare",
     ]
     sub = next(a for a in parser()._actions if a.dest == "command")
     for name in commands:
@@ -160,3 +162,29 @@ def test_a_device_this_machine_lacks_is_one_clear_line(tiny_gpt2_folder, capsys)
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [err[0]] and "no CUDA GPU" in err[0]
+
+
+def test_attribute_and_compare_print_what_the_library_computes(tiny_gpt2_folder, capsys):
+    from lmscope.core.analysis import analyze
+    from lmscope.core.loading import load_model
+    from lmscope.experiments.attribution import direct_logit_attribution, token_attribution
+    from lmscope.experiments.comparison import compare
+
+    lm = load_model(str(tiny_gpt2_folder), allow_local_path=True)
+    folder = str(tiny_gpt2_folder)
+    capsys.readouterr()
+    assert main(["attribute", "--model", folder, "--prompt", PROMPT, "--target", " mat",
+                 "--json"]) == 0  # fmt: skip
+    dla = direct_logit_attribution(analyze(lm, PROMPT), " mat")
+    doc = json.loads(capsys.readouterr().out)
+    torch.testing.assert_close(torch.tensor(doc["heads"]), dla.heads, atol=1e-5, rtol=0)
+    assert doc["logit"] == round(dla.logit, 5)
+    assert main(["attribute", "--tokens", "--model", folder, "--prompt", PROMPT, "--json"]) == 0
+    tokens = token_attribution(lm, PROMPT)
+    doc = json.loads(capsys.readouterr().out)
+    assert doc == json.loads(json.dumps(tokens.to_dict()))
+    assert main(["compare", "--model", folder, "--other", "demo", "--prompt", PROMPT]) == 0
+    demo = load_model("demo")
+    same = compare(lm, demo, PROMPT).same_top_prediction
+    out = capsys.readouterr().out
+    assert f"make {'the same' if same else 'different'} top prediction" in out

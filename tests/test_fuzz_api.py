@@ -85,6 +85,7 @@ POST_ROUTES = [
     "/api/token-attribution",
     "/api/steer",
     "/api/compare",
+    "/api/runs",
 ]
 
 
@@ -127,6 +128,19 @@ def test_api_get_routes_never_crash(api, analysis_id, path, key, query, real) ->
         analysis_id if real else quote(key, safe="") or "k"
     )  # a path segment, as a browser sends it
     assert_clean(api.get(f"/api/analysis/{key}/{path}", query_string=query))
+
+
+@FUZZ
+@given(
+    key=st.text(max_size=40),
+    tail=st.sampled_from(["", "/results", "/cancel"]),
+    query=st.dictionaries(st.sampled_from(["quantity", "layer", "column", "k"]),
+                          st.text(max_size=8)),
+)  # fmt: skip
+def test_api_run_routes_never_crash(api, key, tail, query) -> None:
+    path = f"/api/runs/{quote(key, safe='') or 'k'}{tail}"
+    send = api.post if tail == "/cancel" else api.get
+    assert_clean(send(path, query_string=query))
 
 
 def test_api_answers_normally_after_the_fuzz(api) -> None:

@@ -22,12 +22,14 @@ from ..core.flow import flow
 from ..service import Service
 from .experiment_routes import add_experiment_routes
 from .requests import int_arg, json_body, span
+from .run_routes import add_run_routes
 
 
 def create_blueprint(service: Service) -> Blueprint:
     """The API's routes over one `Service`."""
     api = Blueprint("api", __name__, url_prefix="/api")
     add_experiment_routes(api, service)
+    add_run_routes(api, service)
 
     @api.post("/analyze")
     def analyze_route():

@@ -16,14 +16,14 @@ from ..core.catalog import DEMO_ID
 from ..core.errors import LmscopeError
 from ..core.model_cache import ModelCache
 from ..service import Service
-from . import controls, glossary, layout, progress, tour
+from . import controls, glossary, layout, progress, runs, tour
 from .figures import graph_config
 from .share import export_name
 from .share import register as register_share
 from .stages import attention, embeddings, flow, investigate, mlp, output, register_views, tokens
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-STAGES = (flow, attention, investigate)  # with callbacks of their own, besides their views
+STAGES = (flow, attention, investigate, runs)  # with callbacks of their own, besides views
 # Views drawn for a new analysis in one request (stages.register_views); the attention stage's
 # views are a group of their own (the browser sends the two requests at once)
 VIEWS = (

@@ -1,5 +1,5 @@
 """The page: header, model picker, prompt, model card, the five stages, the Investigation panel,
-and the glossary."""
+the Runs section and the glossary."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dash import dcc, html
 
 from ..core.card import ModelCard
 from ..core.catalog import entry as catalog_entry
-from . import progress, tour
+from . import progress, runs, tour
 from .glossary import glossary
 from .share import layout as share_layout
 from .stages import attention, embeddings, flow, investigate, mlp, output, tokens
@@ -25,6 +25,7 @@ SKIP_LINKS = (
     ("MLP", "stage-4"),
     ("Output", "stage-5"),
     ("Investigate", "stage-6"),
+    ("Runs", "stage-7"),
     ("Glossary", "glossary"),
 )
 
@@ -273,6 +274,7 @@ def page(model_id: str, card: ModelCard, notice: str | None, catalog: list[dict]
             mlp.layout(),
             output.layout(),
             investigate.layout(),
+            runs.layout(),
             glossary(),
         ],
         className="page",

@@ -28,10 +28,12 @@ from ..core.jobs import Cancelled, time_left
 from ..core.loading import inspect_model, load_model, no_progress, revision_of
 from ..core.model import LoadedModel
 from ..version import __version__
-from . import engines
 from .aggregate import aggregates
 from .batch import CARD, INPUT
 from .data import DataError, Dataset, Record, read_dataset
+from .engines import import_ray
+from .engines import local as local_engine
+from .engines import ray as ray_engine
 from .index import RunIndex
 from .measures import MEASURES
 from .spec import RunSpec
@@ -87,16 +89,10 @@ def execute(
     `on_progress` hears each part; setting `cancel` stops the run at the next cancel point."""
     spec = spec.checked()
     if spec.engine == "ray":
-        engines.import_ray()  # missing: say so before anything is written
+        import_ray()  # missing: say so before anything is written
     dataset = read_dataset(spec.data)
     measure_type = MEASURES[spec.experiment]
-    needed = ("prompt", "corrupt") if measure_type.pair else ("prompt",)
-    missing = [c for c in needed if c not in dataset.columns]
-    if missing:
-        raise DataError(
-            f"{dataset.path}: {spec.experiment} needs the column(s) {', '.join(needed)}; it has "
-            f"{', '.join(dataset.columns) or 'none of them'}."
-        )
+    check_columns(dataset, spec.experiment)
     store, index = RunStore(spec.out), index or RunIndex()
     progress, state = Progress(), "failed"
     job = jobs.Job(label=spec.experiment, stale=cancel.is_set if cancel else None)
@@ -160,6 +156,16 @@ def execute(
     return store
 
 
+def check_columns(dataset: Dataset, experiment: str) -> None:
+    """A `DataError` when the dataset lacks a column every row of `experiment` needs."""
+    needed = ("prompt", "corrupt") if MEASURES[experiment].pair else ("prompt",)
+    if any(c not in dataset.columns for c in needed):
+        raise DataError(
+            f"{dataset.path}: {experiment} needs the column(s) {', '.join(needed)}; it has "
+            f"{', '.join(dataset.columns) or 'none of them'}."
+        )
+
+
 def _answers(spec, pending, lm, manifest, loading, progress, on_progress):
     """The engine's answers to the pending rows' batches, as they come (a generator), with the
     manifest told which model answers them (the Ray engine's driver reads its card only)."""
@@ -169,7 +175,7 @@ def _answers(spec, pending, lm, manifest, loading, progress, on_progress):
     if spec.engine == "ray":
         config, source, card = inspect_model(spec.model, allow_local_path=True)
         _describe(manifest, card, revision_of(config, source))
-        return engines.ray(spec, batches)
+        return ray_engine(spec, batches)
     if lm is None:
         progress.state = "loading"
         if on_progress:
@@ -178,7 +184,7 @@ def _answers(spec, pending, lm, manifest, loading, progress, on_progress):
             spec.model, allow_local_path=True, progress=loading, placement=spec.placement()
         )
     _describe(manifest, lm.card, lm.revision)
-    return engines.local(spec, batches, lm)
+    return local_engine(spec, batches, lm)
 
 
 def _learn_card(manifest: dict, answer: pa.Table) -> None:
@@ -334,6 +340,11 @@ class Run:
         self._cancel.set()
 
     @property
+    def error(self) -> BaseException | None:
+        """What stopped the run, where it failed."""
+        return self._error
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -353,7 +364,8 @@ def start(spec: RunSpec, *, lm: LoadedModel | None = None, index: RunIndex | Non
     """Start `spec`'s run in a thread of this process (on `lm`, a model already loaded, where
     given) and return at once. Malformed specs and unreadable data raise here, not later."""
     spec = spec.checked()
-    read_dataset(spec.data)  # a file that cannot be read is an error now, not a failed run
+    # a file that cannot be read, or lacks a column, is an error now, not a failed run
+    check_columns(read_dataset(spec.data), spec.experiment)
     run = Run(spec)
 
     def target() -> None:

@@ -18,23 +18,31 @@ from ..core.loading import (
 from ..core.model import LoadedModel
 from ..core.model_cache import ModelCache, default_cache
 from .jobs import ClientJobs
+from .runs import Runs
 from .store import AnalysisStore
 
 NO_MODEL = "Choose a model: 'model' must be a model id such as gpt2."
 
 
 class Service:
-    """Models (shared, read-only), analyses (one per request) and each client's running jobs,
-    behind the CLI, the HTTP API and the dashboard.
+    """Models (shared, read-only), analyses (one per request), each client's running jobs and
+    the server's runs of an experiment over a dataset (`runs`), behind the CLI, the HTTP API and
+    the dashboard.
 
     `served`: the model this server was started on (the operator's `--model`, or the start
     model); a request that names no model uses it.
     """
 
-    def __init__(self, models: ModelCache | None = None, store: AnalysisStore | None = None):
+    def __init__(
+        self,
+        models: ModelCache | None = None,
+        store: AnalysisStore | None = None,
+        runs: Runs | None = None,
+    ):
         self.models = models or default_cache()
         self.store = store or AnalysisStore()
         self.jobs = ClientJobs()
+        self.runs = runs or Runs(self.model)
         self.served: str | None = None
         self.notice: str | None = None  # why the served model is not the one asked for
 

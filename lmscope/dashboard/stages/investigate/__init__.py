@@ -16,7 +16,7 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from ....service import Service
 from ...progress import near
 from .. import HIDDEN, section
-from . import ablation, attribution, comparison, generation, patching, steering
+from . import ablation, attribution, comparison, generation, patching, reproduce, steering
 from .panel import Panel, Setting, button
 
 NUMBER = 6
@@ -106,6 +106,7 @@ def register(app: Dash, service: Service) -> None:
     panel = Panel(service)
     for part in PARTS:
         part.register(app, panel)
+    reproduce.register(app, service)
     bodies = [name for part in PARTS for name in part.BODIES]
     views = [name for part in PARTS for name in part.FIGURES]
 

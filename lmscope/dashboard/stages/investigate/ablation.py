@@ -31,6 +31,7 @@ from .panel import (
     parse_target,
 )
 from .redundancy import small_effect_note
+from .reproduce import Code, call, flag, setting_flags, token_text
 
 ABLATION_TOKENS = 20  # greedy continuation shown before and after an ablation
 TAB = "ablation"  # its tab in the panel (labelled capitalized)
@@ -255,7 +256,19 @@ def register(app: Dash, panel: Panel) -> None:
         note = small_effect_note(analysis and analysis.heads, result.heads, p_before, p_after)
         body += [note] if note is not None else []
         title = "Next-token probabilities before and after the ablation (top 10 of each)"
-        return Outcome(body, {"inv-ablation": figures.before_after(rows, title)}, ("ablation", doc))
+        answer, other = parse_target(target), parse_target(wrong)
+        code = Code(
+            data["model"],
+            "from lmscope.experiments.ablation import ablate",
+            call("ablate", prompt, [tuple(h) for h in result.heads], result.mode, target=answer,
+                 wrong=other, new_tokens=ABLATION_TOKENS),
+            ["ablate", "--model", data["model"], "--prompt", prompt,
+             "--heads", ",".join(f"{l}.{h}" for l, h in result.heads), "--mode", result.mode,
+             *flag("target", token_text(lm, answer)), *flag("wrong", token_text(lm, other)),
+             "--new-tokens", ABLATION_TOKENS],
+        )  # fmt: skip
+        figure = figures.before_after(rows, title)
+        return Outcome(body, {"inv-ablation": figure}, ("ablation", doc), code=code)
 
     scan_reads = {
         "mode": State("inv-mode", "value"),
@@ -301,9 +314,9 @@ def register(app: Dash, panel: Panel) -> None:
             "change in the logit difference" if contrastive else "change in log-probability",
         )
         agreed = agreement_of(doc, (results or {}).get("ablation_atp"))
-        return Outcome(
-            body, {"inv-scan": fig}, ("ablation_scan", doc), {"inv-scan-agreement.children": agreed}
-        )
+        code = scan_code(lm, data["model"], prompt, mode, target, wrong, {"method": "exact"})
+        return Outcome(body, {"inv-scan": fig}, ("ablation_scan", doc),
+                       {"inv-scan-agreement.children": agreed}, code=code)  # fmt: skip
 
     @panel.experiment(
         app,
@@ -315,8 +328,9 @@ def register(app: Dash, panel: Panel) -> None:
     )
     def run_scan_atp(data, _trigger, mode, target, wrong, results, k) -> Outcome:
         lm, prompt = panel.model_and_prompt(data)
+        check = default(head_scan, "check") if k is None else int(k)
         result = ablation_estimate(lm, prompt, mode, parse_target(target), parse_target(wrong),
-                                   check=default(head_scan, "check") if k is None else int(k))  # fmt: skip
+                                   check=check)  # fmt: skip
         doc = result.to_dict()
         label = doc["metric"]["label"]
         top = divmod(int(result.atp.abs().argmax()), result.atp.shape[1])
@@ -338,10 +352,30 @@ def register(app: Dash, panel: Panel) -> None:
             "estimated change",
         )
         agreed = agreement_of((results or {}).get("ablation_scan"), doc)
+        settings = {"method": "atp", "check": check}
+        code = scan_code(lm, data["model"], prompt, mode, target, wrong, settings)
         return Outcome(
             body, {"inv-scan-atp": fig}, ("ablation_atp", doc),
-            {"inv-scan-agreement.children": agreed},
+            {"inv-scan-agreement.children": agreed}, code=code,
         )  # fmt: skip
+
+
+def scan_code(lm, model: str, prompt: str, mode: str, target, wrong, settings: dict) -> Code:
+    """The ablation scan as code: `head_scan`, `lmscope ablation-scan`, an ablation-scan run."""
+    answer, other = parse_target(target), parse_target(wrong)
+    settings = {"mode": mode, **settings}
+    return Code(
+        model,
+        "from lmscope.experiments.ablation_atp import head_scan",
+        call("head_scan", prompt, mode, answer, other, **{k: v for k, v in settings.items()
+                                                           if k != "mode"}),
+        ["ablation-scan", "--model", model, "--prompt", prompt,
+         *flag("target", token_text(lm, answer)), *flag("wrong", token_text(lm, other)),
+         *setting_flags(settings)],
+        "ablation-scan",
+        {"prompt": prompt, "answer": answer, "wrong": other},
+        settings,
+    )  # fmt: skip
 
 
 def agreement_of(exact: dict | None, estimate: dict | None) -> list:

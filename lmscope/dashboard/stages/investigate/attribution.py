@@ -16,6 +16,7 @@ from ... import figures
 from .. import graph
 from ..tokens import chips
 from .panel import NO_ANALYSIS, Outcome, Panel, button, metric_line, parse_target
+from .reproduce import Code, call, flag, token_text
 
 TAB = "attribution"  # its tab in the panel (labelled capitalized)
 URL_SETTINGS = ()  # its settings are the panel's target and 'minus' (dashboard/share.py)
@@ -168,9 +169,21 @@ def register(app: Dash, panel: Panel) -> None:
             dla.heads, f"Each head's direct effect on {shown}", "logit", "logit"
         )
         mlps = figures.layer_bars(dla.mlps, f"Each MLP's direct effect on {shown}", "logit")
-        return Outcome(
-            body, {"inv-dla-heads": heads, "inv-dla-mlp": mlps}, ("logit_attribution", doc)
-        )
+        answer, other = parse_target(target), parse_target(wrong)
+        fields = {"prompt": data["prompt"], "answer": answer, "wrong": other}
+        code = Code(
+            data["model"],
+            "from lmscope.experiments.attribution import direct_logit_attribution",
+            f"direct_logit_attribution(lmscope.analyze(lm, {data['prompt']!r}), {answer!r}, "
+            f"{other!r})",
+            ["attribute", "--model", data["model"], "--prompt", data["prompt"],
+             *flag("target", token_text(analysis.lm, answer)),
+             *flag("wrong", token_text(analysis.lm, other))],
+            "dla",
+            fields,
+        )  # fmt: skip
+        figures_shown = {"inv-dla-heads": heads, "inv-dla-mlp": mlps}
+        return Outcome(body, figures_shown, ("logit_attribution", doc), code=code)
 
     @panel.experiment(app, buttons=("inv-attr-run",), body="inv-attr-body", reads=targets)
     def run_attribution(data, _trigger, target, wrong) -> Outcome:
@@ -178,4 +191,12 @@ def register(app: Dash, panel: Panel) -> None:
         result = token_attribution(lm, prompt, parse_target(target), wrong=parse_target(wrong))
         doc = result.to_dict()
         head = metric_line(doc["metric"], result.notices, "inv-attr-metric")
-        return Outcome([head, *token_rows(result)], kept=("token_attribution", doc))
+        answer, other = parse_target(target), parse_target(wrong)
+        code = Code(
+            data["model"],
+            "from lmscope.experiments.attribution import token_attribution",
+            call("token_attribution", prompt, answer, wrong=other),
+            ["attribute", "--tokens", "--model", data["model"], "--prompt", prompt,
+             *flag("target", token_text(lm, answer)), *flag("wrong", token_text(lm, other))],
+        )  # fmt: skip
+        return Outcome([head, *token_rows(result)], kept=("token_attribution", doc), code=code)

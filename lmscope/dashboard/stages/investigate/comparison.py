@@ -12,6 +12,7 @@ from ... import figures
 from ...terms import linked
 from .. import graph
 from .panel import Outcome, Panel, Setting, button
+from .reproduce import Code
 
 COMPARE_TOP = 5
 TAB = "comparison"  # its tab in the panel (labelled capitalized)
@@ -117,4 +118,10 @@ def register(app: Dash, panel: Panel) -> None:
         ]  # fmt: skip
         fig = figures.categories_by_depth(sides, LABELS)
         fig.update_layout(title="Head categories by relative depth")
-        return Outcome(body, {"inv-compare": fig}, ("comparison", result))
+        code = Code(
+            data["model"],
+            "from lmscope.experiments.comparison import compare",
+            f"compare(lm, lmscope.load({second_id!r}), {prompt!r})",
+            ["compare", "--model", data["model"], "--other", second_id, "--prompt", prompt],
+        )
+        return Outcome(body, {"inv-compare": fig}, ("comparison", result), code=code)

@@ -25,6 +25,7 @@ from ....experiments.generation import (
 from ... import figures
 from .. import HIDDEN, SHOWN, graph
 from .panel import Panel, Setting, button, keep, message, number
+from .reproduce import code_view, generation_code
 
 TAB = "generation"  # its tab in the panel (labelled capitalized)
 BODIES = ()  # the result view is kept across the analysis of its own generation (see `reset`)
@@ -367,7 +368,9 @@ def register(app: Dash, panel: Panel) -> None:
             "new_ids": result.ids,
             "prompt_tokens": len(result.tokens),
         }
-        return generation_view(result), "", keep("generation", result.to_dict()), kept
+        code = generation_code(data["model"], prompt, settings, result.seed)
+        view = [*generation_view(result), code_view(code, "inv-gen-body")]
+        return view, "", keep("generation", result.to_dict()), kept
 
     app.clientside_callback(  # in the browser: the redrawn stages, from the tokens on
         """function (opened) {

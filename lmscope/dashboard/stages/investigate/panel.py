@@ -19,6 +19,7 @@ from ....core.model import LoadedModel
 from ....service import Service
 from ...progress import refusal
 from .. import HIDDEN, SHOWN
+from .reproduce import Code, code_view
 
 NO_ANALYSIS = "Press Analyze first: the experiments work on the analyzed prompt."
 JOB_LABELS = {"run_scan": "Ablation scan", "run_scan_atp": "Ablation scan (AtP)",
@@ -115,12 +116,14 @@ def keep(name: str, result: dict) -> Patch:
 @dataclass
 class Outcome:
     """What an experiment of the panel shows: its text (`body`), its figures by name (None hides
-    one), and the result kept in the downloadable results (`kept`: its name and document)."""
+    one), the result kept in the downloadable results (`kept`: its name and document), and the
+    Python call and command line that compute it again (`code`)."""
 
     body: object = no_update
     figures: dict[str, object] = field(default_factory=dict)
     kept: tuple[str, dict] | None = None
     also: dict[str, object] = field(default_factory=dict)  # "id.property": value (`also`)
+    code: Code | None = None  # the result as code (shown under the body, `reproduce`)
 
 
 class Panel:
@@ -220,6 +223,9 @@ class Panel:
                 except LmscopeError as error:
                     return tuple((answer | {"message": message(error)}).values())
                 answer |= {"body": outcome.body, "message": ""}
+                if outcome.code is not None:
+                    parts = outcome.body if isinstance(outcome.body, list) else [outcome.body]
+                    answer["body"] = [*parts, code_view(outcome.code, body)]
                 for name, figure in outcome.figures.items():  # None: hidden (a stale one)
                     answer[f"{name}.style"] = HIDDEN if figure is None else SHOWN
                     answer[f"{name}.figure"] = no_update if figure is None else figure

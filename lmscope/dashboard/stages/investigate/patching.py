@@ -23,6 +23,7 @@ from .panel import (
     number,
     parse_target,
 )
+from .reproduce import Code, call, flag, setting_flags, token_text
 
 TAB = "patching"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-patch-body",)
@@ -183,17 +184,14 @@ def register(app: Dash, panel: Panel) -> None:
     )
     def run_patching(data, trigger, corrupt, component, direction, k, target, wrong) -> Outcome:
         lm, prompt = panel.model_and_prompt(data)
-        result = patch(
-            lm,
-            prompt,
-            corrupt or "",
-            parse_target(target),
-            parse_target(wrong),
-            component=component,
-            direction=direction,
-            scan="both" if trigger == "inv-patch-exact-run" else "atp",
-            check=default(patch, "check") if k is None else int(k),
-        )
+        answer, other = parse_target(target), parse_target(wrong)
+        settings = {
+            "component": component,
+            "direction": direction,
+            "scan": "both" if trigger == "inv-patch-exact-run" else "atp",
+            "check": default(patch, "check") if k is None else int(k),
+        }
+        result = patch(lm, prompt, corrupt or "", answer, other, **settings)
         atp = heatmap(
             result, result.atp, "AtP estimate (one forward pass of each prompt, one backward)"
         )
@@ -201,7 +199,18 @@ def register(app: Dash, panel: Panel) -> None:
         if result.exact is not None:
             exact = heatmap(result, result.exact, "Exact: each cell patched alone")
         figures = {"inv-patch-atp": atp, "inv-patch-exact": exact}
-        return Outcome(summary(result), figures, ("patching", result.to_dict()))
+        code = Code(
+            data["model"],
+            "from lmscope.experiments.patching import patch",
+            call("patch", prompt, corrupt or "", answer, other, **settings),
+            ["patch", "--model", data["model"], "--clean", prompt, "--corrupt", corrupt or "",
+             *flag("answer", token_text(lm, answer)), *flag("wrong", token_text(lm, other)),
+             *setting_flags(settings)],
+            "patch",
+            {"prompt": prompt, "corrupt": corrupt or "", "answer": answer, "wrong": other},
+            settings,
+        )  # fmt: skip
+        return Outcome(summary(result), figures, ("patching", result.to_dict()), code=code)
 
     @app.callback(
         Output("focus", "data", allow_duplicate=True),

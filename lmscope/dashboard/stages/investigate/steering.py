@@ -14,6 +14,7 @@ from ....experiments.steering import DEPTH, Steering, steer
 from ... import figures
 from .. import SHOWN, graph
 from .panel import Panel, Setting, button, keep, message, number, parse_target
+from .reproduce import code_view, steering_code
 
 TAB = "steering"  # its tab in the panel (labelled capitalized)
 BODIES = ("inv-steer-body",)
@@ -243,8 +244,10 @@ def register(app: Dash, panel: Panel) -> None:
                            position=whole(position), new_tokens=default(steer, "new_tokens"), **source)  # fmt: skip
         except LmscopeError as error:
             return no_update, no_update, no_update, message(error), no_update
+        code = steering_code(lm, data["model"], prompt, whole(layer), coefficient or 0.0, source,
+                             whole(position), default(steer, "new_tokens"))  # fmt: skip
         return (
-            steering_view(result),
+            [*steering_view(result), code_view(code, "inv-steer-body")],
             chart(result),
             SHOWN,
             "",
