@@ -10,9 +10,12 @@ makes of it), and fits
 where `linear` is 2 x the blocks' parameters per token after the first and `scores` the
 attention scores (heads x queries x keys, every layer); an analysis gets its own coefficients
 (`traced_factor`, `traced_score_flop`, in the plain pass's FLOP units) and what it adds once
-(`analysis_call`). Coefficients are fitted non-negative. The result is kept in memory per loaded
+(`analysis_call`). Where scores are most of the work (thousands of tokens) a short probe
+misjudges them, so one long point of each kind is timed too: the first `PARTIAL_LAYERS` blocks
+of a plain pass and of an analysis of `LONG` tokens, scaled to every layer. Coefficients are
+fitted non-negative. The result is kept in memory per loaded
 model and on disk per model, revision, device, dtype, torch threads and torch version (under
-`$XDG_CACHE_HOME/lmscope/speed/`), so a model is measured once: about a second on SmolLM2.
+`$XDG_CACHE_HOME/lmscope/speed/`), so a model is measured once: about 4 s on SmolLM2 (2 threads).
 
 With `LMSCOPE_GFLOPS` set, nothing is measured: the assumed speed and `ASSUMED_SCORE_FLOP` are
 used (a machine to plan for, or a test that wants fixed numbers).
@@ -42,9 +45,11 @@ SPEED_ENV = "LMSCOPE_GFLOPS"
 ASSUMED_SCORE_FLOP = 400.0  # one attention score as FLOP of matrix products, when not measured
 ASSUMED_CALL = 0.03  # seconds per model call, when not measured
 PLAIN = (32, 256)  # token counts of the timed plain passes (after a one-token pass)
-TRACED = (16, 64, 256)  # ... and of the timed analyses
+TRACED = (16, 64)  # ... and of the timed analyses
+LONG = 2048  # tokens of the long probes: the first blocks of a plain pass and of an analysis
+PARTIAL_LAYERS = 2  # blocks a long probe runs
 ASSUMED_GFLOPS = 150.0  # where a pass costs no more than its call, for want of a measure
-VERSION = 2  # of the probe: a new one measures again
+VERSION = 3  # of the probe: a new one measures again
 _MEASURED: weakref.WeakKeyDictionary[LoadedModel, Speed] = weakref.WeakKeyDictionary()
 # How to time one analysis of `tokens` tokens (core/analysis.py registers `probe_analysis`:
 # the pass and everything an analysis makes of it); else the recording pass alone is timed.
@@ -113,9 +118,9 @@ def _probe_ids(lm: LoadedModel, tokens: int) -> torch.Tensor:
     return torch.randint(0, high, (1, tokens), generator=generator).to(device)
 
 
-def _timed(run, device: torch.device) -> float:
-    """The faster of two timings, after a warm-up run (a busy machine slows some of them); on a
-    GPU, to the end of the work it queued."""
+def _timed(run, device: torch.device, repeats: int = 2) -> float:
+    """The fastest of `repeats` timings, after a warm-up run (a busy machine slows some of
+    them); on a GPU, to the end of the work it queued."""
 
     def wait() -> None:
         if device.type == "cuda":
@@ -123,7 +128,7 @@ def _timed(run, device: torch.device) -> float:
 
     run()
     times = []
-    for _ in range(2):
+    for _ in range(repeats):
         wait()
         started = time.perf_counter()
         run()
@@ -160,15 +165,55 @@ def _nonnegative_fit(rows: list[list[float]], seconds: list[float]) -> list[floa
     return best
 
 
+class _Stop(Exception):
+    """Ends a probe pass after its first `PARTIAL_LAYERS` blocks."""
+
+
+def _first_blocks(lm: LoadedModel, work: Callable[[], object]) -> Callable[[], None]:
+    """`work` (one pass) cut after its first `PARTIAL_LAYERS` blocks: what one block costs at a
+    long length, without running the whole model there."""
+    blocks = lm.adapter.block_list(lm.model)
+
+    def stop(module, args) -> None:
+        raise _Stop
+
+    def cut() -> None:
+        handle = blocks[PARTIAL_LAYERS].register_forward_pre_hook(stop)
+        try:
+            work()
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+
+    return cut
+
+
 def measure(lm: LoadedModel) -> Speed:
     """Time the probe on `lm` and fit its coefficients (see the module docstring): a one-token
-    pass gives the cost of a call; longer plain passes, what remains per FLOP and per score;
-    recording passes, their own two."""
+    pass gives the cost of a call; plain passes and analyses of a few lengths, what remains per
+    FLOP and per score; the first blocks of each at `LONG` tokens, what a score costs where
+    scores are most of the work (as a whole pass: scaled to every layer)."""
     empty = torch.empty(0, dtype=torch.long)
     device = next(lm.model.parameters()).device
     context = lm.card.context_length
     plain = [t for t in PLAIN if t <= context] or [min(context, 8)]
     traced = [t for t in TRACED if t <= context] or plain[-1:]
+    long = min(LONG, context)
+    partial = lm.layers > 2 * PARTIAL_LAYERS and long > max(plain)
+    scale = lm.layers / PARTIAL_LAYERS
+
+    def analysis(tokens: int) -> Callable[[], None]:
+        if _ANALYSIS:
+            return lambda: _ANALYSIS[0](lm, tokens)
+        ids = _probe_ids(lm, tokens)
+
+        def traced_pass() -> None:
+            _, rec = run(lm, ids, score=True, logits_to_keep=empty)
+            lm.unembed(rec.stack("residual", lm.layers)[:, 0, -1])
+
+        return traced_pass
+
     with torch.inference_mode():
         one = _probe_ids(lm, 1)
         call = _timed(lambda: run(lm, one, capture=False), device)
@@ -177,20 +222,19 @@ def measure(lm: LoadedModel) -> Speed:
             ids = _probe_ids(lm, tokens)
             seconds.append(_timed(lambda ids=ids: run(lm, ids, capture=False), device) - call)
             rows.append([linear_flop(lm, tokens - 1), scores(lm, tokens)])
+        lens = readout_flop(lm, lm.layers)
         traced_rows, traced_seconds = [], []
         for tokens in traced:
-            ids = _probe_ids(lm, tokens)
-
-            def analysis_pass(ids=ids, tokens=tokens) -> None:
-                if _ANALYSIS:
-                    _ANALYSIS[0](lm, tokens)
-                    return
-                _, rec = run(lm, ids, score=True, logits_to_keep=empty)
-                lm.unembed(rec.stack("residual", lm.layers)[:, 0, -1])
-
-            traced_seconds.append(_timed(analysis_pass, device) - call)
-            lens = readout_flop(lm, lm.layers)
+            traced_seconds.append(_timed(analysis(tokens), device) - call)
             traced_rows.append([1.0, linear_flop(lm, tokens - 1) + lens, scores(lm, tokens)])
+        if partial:  # one long point of each kind, as whole passes
+            ids = _probe_ids(lm, long)
+            cut = _first_blocks(lm, lambda: run(lm, ids, capture=False))
+            seconds.append(_timed(cut, device, repeats=1) * scale)
+            rows.append([linear_flop(lm, long), scores(lm, long)])
+            cut = _first_blocks(lm, analysis(long))
+            traced_seconds.append(_timed(cut, device, repeats=1) * scale)
+            traced_rows.append([1.0, linear_flop(lm, long) + lens, scores(lm, long)])
     per_flop, per_score = _nonnegative_fit(rows, seconds)
     if per_flop <= 0:  # the passes took no longer than a call: the matrix products are cheap
         per_flop = 1.0 / (ASSUMED_GFLOPS * 1e9)

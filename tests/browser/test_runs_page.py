@@ -12,26 +12,13 @@ import pytest
 import torch
 from playwright.sync_api import Page, expect
 from test_dashboard import figure, open_demo, shown_analysis, wait_for_stages
+from test_runs import WORDS, induction_rows
 
 import lmscope
 from lmscope.core.analysis import analyze
 from lmscope.runs import aggregates
 
 pytestmark = pytest.mark.browser
-
-WORDS = [" cat", " dog", " red", " blue", " tree", " house", " car", " sun", " moon", " river",
-         " stone", " bird", " fish", " king", " queen", " book", " door", " road"]  # fmt: skip
-
-
-def induction_rows() -> list[dict]:
-    """Repeated word sequences against the same second half after other words (two lengths)."""
-    rows, rng = [], random.Random(0)
-    for n in (5, 7, 5, 7, 5, 7, 5, 7):
-        words = rng.sample(WORDS, 2 * n)
-        seq, other = words[:n], words[n:]
-        rows.append({"prompt": "".join(seq + seq[:-1]), "corrupt": "".join(other + seq[:-1]),
-                     "answer": seq[-1], "wrong": seq[0]})  # fmt: skip
-    return rows
 
 
 def jsonl(rows: list[dict]) -> bytes:
