@@ -5,9 +5,11 @@ Every request is estimated before it runs (core/budget.py) from the model's meas
 estimate beside the time it took: analyses from 32 to 8,192 tokens, the exact head-ablation scan,
 patching (AtP and exact), token attribution and generation.
 
-    python benchmarks/bench_estimates.py [--models demo smollm2-135m-instruct] [--long 8192]
+    python benchmarks/bench_estimates.py [--models demo smollm2-135m-instruct]
+        [--lengths 32 256 512 2048 8192] [--analyses-only] [--fresh]
 
-Each measured time is the faster of two runs (after a warm-up run for the short ones).
+`--fresh` measures the speed probe anew (else a probe stored on disk is used, and its time reads
+0). Each measured time is the faster of two runs (after a warm-up run), one run past 2,048 tokens.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ os.environ.setdefault("LMSCOPE_MAX_REQUEST_SECONDS", "inf")  # measure, do not r
 
 import torch
 
-from lmscope.core import budget
+from lmscope.core import budget, speed
 from lmscope.core.analysis import analyze
 from lmscope.core.loading import load_model
-from lmscope.core.speed import speed_of
 from lmscope.experiments.ablation import ablation_scan
 from lmscope.experiments.attribution import token_attribution
 from lmscope.experiments.generation import GenerationSettings, generate
@@ -50,16 +51,18 @@ def timed(run, repeats: int) -> float:
     return best
 
 
-def rows_for(lm, longest: int) -> list[tuple[str, object, object, int]]:
+def rows_for(lm, lengths: list[int], analyses_only: bool) -> list[tuple[str, object, object, int]]:
     """(what, estimate, run, repeats) for each operation benchmarked."""
     rows = []
     context = lm.card.context_length
-    for tokens in [t for t in (32, 256, 512, 2048, longest) if t <= context]:
+    for tokens in [t for t in lengths if t <= context]:
         prompt = text_of(lm, tokens)
         n = len(lm.tokenizer(prompt)["input_ids"])
         repeats = 2 if tokens <= 2048 else 1
         rows.append((f"analysis, {n:,} tokens", budget.analysis(lm, n),
                      lambda p=prompt: analyze(lm, p), repeats))  # fmt: skip
+    if analyses_only:
+        return rows
     n = len(lm.tokenizer(CLEAN)["input_ids"])
     rows.append((f"exact head-ablation scan, {n} tokens", budget.scan(lm, n),
                  lambda: ablation_scan(lm, CLEAN), 2))  # fmt: skip
@@ -80,7 +83,9 @@ def rows_for(lm, longest: int) -> list[tuple[str, object, object, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["demo", "smollm2-135m-instruct"])
-    parser.add_argument("--long", type=int, default=8192)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[32, 256, 512, 2048, 8192])
+    parser.add_argument("--analyses-only", action="store_true")
+    parser.add_argument("--fresh", action="store_true", help="measure the speed probe anew")
     args = parser.parse_args()
     torch.set_num_threads(2)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -88,11 +93,15 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for model_id in args.models:
         lm = load_model(model_id)
+        if args.fresh:
+            path = speed._cache_file(lm)
+            if path is not None:
+                path.unlink(missing_ok=True)
         started = time.perf_counter()
-        speed = speed_of(lm)
-        print(f"| {lm.card.name} | speed probe: {speed.describe()} | | "
+        measured_speed = speed.speed_of(lm)
+        print(f"| {lm.card.name} | speed probe: {measured_speed.describe()} | | "
               f"{time.perf_counter() - started:.2f} | |")  # fmt: skip
-        for what, estimate, run, repeats in rows_for(lm, args.long):
+        for what, estimate, run, repeats in rows_for(lm, args.lengths, args.analyses_only):
             if repeats > 1:
                 run()  # warm-up
             measured = timed(run, repeats)

@@ -8,9 +8,13 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from lmscope.core import budget, speed
 from lmscope.core.analysis import analyze
+from lmscope.core.model_cache import ModelCache
+from lmscope.service import Service
+from lmscope.web.server import api_app
 
 WORDS = "the river keeps a slow map of every town it passes and".split()
 
@@ -62,3 +66,25 @@ def test_an_analysis_takes_its_estimate_within_one_and_a_half_times(
         estimate = budget.analysis(lm, count).seconds
         took = fastest(lambda p=prompt: analyze(lm, p))
         assert 1 / 1.5 <= took / estimate <= 1.5, (model, count, took, estimate)
+
+
+@pytest.mark.slow
+def test_a_4096_token_analysis_of_smollm2_runs_through_the_api_with_default_settings(
+    smollm2, measured, monkeypatch
+):
+    """The limit (90 s by default) no longer refuses what finishes in well under it: the API
+    analyzes 4,096 tokens, and its prediction is a plain transformers pass's."""
+    monkeypatch.delenv(budget.SECONDS_ENV, raising=False)
+    assert budget.max_seconds() == budget.DEFAULT_SECONDS == 90
+    models = ModelCache(budget=2**34)
+    models.add(smollm2)
+    client = api_app(Service(models=models)).test_client()
+    prompt = prompt_of(smollm2, 4096)
+    ids = smollm2.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    assert ids.shape[1] >= 4096
+    answer = client.post("/api/analyze", json={"model": smollm2.model_id, "prompt": prompt})
+    assert answer.status_code == 200, answer.get_json()
+    assert len(answer.get_json()["tokens"]) == ids.shape[1]
+    with torch.inference_mode():
+        plain = smollm2.model(ids, logits_to_keep=1).logits[0, -1]
+    assert answer.get_json()["predictions"][0]["id"] == int(plain.argmax())

@@ -11,11 +11,12 @@ where `linear` is 2 x the blocks' parameters per token after the first and `scor
 attention scores (heads x queries x keys, every layer); an analysis gets its own coefficients
 (`traced_factor`, `traced_score_flop`, in the plain pass's FLOP units) and what it adds once
 (`analysis_call`). Where scores are most of the work (thousands of tokens) a short probe
-misjudges them, so one long point of each kind is timed too: the first `PARTIAL_LAYERS` blocks
-of a plain pass and of an analysis of `LONG` tokens, scaled to every layer. Coefficients are
+misjudges them, so one long point of each kind is timed too: what one block of a plain pass and
+of an analysis of `LONG` tokens costs (the first 3 blocks' time less the first one's), times the
+layers. Coefficients are
 fitted non-negative. The result is kept in memory per loaded
 model and on disk per model, revision, device, dtype, torch threads and torch version (under
-`$XDG_CACHE_HOME/lmscope/speed/`), so a model is measured once: about 4 s on SmolLM2 (2 threads).
+`$XDG_CACHE_HOME/lmscope/speed/`), so a model is measured once: about 6 s on SmolLM2 (2 threads).
 
 With `LMSCOPE_GFLOPS` set, nothing is measured: the assumed speed and `ASSUMED_SCORE_FLOP` are
 used (a machine to plan for, or a test that wants fixed numbers).
@@ -47,7 +48,7 @@ ASSUMED_CALL = 0.03  # seconds per model call, when not measured
 PLAIN = (32, 256)  # token counts of the timed plain passes (after a one-token pass)
 TRACED = (16, 64)  # ... and of the timed analyses
 LONG = 2048  # tokens of the long probes: the first blocks of a plain pass and of an analysis
-PARTIAL_LAYERS = 2  # blocks a long probe runs
+LONG_BLOCKS = (1, 3)  # a long probe runs this many first blocks, then that many
 ASSUMED_GFLOPS = 150.0  # where a pass costs no more than its call, for want of a measure
 VERSION = 3  # of the probe: a new one measures again
 _MEASURED: weakref.WeakKeyDictionary[LoadedModel, Speed] = weakref.WeakKeyDictionary()
@@ -118,7 +119,7 @@ def _probe_ids(lm: LoadedModel, tokens: int) -> torch.Tensor:
     return torch.randint(0, high, (1, tokens), generator=generator).to(device)
 
 
-def _timed(run, device: torch.device, repeats: int = 2) -> float:
+def _timed(run, device: torch.device, repeats: int = 2, warm_up: bool = True) -> float:
     """The fastest of `repeats` timings, after a warm-up run (a busy machine slows some of
     them); on a GPU, to the end of the work it queued."""
 
@@ -126,7 +127,8 @@ def _timed(run, device: torch.device, repeats: int = 2) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    run()
+    if warm_up:
+        run()
     times = []
     for _ in range(repeats):
         wait()
@@ -166,19 +168,18 @@ def _nonnegative_fit(rows: list[list[float]], seconds: list[float]) -> list[floa
 
 
 class _Stop(Exception):
-    """Ends a probe pass after its first `PARTIAL_LAYERS` blocks."""
+    """Ends a probe pass after its first blocks."""
 
 
-def _first_blocks(lm: LoadedModel, work: Callable[[], object]) -> Callable[[], None]:
-    """`work` (one pass) cut after its first `PARTIAL_LAYERS` blocks: what one block costs at a
-    long length, without running the whole model there."""
-    blocks = lm.adapter.block_list(lm.model)
+def _first_blocks(lm: LoadedModel, work: Callable[[], object], blocks: int) -> Callable[[], None]:
+    """`work` (one pass) cut after its first `blocks` blocks."""
+    block_list = lm.adapter.block_list(lm.model)
 
     def stop(module, args) -> None:
         raise _Stop
 
     def cut() -> None:
-        handle = blocks[PARTIAL_LAYERS].register_forward_pre_hook(stop)
+        handle = block_list[blocks].register_forward_pre_hook(stop)
         try:
             work()
         except _Stop:
@@ -189,19 +190,28 @@ def _first_blocks(lm: LoadedModel, work: Callable[[], object]) -> Callable[[], N
     return cut
 
 
+def _per_block(lm: LoadedModel, work: Callable[[], object], device: torch.device) -> float:
+    """Seconds one block takes in `work` (one pass) at a long length, without running the whole
+    model there: the first `LONG_BLOCKS[1]` blocks' time less the first `LONG_BLOCKS[0]`'s, so
+    what runs before the blocks is not counted as theirs."""
+    fewer, more = LONG_BLOCKS
+    first = _timed(_first_blocks(lm, work, fewer), device, repeats=1)
+    then = _timed(_first_blocks(lm, work, more), device, repeats=1, warm_up=False)
+    return max(0.0, then - first) / (more - fewer)
+
+
 def measure(lm: LoadedModel) -> Speed:
     """Time the probe on `lm` and fit its coefficients (see the module docstring): a one-token
     pass gives the cost of a call; plain passes and analyses of a few lengths, what remains per
-    FLOP and per score; the first blocks of each at `LONG` tokens, what a score costs where
-    scores are most of the work (as a whole pass: scaled to every layer)."""
+    FLOP and per score; one block of each at `LONG` tokens, what a score costs where scores
+    are most of the work (times the layers)."""
     empty = torch.empty(0, dtype=torch.long)
     device = next(lm.model.parameters()).device
     context = lm.card.context_length
     plain = [t for t in PLAIN if t <= context] or [min(context, 8)]
     traced = [t for t in TRACED if t <= context] or plain[-1:]
     long = min(LONG, context)
-    partial = lm.layers > 2 * PARTIAL_LAYERS and long > max(plain)
-    scale = lm.layers / PARTIAL_LAYERS
+    partial = lm.layers > 2 * LONG_BLOCKS[1] and long > max(plain)
 
     def analysis(tokens: int) -> Callable[[], None]:
         if _ANALYSIS:
@@ -227,14 +237,14 @@ def measure(lm: LoadedModel) -> Speed:
         for tokens in traced:
             traced_seconds.append(_timed(analysis(tokens), device) - call)
             traced_rows.append([1.0, linear_flop(lm, tokens - 1) + lens, scores(lm, tokens)])
-        if partial:  # one long point of each kind, as whole passes
+        if partial:  # one long point of each kind: its blocks alone, what FLOP and scores count
             ids = _probe_ids(lm, long)
-            cut = _first_blocks(lm, lambda: run(lm, ids, capture=False))
-            seconds.append(_timed(cut, device, repeats=1) * scale)
+            blocks = lm.layers * _per_block(lm, lambda: run(lm, ids, capture=False), device)
+            seconds.append(blocks)
             rows.append([linear_flop(lm, long), scores(lm, long)])
-            cut = _first_blocks(lm, analysis(long))
-            traced_seconds.append(_timed(cut, device, repeats=1) * scale)
-            traced_rows.append([1.0, linear_flop(lm, long) + lens, scores(lm, long)])
+            blocks = lm.layers * _per_block(lm, analysis(long), device)
+            traced_seconds.append(blocks)
+            traced_rows.append([0.0, linear_flop(lm, long), scores(lm, long)])
     per_flop, per_score = _nonnegative_fit(rows, seconds)
     if per_flop <= 0:  # the passes took no longer than a call: the matrix products are cheap
         per_flop = 1.0 / (ASSUMED_GFLOPS * 1e9)
