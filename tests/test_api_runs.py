@@ -17,7 +17,7 @@ from test_runs import induction_rows
 import lmscope
 from lmscope.runs import aggregates
 from lmscope.service import Service
-from lmscope.service.runs import UPLOAD_BYTES
+from lmscope.service.runs import DISK_ENV, UPLOAD_BYTES, Runs, folder_bytes
 from lmscope.web.server import api_app
 
 WORDS = "cat dog red blue tree house car sun moon river stone bird fish king queen book".split()
@@ -222,3 +222,38 @@ def test_a_cell_of_an_unknown_quantity_or_bad_numbers_is_refused(client):
         assert answer.status_code == 400 and words in answer.get_json()["error"], query
     cell = client.get(base + "?quantity=lens&layer=1&column=-1").get_json()
     assert cell["prompt_ids"] == [1] and len(cell["values"]) == 1
+
+
+def test_a_full_runs_folder_refuses_uploads_and_runs_with_507_and_keeps_what_it_holds(
+    tmp_path, monkeypatch
+):
+    """A visitor cannot fill the server's disk: past LMSCOPE_RUNS_DISK nothing is added (and
+    nothing already kept is lost); the answer names no path."""
+    service = Service()
+    root = tmp_path / "runs"
+    service.runs = Runs(service.model, root=root, index=service.runs.index)
+    client = api_app(service).test_client()
+    monkeypatch.setenv(DISK_ENV, "1K")
+    rows = [{"prompt": "the cat sat on the mat"}, {"prompt": "a dog ran"}]
+    first = upload(client, jsonl(rows), "two.jsonl", {"model": "demo", "experiment": "profile"})
+    assert first.status_code == 202, first.get_json()
+    done = wait_until_ended(client, first.get_json()["id"])
+    assert done["status"] == "complete"
+    held = folder_bytes(root)
+    assert held > 1024
+    kept = sorted(p.name for p in root.rglob("*"))
+    for attempt in (
+        lambda: upload(
+            client, jsonl(rows[:1]), "one.jsonl", {"model": "demo", "experiment": "lens"}
+        ),
+        lambda: client.post(
+            "/api/runs", json={"rows": rows, "model": "demo", "experiment": "lens"}
+        ),
+    ):
+        answer = attempt()
+        error = answer.get_json()["error"]
+        assert answer.status_code == 507, error
+        assert "LMSCOPE_RUNS_DISK" in error and str(root) not in error
+    assert sorted(p.name for p in root.rglob("*")) == kept and folder_bytes(root) == held
+    results = client.get(f"/api/runs/{first.get_json()['id']}/results")
+    assert results.status_code == 200

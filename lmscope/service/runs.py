@@ -26,7 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..core.devices import parse_bytes
 from ..core.errors import LmscopeError, RequestError
+from ..core.loading import gib
 from ..core.model import LoadedModel
 from ..runs import COLUMNS, DataError, Run, RunError, RunIndex, RunSpec, RunStore, aggregates, start
 from ..runs.data import data_format, read_dataset
@@ -34,6 +36,10 @@ from ..runs.measures import POSITIONS
 from ..runs.runner import Progress, check_columns
 
 UPLOAD_BYTES = 700_000  # a dataset a client sends (under the 1 MB request limit once encoded)
+DISK_ENV, DEFAULT_DISK = (
+    "LMSCOPE_RUNS_DISK",
+    "2G",
+)  # what the runs folder may hold, uploads included
 MAX_RUNNING = 2  # runs computing at once on this server
 NAME_LENGTH = 100  # characters of a client's file name kept
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
@@ -56,6 +62,33 @@ class RunsBusy(LmscopeError):
 
 class NoSuchRun(LmscopeError):
     status = 404
+
+
+class RunsFolderFull(LmscopeError):
+    """The server's runs folder holds what `LMSCOPE_RUNS_DISK` allows: no upload or run is added."""
+
+    status = 507
+
+
+def disk_limit() -> int:
+    """Bytes the runs folder may hold (`LMSCOPE_RUNS_DISK`, default 2G)."""
+    raw = os.environ.get(DISK_ENV, "").strip() or DEFAULT_DISK
+    try:
+        return parse_bytes(raw)
+    except ValueError:
+        raise LmscopeError(f"{DISK_ENV} must be a size such as 2G or 500M; got {raw!r}.") from None
+
+
+def folder_bytes(root: Path) -> int:
+    """The bytes of the files under `root` (links not followed)."""
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:  # removed meanwhile
+                pass
+    return total
 
 
 def default_root() -> Path:
@@ -99,6 +132,7 @@ class Runs:
         if not isinstance(name, str) or not name.strip():
             raise RequestError("The dataset needs a file name (ending .jsonl, .csv or .parquet).")
         shown = Path(name.replace("\\", "/")).name[:NAME_LENGTH] or "dataset"
+        self._check_room()
         if len(content) > UPLOAD_BYTES:
             raise RequestError(
                 f"{shown} is {len(content):,} bytes; this server takes datasets of at most "
@@ -140,6 +174,17 @@ class Runs:
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         return self.upload("rows.jsonl", lines.encode("utf-8"))
 
+    def _check_room(self) -> None:
+        """Refuse to add to a runs folder that holds its limit: a client's uploads and runs stay
+        within the disk the operator gave them (nothing is deleted to make room)."""
+        held, limit = folder_bytes(self.root), disk_limit()
+        if held >= limit:
+            raise RunsFolderFull(
+                f"This server's runs folder holds {gib(held)}, its limit ({DISK_ENV}="
+                f"{gib(limit)}): no upload or run is added until the operator removes old runs "
+                f"or raises {DISK_ENV}."
+            )
+
     def _dataset_path(self, dataset: object) -> Path:
         if not isinstance(dataset, str) or not DATASET_ID.match(dataset):
             raise RequestError(
@@ -171,6 +216,7 @@ class Runs:
         if not isinstance(experiment, str):
             raise RequestError("'experiment' must be the name of an experiment, e.g. 'patch'.")
         path = self._dataset_path(dataset)
+        self._check_room()
         lm = self.model(model_id)
         spec = RunSpec(
             model=lm.model_id, data=str(path), experiment=experiment, out=str(self.root),
