@@ -11,6 +11,8 @@ import json
 import random
 import time
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from test_runs import induction_rows
 
@@ -257,3 +259,96 @@ def test_a_full_runs_folder_refuses_uploads_and_runs_with_507_and_keeps_what_it_
     assert sorted(p.name for p in root.rglob("*")) == kept and folder_bytes(root) == held
     results = client.get(f"/api/runs/{first.get_json()['id']}/results")
     assert results.status_code == 200
+
+
+def parquet_bytes(table, **options) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **options)
+    return sink.getvalue()
+
+
+def repeated(text: str, rows: int) -> pa.DictionaryArray:
+    """One string `rows` times, as a dictionary: a few bytes in a file, `rows` x its length read."""
+    return pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array([text]))
+
+
+SMALL_FILES_THAT_READ_HUGE = [
+    # (what, the file's bytes, words of the error)
+    ("two million rows", lambda: parquet_bytes(pa.table({"prompt": repeated("a b", 2_000_000)})),
+     "2,000,000 rows; a dataset sent to a server has at most 50,000"),
+    ("a 100 KB string 50,000 times", lambda: parquet_bytes(
+        pa.table({"prompt": repeated("x" * 100_000, 50_000)})), "more than a server takes"),
+    ("one 50 MB string, compressed", lambda: parquet_bytes(
+        pa.table({"prompt": ["y" * 50_000_000]}), compression="zstd", use_dictionary=False),
+     "more than a server takes"),
+    ("a binary prompt column", lambda: parquet_bytes(
+        pa.table({"prompt": pa.array([b"\xff\xfe", b"ok"], pa.binary())})), "not text"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "content", "words"),
+    SMALL_FILES_THAT_READ_HUGE,
+    ids=[c[0] for c in SMALL_FILES_THAT_READ_HUGE],
+)
+def test_a_small_parquet_file_that_reads_huge_is_refused_before_its_rows_are_made(
+    client, service, what, content, words
+):
+    data = content()
+    assert len(data) < UPLOAD_BYTES
+    started = time.monotonic()
+    answer = upload(client, data, "bomb.parquet", {"model": "demo", "experiment": "lens"})
+    error = answer.get_json()["error"]
+    assert answer.status_code == 400 and words in error, error
+    assert str(service.runs.root) not in error
+    assert time.monotonic() - started < 10
+    assert not list(service.runs.uploads.glob("*.tmp*"))  # nothing left behind
+
+
+def test_rows_nested_too_deeply_or_with_endless_numbers_are_skipped_not_a_500(client, service):
+    content = (
+        b'{"prompt": "fine"}\n'
+        + b'{"prompt":' + b"[" * 200_000 + b"]" * 200_000 + b"}\n"
+        + b'{"prompt": "ok", "answer": ' + b"9" * 5000 + b"}\n"
+    )  # fmt: skip
+    answer = upload(client, content, "deep.jsonl", {"model": "demo", "experiment": "lens"})
+    assert answer.status_code == 202, answer.get_json()
+    done = wait_until_ended(client, answer.get_json()["id"])
+    assert done["status"] == "complete"
+    skipped = {row["row"]: row["reason"] for row in done["skipped_rows"]}
+    assert set(skipped) == {2, 3} and "nested too deeply" in skipped[2]
+    assert not list(service.runs.uploads.glob("*.tmp*"))
+
+
+def test_a_csv_saved_by_excel_with_a_byte_order_mark_is_read(client):
+    content = "\ufeffprompt\nthe cat sat\n".encode()
+    answer = upload(client, content, "excel.csv", {"model": "demo", "experiment": "lens"})
+    assert answer.status_code == 202, answer.get_json()
+
+
+def test_a_run_of_one_prompt_answers_strict_json_without_nan(client):
+    answer = client.post("/api/runs", json={"rows": [{"prompt": "One lonely prompt here"}],
+                                            "model": "demo", "experiment": "dla"})  # fmt: skip
+    run_id = answer.get_json()["id"]
+    assert wait_until_ended(client, run_id)["status"] == "complete"
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    results = json.loads(client.get(f"/api/runs/{run_id}/results").data, parse_constant=refuse)
+    assert results["cells"]  # n = 1: its spread is null, not NaN
+
+
+def test_a_runs_folder_behind_a_symlink_leaks_no_path(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    service = Service()
+    service.runs = Runs(service.model, root=tmp_path / "link", index=service.runs.index)
+    client = api_app(service).test_client()
+    answer = upload(
+        client, jsonl([{"prompt": "a"}]), "p.jsonl", {"model": "demo", "experiment": "patch"}
+    )
+    error = answer.get_json()["error"]
+    assert answer.status_code == 400 and error.startswith("p.jsonl: patch needs"), error
+    assert str(tmp_path) not in error

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -31,11 +32,13 @@ from ..core.errors import LmscopeError, RequestError
 from ..core.loading import gib
 from ..core.model import LoadedModel
 from ..runs import COLUMNS, DataError, Run, RunError, RunIndex, RunSpec, RunStore, aggregates, start
-from ..runs.data import data_format, read_dataset
+from ..runs.data import Bounds, format_of_name, read_dataset
 from ..runs.measures import POSITIONS
 from ..runs.runner import Progress, check_columns
 
 UPLOAD_BYTES = 700_000  # a dataset a client sends (under the 1 MB request limit once encoded)
+# what a client's dataset may hold once read (a small Parquet file can decode to gigabytes)
+CLIENT_BOUNDS = Bounds(rows=50_000, text_bytes=8 * UPLOAD_BYTES)
 DISK_ENV, DEFAULT_DISK = (
     "LMSCOPE_RUNS_DISK",
     "2G",
@@ -100,6 +103,17 @@ def default_root() -> Path:
     return Path(base) / "lmscope" / "runs"
 
 
+def finite(value: object) -> object:
+    """`value` with every NaN or infinity as None (JSON has neither: n = 1 has no spread)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def public_model(model: str) -> str:
     """A model id as a client sees it: a path becomes `local:NAME` (as served folders are named)."""
     return f"local:{Path(model).name}" if model.startswith(("/", "~", ".")) else model
@@ -116,7 +130,8 @@ class Runs:
         index: RunIndex | None = None,
     ) -> None:
         self.model = model  # the service's: a model id (None: the served one) -> loaded model
-        self.root = root or default_root()
+        # resolved once: what a reader reports (a resolved path) is then what answers hide
+        self.root = (root or default_root()).expanduser().resolve()
         self.index = index or RunIndex()
         self.uploads = self.root / "uploads"
         self._running: dict[str, Run] = {}  # run id -> the run computing in this process
@@ -139,7 +154,7 @@ class Runs:
                 f"{UPLOAD_BYTES:,} bytes from a client (run larger ones with lmscope run)."
             )
         try:
-            kind = data_format(Path(shown))
+            kind = format_of_name(Path(shown))  # by its name alone: nothing on disk is looked at
         except DataError:
             raise DataError(
                 f"{shown}: lmscope reads .jsonl, .csv or .parquet files from a client."
@@ -152,12 +167,15 @@ class Runs:
         partial = self.uploads / f"{secrets.token_hex(8)}.tmp{path.suffix}"
         partial.write_bytes(content)
         try:
-            read = read_dataset(partial)
+            read = read_dataset(partial, CLIENT_BOUNDS)
+            os.replace(partial, path)
         except DataError as error:
-            partial.unlink(missing_ok=True)
-            raise DataError(str(error).replace(str(partial.resolve()), shown)) from None
-        os.replace(partial, path)
-        path.with_suffix(".name").write_text(shown, encoding="utf-8")
+            raise DataError(str(error).replace(str(partial), shown)) from None
+        finally:
+            partial.unlink(missing_ok=True)  # whatever stopped the read: nothing is left behind
+        named = path.with_suffix(".name")
+        if not named.exists():  # the same bytes sent again under another name keep the first
+            named.write_text(shown, encoding="utf-8")
         return {
             "dataset": dataset,
             "name": shown,
@@ -186,7 +204,7 @@ class Runs:
             )
 
     def _dataset_path(self, dataset: object) -> Path:
-        if not isinstance(dataset, str) or not DATASET_ID.match(dataset):
+        if not isinstance(dataset, str) or not DATASET_ID.fullmatch(dataset):
             raise RequestError(
                 "'dataset' must be the id an upload answered (16 hex digits and the file's "
                 f"suffix); got {str(dataset)[:60]!r}. {NO_PATHS}"
@@ -223,7 +241,7 @@ class Runs:
             settings=settings, limit=limit,
         ).checked()  # fmt: skip
         try:
-            check_columns(read_dataset(path), spec.experiment)
+            check_columns(read_dataset(path, CLIENT_BOUNDS), spec.experiment)
         except DataError as error:
             raise DataError(str(error).replace(str(path), self._data_name(path))) from None
         folder = self.root / _folder(spec, path)
@@ -255,7 +273,7 @@ class Runs:
         return self.start(model_id, dataset["dataset"], experiment, settings)
 
     def _row(self, run_id: object) -> dict:
-        if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
             raise NoSuchRun(f"No run {str(run_id)[:40]!r}: a run id is 12 hex digits.")
         row = self.index.get(run_id)
         if row is None or row["id"] != run_id:
@@ -338,7 +356,7 @@ class Runs:
                 return self._results[key]
         found = aggregates(store) if k is None else aggregates(store, k)
         answer = {"id": run_id, "status": manifest["status"], "cells_by": manifest["cells"]}
-        answer |= found.to_dict()
+        answer |= finite(found.to_dict())
         with self._lock:
             self._results[key] = answer
             while len(self._results) > RESULTS_KEPT:
@@ -374,7 +392,7 @@ class Runs:
             "layer": layer,
             "column": column,
             "prompt_ids": table["prompt_id"].to_pylist(),
-            "values": table["value"].to_pylist(),
+            "values": finite(table["value"].to_pylist()),
         }
 
     def prompts(self, run_id: str, ids: list[int] | None = None) -> dict[int, dict]:

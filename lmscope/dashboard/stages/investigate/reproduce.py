@@ -23,6 +23,7 @@ SAVE = "save-run"  # pattern-matching id kinds of the save button, its spec and 
 SPEC = "save-run-spec"
 SAVED = "save-run-message"
 COLUMNS = ("prompt", "corrupt", "answer", "wrong")
+SWITCHES = frozenset({"--json", "--tokens"})  # the CLI's options that take no value
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,38 @@ class Code:
 
 
 def shell(*words: object) -> str:
-    return " ".join(shlex.quote(str(w)) for w in words)
+    """Words as one shell line that gives back exactly these words: a value after an option that
+    starts with '-' is joined to it (`--prompt=-x`, else argparse takes it for an option), and a
+    word holding a character that is not printable (a newline, an escape, a terminal control) is
+    written with bash's $'...' escapes, so pasting the line never sends the terminal a control."""
+    if any("\x00" in str(word) for word in words):
+        return "# A NUL character cannot be passed on a command line: use the Python call."
+    joined: list[str] = []
+    for word in map(str, words):
+        option = joined[-1] if joined else ""
+        if word.startswith("-") and option.startswith("--") and "=" not in option:
+            if option not in SWITCHES:
+                joined[-1] = f"{option}={word}"
+                continue
+        joined.append(word)
+    return " ".join(map(shell_word, joined))
+
+
+def shell_word(word: str) -> str:
+    """One word quoted for the shell: shlex's quotes, or $'...' where a character is not
+    printable."""
+    if word.isprintable():
+        return shlex.quote(word)
+    return "$'" + "".join(_ansi_c(c) for c in word) + "'"
+
+
+def _ansi_c(char: str) -> str:
+    if char in "\\'":
+        return "\\" + char
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\U{code:08x}"  # a character, not a byte
 
 
 def flag(name: str, value: object) -> list[object]:
