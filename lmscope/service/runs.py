@@ -173,9 +173,7 @@ class Runs:
             raise DataError(str(error).replace(str(partial), shown)) from None
         finally:
             partial.unlink(missing_ok=True)  # whatever stopped the read: nothing is left behind
-        named = path.with_suffix(".name")
-        if not named.exists():  # the same bytes sent again under another name keep the first
-            named.write_text(shown, encoding="utf-8")
+        path.with_suffix(".name").write_text(shown, encoding="utf-8")
         return {
             "dataset": dataset,
             "name": shown,
