@@ -352,3 +352,11 @@ def test_a_runs_folder_behind_a_symlink_leaks_no_path(tmp_path):
     error = answer.get_json()["error"]
     assert answer.status_code == 400 and error.startswith("p.jsonl: patch needs"), error
     assert str(tmp_path) not in error
+
+
+def test_a_parquet_file_with_a_large_column_it_does_not_read_is_accepted(client):
+    table = pa.table({"prompt": ["the cat sat", "a dog ran"], "notes": ["z" * 3_000_000] * 2})
+    data = parquet_bytes(table, compression="zstd", use_dictionary=False)
+    assert len(data) < UPLOAD_BYTES
+    answer = upload(client, data, "notes.parquet", {"model": "demo", "experiment": "lens"})
+    assert answer.status_code == 202, answer.get_json()

@@ -16,6 +16,7 @@ which.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,12 +46,13 @@ class Aggregates:
     aligned: bool  # position cells by position (True) or from the end (False)
 
     def to_dict(self) -> dict:
-        return {
+        """JSON-ready: NaN and infinities (a cell of one prompt has no spread) become null."""
+        return json_ready({
             "cells": self.cells.to_pylist(),
             "top_k": {"k": self.k, "cells": self.top_k.to_pylist()},
             "agreement": self.agreement,
             "positions": "aligned" if self.aligned else "from the end",
-        }
+        })  # fmt: skip
 
     def save(self, folder) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -58,6 +60,17 @@ class Aggregates:
         pq.write_table(self.top_k, folder / "top_k.parquet")
         meta = {"k": self.k, "agreement": self.agreement, "aligned": self.aligned}
         (folder / "summary.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def json_ready(value: object) -> object:
+    """`value` with every NaN or infinity as None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def aggregates(store: RunStore, k: int = TOP_K) -> Aggregates:

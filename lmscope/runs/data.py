@@ -122,16 +122,20 @@ def _bounded_parquet(path: Path, bounds: Bounds) -> pa.Table:
     file = pq.ParquetFile(path)
     if file.metadata.num_rows > bounds.rows:
         raise DataError(_too_many(path, file.metadata.num_rows, bounds))
-    inflated = sum(
-        group.column(c).total_uncompressed_size
-        for group in (file.metadata.row_group(g) for g in range(file.metadata.num_row_groups))
-        for c in range(group.num_columns)
+    schema = file.schema_arrow
+    columns = [c for c in COLUMNS if c in schema.names]
+    inflated = sum(  # the pages of the columns read, as they decompress
+        chunk.total_uncompressed_size
+        for chunk in (
+            file.metadata.row_group(g).column(c)
+            for g in range(file.metadata.num_row_groups)
+            for c in range(file.metadata.num_columns)
+        )
+        if chunk.path_in_schema in columns
     )
     too_large = f"{path}: its text is more than a server takes ({bounds.text_bytes:,} bytes)."
     if inflated > bounds.text_bytes:
         raise DataError(too_large)
-    schema = file.schema_arrow
-    columns = [c for c in COLUMNS if c in schema.names]
     for name in columns:
         kind = schema.field(name).type
         text = kind.value_type if pa.types.is_dictionary(kind) else kind

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import secrets
@@ -101,17 +100,6 @@ def default_root() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "lmscope" / "runs"
-
-
-def finite(value: object) -> object:
-    """`value` with every NaN or infinity as None (JSON has neither: n = 1 has no spread)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
 
 
 def public_model(model: str) -> str:
@@ -354,7 +342,7 @@ class Runs:
                 return self._results[key]
         found = aggregates(store) if k is None else aggregates(store, k)
         answer = {"id": run_id, "status": manifest["status"], "cells_by": manifest["cells"]}
-        answer |= finite(found.to_dict())
+        answer |= found.to_dict()
         with self._lock:
             self._results[key] = answer
             while len(self._results) > RESULTS_KEPT:
@@ -390,7 +378,7 @@ class Runs:
             "layer": layer,
             "column": column,
             "prompt_ids": table["prompt_id"].to_pylist(),
-            "values": finite(table["value"].to_pylist()),
+            "values": table["value"].to_pylist(),  # NaN is never stored (measures)
         }
 
     def prompts(self, run_id: str, ids: list[int] | None = None) -> dict[int, dict]:
