@@ -10,13 +10,13 @@ makes of it), and fits
 where `linear` is 2 x the blocks' parameters per token after the first and `scores` the
 attention scores (heads x queries x keys, every layer); an analysis gets its own coefficients
 (`traced_factor`, `traced_score_flop`, in the plain pass's FLOP units) and what it adds once
-(`analysis_call`). Where scores are most of the work (thousands of tokens) a short probe
-misjudges them, so one long point of each kind is timed too: what one block of a plain pass and
-of an analysis of `LONG` tokens costs (the first 3 blocks' time less the first one's), times the
-layers. Coefficients are
-fitted non-negative. The result is kept in memory per loaded
-model and on disk per model, revision, device, dtype, torch threads and torch version (under
-`$XDG_CACHE_HOME/lmscope/speed/`), so a model is measured once: about 6 s on SmolLM2 (2 threads).
+(`analysis_call`). Where scores are much of the work (hundreds to thousands of tokens) a short
+probe misjudges them, so long points of each kind are timed too: what one block of a plain pass
+and of an analysis of each `LONG` length costs (the first 3 blocks' time less the first one's),
+times the layers. Coefficients are fitted non-negative, each point's error relative to its whole
+time. The result is kept in memory per loaded model and on disk per model, revision, device,
+dtype, torch threads and torch version (under `$XDG_CACHE_HOME/lmscope/speed/`), so a model is
+measured once: about 9 s on SmolLM2 (2 threads).
 
 With `LMSCOPE_GFLOPS` set, nothing is measured: the assumed speed and `ASSUMED_SCORE_FLOP` are
 used (a machine to plan for, or a test that wants fixed numbers).
@@ -47,10 +47,10 @@ ASSUMED_SCORE_FLOP = 400.0  # one attention score as FLOP of matrix products, wh
 ASSUMED_CALL = 0.03  # seconds per model call, when not measured
 PLAIN = (32, 256)  # token counts of the timed plain passes (after a one-token pass)
 TRACED = (16, 64)  # ... and of the timed analyses
-LONG = 2048  # tokens of the long probes: the first blocks of a plain pass and of an analysis
+LONG = (512, 2048)  # tokens of the long probes: the first blocks of a plain pass and an analysis
 LONG_BLOCKS = (1, 3)  # a long probe runs this many first blocks, then that many
 ASSUMED_GFLOPS = 150.0  # where a pass costs no more than its call, for want of a measure
-VERSION = 3  # of the probe: a new one measures again
+VERSION = 4  # of the probe: a new one measures again
 _MEASURED: weakref.WeakKeyDictionary[LoadedModel, Speed] = weakref.WeakKeyDictionary()
 # How to time one analysis of `tokens` tokens (core/analysis.py registers `probe_analysis`:
 # the pass and everything an analysis makes of it); else the recording pass alone is timed.
@@ -144,10 +144,15 @@ def _fit(rows: list[list[float]], seconds: list[float]) -> list[float]:
     return [float(x) for x in solution]
 
 
-def _nonnegative_fit(rows: list[list[float]], seconds: list[float]) -> list[float]:
-    """Least squares of `seconds` on the columns of `rows` with every coefficient >= 0: the best
-    of the plain fits on each subset of the columns whose coefficients all come out >= 0 (a few
-    columns: every subset is tried)."""
+def _nonnegative_fit(
+    rows: list[list[float]], seconds: list[float], totals: list[float]
+) -> list[float]:
+    """Least squares of `seconds` on the columns of `rows` with every coefficient >= 0, each
+    point's error relative to `totals` (its whole time: an estimate is judged by its ratio, and
+    the long points would else decide everything): the best of the plain fits on each subset of
+    the columns whose coefficients all come out >= 0 (a few columns: every subset is tried)."""
+    rows = [[x / total for x in row] for row, total in zip(rows, totals, strict=True)]
+    seconds = [t / total for t, total in zip(seconds, totals, strict=True)]
     width = len(rows[0])
     best, best_error = [0.0] * width, sum(t * t for t in seconds)
     for mask in range(1, 2**width):
@@ -195,23 +200,24 @@ def _per_block(lm: LoadedModel, work: Callable[[], object], device: torch.device
     model there: the first `LONG_BLOCKS[1]` blocks' time less the first `LONG_BLOCKS[0]`'s, so
     what runs before the blocks is not counted as theirs."""
     fewer, more = LONG_BLOCKS
-    first = _timed(_first_blocks(lm, work, fewer), device, repeats=1)
-    then = _timed(_first_blocks(lm, work, more), device, repeats=1, warm_up=False)
+    first = _timed(_first_blocks(lm, work, fewer), device)
+    then = _timed(_first_blocks(lm, work, more), device, warm_up=False)
     return max(0.0, then - first) / (more - fewer)
 
 
 def measure(lm: LoadedModel) -> Speed:
     """Time the probe on `lm` and fit its coefficients (see the module docstring): a one-token
     pass gives the cost of a call; plain passes and analyses of a few lengths, what remains per
-    FLOP and per score; one block of each at `LONG` tokens, what a score costs where scores
-    are most of the work (times the layers)."""
+    FLOP and per score; one block of each at the `LONG` lengths, what a score costs where
+    scores are much of the work (times the layers)."""
     empty = torch.empty(0, dtype=torch.long)
     device = next(lm.model.parameters()).device
     context = lm.card.context_length
     plain = [t for t in PLAIN if t <= context] or [min(context, 8)]
     traced = [t for t in TRACED if t <= context] or plain[-1:]
-    long = min(LONG, context)
-    partial = lm.layers > 2 * LONG_BLOCKS[1] and long > max(plain)
+    longs = sorted({min(t, context) for t in LONG if min(t, context) > max(plain)})
+    if lm.layers <= 2 * LONG_BLOCKS[1]:
+        longs = []  # a few blocks are the whole model: the short passes say enough
 
     def analysis(tokens: int) -> Callable[[], None]:
         if _ANALYSIS:
@@ -224,31 +230,36 @@ def measure(lm: LoadedModel) -> Speed:
 
         return traced_pass
 
+    plain_fit: tuple[list, list, list] = ([], [], [])  # rows, seconds, whole times
+    traced_fit: tuple[list, list, list] = ([], [], [])
+
+    def add(fit: tuple[list, list, list], row: list[float], seconds: float, whole: float) -> None:
+        for column, value in zip(fit, (row, seconds, whole), strict=True):
+            column.append(value)
+
     with torch.inference_mode():
         one = _probe_ids(lm, 1)
         call = _timed(lambda: run(lm, one, capture=False), device)
-        rows, seconds = [], []
         for tokens in plain:
             ids = _probe_ids(lm, tokens)
-            seconds.append(_timed(lambda ids=ids: run(lm, ids, capture=False), device) - call)
-            rows.append([linear_flop(lm, tokens - 1), scores(lm, tokens)])
+            took = _timed(lambda ids=ids: run(lm, ids, capture=False), device)
+            add(plain_fit, [linear_flop(lm, tokens - 1), scores(lm, tokens)], took - call, took)
         lens = readout_flop(lm, lm.layers)
-        traced_rows, traced_seconds = [], []
         for tokens in traced:
-            traced_seconds.append(_timed(analysis(tokens), device) - call)
-            traced_rows.append([1.0, linear_flop(lm, tokens - 1) + lens, scores(lm, tokens)])
-        if partial:  # one long point of each kind: its blocks alone, what FLOP and scores count
-            ids = _probe_ids(lm, long)
-            blocks = lm.layers * _per_block(lm, lambda: run(lm, ids, capture=False), device)
-            seconds.append(blocks)
-            rows.append([linear_flop(lm, long), scores(lm, long)])
-            blocks = lm.layers * _per_block(lm, analysis(long), device)
-            traced_seconds.append(blocks)
-            traced_rows.append([0.0, linear_flop(lm, long), scores(lm, long)])
-    per_flop, per_score = _nonnegative_fit(rows, seconds)
+            took = _timed(analysis(tokens), device)
+            row = [1.0, linear_flop(lm, tokens - 1) + lens, scores(lm, tokens)]
+            add(traced_fit, row, took - call, took)
+        for tokens in longs:  # blocks alone: what FLOP and scores count
+            ids = _probe_ids(lm, tokens)
+            blocks = lm.layers * _per_block(lm, lambda ids=ids: run(lm, ids, capture=False), device)
+            row = [linear_flop(lm, tokens), scores(lm, tokens)]
+            add(plain_fit, row, blocks, blocks + call)
+            blocks = lm.layers * _per_block(lm, analysis(tokens), device)
+            add(traced_fit, [0.0, *row], blocks, blocks + call)
+    per_flop, per_score = _nonnegative_fit(*plain_fit)
     if per_flop <= 0:  # the passes took no longer than a call: the matrix products are cheap
         per_flop = 1.0 / (ASSUMED_GFLOPS * 1e9)
-    extra, per_traced_flop, per_traced_score = _nonnegative_fit(traced_rows, traced_seconds)
+    extra, per_traced_flop, per_traced_score = _nonnegative_fit(*traced_fit)
     return Speed(
         flops=1.0 / per_flop,
         score_flop=per_score / per_flop,
