@@ -193,6 +193,8 @@ BAD_REQUESTS = [
      "'rows' must be a list"),
     ("post", "/api/runs", {"model": "demo", "experiment": "lens", "rows": [{"prompt": "a"}],
                            "limit": -1}, 400, "'limit'"),
+    ("post", "/api/runs", {"model": "demo", "experiment": "lens", "rows": [{"prompt": "a"}],
+                           "limit": True}, 400, "'limit' must be a whole number"),
     ("get", "/api/runs/..%2F..%2Fetc", None, 404, "No"),
     ("get", "/api/runs/0123456789ab", None, 404, "No run 0123456789ab"),
     ("post", "/api/runs/0123456789ab/cancel", None, 404, "No run"),
@@ -218,6 +220,9 @@ def test_a_cell_of_an_unknown_quantity_or_bad_numbers_is_refused(client):
     for query, words in (
         ("?quantity=atp&layer=0&column=-1", "'quantity' must be one of lens"),
         ("?quantity=lens&layer=x&column=-1", "'layer' must be an integer"),
+        ("?quantity=lens&layer=1_0&column=-1", "'layer' must be an integer"),
+        ("?quantity=lens&layer=%EF%BC%91&column=-1", "'layer' must be an integer"),  # fullwidth 1
+        ("?quantity=lens&layer=1&column=%20-1", "'column' must be an integer"),
         ("?k=0", "'k' must be at least 1"),
     ):
         answer = client.get(base + query)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Response, jsonify, request
 
 from ..core.analysis import OVERVIEW
@@ -21,12 +23,17 @@ def json_body() -> dict:
     return data
 
 
-def int_arg(name: str, upper: int) -> int:
+def query_int(name: str) -> int:
+    """The integer in `?name=`, written in plain digits (Python's `int` also reads `1_0`, ` 7`
+    and other scripts' digits, which a client would not mean)."""
     raw = request.args.get(name, "")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise RequestError(f"'{name}' must be an integer, got {raw!r}.") from None
+    if not re.fullmatch(r"-?[0-9]{1,15}", raw):
+        raise RequestError(f"'{name}' must be an integer, got {raw[:40]!r}.")
+    return int(raw)
+
+
+def int_arg(name: str, upper: int) -> int:
+    value = query_int(name)
     if not 0 <= value < upper:
         raise RequestError(f"'{name}' must be between 0 and {upper - 1}, got {value}.")
     return value

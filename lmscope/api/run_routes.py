@@ -21,7 +21,7 @@ from flask import Blueprint, jsonify, request
 from ..core.errors import RequestError
 from ..service import Service
 from ..service.runs import NO_PATHS
-from .requests import json_body
+from .requests import json_body, query_int
 
 RUN_KEYS = ("model", "experiment", "settings", "limit")
 PATH_KEYS = ("data", "out", "path", "folder", "file")
@@ -119,11 +119,7 @@ def _check_keys(body: dict, dataset_keys: tuple[str, ...]) -> None:
 
 
 def _signed(name: str) -> int:
-    raw = request.args.get(name, "")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise RequestError(f"'{name}' must be an integer, got {raw[:40]!r}.") from None
+    value = query_int(name)
     if abs(value) > BOUND:
         raise RequestError(f"'{name}' must be between -{BOUND} and {BOUND}, got {value}.")
     return value

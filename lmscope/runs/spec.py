@@ -162,7 +162,8 @@ class RunSpec:
         for name in ("limit", "batch_size", "workers"):
             value = getattr(self, name)
             least = 0 if name == "limit" else 1
-            if value is not None and (not isinstance(value, int) or value < least):
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if value is not None and (not whole or value < least):
                 raise RequestError(f"'{name}' must be a whole number >= {least}, got {value!r}.")
         try:
             self.placement()
