@@ -14,7 +14,7 @@ from families import build, head_dim
 import lmscope
 from lmscope.cli import main
 from lmscope.core import jobs
-from lmscope.core.errors import RequestError
+from lmscope.core.errors import PromptError, RequestError
 from lmscope.core.jobs import Cancelled, Job
 from lmscope.core.loading import from_model
 from lmscope.core.model_cache import ModelCache
@@ -279,6 +279,9 @@ def test_prompts_of_different_token_counts_are_refused_naming_both_counts(tiny_g
         patch(tiny_gpt2, CLEAN, CLEAN, ANSWER, WRONG)
     with pytest.raises(RequestError, match="'direction' must be one of denoising, noising"):
         patch(tiny_gpt2, CLEAN, CORRUPT, ANSWER, WRONG, direction="forward")
+    for scan in ("exact", "atp"):  # the empty one is named: the page's prompt above is not empty
+        with pytest.raises(PromptError, match=r"^The corrupted prompt is empty"):
+            patch(tiny_gpt2, CLEAN, "", ANSWER, WRONG, scan=scan)
 
 
 def test_cli_patch_prints_the_heatmap_and_refuses_bad_input_in_one_line(

@@ -53,23 +53,24 @@ class Prediction:
         }
 
 
-def check_prompt(prompt: object) -> str:
-    """The prompt if it can be analyzed, else a `PromptError` saying why."""
+def check_prompt(prompt: object, what: str = "prompt") -> str:
+    """The prompt if it can be analyzed, else a `PromptError` saying why (naming it `what`: a
+    second prompt, e.g. "corrupted prompt", is named as the page names it)."""
     if not isinstance(prompt, str):
-        raise PromptError("The prompt must be text.")
+        raise PromptError(f"The {what} must be text.")
     if not prompt:
-        raise PromptError("The prompt is empty: type some text to analyze.")
+        raise PromptError(f"The {what} is empty: type some text to analyze.")
     if not prompt.strip():
-        raise PromptError("The prompt is only whitespace: type some text to analyze.")
+        raise PromptError(f"The {what} is only whitespace: type some text to analyze.")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise PromptError(
-            f"The prompt has {len(prompt):,} characters; lmscope reads at most "
+            f"The {what} has {len(prompt):,} characters; lmscope reads at most "
             f"{MAX_PROMPT_CHARS:,}."
         )
     for index, char in enumerate(prompt):
         if "\ud800" <= char <= "\udfff":
             raise PromptError(
-                f"The prompt is not valid Unicode: a lone surrogate U+{ord(char):04X} at character "
+                f"The {what} is not valid Unicode: a lone surrogate U+{ord(char):04X} at character "
                 f"{index}."
             )
     return prompt

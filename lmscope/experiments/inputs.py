@@ -13,12 +13,15 @@ from ..core.tokens import Token, tokenize
 Head = tuple[int, int]
 
 
-def prompt_ids(lm: LoadedModel, prompt: object, reserve: int = 0) -> tuple[list[Token], list[str]]:
-    """The prompt's tokens as the model reads them, leaving `reserve` positions free for generation."""
-    check_prompt(prompt)
+def prompt_ids(
+    lm: LoadedModel, prompt: object, reserve: int = 0, what: str = "prompt"
+) -> tuple[list[Token], list[str]]:
+    """The prompt's tokens as the model reads them, leaving `reserve` positions free for
+    generation; a refusal names the prompt `what`."""
+    check_prompt(prompt, what)
     tokens, notices = fit_context(tokenize(lm.tokenizer, prompt), lm.card.context_length - reserve)
     if not tokens:
-        raise PromptError("The prompt gave no tokens to analyze.")
+        raise PromptError(f"The {what} gave no tokens to analyze.")
     return tokens, notices
 
 

@@ -104,8 +104,8 @@ class PairPrompts:
 
 def pair_prompts(lm: LoadedModel, clean: object, corrupt: object) -> PairPrompts:
     """Both prompts tokenized; a `RequestError` naming both counts when they differ."""
-    clean_tokens, notices = prompt_ids(lm, clean)
-    corrupt_tokens, more = prompt_ids(lm, corrupt)
+    clean_tokens, notices = prompt_ids(lm, clean, what="clean prompt")
+    corrupt_tokens, more = prompt_ids(lm, corrupt, what="corrupted prompt")
     if len(clean_tokens) != len(corrupt_tokens):
         raise RequestError(
             f"The clean prompt is {len(clean_tokens)} tokens and the corrupted prompt "
@@ -462,7 +462,7 @@ def patch(
     direction = choice("direction", direction, DIRECTIONS)
     scan = choice("scan", scan, SCANS)
     check = check_count(check)
-    clean_tokens, _ = prompt_ids(lm, clean)
+    clean_tokens, _ = prompt_ids(lm, clean, what="clean prompt")
     check_patching(lm, len(clean_tokens), component, scan, check)
     p = pair(lm, clean, corrupt, answer, wrong, component=component, direction=direction,
              gradient=scan in ("atp", "both"))  # fmt: skip
