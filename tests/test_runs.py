@@ -344,3 +344,26 @@ def test_a_file_that_cannot_be_read_is_one_clear_line(tmp_path):
         with pytest.raises(DataError) as error:
             read_dataset(path)
         assert said in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_runs_heatmap_says_how_many_prompts_a_score_applies_to(demo, tmp_path):
+    """Induction applies only where a prompt repeats a token: of three prompts done, the map of
+    its means says it counts one, and why the other two are not in it (a learner read "mean over
+    1 prompt" for a run of 3 as a fault)."""
+    from lmscope.dashboard.runs.figures import mean_map
+
+    prompts = ["the cat sat on the mat and the cat", "a dog ran far", "one blue bird sang"]
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": p} for p in prompts])
+    store = lmscope.run(demo, data, "profile", str(tmp_path / "run"))
+    cells = [c for c in aggregates(store).to_dict()["cells"] if c["quantity"] == "induction"]
+    counted = max(c["n"] for c in cells)
+    repeats = [
+        len(set(ids)) < len(ids) for ids in (demo.tokenizer(p)["input_ids"] for p in prompts)
+    ]
+    assert counted == sum(repeats) == 1
+    title = mean_map(cells, "induction", ["layer", "head"], counted, len(prompts)).layout.title.text
+    title = title.replace("<br>", " ")  # the house style breaks long titles into lines
+    assert "mean over 1 prompt of 3" in title and "the other 2 prompts give no value" in title
+    whole = [c for c in aggregates(store).to_dict()["cells"] if c["quantity"] == "previous"]
+    title = mean_map(whole, "previous", ["layer", "head"], 3, 3).layout.title.text
+    assert title == "previous: mean over 3 prompts (click a cell)"

@@ -18,7 +18,7 @@ from ..core.heads import SINK_MARK, HeadReport
 from ..service import Service
 from .shown import while_shown
 from .static import static
-from .terms import slug
+from .terms import counted, slug
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,8 @@ def _gqa(card: ModelCard) -> Entry | None:
     return Entry(
         "grouped-query-attention",
         "grouped-query attention (GQA)",
-        f"The model's {heads} query heads per layer share {kv} key/value heads, {heads // kv} "
-        "query heads per group: heads of a group compare their own queries with the same keys "
+        f"The model's {heads} query heads per layer share {counted(kv, 'key/value head')}, "
+        f"{heads // kv} query heads per group: heads of a group compare their own queries with the same keys "
         "and read the same values. It saves memory; GPT-2 gives every head its own keys and "
         "values.",
     )

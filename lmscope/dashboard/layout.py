@@ -15,6 +15,7 @@ from .glossary import glossary
 from .share import layout as share_layout
 from .stages import attention, embeddings, flow, investigate, mlp, output, tokens
 from .static import static
+from .terms import counted
 
 # The skip links at the top: each stage's section, by the id `stages.section` gives it.
 SKIP_LINKS = (
@@ -96,7 +97,7 @@ def card_view(card: ModelCard) -> html.Div:
     component: see `static`)."""
     heads = f"{card.heads_per_layer} per layer, {card.total_heads:,} in all"
     if card.key_value_heads != card.heads_per_layer:
-        heads += f" ({card.key_value_heads} key/value heads)"
+        heads += f" ({counted(card.key_value_heads, 'key/value head')})"
     fields = (
         ("parameters", f"{card.parameters:,} ({card.parameters / 1e6:,.0f}M)"),
         ("layers", f"{card.layers}"),

@@ -10,6 +10,11 @@ from dash import html
 _MARKER = re.compile(r"\[\[([^\[\]|]+)(?:\|([^\[\]|]+))?\]\]")
 
 
+def counted(count: int, noun: str) -> str:
+    """`count` and `noun`, the noun plural unless the count is one: "1 key/value head"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def slug(term: str) -> str:
     """The anchor name of a term: lower case, words joined by dashes (`attention-sink`)."""
     return re.sub(r"[^a-z0-9]+", "-", term.lower()).strip("-")

@@ -30,6 +30,7 @@ def test_every_stage_and_the_comparison_with_smollm2_on_gemma3(
     expect(card.locator("h2")).to_contain_text("Gemma 3 270M")
     expect(card).to_contain_text("512 tokens on 15 of 18 layers")  # its sliding window
     expect(card).to_contain_text("Gemma Terms of Use")
+    expect(card).to_contain_text("4 per layer, 72 in all (1 key/value head)")
     expect(card).to_contain_text("reproduces this model")
     card.screenshot(path=str(artifacts / "gemma3-card.png"))
     page.get_by_role("button", name="Name mover (IOI)").click()

@@ -10,6 +10,7 @@ import math
 import plotly.graph_objects as go
 
 from ..figures import _clip, _style, plot_text, tick_room
+from ..terms import counted
 
 PROMPT_SHOWN = 80  # characters of a prompt in a hover
 
@@ -33,9 +34,10 @@ def cell_name(quantity: str, axes: list, layer: int, column: int) -> str:
     return f"{quantity} {where}"
 
 
-def mean_map(rows: list[dict], quantity: str, axes: list, prompts: int) -> go.Figure:
-    """The mean over prompts of each cell of `quantity` (`rows`: its aggregate cells); x and y
-    are the cells' own column and layer numbers, so a click names the cell."""
+def mean_map(rows: list[dict], quantity: str, axes: list, prompts: int, done: int) -> go.Figure:
+    """The mean over prompts of each cell of `quantity` (`rows`: its aggregate cells; `prompts`
+    the most any cell counts, of the `done` prompts measured); x and y are the cells' own column
+    and layer numbers, so a click names the cell."""
     layers = sorted({r["layer"] for r in rows})
     columns = sorted({r["column"] for r in rows})
     at = {(r["layer"], r["column"]): r for r in rows}
@@ -80,7 +82,14 @@ def mean_map(rows: list[dict], quantity: str, axes: list, prompts: int) -> go.Fi
         tickmode="array", tickvals=layers, ticktext=ylabels, title="layer" if axes[0] else "",
         autorange="reversed",
     )  # fmt: skip
-    title = f"{quantity}: mean over {prompts:,} prompt{'s' if prompts != 1 else ''} (click a cell)"
+    title = f"{quantity}: mean over {counted(prompts, 'prompt')}"
+    if prompts < done:  # e.g. induction on prompts that repeat no token: not applicable there
+        title += (
+            f" of {done:,} (click a cell); the other {counted(done - prompts, 'prompt')} give no "
+            "value here: the score does not apply on them"
+        )
+    else:
+        title += " (click a cell)"
     margin = dict(
         l=tick_room(ylabels, across=True, title=bool(axes[0])),
         r=10,

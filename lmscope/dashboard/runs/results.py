@@ -210,7 +210,7 @@ def register(app: Dash, service: Service) -> None:
             quantity = default_quantity(cells)
         rows = [r for r in results["cells"] if r["quantity"] == quantity]
         prompts = max((r["n"] for r in rows), default=0)
-        figure = mean_map(rows, quantity, cells[quantity], prompts)
+        figure = mean_map(rows, quantity, cells[quantity], prompts, status["done"])
         return (
             opened_head(status, results),
             list(cells),

@@ -27,6 +27,7 @@ from ....core.profile import known_profile
 from ....service import Service
 from ... import figures
 from ...static import static
+from ...terms import counted
 from .. import Drawing, Views, ready
 from .cells import Cell, cell_grid
 from .counts import counts_table
@@ -104,8 +105,8 @@ def kv_groups(heads: int, kv_heads: int | None) -> str | None:
         f"heads {g * size}-{g * size + size - 1} share group {g}" for g in range(kv_heads)
     )
     return (
-        f"Grouped-query attention: each layer's {heads} query heads read only {kv_heads} "
-        f"key/value head{'s' if kv_heads > 1 else ''}, {size} query heads per key/value group "
+        f"Grouped-query attention: each layer's {heads} query heads read only "
+        f"{counted(kv_heads, 'key/value head')}, {size} query heads per key/value group "
         f"({groups}). Heads of one group "
         "see the same keys and values; only their "
         "queries differ, so they can still attend differently. The lines in the grid separate "
@@ -421,7 +422,8 @@ def tour_text(lm: LoadedModel, report: HeadReport | None) -> str:
     if card.key_value_heads < card.heads_per_layer:
         text += (
             f" {card.name} uses grouped-query attention: the {card.heads_per_layer} query heads of "
-            f"a layer share {card.key_value_heads} key/value heads (the lines in the grid)."
+            f"a layer share {counted(card.key_value_heads, 'key/value head')} (the lines in the "
+            "grid)."
         )
     if report is not None:
         sinks, total = len(report.sink_heads()), report.layers * len(report.categories[0])
