@@ -140,3 +140,27 @@ def test_a_space_with_the_first_byte_of_a_letter_is_not_shown_as_a_space(gpt2_to
     assert halves and all(t.display != space and "<0x" in t.display for t in halves)
     assert all("ü" not in t.display for t in halves)  # über's ü is two tokens: shown as bytes
     assert [t.display for t in tokens if t.display == "ü"] == ["ü"]  # Brücke's is one token
+
+
+@pytest.mark.parametrize("model", ["smollm2", "gemma3"])
+def test_a_split_token_names_the_characters_it_holds_part_of(model, request):
+    """A learner sees <0xE6> and is told which character those bytes belong to: the characters
+    the tokenizer's own offsets give to more than one token, on byte-level BPE (SmolLM2) and
+    byte fallback (Gemma 3, after its BOS); and Gemma's byte tokens follow the same rule as
+    GPT-2's (a character belongs to the token holding its last byte)."""
+    tokenizer = request.getfixturevalue(model).tokenizer
+    prompt = "Der Bär läuft über 東京 🎉👍 and 𓀀 here \U000f0000"
+    tokens = tokenize(tokenizer, prompt)
+    offsets = tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
+    touched = [0] * len(prompt)
+    for start, end in offsets:
+        for i in range(start, end):
+            touched[i] += 1
+    for token, (start, end) in zip(tokens, offsets, strict=True):
+        shared = "".join(dict.fromkeys(prompt[i] for i in range(start, end) if touched[i] > 1))
+        assert token.part_of == shared and token.split == bool(shared), token
+    split = [t for t in tokens if t.split]
+    assert {c for t in split for c in t.part_of} >= {"𓀀", "\U000f0000"}  # split on both
+    assert "".join(t.text for t in tokens if t.id not in tokenizer.all_special_ids) == prompt
+    holders = [t.text for t in split if "𓀀" in t.part_of]  # four bytes, four tokens on both
+    assert holders == ["", "", "", "𓀀"]

@@ -48,6 +48,7 @@ class Token:
     start: int  # character offsets into the prompt: prompt[start:end]
     end: int
     split: bool = False  # it holds part of a character that other tokens hold the rest of
+    part_of: str = ""  # ... and which character(s) of the prompt those are, in order
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,13 +95,40 @@ def is_split(chunk: bytes) -> bool:
     return False
 
 
+def _lead(byte: int) -> bool:
+    return byte & 0xC0 != 0x80  # not a UTF-8 continuation byte
+
+
+def _utf8_length(lead: int) -> int:
+    """Bytes of the UTF-8 character that starts with byte `lead`."""
+    return 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+
+
+def part_of(prompt: str, chunk: bytes, start: int, end: int) -> str:
+    """The characters a token with bytes `chunk` and span `prompt[start:end]` holds only some
+    bytes of: one it finishes (continuation bytes first, the character its span begins with) and
+    one it begins or continues (the character right after its span: a character belongs to the
+    token holding its last byte)."""
+    if not is_split(chunk):
+        return ""
+    found = []
+    leading = next((i for i, byte in enumerate(chunk) if _lead(byte)), len(chunk))
+    if leading and start < end:
+        found.append(prompt[start])  # it finishes a character begun by the tokens before
+    last = max((i for i in range(leading, len(chunk)) if _lead(chunk[i])), default=None)
+    unfinished = last is not None and len(chunk) - last < _utf8_length(chunk[last])
+    if (unfinished or (leading and start == end)) and end < len(prompt):
+        found.append(prompt[end])
+    return "".join(dict.fromkeys(found))
+
+
 def piece_bytes(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[bytes | None]:
     """Each vocabulary entry's own bytes, or None where it has none to show (a special token
     written as itself, such as <|endoftext|>, or a tokenizer whose pieces say nothing of bytes:
     then its decoded text stands for it)."""
     pieces = tokenizer.convert_ids_to_tokens(ids)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    byte_level = _is_byte_level(tokenizer)
+    byte_level, byte_fallback = _is_byte_level(tokenizer), _is_byte_fallback(tokenizer)
     table = _byte_decoder()
     found: list[bytes | None] = []
     for token_id, piece in zip(ids, pieces, strict=True):
@@ -113,7 +141,7 @@ def piece_bytes(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[byte
                 found.append(None)
         elif match := _BYTE_PIECE.match(piece):  # SentencePiece's byte fallback
             found.append(bytes([int(match.group(1), 16)]))
-        elif _SPACE_PIECE in piece:
+        elif _SPACE_PIECE in piece or byte_fallback:  # its pieces are text, ▁ for a space
             found.append(piece.replace(_SPACE_PIECE, " ").encode("utf-8"))
         else:
             found.append(None)
@@ -130,6 +158,16 @@ def token_display(tokenizer: PreTrainedTokenizerBase, token_id: int) -> str:
 def _is_byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     return isinstance(getattr(backend, "decoder", None), decoders.ByteLevel)
+
+
+def _is_byte_fallback(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """A SentencePiece-style tokenizer whose decoder falls back to bytes (Gemma, Llama 2): its
+    pieces are the text itself, ▁ for a space, and <0xNN> for a byte."""
+    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+    try:
+        return b'"ByteFallback"' in decoder.__getstate__()
+    except (AttributeError, TypeError):
+        return False
 
 
 def _byte_spans(prompt: str, chunks: list[bytes]) -> list[tuple[int, int]] | None:
@@ -162,10 +200,9 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Token]:
     ids: list[int] = encoding["input_ids"]
     pieces = tokenizer.convert_ids_to_tokens(ids)
     chunks = piece_bytes(tokenizer, ids)
-    spans = None
-    if all(chunk is not None for chunk in chunks):
-        spans = _byte_spans(prompt, chunks)  # type: ignore[arg-type]
-    if spans is None:  # special tokens, or pieces that do not spell the prompt byte for byte
+    # a special token the tokenizer adds (a BOS) holds none of the prompt's bytes
+    spans = _byte_spans(prompt, [chunk or b"" for chunk in chunks])
+    if spans is None:  # pieces that do not spell the prompt byte for byte
         spans = _tiled([tuple(o) for o in encoding["offset_mapping"]], len(prompt))
     tokens = []
     for index, (token_id, piece, chunk, (start, end)) in enumerate(
@@ -177,6 +214,16 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Token]:
             continue
         text = prompt[start:end]
         tokens.append(
-            Token(index, token_id, piece, text, shown(chunk), start, end, split=is_split(chunk))
+            Token(
+                index,
+                token_id,
+                piece,
+                text,
+                shown(chunk),
+                start,
+                end,
+                split=is_split(chunk),
+                part_of=part_of(prompt, chunk, start, end),
+            )
         )
     return tokens

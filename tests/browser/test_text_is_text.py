@@ -114,5 +114,9 @@ def test_a_character_split_over_tokens_shows_as_its_bytes_in_a_dashed_chip(
     assert texts == [token_display(gpt2_tokenizer, int(i)) for i in ids]
     split = page.locator("#token-chips .chip-split .chip-text").all_inner_texts()
     assert split == ["␣<0xC3>", "<0xBC>"]
+    for chip in page.locator("#token-chips .chip-split").all():  # which character, named
+        assert '; part of "ü" (U+00FC LATIN SMALL LETTER U WITH DIAERESIS), split over' in (
+            chip.get_attribute("title")
+        )
     assert texts.count("ü") == 1 and "␣" not in texts
     page.locator("#stage-1").screenshot(path=str(artifacts / "tokens-split-character.png"))

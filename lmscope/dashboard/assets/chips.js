@@ -8,7 +8,7 @@
     el.className = (row.c ? "chip " + row.c : "chip") + (split ? " chip-split" : "");
     el.setAttribute("data-token-index", String(row.i[k]));
     el.title = "token " + row.i[k] + ": " + JSON.stringify(row.t[k]) + ", id " + row.d[k] +
-      (split ? "; part of a character split over several tokens (its bytes are shown)" : "") +
+      (split ? "; part of " + split + ", split over several tokens (its bytes are shown)" : "") +
       (row.n ? row.n[k] : "");
     if (row.s && row.s[k]) el.style.backgroundColor = row.s[k];
     const text = document.createElement("span");

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from unicodedata import name
 
 from dash import Output, html
 
@@ -14,8 +15,9 @@ EXPLAIN = (
     "fixed [[vocabulary]] and the model reads each piece as a number, its [[id|token id]]. "
     "Common words are one token; rare words are split. A space usually belongs to the word after "
     "it, shown here as ␣. A character the vocabulary has no token for is split into its bytes "
-    "([[byte-level BPE]]): such a token shows its bytes, like <0xC3>, in a dashed chip. Hover a "
-    "token to find it everywhere on the page; click it to look at its embedding in stage 2."
+    "([[byte-level BPE]]): such a token shows its bytes, like <0xC3>, in a dashed chip (hover it: "
+    "it names the character). Hover a token to find it everywhere on the page; click it to look "
+    "at its embedding in stage 2."
 )
 
 
@@ -36,12 +38,12 @@ def chips(
     extend the tooltips, `styles` (one CSS colour per token) tint the chips, and `after`
     ({"id", "text", "label", "title"}) adds a highlighted chip at the end.
     """
-    split = [int(t.split) for t in tokens]
+    split = [characters(t.part_of) if t.split else "" for t in tokens]
     row = {
         "t": [t.display for t in tokens],
         "d": [t.id for t in tokens],
         "i": [t.index for t in tokens],
-        "x": split if any(split) else None,  # holds part of a character split over tokens
+        "x": split if any(split) else None,  # the characters it holds part of, named
         "c": extra,
         "n": notes,
         "s": styles,
@@ -49,6 +51,12 @@ def chips(
     }
     data = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
     return html.Div(className="chips chip-row", **{"data-chips": data}, **props)
+
+
+def characters(text: str) -> str:
+    """Characters named for a tooltip: `"ü" (U+00FC LATIN SMALL LETTER U WITH DIAERESIS)`."""
+    named = (f"{json.dumps(c, ensure_ascii=False)} (U+{ord(c):04X} {name(c, '')})" for c in text)
+    return ", ".join(n.replace(" )", ")") for n in named) or "a character"
 
 
 def layout() -> html.Section:
