@@ -45,6 +45,31 @@ def test_nearest_tokens_are_the_highest_cosine_similarity(tiny_gpt2, tiny_gpt2_m
     assert [n.similarity for n in found] == sorted((n.similarity for n in found), reverse=True)
 
 
+def test_nearest_tokens_in_bfloat16_are_read_in_float32_blocks(tiny_gpt2_folder, monkeypatch):
+    """A half-precision table is read a block of rows at a time in float32 (never copied whole:
+    Gemma's would be 671 MB per request), and the neighbours are the cosine top of that very
+    table, in float64."""
+    import lmscope
+    from lmscope.core import embeddings
+
+    monkeypatch.setattr(embeddings, "ROWS", 4096)  # 13 blocks of the 50,257 rows
+    lm = lmscope.load(str(tiny_gpt2_folder), device="cpu", dtype="bfloat16")
+    widest = []
+    real = torch.Tensor.float
+
+    def float32(tensor):
+        widest.append(tensor.shape[0] if tensor.dim() == 2 else 0)
+        return real(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "float", float32)
+    token_id = lm.tokenizer(" cat")["input_ids"][0]
+    found = nearest_tokens(lm, token_id, k=5)
+    monkeypatch.setattr(torch.Tensor, "float", real)
+    table = lm.model.transformer.wte.weight.detach()
+    assert table.dtype == torch.bfloat16 and max(widest) <= 4096
+    assert [n.id for n in found] == cosine_top(table.double(), token_id, 5)
+
+
 @pytest.mark.parametrize("token_id", [-1, 50257, 10**9])
 def test_nearest_tokens_refuse_ids_outside_the_vocabulary(tiny_gpt2, token_id):
     with pytest.raises(RequestError):
