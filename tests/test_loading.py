@@ -206,8 +206,8 @@ def test_the_cache_is_read_under_every_alias_of_a_model(hub_cache, tiny_gpt2_mod
 
 
 class FakeModel:
-    def __init__(self, model_id: str, nbytes: int) -> None:
-        self.model_id, self.nbytes = model_id, nbytes
+    def __init__(self, model_id: str, nbytes: int, device: str = "cpu") -> None:
+        self.model_id, self.nbytes, self.device = model_id, nbytes, torch.device(device)
 
 
 def test_concurrent_requests_for_one_model_load_it_once(monkeypatch):
@@ -259,6 +259,24 @@ def test_the_least_recently_used_model_is_evicted_under_the_budget(monkeypatch):
     cache.get("d")
     assert cache.cached() == ["b", "d"]
     assert cache.loads == 4
+
+
+def test_each_device_has_its_own_budget(monkeypatch):
+    """A model on a GPU takes nothing from the RAM budget, and a GPU's models are evicted for
+    that GPU's new one only (the budgets are faked: this machine has no GPU)."""
+    where = {"a": "cpu", "b": "cuda:0", "c": "cuda:0", "d": "cpu", "e": "cuda:1"}
+    monkeypatch.setattr(model_cache, "load_model", lambda m, **kw: FakeModel(m, 100, where[m]))
+    cache = ModelCache(budget=150)
+    budgets = {"cpu": 150, "cuda:0": 250, "cuda:1": 100}
+    monkeypatch.setattr(cache, "budget_of", lambda device: budgets[str(device)])
+    for model_id in ("a", "b", "c"):
+        cache.get(model_id)
+    assert cache.cached() == ["a", "b", "c"]  # 300 in all, but 100 in RAM and 200 on cuda:0
+    cache.get("d")  # RAM: a out (d fits alone); cuda:0 untouched
+    assert cache.cached() == ["b", "c", "d"]
+    budgets["cuda:0"] = 150
+    cache.get("e")  # another GPU's model: cuda:0 is now over its budget, its oldest goes
+    assert cache.cached() == ["c", "d", "e"]
 
 
 def test_a_model_larger_than_the_budget_is_still_kept_alone(monkeypatch):

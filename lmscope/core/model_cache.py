@@ -1,7 +1,10 @@
 """Loaded models, reused across requests: least-recently-used out first, under a memory budget.
 
 Several requests for the same model at the same moment load it once: the later ones wait for the
-first. The budget is `LMSCOPE_MODEL_CACHE` (e.g. '6G') or half the memory available at start.
+first. Each device has its own budget: for the models held in RAM, `LMSCOPE_MODEL_CACHE` (e.g.
+'6G') or half the memory available at start; for those on a GPU, half that GPU's memory (a model
+on a GPU takes nothing from RAM, and a GPU's models are evicted for a GPU's new one). A model
+spread by a device map counts where its analyses run (its input device).
 Every model is loaded with the cache's `placement` (the operator's --device and --dtype) unless a
 caller names another (`lmscope.load(model, device=...)`); the same model in two placements is two
 entries.
@@ -12,6 +15,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+
+import torch
 
 from .catalog import DEMO_ID, canonical_id
 from .devices import Placement
@@ -108,10 +113,29 @@ class ModelCache:
         with self._lock:
             return list(self._models)
 
+    def budget_of(self, device: torch.device) -> int:
+        """What the models kept on `device` may hold together (see the module docstring)."""
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory // 2
+        return self.budget
+
     def _evict(self, keep: str) -> None:
-        while len(self._models) > 1 and sum(m.nbytes for m in self._models.values()) > self.budget:
-            oldest = next(k for k in self._models if k != keep)
-            del self._models[oldest]
+        """Least recently used out, per device, until each device's models fit its budget (the
+        newest one is kept even alone over it: it loaded)."""
+        for device in {_where(m) for m in self._models.values()}:
+            held = [k for k, m in self._models.items() if _where(m) == device]
+            budget = self.budget_of(device)
+            while len(held) > 1 and sum(self._models[k].nbytes for k in held) > budget:
+                oldest = next(k for k in held if k != keep)
+                held.remove(oldest)
+                del self._models[oldest]
+
+
+def _where(lm: LoadedModel) -> torch.device:
+    """The device whose budget a model counts against: RAM for the CPU (and weights offloaded
+    to it), else its GPU."""
+    device = lm.device
+    return device if device.type == "cuda" else torch.device("cpu")
 
 
 _DEFAULT: ModelCache | None = None
