@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from lmscope.core import speed
 from lmscope.core.analysis import analyze
 from lmscope.core.catalog import DEMO_ID, SMOLLM2_ID
 from lmscope.core.devices import placement, tolerance
@@ -161,6 +162,20 @@ def _values(lm: LoadedModel) -> dict[str, torch.Tensor]:
         "nearest": torch.tensor([n.id for n in nearest_tokens(lm, 262, 5)]),
         "generated": torch.tensor(greedy.ids),
     }
+
+
+def test_an_offloaded_model_is_timed_by_the_speed_probe_and_analyzed(
+    family_folder, tmp_path, monkeypatch
+):
+    """Every other test runs at an assumed speed; a real machine measures it first: the probe
+    put its ids where the first weight sits, `meta` for an offloaded model, so every analysis
+    failed ("Cannot copy out of meta tensor")."""
+    monkeypatch.delenv(speed.SPEED_ENV, raising=False)
+    monkeypatch.setattr(speed, "_cache_file", lambda lm: None)
+    spread = _offloaded(family_folder, tmp_path, 0.5)
+    assert spread.card.offloaded
+    analysis = analyze(spread, IOI)
+    assert speed.speed_of(spread).measured and analysis.logits.isfinite().all()
 
 
 @pytest.mark.parametrize("share", [0.99, 0.5], ids=["some-layers-on-disk", "all-on-disk"])

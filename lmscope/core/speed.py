@@ -115,8 +115,7 @@ def _probe_ids(lm: LoadedModel, tokens: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(tokens)
     embedding = lm.model.get_input_embeddings()
     high = min(lm.card.vocab_size, len(lm.tokenizer), embedding.num_embeddings)
-    device = next(lm.model.parameters()).device
-    return torch.randint(0, high, (1, tokens), generator=generator).to(device)
+    return torch.randint(0, high, (1, tokens), generator=generator).to(lm.device)
 
 
 def _timed(run, device: torch.device, repeats: int = 2, warm_up: bool = True) -> float:
@@ -211,7 +210,7 @@ def measure(lm: LoadedModel) -> Speed:
     FLOP and per score; one block of each at the `LONG` lengths, what a score costs where
     scores are much of the work (times the layers)."""
     empty = torch.empty(0, dtype=torch.long)
-    device = next(lm.model.parameters()).device
+    device = lm.device  # where the input goes (an offloaded weight sits on `meta`)
     context = lm.card.context_length
     plain = [t for t in PLAIN if t <= context] or [min(context, 8)]
     traced = [t for t in TRACED if t <= context] or plain[-1:]
@@ -274,9 +273,8 @@ def measure(lm: LoadedModel) -> Speed:
 def _cache_file(lm: LoadedModel) -> Path | None:
     if lm.revision == "in-memory":
         return None
-    parameter = next(lm.model.parameters())
     key = json.dumps(
-        [VERSION, lm.model_id, lm.revision, str(parameter.device), str(parameter.dtype),
+        [VERSION, lm.model_id, lm.revision, str(lm.device), str(lm.dtype), lm.card.placement,
          torch.get_num_threads(), torch.__version__, platform.processor(), os.cpu_count()]
     )  # fmt: skip
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
