@@ -12,8 +12,8 @@ import torch
 from lmscope.cli import main
 from lmscope.core import budget
 from lmscope.core.analysis import analyze
-from lmscope.core.budget import CostLimitError, SettingError
-from lmscope.core.errors import LmscopeError
+from lmscope.core.budget import CostLimitError
+from lmscope.core.errors import LmscopeError, SettingError
 from lmscope.core.model import LoadedModel
 from lmscope.experiments.ablation import ablate, ablation_scan
 from lmscope.experiments.attribution import token_attribution

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import torch
 
 from . import speed
-from .errors import RequestError, SettingError, positive_setting
-from .loading import parse_bytes
+from .devices import size_setting
+from .errors import RequestError, positive_setting
 from .model import LoadedModel
 from .speed import speed_of
 
@@ -80,14 +80,7 @@ def max_seconds() -> float:
 
 
 def max_memory() -> int:
-    raw = os.environ.get(MEMORY_ENV, "").strip() or DEFAULT_MEMORY
-    try:
-        value = parse_bytes(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise SettingError(f"{MEMORY_ENV} must be a size such as 4G or 512M, got {raw!r}.")
-    return value
+    return size_setting(MEMORY_ENV, DEFAULT_MEMORY)
 
 
 def layer_parameters(lm: LoadedModel) -> float:

@@ -14,6 +14,7 @@ offloaded to the CPU or disk on the `meta` device outside their module's own for
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import LmscopeError
+from .errors import LmscopeError, SettingError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 DTYPES: dict[str, torch.dtype] = {
@@ -52,6 +53,19 @@ def parse_bytes(text: str) -> int:
     text = text.strip().upper().removesuffix("B")
     scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], 1)
     return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
+def size_setting(name: str, default: str) -> int:
+    """A size in bytes from environment variable `name` (`default` where unset), or a
+    `SettingError` naming the variable."""
+    raw = os.environ.get(name, "").strip() or default
+    try:
+        value = parse_bytes(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise SettingError(f"{name} must be a size such as 4G or 512M, got {raw!r}.")
+    return value
 
 
 def tolerance(dtype: torch.dtype) -> float:

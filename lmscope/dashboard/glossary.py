@@ -199,8 +199,8 @@ def _gqa(card: ModelCard) -> Entry | None:
         "grouped-query-attention",
         "grouped-query attention (GQA)",
         f"The model's {heads} query heads per layer share {counted(kv, 'key/value head')}, "
-        f"{heads // kv} query heads per group: heads of a group compare their own queries with the same keys "
-        "and read the same values. It saves memory; GPT-2 gives every head its own keys and "
+        f"{heads // kv} query heads per group: heads of a group compare their own queries with "
+        "the same keys and read the same values. It saves memory; GPT-2 gives every head its own keys and "
         "values.",
     )
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..core.devices import parse_bytes
+from ..core.devices import size_setting
 from ..core.errors import LmscopeError, RequestError
 from ..core.loading import gib
 from ..core.model import LoadedModel
@@ -38,10 +38,8 @@ from ..runs.runner import Progress, check_columns
 UPLOAD_BYTES = 700_000  # a dataset a client sends (under the 1 MB request limit once encoded)
 # what a client's dataset may hold once read (a small Parquet file can decode to gigabytes)
 CLIENT_BOUNDS = Bounds(rows=50_000, text_bytes=8 * UPLOAD_BYTES)
-DISK_ENV, DEFAULT_DISK = (
-    "LMSCOPE_RUNS_DISK",
-    "2G",
-)  # what the runs folder may hold, uploads included
+DISK_ENV = "LMSCOPE_RUNS_DISK"  # what the runs folder may hold, uploads included
+DEFAULT_DISK = "2G"
 MAX_RUNNING = 2  # runs computing at once on this server
 NAME_LENGTH = 100  # characters of a client's file name kept
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
@@ -74,11 +72,7 @@ class RunsFolderFull(LmscopeError):
 
 def disk_limit() -> int:
     """Bytes the runs folder may hold (`LMSCOPE_RUNS_DISK`, default 2G)."""
-    raw = os.environ.get(DISK_ENV, "").strip() or DEFAULT_DISK
-    try:
-        return parse_bytes(raw)
-    except ValueError:
-        raise LmscopeError(f"{DISK_ENV} must be a size such as 2G or 500M; got {raw!r}.") from None
+    return size_setting(DISK_ENV, DEFAULT_DISK)
 
 
 def folder_bytes(root: Path) -> int:

@@ -55,8 +55,11 @@ def chips(
 
 def characters(text: str) -> str:
     """Characters named for a tooltip: `"ü" (U+00FC LATIN SMALL LETTER U WITH DIAERESIS)`."""
-    named = (f"{json.dumps(c, ensure_ascii=False)} (U+{ord(c):04X} {name(c, '')})" for c in text)
-    return ", ".join(n.replace(" )", ")") for n in named) or "a character"
+    parts = []
+    for char in text:
+        label = " ".join(filter(None, (f"U+{ord(char):04X}", name(char, ""))))
+        parts.append(f"{json.dumps(char, ensure_ascii=False)} ({label})")
+    return ", ".join(parts) or "a character"
 
 
 def layout() -> html.Section:
